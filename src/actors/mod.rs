@@ -1,0 +1,51 @@
+//! The actors of creditd (SPEC §10) and the errors their messages answer.
+//!
+//! - [`inventory::InventoryActor`] owns the provider balance, `reserved`, the
+//!   ledger sequence and the idempotency keys in flight; it decides every
+//!   change and hands it to the commit loop.
+//! - [`wallet::WalletActor`] owns one user's wallet; it serialises that user's
+//!   operations and lives only while the user is active.
+//! - [`sync::SyncActor`] fetches the real provider balance.
+
+pub mod inventory;
+pub mod sync;
+pub mod wallet;
+
+use crate::domain::{PackageId, QuantityError};
+
+/// Why the engine refused or could not perform an operation. Each variant is
+/// mapped to an HTTP status and error code in `http::error`, and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("not ready: {0}")]
+    NotReady(&'static str),
+    #[error("unknown package {0}")]
+    UnknownPackage(PackageId),
+    #[error("unknown user")]
+    UnknownUser,
+    #[error("package {0} is disabled")]
+    PackageDisabled(PackageId),
+    #[error("not enough capacity")]
+    InsufficientCapacity,
+    #[error("purchases are disabled")]
+    PurchasesDisabled,
+    #[error("the idempotency key was used for another request")]
+    IdempotencyKeyReused,
+    #[error("a request with this idempotency key is still in flight")]
+    IdempotencyKeyInUse,
+    #[error("amount: {0}")]
+    Quantity(#[from] QuantityError),
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("overloaded: {0}")]
+    Overloaded(&'static str),
+}
+
+impl From<crate::store::StoreError> for EngineError {
+    fn from(error: crate::store::StoreError) -> Self {
+        match error {
+            crate::store::StoreError::Overloaded => Self::Overloaded("the commit queue is full"),
+            other => Self::Storage(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Configuration (SPEC §11): defaults, then an optional TOML file, then the
+//! environment. Secrets are [`Secret`]s, which never print.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::{Currency, Money, Package, PackageId, ProviderCredits, Ratio, UserCredits};
+use crate::store::commit::CommitMode;
+
+/// A value that must never reach a log, an answer or an error message.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that must send or compare it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+fn invalid(name: &'static str, reason: impl fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        reason: reason.to_string(),
+    }
+}
+
+/// One package as configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageConfig {
+    pub id: String,
+    pub credits: u64,
+    pub price_cents: u64,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// The TOML file: every field optional, unknown fields refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    admin_token: Option<Secret>,
+    nanobanana_base_url: Option<String>,
+    nanobanana_api_key: Option<Secret>,
+    sync_interval_secs: Option<u64>,
+    alert_webhook_url: Option<String>,
+    ratio: Option<u64>,
+    currency: Option<String>,
+    packages: Option<Vec<PackageConfig>>,
+    warning_level: Option<u64>,
+    wallet_idle_secs: Option<u64>,
+    commit_mode: Option<String>,
+    provider_timeout_ms: Option<u64>,
+    workers: Option<usize>,
+}
+
+/// Everything creditd can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub admin_token: Option<Secret>,
+    pub provider_base_url: Option<String>,
+    pub provider_api_key: Option<Secret>,
+    pub sync_interval: Duration,
+    pub alert_webhook_url: Option<String>,
+    pub ratio: Ratio,
+    pub currency: Currency,
+    pub packages: Vec<Package>,
+    /// `available` under this is "limited" (SPEC §7 early warning).
+    pub warning_level: ProviderCredits,
+    pub wallet_idle: Duration,
+    pub commit_mode: CommitMode,
+    pub provider_timeout: Duration,
+    /// HTTP worker threads; `None` means one per core.
+    pub workers: Option<usize>,
+}
+
+/// The packages of SPEC §3.
+pub fn default_packages() -> Vec<PackageConfig> {
+    [
+        ("starter", 10, 999),
+        ("creative", 50, 3999),
+        ("pro", 100, 6999),
+        ("studio", 500, 29999),
+    ]
+    .into_iter()
+    .map(|(id, credits, price_cents)| PackageConfig {
+        id: id.into(),
+        credits,
+        price_cents,
+        enabled: true,
+    })
+    .collect()
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then the process environment.
+    ///
+    /// # Errors
+    /// An unreadable file or an invalid value, naming the setting.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(file, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], reading variables through `env` (tests pass a map).
+    ///
+    /// # Errors
+    /// An unreadable file or an invalid value, naming the setting.
+    pub fn load_with(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut raw = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.to_owned(),
+                    source: Box::new(source),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let number = |name: &'static str, value: String| {
+            value.trim().parse::<u64>().map_err(|e| invalid(name, e))
+        };
+        if let Some(value) = env("CREDITD_LISTEN") {
+            raw.listen = Some(value);
+        }
+        if let Some(value) = env("CREDITD_DATA_DIR") {
+            raw.data_dir = Some(value.into());
+        }
+        if let Some(value) = env("CREDITD_ADMIN_TOKEN") {
+            raw.admin_token = Some(Secret(value));
+        }
+        if let Some(value) = env("NANOBANANA_BASE_URL") {
+            raw.nanobanana_base_url = Some(value);
+        }
+        if let Some(value) = env("NANOBANANA_API_KEY") {
+            raw.nanobanana_api_key = Some(Secret(value));
+        }
+        if let Some(value) = env("CREDITD_SYNC_INTERVAL_SECS") {
+            raw.sync_interval_secs = Some(number("CREDITD_SYNC_INTERVAL_SECS", value)?);
+        }
+        if let Some(value) = env("CREDITD_ALERT_WEBHOOK_URL") {
+            raw.alert_webhook_url = Some(value);
+        }
+        if let Some(value) = env("CREDITD_COMMIT_MODE") {
+            raw.commit_mode = Some(value);
+        }
+        if let Some(value) = env("CREDITD_WORKERS") {
+            raw.workers = Some(
+                usize::try_from(number("CREDITD_WORKERS", value)?)
+                    .map_err(|e| invalid("CREDITD_WORKERS", e))?,
+            );
+        }
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: FileConfig) -> Result<Self, ConfigError> {
+        let currency = Currency::parse(raw.currency.as_deref().unwrap_or("EUR"))
+            .map_err(|e| invalid("currency", e))?;
+        let packages = raw
+            .packages
+            .unwrap_or_else(default_packages)
+            .into_iter()
+            .map(|package| build_package(&package, currency))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ids: Vec<&PackageId> = packages.iter().map(|package| &package.id).collect();
+        ids.sort();
+        if ids.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(invalid("packages", "package ids must be unique"));
+        }
+        let sync_interval_secs = raw.sync_interval_secs.unwrap_or(60);
+        if sync_interval_secs == 0 {
+            return Err(invalid("CREDITD_SYNC_INTERVAL_SECS", "must be at least 1"));
+        }
+        let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        Ok(Self {
+            listen: raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
+            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+            admin_token: raw.admin_token.filter(|token| !token.0.is_empty()),
+            provider_base_url: non_empty(raw.nanobanana_base_url),
+            provider_api_key: raw.nanobanana_api_key.filter(|key| !key.0.is_empty()),
+            sync_interval: Duration::from_secs(sync_interval_secs),
+            alert_webhook_url: non_empty(raw.alert_webhook_url),
+            ratio: Ratio::new(raw.ratio.unwrap_or(4)).map_err(|e| invalid("ratio", e))?,
+            currency,
+            packages,
+            warning_level: ProviderCredits::new(raw.warning_level.unwrap_or(500))
+                .map_err(|e| invalid("warning_level", e))?,
+            wallet_idle: Duration::from_secs(raw.wallet_idle_secs.unwrap_or(60).max(1)),
+            commit_mode: raw
+                .commit_mode
+                .as_deref()
+                .unwrap_or("group")
+                .parse()
+                .map_err(|e: String| invalid("CREDITD_COMMIT_MODE", e))?,
+            provider_timeout: Duration::from_millis(
+                raw.provider_timeout_ms.unwrap_or(5_000).max(1),
+            ),
+            workers: raw.workers.filter(|&n| n > 0),
+        })
+    }
+
+    /// The address to listen on.
+    ///
+    /// # Errors
+    /// Not an `address:port`.
+    pub fn listen_address(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|e| invalid("CREDITD_LISTEN", e))
+    }
+
+    /// What `serve` needs and does not have (SPEC §11), by variable name.
+    pub fn missing_for_serve(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if self.provider_base_url.is_none() {
+            missing.push("NANOBANANA_BASE_URL");
+        }
+        if self.provider_api_key.is_none() {
+            missing.push("NANOBANANA_API_KEY");
+        }
+        if self.admin_token.is_none() {
+            missing.push("CREDITD_ADMIN_TOKEN");
+        }
+        missing
+    }
+}
+
+fn build_package(config: &PackageConfig, currency: Currency) -> Result<Package, ConfigError> {
+    let id = PackageId::parse(&config.id).map_err(|e| invalid("packages.id", e))?;
+    let credits =
+        UserCredits::positive(config.credits).map_err(|e| invalid("packages.credits", e))?;
+    let price =
+        Money::new(config.price_cents, currency).map_err(|e| invalid("packages.price_cents", e))?;
+    Package::new(id, credits, price, config.enabled).map_err(|e| invalid("packages", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        Config::load_with(None, |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let config = load(&[]).expect("defaults are valid");
+        assert_eq!(config.listen, "127.0.0.1:8080");
+        assert_eq!(config.ratio, Ratio::DEFAULT);
+        assert_eq!(config.sync_interval, Duration::from_secs(60));
+        assert_eq!(config.packages.len(), 4);
+        assert_eq!(
+            config.missing_for_serve(),
+            [
+                "NANOBANANA_BASE_URL",
+                "NANOBANANA_API_KEY",
+                "CREDITD_ADMIN_TOKEN"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_and_is_validated() {
+        let config = load(&[
+            ("CREDITD_SYNC_INTERVAL_SECS", "5"),
+            ("CREDITD_ADMIN_TOKEN", "t"),
+        ])
+        .expect("valid");
+        assert_eq!(config.sync_interval, Duration::from_secs(5));
+        assert!(matches!(
+            load(&[("CREDITD_SYNC_INTERVAL_SECS", "x")]),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = load(&[
+            ("CREDITD_ADMIN_TOKEN", "hunter2"),
+            ("NANOBANANA_API_KEY", "sk-live"),
+        ])
+        .expect("valid");
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("sk-live"),
+            "{printed}"
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! What can be sold now (SPEC §2, §5): the arithmetic behind every capacity
+//! decision, the catalogue and the platform status.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ProviderCredits, QuantityError, Ratio, UserCredits};
+
+/// The inventory's numbers at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub provider_balance: ProviderCredits,
+    pub reserved: ProviderCredits,
+    pub ratio: Ratio,
+}
+
+impl Capacity {
+    /// `providerBalance − reserved`; negative only after a sync lowered the
+    /// balance below what is spoken for (SPEC §6). Both operands are bounded
+    /// by `QUANTITY_MAX` < 2^53, so the difference always fits an `i64`.
+    pub fn available(&self) -> i64 {
+        let balance = i64::try_from(self.provider_balance.get()).unwrap_or(i64::MAX);
+        let reserved = i64::try_from(self.reserved.get()).unwrap_or(i64::MAX);
+        balance.checked_sub(reserved).unwrap_or(i64::MIN)
+    }
+
+    /// `available` floored at zero, in provider credits.
+    pub fn available_non_negative(&self) -> ProviderCredits {
+        self.provider_balance.saturating_sub(self.reserved)
+    }
+
+    /// User credits that can still be sold: `max(0, available) / ratio`.
+    pub fn user_credits(&self) -> UserCredits {
+        self.ratio
+            .user_credits_backed_by(self.available_non_negative())
+    }
+
+    /// How many times a package of `credits` can still be sold.
+    pub fn times_sellable(&self, credits: UserCredits) -> u64 {
+        self.user_credits()
+            .get()
+            .checked_div(credits.get())
+            .unwrap_or(0)
+    }
+
+    /// True when `balance < reserved`: sales stop until a sync recovers (SPEC §6).
+    pub fn overcommitted(&self) -> bool {
+        self.provider_balance < self.reserved
+    }
+
+    /// Whether `credits` more user credits can be reserved without oversell,
+    /// and the provider credits they need.
+    ///
+    /// # Errors
+    /// An overflow of the backing amount.
+    pub fn fits(&self, credits: UserCredits) -> Result<Option<ProviderCredits>, QuantityError> {
+        let needed = self.ratio.backing(credits)?;
+        if self.overcommitted() {
+            return Ok(None);
+        }
+        let after = self.reserved.checked_add(needed)?;
+        Ok((after <= self.provider_balance).then_some(needed))
+    }
+}
+
+/// The platform status shown by the storefront (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PlatformStatus {
+    Operational,
+    Limited,
+    SoldOut,
+    Dead,
+    Disabled,
+}
+
+impl PlatformStatus {
+    /// The status for these numbers; the kill switch wins, then an empty
+    /// provider account, then no capacity, then the early-warning level.
+    pub fn of(
+        capacity: &Capacity,
+        purchases_enabled: bool,
+        warning_level: ProviderCredits,
+    ) -> Self {
+        if !purchases_enabled {
+            Self::Disabled
+        } else if capacity.provider_balance.is_zero() {
+            Self::Dead
+        } else if capacity.user_credits().is_zero() {
+            Self::SoldOut
+        } else if capacity.available() < i64::try_from(warning_level.get()).unwrap_or(i64::MAX) {
+            Self::Limited
+        } else {
+            Self::Operational
+        }
+    }
+
+    /// The wire name (`soldOut`, ...), as in the JSON answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operational => "operational",
+            Self::Limited => "limited",
+            Self::SoldOut => "soldOut",
+            Self::Dead => "dead",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    /// The message the storefront shows its users.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Operational => "All systems operational",
+            Self::Limited => "Limited availability",
+            Self::SoldOut => "Sold out for now: new credits will be available soon",
+            Self::Dead => "Service temporarily unavailable",
+            Self::Disabled => "Purchases are temporarily disabled",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capacity(balance: u64, reserved: u64) -> Capacity {
+        Capacity {
+            provider_balance: ProviderCredits::new(balance).expect("small"),
+            reserved: ProviderCredits::new(reserved).expect("small"),
+            ratio: Ratio::DEFAULT,
+        }
+    }
+
+    fn credits(n: u64) -> UserCredits {
+        UserCredits::new(n).expect("small")
+    }
+
+    #[test]
+    fn the_worked_example_of_spec_section_2_holds() {
+        let start = capacity(938, 0);
+        assert_eq!(start.user_credits(), credits(234));
+        assert_eq!(start.times_sellable(credits(10)), 23);
+        assert_eq!(start.times_sellable(credits(50)), 4);
+        assert_eq!(start.times_sellable(credits(100)), 2);
+        assert_eq!(start.times_sellable(credits(500)), 0);
+        let after_a = capacity(938, 400);
+        assert_eq!(
+            (after_a.available(), after_a.user_credits()),
+            (538, credits(134))
+        );
+        let after_b = capacity(938, 800);
+        assert_eq!(
+            (after_b.available(), after_b.user_credits()),
+            (138, credits(34))
+        );
+        assert_eq!(after_b.fits(credits(50)), Ok(None));
+    }
+
+    #[test]
+    fn an_overcommitted_inventory_sells_nothing_and_reports_negative_available() {
+        let over = capacity(100, 400);
+        assert_eq!(over.available(), -300);
+        assert_eq!(over.user_credits(), UserCredits::ZERO);
+        assert_eq!(over.fits(credits(1)), Ok(None));
+        assert_eq!(
+            PlatformStatus::of(&over, true, ProviderCredits::new(500).expect("small")),
+            PlatformStatus::SoldOut
+        );
+    }
+
+    #[test]
+    fn status_precedence_is_disabled_dead_sold_out_limited_operational() {
+        let warn = ProviderCredits::new(500).expect("small");
+        assert_eq!(
+            PlatformStatus::of(&capacity(938, 0), false, warn),
+            PlatformStatus::Disabled
+        );
+        assert_eq!(
+            PlatformStatus::of(&capacity(0, 0), true, warn),
+            PlatformStatus::Dead
+        );
+        assert_eq!(
+            PlatformStatus::of(&capacity(3, 0), true, warn),
+            PlatformStatus::SoldOut
+        );
+        assert_eq!(
+            PlatformStatus::of(&capacity(499, 0), true, warn),
+            PlatformStatus::Limited
+        );
+        assert_eq!(
+            PlatformStatus::of(&capacity(500, 0), true, warn),
+            PlatformStatus::Operational
+        );
+    }
+}

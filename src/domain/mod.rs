@@ -1,0 +1,20 @@
+//! Domain types: quantities, money, identifiers, packages and the capacity
+//! rules of SPEC §2, §3 and §5. Pure: no IO, no clocks, no actors.
+//!
+//! Every quantity is a `u64` newtype with a private field, bounded by
+//! [`QUANTITY_MAX`] so that it survives a trip through JSON into a JavaScript
+//! storefront unchanged, and changed only by checked arithmetic.
+
+#![deny(clippy::arithmetic_side_effects)]
+
+mod capacity;
+mod credits;
+mod ids;
+mod money;
+mod package;
+
+pub use capacity::{Capacity, PlatformStatus};
+pub use credits::{ProviderCredits, QuantityError, Ratio, UserCredits, QUANTITY_MAX};
+pub use ids::{IdError, IdempotencyKey, PackageId, UserId};
+pub use money::{Currency, Money, MoneyError};
+pub use package::{Package, PackageError};

@@ -1,0 +1,353 @@
+//! The engine: recovery at start-up, the actors and the commit loop wired
+//! together, and the one facade (`Engine`) the HTTP layer talks to.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::actors::inventory::{Fingerprint, InventoryActor, InventoryView, Snapshot};
+use crate::actors::sync::SyncActor;
+use crate::actors::wallet::{BuyPackage, WalletDirectory, WalletError};
+use crate::actors::EngineError;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::domain::{
+    IdempotencyKey, Money, Package, PackageId, ProviderCredits, Ratio, UserCredits, UserId,
+};
+use crate::provider::NanoBananaClient;
+use crate::store::commit::{CommitMode, CommitQueue};
+use crate::store::records::{
+    InventoryRecord, LedgerEntry, MetaRecord, PurchaseReceipt, WalletRecord,
+};
+use crate::store::{keys, Store, StoreError, WriteSet};
+
+/// How long an HTTP request waits for the engine before answering 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a request asks the directory again after meeting a retiring
+/// wallet actor; retirement happens at most once per idle period, so two
+/// in a row would already be remarkable.
+const WALLET_ATTEMPTS_MAX: usize = 4;
+
+/// What the engine needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub ratio: Ratio,
+    pub packages: Vec<Package>,
+    pub warning_level: ProviderCredits,
+    pub wallet_idle: Duration,
+    pub commit_mode: CommitMode,
+    pub revenue_zero: Money,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            ratio: config.ratio,
+            packages: config.packages.clone(),
+            warning_level: config.warning_level,
+            wallet_idle: config.wallet_idle,
+            commit_mode: config.commit_mode,
+            revenue_zero: Money::zero(config.currency),
+        }
+    }
+}
+
+/// Whether the engine may serve: it has synced once since start and its
+/// storage has not failed.
+#[derive(Debug, Default)]
+pub struct Health {
+    synced: AtomicBool,
+    storage_failed: AtomicBool,
+}
+
+impl Health {
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    pub fn mark_synced(&self) {
+        self.synced.store(true, Ordering::Release);
+    }
+
+    pub fn storage_failed(&self) -> bool {
+        self.storage_failed.load(Ordering::Acquire)
+    }
+
+    pub fn mark_storage_failed(&self) {
+        self.storage_failed.store(true, Ordering::Release);
+    }
+
+    pub fn ready(&self) -> bool {
+        self.synced() && !self.storage_failed()
+    }
+}
+
+/// Why the engine would not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the data directory was created with ratio {stored}, but ratio {configured} is configured"
+    )]
+    RatioChanged { stored: u64, configured: u64 },
+    #[error("the stored state breaks an invariant: {0}")]
+    Invariant(String),
+}
+
+/// Opens the state of a data directory, creating it if it is new, and checks
+/// SPEC §4.5 against the wallets on disk before anything is served.
+///
+/// # Errors
+/// The directory is unreadable, was made with another ratio, or its state is
+/// inconsistent.
+pub fn recover(
+    store: &Store,
+    settings: &Settings,
+    clock: &dyn Clock,
+) -> Result<InventoryRecord, StartError> {
+    let Some(meta) = store.meta()? else {
+        let meta = MetaRecord {
+            ratio: settings.ratio,
+            created_at_ms: clock.now_ms(),
+        };
+        let state = InventoryRecord::empty(settings.revenue_zero);
+        let mut writes = WriteSet::default();
+        writes.put(keys::META, &meta).map_err(StoreError::from)?;
+        writes
+            .put(keys::INVENTORY, &state)
+            .map_err(StoreError::from)?;
+        store.write_durably([&writes])?;
+        return Ok(state);
+    };
+    if meta.ratio != settings.ratio {
+        return Err(StartError::RatioChanged {
+            stored: meta.ratio.get(),
+            configured: settings.ratio.get(),
+        });
+    }
+    let state = store
+        .inventory()?
+        .ok_or_else(|| StartError::Invariant("the inventory record is missing".into()))?;
+    let mut wallets_total = UserCredits::ZERO;
+    for wallet in store.wallets() {
+        let (_, wallet) = wallet?;
+        wallets_total = wallets_total
+            .checked_add(wallet.balance)
+            .map_err(|error| StartError::Invariant(format!("Σ wallets: {error}")))?;
+    }
+    if wallets_total != state.wallets_total {
+        return Err(StartError::Invariant(format!(
+            "Σ wallets on disk is {wallets_total}, the inventory record says {}",
+            state.wallets_total
+        )));
+    }
+    let spoken_for = wallets_total
+        .checked_add(state.holds_total)
+        .and_then(|credits| meta.ratio.backing(credits))
+        .map_err(|error| {
+            StartError::Invariant(format!("ratio × (Σ wallets + Σ holds): {error}"))
+        })?;
+    if spoken_for != state.reserved {
+        return Err(StartError::Invariant(format!(
+            "reserved is {}, but ratio × (Σ wallets + Σ open holds) is {spoken_for}",
+            state.reserved
+        )));
+    }
+    let last = state.next_seq.saturating_sub(1);
+    if last > 0 && store.ledger_entry(last)?.is_none() {
+        return Err(StartError::Invariant(format!(
+            "ledger entry {last} is missing"
+        )));
+    }
+    if store.ledger_entry(state.next_seq)?.is_some() {
+        return Err(StartError::Invariant(format!(
+            "ledger entry {} exists beyond the state",
+            state.next_seq
+        )));
+    }
+    Ok(state)
+}
+
+/// The facade the HTTP layer uses. Cheap to clone into every worker.
+#[derive(Clone)]
+pub struct Engine {
+    inventory: Addr<InventoryActor>,
+    arbiter: ArbiterHandle,
+    wallets: Arc<WalletDirectory>,
+    store: Store,
+    health: Arc<Health>,
+    settings: Arc<Settings>,
+}
+
+/// The threads behind an engine, stopped by [`EngineThreads::stop`].
+pub struct EngineThreads {
+    arbiter: Arbiter,
+    commit_thread: JoinHandle<()>,
+    store: Store,
+}
+
+impl EngineThreads {
+    /// Stops the actors, lets the commit loop finish what it holds, and
+    /// flushes once more. Blocking: call it off the async workers.
+    pub fn stop(self) {
+        self.arbiter.stop();
+        let _ = self.arbiter.join();
+        let _ = self.commit_thread.join();
+        if let Err(error) = self.store.sync() {
+            tracing::error!(%error, "final flush failed");
+        }
+    }
+}
+
+impl Engine {
+    /// Starts the actors on their own arbiter and the commit loop on its own
+    /// thread. Must run inside an actix system.
+    ///
+    /// # Errors
+    /// The commit thread could not be spawned.
+    pub fn start(
+        state: InventoryRecord,
+        settings: Settings,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Self, EngineThreads), StartError> {
+        let (commits, commit_thread) = CommitQueue::start(store.clone(), settings.commit_mode)?;
+        let health = Arc::new(Health::default());
+        let arbiter = Arbiter::new();
+        let inventory = {
+            let (settings, store, health) = (settings.clone(), store.clone(), Arc::clone(&health));
+            InventoryActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                InventoryActor::new(state, &settings, store, commits, clock, health)
+            })
+        };
+        let wallets = WalletDirectory::new(
+            arbiter.handle(),
+            inventory.clone(),
+            store.clone(),
+            settings.wallet_idle,
+        );
+        let engine = Self {
+            inventory,
+            arbiter: arbiter.handle(),
+            wallets,
+            store: store.clone(),
+            health,
+            settings: Arc::new(settings),
+        };
+        Ok((
+            engine,
+            EngineThreads {
+                arbiter,
+                commit_thread,
+                store,
+            },
+        ))
+    }
+
+    pub fn inventory(&self) -> &Addr<InventoryActor> {
+        &self.inventory
+    }
+
+    /// Starts the sync actor beside the inventory: it syncs now, then every `interval`.
+    pub fn start_sync(&self, client: NanoBananaClient, interval: Duration) -> Addr<SyncActor> {
+        let inventory = self.inventory.clone();
+        SyncActor::start_in_arbiter(&self.arbiter, move |_| {
+            SyncActor::new(client, inventory, interval)
+        })
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Buys `package_id` for `user` (SPEC §5), exactly once per `key`.
+    ///
+    /// # Errors
+    /// The engine's refusal, or 503-class errors when it cannot answer.
+    pub async fn purchase(
+        &self,
+        user: UserId,
+        package_id: PackageId,
+        key: IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Result<PurchaseReceipt, EngineError> {
+        for _ in 0..WALLET_ATTEMPTS_MAX {
+            let wallet = self.wallets.wallet(&user);
+            let message = BuyPackage {
+                package_id: package_id.clone(),
+                key: key.clone(),
+                fingerprint,
+            };
+            match wallet.send(message).timeout(REQUEST_TIMEOUT).await {
+                Ok(Ok(receipt)) => return Ok(receipt),
+                Ok(Err(WalletError::Engine(error))) => return Err(error),
+                Ok(Err(WalletError::Retired)) | Err(MailboxError::Closed) => {}
+                Err(MailboxError::Timeout) => {
+                    return Err(EngineError::Overloaded("the engine did not answer in time"))
+                }
+            }
+        }
+        Err(EngineError::Overloaded("the wallet kept retiring"))
+    }
+
+    /// The catalogue, capacity and status as of now.
+    ///
+    /// # Errors
+    /// 503-class errors when the inventory cannot answer.
+    pub async fn snapshot(&self) -> Result<InventoryView, EngineError> {
+        self.inventory
+            .send(Snapshot)
+            .timeout(REQUEST_TIMEOUT)
+            .await
+            .map_err(|_| EngineError::Overloaded("the engine did not answer in time"))
+    }
+
+    /// A user's wallet and their `limit` most recent ledger entries.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownUser`] for a user who never had a wallet.
+    pub async fn user_credits(
+        &self,
+        user: UserId,
+        limit: usize,
+    ) -> Result<(WalletRecord, Vec<LedgerEntry>), EngineError> {
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+            let wallet = store.wallet(&user)?.ok_or(EngineError::UnknownUser)?;
+            Ok((wallet, store.user_entries(&user, limit)?))
+        });
+        read.await
+            .map_err(|_| EngineError::Overloaded("the read was cancelled"))?
+    }
+
+    /// Ledger entries after `after`, in order.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub async fn ledger_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, EngineError> {
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            store.ledger_page(after, limit).map_err(EngineError::from)
+        });
+        read.await
+            .map_err(|_| EngineError::Overloaded("the read was cancelled"))?
+    }
+
+    /// Live wallet actors (for metrics and tests).
+    pub fn live_wallets(&self) -> usize {
+        self.wallets.live()
+    }
+}

@@ -1,0 +1,248 @@
+//! The JSON shapes of SPEC §9 (camelCase). Requests are parsed into domain
+//! types right after deserialisation; answers are built from engine types.
+
+use serde::{Deserialize, Serialize};
+
+use crate::actors::inventory::InventoryView;
+use crate::clock::rfc3339;
+use crate::store::records::{EntryKind, LedgerEntry, PurchaseReceipt};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PurchaseRequest {
+    pub user_id: String,
+    pub package_id: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PurchaseResponse {
+    pub purchase_id: String,
+    pub user_id: String,
+    pub package_id: String,
+    pub credits: u64,
+    pub balance: u64,
+}
+
+impl From<PurchaseReceipt> for PurchaseResponse {
+    fn from(receipt: PurchaseReceipt) -> Self {
+        Self {
+            purchase_id: receipt.purchase_id,
+            user_id: receipt.user_id.into(),
+            package_id: receipt.package_id.into(),
+            credits: receipt.credits.get(),
+            balance: receipt.balance.get(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageResponse {
+    pub id: String,
+    pub credits: u64,
+    /// Integer minor units.
+    pub price: u64,
+    pub currency: String,
+    pub disabled: bool,
+    pub message: Option<&'static str>,
+    /// How many times it can still be sold now.
+    pub sellable: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformCapacity {
+    pub total_user_credits: u64,
+    pub nano_banana_credits: u64,
+    pub reserved_credits: u64,
+    pub available_credits: i64,
+    pub can_sell_starter: u64,
+    pub can_sell_creative: u64,
+    pub can_sell_pro: u64,
+    pub can_sell_studio: u64,
+    pub purchases_enabled: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogueResponse {
+    pub packages: Vec<PackageResponse>,
+    pub status: &'static str,
+    pub message: String,
+    pub platform_capacity: PlatformCapacity,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusResponse {
+    pub status: &'static str,
+    pub message: String,
+    pub purchases_enabled: bool,
+    pub total_user_credits: u64,
+}
+
+/// The status message: the operator's reason when the kill switch is on.
+fn status_message(view: &InventoryView) -> String {
+    view.status.message().to_owned()
+}
+
+impl From<&InventoryView> for CatalogueResponse {
+    fn from(view: &InventoryView) -> Self {
+        let sellable = |id: &str| {
+            view.packages
+                .iter()
+                .find(|p| p.package.id.as_str() == id)
+                .map_or(0, |p| p.sellable)
+        };
+        Self {
+            packages: view
+                .packages
+                .iter()
+                .map(|p| PackageResponse {
+                    id: p.package.id.to_string(),
+                    credits: p.package.credits.get(),
+                    price: p.package.price.minor_units(),
+                    currency: p.package.price.currency().to_string(),
+                    disabled: p.disabled,
+                    message: p.message,
+                    sellable: p.sellable,
+                })
+                .collect(),
+            status: view.status.as_str(),
+            message: status_message(view),
+            platform_capacity: PlatformCapacity {
+                total_user_credits: view.capacity.user_credits().get(),
+                nano_banana_credits: view.capacity.provider_balance.get(),
+                reserved_credits: view.capacity.reserved.get(),
+                available_credits: view.capacity.available(),
+                can_sell_starter: sellable("starter"),
+                can_sell_creative: sellable("creative"),
+                can_sell_pro: sellable("pro"),
+                can_sell_studio: sellable("studio"),
+                purchases_enabled: view.purchases_enabled,
+            },
+        }
+    }
+}
+
+impl From<&InventoryView> for StatusResponse {
+    fn from(view: &InventoryView) -> Self {
+        Self {
+            status: view.status.as_str(),
+            message: status_message(view),
+            purchases_enabled: view.purchases_enabled,
+            total_user_credits: view.capacity.user_credits().get(),
+        }
+    }
+}
+
+/// One ledger entry as exported (SPEC §9 ledger, user credits).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntryResponse {
+    pub seq: u64,
+    pub at: String,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purchase_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_id: Option<String>,
+    /// User credits the entry moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real_balance: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumed_in_flight: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<i64>,
+    pub provider_balance_after: u64,
+    pub reserved_after: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wallet_after: Option<u64>,
+}
+
+impl From<LedgerEntry> for LedgerEntryResponse {
+    fn from(entry: LedgerEntry) -> Self {
+        let mut response = Self {
+            seq: entry.seq,
+            at: rfc3339(entry.at_ms),
+            kind: entry.kind.name(),
+            user_id: entry.user.map(String::from),
+            idempotency_key: entry.idempotency_key.map(String::from),
+            purchase_id: None,
+            package_id: None,
+            credits: None,
+            price: None,
+            currency: None,
+            real_balance: None,
+            consumed_in_flight: None,
+            drift: None,
+            provider_balance_after: entry.provider_balance_after.get(),
+            reserved_after: entry.reserved_after.get(),
+            wallet_after: entry.wallet_after.map(|credits| credits.get()),
+        };
+        match entry.kind {
+            EntryKind::Purchase {
+                purchase_id,
+                package_id,
+                credits,
+                price,
+            } => {
+                response.purchase_id = Some(purchase_id);
+                response.package_id = Some(package_id.into());
+                response.credits = Some(credits.get());
+                response.price = Some(price.minor_units());
+                response.currency = Some(price.currency().to_string());
+            }
+            EntryKind::ProviderSync {
+                real,
+                consumed_in_flight,
+                drift,
+                ..
+            } => {
+                response.real_balance = Some(real.get());
+                response.consumed_in_flight = Some(consumed_in_flight.get());
+                response.drift = drift;
+            }
+        }
+        response
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserCreditsResponse {
+    pub user_id: String,
+    pub balance: u64,
+    pub entries: Vec<LedgerEntryResponse>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerQuery {
+    pub after: Option<u64>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerPageResponse {
+    pub entries: Vec<LedgerEntryResponse>,
+    /// The `after` of the next page; `None` when this page is the end.
+    pub next_after: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HealthResponse {
+    pub status: &'static str,
+}

@@ -1,0 +1,53 @@
+//! The HTTP edge (SPEC §9): routes, JSON shapes, and the one mapping from
+//! errors to answers. **API Boundary**: everything past here is typed; this
+//! module never opens sled and never decides a balance.
+
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod routes;
+
+use actix_web::{web, Route};
+
+use crate::config::Secret;
+use crate::engine::Engine;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub engine: Engine,
+    pub admin_token: Secret,
+}
+
+fn resource(path: &str, routes: Vec<Route>) -> actix_web::Resource {
+    routes
+        .into_iter()
+        .fold(web::resource(path), actix_web::Resource::route)
+        .default_service(web::to(routes::method_not_allowed))
+}
+
+/// Registers every route.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(resource(
+            "/api/credits/purchase",
+            vec![
+                web::get().to(routes::catalogue),
+                web::post().to(routes::purchase),
+            ],
+        ))
+        .service(resource(
+            "/api/credits/status",
+            vec![web::get().to(routes::status)],
+        ))
+        .service(resource(
+            "/api/users/{userId}/credits",
+            vec![web::get().to(routes::user_credits)],
+        ))
+        .service(resource(
+            "/api/admin/ledger",
+            vec![web::get().to(routes::ledger)],
+        ))
+        .service(resource("/healthz", vec![web::get().to(routes::healthz)]))
+        .service(resource("/readyz", vec![web::get().to(routes::readyz)]))
+        .default_service(web::to(routes::not_found));
+}

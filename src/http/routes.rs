@@ -1,0 +1,123 @@
+//! The handlers of SPEC §9. Each parses its input into domain types, calls
+//! the engine once, and renders the answer; errors go through `ApiError`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::dto::{
+    CatalogueResponse, HealthResponse, LedgerEntryResponse, LedgerPageResponse, LedgerQuery,
+    PurchaseRequest, PurchaseResponse, StatusResponse, UserCreditsResponse,
+};
+use super::error::ApiError;
+use super::extract::{fingerprint, json_body, require_admin, required_idempotency_key};
+use super::AppState;
+use crate::actors::EngineError;
+use crate::domain::{PackageId, UserId};
+
+/// Entries shown with a wallet.
+const USER_ENTRIES_DEFAULT: usize = 50;
+const LEDGER_PAGE_DEFAULT: usize = 100;
+
+type Answer = Result<HttpResponse, ApiError>;
+
+pub async fn catalogue(state: web::Data<AppState>) -> Answer {
+    let view = state.engine.snapshot().await?;
+    if !view.ready {
+        return Err(EngineError::NotReady("waiting for the first provider sync").into());
+    }
+    Ok(HttpResponse::Ok().json(CatalogueResponse::from(&view)))
+}
+
+pub async fn status(state: web::Data<AppState>) -> Answer {
+    let view = state.engine.snapshot().await?;
+    if !view.ready {
+        return Err(EngineError::NotReady("waiting for the first provider sync").into());
+    }
+    Ok(HttpResponse::Ok().json(StatusResponse::from(&view)))
+}
+
+pub async fn purchase(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Answer {
+    let key = required_idempotency_key(&request)?;
+    let body: PurchaseRequest = json_body(&request, payload).await?;
+    let user = UserId::parse(&body.user_id).map_err(|error| ApiError::invalid("userId", error))?;
+    let package = PackageId::parse(&body.package_id)
+        .map_err(|error| ApiError::invalid("packageId", error))?;
+    let fingerprint = fingerprint(&[
+        b"purchase",
+        user.as_str().as_bytes(),
+        package.as_str().as_bytes(),
+    ]);
+    let receipt = state
+        .engine
+        .purchase(user, package, key, fingerprint)
+        .await?;
+    Ok(HttpResponse::Ok().json(PurchaseResponse::from(receipt)))
+}
+
+pub async fn user_credits(path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+    let user =
+        UserId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("userId", error))?;
+    let (wallet, entries) = state
+        .engine
+        .user_credits(user.clone(), USER_ENTRIES_DEFAULT)
+        .await?;
+    Ok(HttpResponse::Ok().json(UserCreditsResponse {
+        user_id: user.into(),
+        balance: wallet.balance.get(),
+        entries: entries.into_iter().map(LedgerEntryResponse::from).collect(),
+    }))
+}
+
+pub async fn ledger(request: HttpRequest, state: web::Data<AppState>) -> Answer {
+    require_admin(&request, &state.admin_token)?;
+    let query = web::Query::<LedgerQuery>::from_query(request.query_string())
+        .map_err(|error| ApiError::invalid("query", error))?
+        .into_inner();
+    let limit = query.limit.unwrap_or(LEDGER_PAGE_DEFAULT);
+    if !(1..=crate::store::LEDGER_PAGE_MAX).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {}", crate::store::LEDGER_PAGE_MAX),
+        ));
+    }
+    let entries = state
+        .engine
+        .ledger_page(query.after.unwrap_or(0), limit)
+        .await?;
+    let next_after = (entries.len() == limit)
+        .then(|| entries.last().map(|entry| entry.seq))
+        .flatten();
+    Ok(HttpResponse::Ok().json(LedgerPageResponse {
+        entries: entries.into_iter().map(LedgerEntryResponse::from).collect(),
+        next_after,
+    }))
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(HealthResponse { status: "ok" })
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> Answer {
+    if state.engine.health().ready() {
+        Ok(HttpResponse::Ok().json(HealthResponse { status: "ready" }))
+    } else if state.engine.health().storage_failed() {
+        Err(EngineError::NotReady("storage failed; restart required").into())
+    } else {
+        Err(EngineError::NotReady("waiting for the first provider sync").into())
+    }
+}
+
+pub async fn not_found(request: HttpRequest) -> Answer {
+    Err(ApiError::NotFound(format!(
+        "no route {} {}",
+        request.method(),
+        request.path()
+    )))
+}
+
+pub async fn method_not_allowed() -> Answer {
+    Err(ApiError::MethodNotAllowed)
+}

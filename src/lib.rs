@@ -1,0 +1,145 @@
+//! creditd guards a platform's inventory of prepaid provider credits: it
+//! decides which purchases can be honoured under heavy concurrency, credits
+//! wallets, keeps every acknowledged change durable, and never oversells.
+//!
+//! # Layout
+//!
+//! - [`domain`]: quantities, money, identifiers, packages, capacity rules. No IO.
+//! - [`store`]: sled storage, the record codec, and the group-commit loop.
+//! - [`actors`]: the inventory, wallet and sync actors and their messages.
+//! - [`engine`]: recovery at start-up and the facade the HTTP layer calls.
+//! - [`http`]: routes, JSON shapes, and the one error-to-answer mapping.
+//! - [`provider`]: the NanoBanana client and a fake NanoBanana server.
+//! - [`check`]: the offline `creditd check`.
+//! - [`config`], [`clock`], [`telemetry`]: settings, time, logging.
+//!
+//! [`Application`] puts them together; `main.rs` only parses the command line.
+
+pub mod actors;
+pub mod check;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod provider;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+
+use clock::Clock;
+use config::{Config, Secret};
+use engine::{Engine, EngineThreads, Settings, StartError};
+use provider::NanoBananaClient;
+use store::Store;
+
+/// Connections kept open at once per worker; beyond it, new ones wait.
+const CONNECTIONS_PER_WORKER_MAX: usize = 25_000;
+
+/// How long SIGTERM waits for in-flight requests before closing them.
+const SHUTDOWN_GRACE_SECS: u64 = 30;
+
+/// A running creditd: the engine, its sync, and the HTTP server.
+pub struct Application {
+    server: actix_web::dev::Server,
+    address: SocketAddr,
+    engine: Engine,
+    threads: EngineThreads,
+}
+
+impl Application {
+    /// Recovers the data directory, starts the engine and the sync, and
+    /// serves on `listener`. Must run inside an actix system.
+    ///
+    /// # Errors
+    /// The data directory cannot be opened or is inconsistent, or the server
+    /// cannot listen.
+    pub fn build(
+        config: &Config,
+        admin_token: Secret,
+        provider: NanoBananaClient,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
+        let store = Store::open(&config.data_dir)?;
+        let settings = Settings::from_config(config);
+        let state = engine::recover(&store, &settings, clock.as_ref())?;
+        let (engine, threads) = Engine::start(state, settings, store, clock)?;
+        engine.start_sync(provider, config.sync_interval);
+        let address = listener.local_addr().map_err(store::StoreError::from)?;
+        let state = web::Data::new(http::AppState {
+            engine: engine.clone(),
+            admin_token,
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(http::configure)
+        })
+        .disable_signals()
+        .max_connections(CONNECTIONS_PER_WORKER_MAX)
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS);
+        if let Some(workers) = config.workers {
+            server = server.workers(workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(store::StoreError::from)?
+            .run();
+        Ok(Self {
+            server,
+            address,
+            engine,
+            threads,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests,
+    /// stops the engine and flushes.
+    ///
+    /// # Errors
+    /// The server failed.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let server = actix_rt::spawn(self.server);
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        handle.stop(true).await;
+        let served = server.await.map_err(std::io::Error::other)?;
+        let threads = self.threads;
+        tokio::task::spawn_blocking(move || threads.stop())
+            .await
+            .map_err(std::io::Error::other)?;
+        tracing::info!("stopped");
+        served
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+///
+/// # Errors
+/// The signal handlers could not be installed.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
+}

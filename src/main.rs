@@ -1,0 +1,192 @@
+//! The `creditd` command line (SPEC §11): `demo`, `serve`, `check`.
+//! Parsing and process exit codes only; everything else is in the library.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rand::distributions::{Alphanumeric, DistString};
+
+use creditd::clock::SystemClock;
+use creditd::config::{Config, Secret};
+use creditd::provider::fake::FakeProvider;
+use creditd::provider::NanoBananaClient;
+use creditd::{shutdown_signal, Application};
+
+/// Exit code for missing or invalid configuration (SPEC §11).
+const EXIT_CONFIGURATION: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "creditd",
+    version,
+    about = "Guards a platform's inventory of prepaid provider credits"
+)]
+struct Cli {
+    /// Optional TOML configuration file; environment variables override it.
+    #[arg(long, global = true, env = "CREDITD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A fresh data directory, a simulated NanoBanana, and the server: try it with curl.
+    Demo {
+        /// Credits the simulated NanoBanana starts with.
+        #[arg(long, default_value_t = 938)]
+        provider_credits: u64,
+    },
+    /// Production: needs NANOBANANA_BASE_URL, NANOBANANA_API_KEY and CREDITD_ADMIN_TOKEN.
+    Serve,
+    /// Verify a stopped server's data directory against its ledger.
+    Check {
+        /// Data directory (default: CREDITD_DATA_DIR, then ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    creditd::telemetry::init();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("creditd: invalid configuration: {error}");
+            return ExitCode::from(EXIT_CONFIGURATION);
+        }
+    };
+    let outcome = match cli.command {
+        Command::Serve => serve(&config),
+        Command::Demo { provider_credits } => demo(config, provider_credits),
+        Command::Check { data_dir } => {
+            return check(&data_dir.unwrap_or_else(|| config.data_dir.clone()))
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("creditd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: &Config) -> anyhow::Result<ExitCode> {
+    let missing = config.missing_for_serve();
+    let (Some(base_url), Some(key), Some(admin_token)) = (
+        config.provider_base_url.clone(),
+        config.provider_api_key.clone(),
+        config.admin_token.clone(),
+    ) else {
+        eprintln!("creditd serve: missing configuration: {} (set them in the environment or the --config file)", missing.join(", "));
+        return Ok(ExitCode::from(EXIT_CONFIGURATION));
+    };
+    let client = NanoBananaClient::new(&base_url, key, config.provider_timeout)
+        .context("provider client")?;
+    run(config, admin_token, client, None)
+}
+
+fn demo(mut config: Config, provider_credits: u64) -> anyhow::Result<ExitCode> {
+    let data_dir = tempfile::Builder::new()
+        .prefix("creditd-demo-")
+        .tempdir()
+        .context("demo data directory")?;
+    config.data_dir = data_dir.path().join("data");
+    let provider_key = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
+    let provider =
+        FakeProvider::start(provider_credits, &provider_key).context("simulated NanoBanana")?;
+    let admin_token = config
+        .admin_token
+        .clone()
+        .unwrap_or_else(|| Secret::new(Alphanumeric.sample_string(&mut rand::thread_rng(), 32)));
+    let client = NanoBananaClient::new(
+        &provider.base_url(),
+        Secret::new(provider_key),
+        config.provider_timeout,
+    )
+    .context("provider client")?;
+    let banner = DemoBanner {
+        admin_token: admin_token.clone(),
+        provider_url: provider.base_url(),
+        data_dir: config.data_dir.clone(),
+    };
+    let code = run(&config, admin_token, client, Some(banner));
+    drop(provider);
+    drop(data_dir);
+    code
+}
+
+struct DemoBanner {
+    admin_token: Secret,
+    provider_url: String,
+    data_dir: PathBuf,
+}
+
+impl DemoBanner {
+    fn print(&self, base: &str) {
+        let token = self.admin_token.expose();
+        println!(
+            "\ncreditd demo\n\
+             \n  storefront API   {base}/api/credits/purchase\
+             \n  status           {base}/api/credits/status\
+             \n  health           {base}/healthz  {base}/readyz\
+             \n  admin token      {token}\
+             \n  NanoBanana (simulated)  {}\
+             \n  data directory   {} (deleted on exit)\
+             \n\nTry:\
+             \n  curl -s {base}/api/credits/purchase\
+             \n  curl -s -X POST {base}/api/credits/purchase -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{\"userId\":\"alice\",\"packageId\":\"pro\"}}'\
+             \n  curl -s {base}/api/users/alice/credits\
+             \n  curl -s -H 'Authorization: Bearer {token}' '{base}/api/admin/ledger?after=0&limit=10'\
+             \n\nCtrl-C stops the demo.\n",
+            self.provider_url,
+            self.data_dir.display(),
+        );
+    }
+}
+
+fn run(
+    config: &Config,
+    admin_token: Secret,
+    client: NanoBananaClient,
+    banner: Option<DemoBanner>,
+) -> anyhow::Result<ExitCode> {
+    let address = config.listen_address()?;
+    let listener =
+        TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let app = Application::build(config, admin_token, client, listener, Arc::new(SystemClock))?;
+        let base = format!("http://{}", app.address());
+        // Tests and scripts read this line to find the port the OS chose.
+        println!("creditd listening on {base}");
+        if let Some(banner) = banner {
+            banner.print(&base);
+        }
+        app.run_until(shutdown_signal()?).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn check(data_dir: &std::path::Path) -> ExitCode {
+    match creditd::check::check(data_dir) {
+        Ok(report) => {
+            print!("{report}");
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("creditd check: {error}");
+            ExitCode::from(EXIT_CONFIGURATION)
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The commit loop: the only writer of the data directory.
+//!
+//! It runs on its own OS thread, so sled's flush and the `fdatasync` never
+//! block an async worker. Group commit: it takes every change that queued up
+//! while the previous sync ran (up to [`GROUP_COMMITS_MAX`]), applies them as
+//! one atomic sled batch, flushes and syncs once, then answers them all. A
+//! failed write or sync is answered as a failure to every change in the group
+//! and to every change after it: the loop never writes again, so nothing that
+//! was not durable is ever acknowledged.
+
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::{Store, StoreError, WriteSet};
+
+/// The most changes waiting for the commit loop; past it, new changes are
+/// refused (503) instead of queueing without bound.
+pub const QUEUE_CAPACITY: usize = 65_536;
+
+/// The most changes made durable by one sync.
+pub const GROUP_COMMITS_MAX: usize = 4_096;
+
+/// How changes are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommitMode {
+    /// One flush + sync for every change that arrived while the last one ran.
+    Group,
+    /// One flush + sync per change: the baseline group commit is measured against.
+    PerChange,
+}
+
+impl std::str::FromStr for CommitMode {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "group" => Ok(Self::Group),
+            "per-change" => Ok(Self::PerChange),
+            other => Err(format!(
+                "unknown commit mode {other:?} (expected group or per-change)"
+            )),
+        }
+    }
+}
+
+/// The answer the commit loop sends when a change is durable (or is not).
+pub type CommitReceipt = oneshot::Receiver<Result<(), CommitFailed>>;
+
+/// A change could not be made durable; the message says why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("commit failed: {0}")]
+pub struct CommitFailed(pub String);
+
+struct Commit {
+    writes: WriteSet,
+    done: oneshot::Sender<Result<(), CommitFailed>>,
+}
+
+/// The sending side of the commit loop. Cheap to clone; the loop ends when
+/// every clone is dropped and the queue is empty.
+#[derive(Clone)]
+pub struct CommitQueue {
+    sender: SyncSender<Commit>,
+}
+
+impl CommitQueue {
+    /// Starts the commit loop on its own thread.
+    ///
+    /// # Errors
+    /// The thread could not be spawned.
+    pub fn start(store: Store, mode: CommitMode) -> Result<(Self, JoinHandle<()>), StoreError> {
+        let (sender, receiver) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let thread = std::thread::Builder::new()
+            .name("creditd-commit".into())
+            .spawn(move || run(&store, &receiver, mode))?;
+        Ok((Self { sender }, thread))
+    }
+
+    /// Queues a change; the receipt resolves once it is on stable storage.
+    ///
+    /// # Errors
+    /// [`StoreError::Overloaded`] when the queue is full, [`StoreError::Failed`]
+    /// when the loop has stopped.
+    pub fn submit(&self, writes: WriteSet) -> Result<CommitReceipt, StoreError> {
+        let (done, receipt) = oneshot::channel();
+        match self.sender.try_send(Commit { writes, done }) {
+            Ok(()) => Ok(receipt),
+            Err(TrySendError::Full(_)) => Err(StoreError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(StoreError::Failed),
+        }
+    }
+}
+
+fn run(store: &Store, receiver: &Receiver<Commit>, mode: CommitMode) {
+    let group_max = match mode {
+        CommitMode::Group => GROUP_COMMITS_MAX,
+        CommitMode::PerChange => 1,
+    };
+    let mut failure: Option<CommitFailed> = None;
+    let mut group = Vec::with_capacity(group_max);
+    while let Ok(first) = receiver.recv() {
+        group.push(first);
+        while group.len() < group_max {
+            match receiver.try_recv() {
+                Ok(next) => group.push(next),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let outcome = match &failure {
+            Some(earlier) => Err(earlier.clone()),
+            None => write_group(store, &group),
+        };
+        if let Err(error) = &outcome {
+            if failure.is_none() {
+                tracing::error!(error = %error, changes = group.len(), "storage failed: refusing every further write");
+                failure = Some(error.clone());
+            }
+        }
+        for commit in group.drain(..) {
+            // A caller that gave up waiting is not an error: its change is durable or failed all the same.
+            let _ = commit.done.send(outcome.clone());
+        }
+    }
+}
+
+fn write_group(store: &Store, group: &[Commit]) -> Result<(), CommitFailed> {
+    let started = Instant::now();
+    let result = store.write_durably(group.iter().map(|commit| &commit.writes));
+    let size = u32::try_from(group.len()).unwrap_or(u32::MAX);
+    metrics::histogram!("creditd_commit_batch_size").record(f64::from(size));
+    metrics::histogram!("creditd_commit_duration_seconds").record(started.elapsed().as_secs_f64());
+    result.map_err(|error| CommitFailed(error.to_string()))
+}

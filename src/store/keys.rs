@@ -1,0 +1,61 @@
+//! The key space of the one sled tree creditd uses. A single tree keeps every
+//! commit one atomic `apply_batch`; the first byte says what a key holds.
+
+use crate::domain::{IdempotencyKey, UserId};
+
+use super::records::Operation;
+
+pub const META: &[u8] = b"m";
+pub const INVENTORY: &[u8] = b"s";
+pub const LEDGER_PREFIX: u8 = b'l';
+pub const WALLET_PREFIX: u8 = b'w';
+pub const USER_INDEX_PREFIX: u8 = b'u';
+pub const IDEMPOTENCY_PREFIX: u8 = b'i';
+
+/// `l` + big-endian sequence number, so that keys sort in ledger order.
+pub fn ledger(seq: u64) -> [u8; 9] {
+    let mut key = [LEDGER_PREFIX; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The sequence number of a ledger key, if it is one.
+pub fn ledger_seq(key: &[u8]) -> Option<u64> {
+    let (&prefix, rest) = key.split_first()?;
+    let bytes: [u8; 8] = rest.try_into().ok()?;
+    (prefix == LEDGER_PREFIX).then(|| u64::from_be_bytes(bytes))
+}
+
+pub fn wallet(user: &UserId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + user.as_str().len());
+    key.push(WALLET_PREFIX);
+    key.extend_from_slice(user.as_str().as_bytes());
+    key
+}
+
+/// `u` + length + user id: the prefix under which a user's entries are indexed.
+/// The length byte keeps one user's prefix from matching another's
+/// (`ann` and `anna`).
+pub fn user_index_prefix(user: &UserId) -> Vec<u8> {
+    let id = user.as_str().as_bytes();
+    let mut key = Vec::with_capacity(2 + id.len() + 8);
+    key.push(USER_INDEX_PREFIX);
+    // User ids are at most 128 bytes, so the length fits one byte.
+    key.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
+    key.extend_from_slice(id);
+    key
+}
+
+pub fn user_index(user: &UserId, seq: u64) -> Vec<u8> {
+    let mut key = user_index_prefix(user);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+pub fn idempotency(operation: Operation, key: &IdempotencyKey) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(2 + key.as_str().len());
+    bytes.push(IDEMPOTENCY_PREFIX);
+    bytes.push(operation.tag());
+    bytes.extend_from_slice(key.as_str().as_bytes());
+    bytes
+}

@@ -1,0 +1,295 @@
+//! Durable storage in sled (SPEC §4.2, §4.6).
+//!
+//! One sled tree holds the ledger, the wallets, the inventory record and the
+//! idempotency keys (see [`keys`]). Writes happen only in [`commit`]'s loop,
+//! one atomic `apply_batch` per group of changes, followed by a sled flush and
+//! an `fdatasync` of sled's log file: sled's own flush stops at
+//! `sync_file_range`, which neither writes the file's metadata nor empties
+//! the disk's cache. Readers use the other methods of [`Store`].
+
+pub mod codec;
+pub mod commit;
+pub mod keys;
+pub mod records;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::domain::{IdempotencyKey, UserId};
+use codec::CodecError;
+use records::{
+    IdempotencyRecord, InventoryRecord, LedgerEntry, MetaRecord, Operation, WalletRecord,
+};
+
+/// The most ledger entries one read returns.
+pub const LEDGER_PAGE_MAX: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("storage IO: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored record: {0}")]
+    Codec(#[from] CodecError),
+    #[error("the commit queue is full")]
+    Overloaded,
+    #[error("storage failed earlier; nothing more is written until restart")]
+    Failed,
+    #[error("refused a write that breaks a precondition: {0}")]
+    Precondition(String),
+    #[error("data directory: {0}")]
+    Layout(String),
+}
+
+/// Changes that must reach disk together, or not at all.
+#[derive(Debug, Default)]
+pub struct WriteSet {
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Wallet keys and the version each must have on disk before this write:
+    /// a stale wallet writer is caught here, before it can lose an update.
+    wallet_versions: Vec<(Vec<u8>, u64)>,
+}
+
+impl WriteSet {
+    /// # Errors
+    /// The record does not encode.
+    pub fn put<T: Serialize>(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        record: &T,
+    ) -> Result<(), CodecError> {
+        self.writes.push((key.into(), Some(codec::encode(record)?)));
+        Ok(())
+    }
+
+    pub fn put_empty(&mut self, key: impl Into<Vec<u8>>) {
+        self.writes.push((key.into(), Some(Vec::new())));
+    }
+
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.writes.push((key.into(), None));
+    }
+
+    /// Writes `record` for `user`, requiring that the stored wallet is at
+    /// `record.version − 1` (absent counts as version 0).
+    ///
+    /// # Errors
+    /// The record does not encode.
+    pub fn put_wallet(&mut self, user: &UserId, record: &WalletRecord) -> Result<(), CodecError> {
+        let key = keys::wallet(user);
+        self.wallet_versions
+            .push((key.clone(), record.version.saturating_sub(1)));
+        self.put(key, record)
+    }
+
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// A handle on the data directory. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    /// sled's log file, kept open to `fdatasync` it after each flush.
+    log_file: Arc<File>,
+    directory: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the data directory.
+    ///
+    /// # Errors
+    /// The directory cannot be created, locked or read.
+    pub fn open(directory: &Path) -> Result<Self, StoreError> {
+        let created = !directory.join("db").exists();
+        std::fs::create_dir_all(directory)?;
+        let db = sled::Config::new().path(directory).open()?;
+        let log_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(directory.join("db"))?;
+        if created {
+            // sled fsyncs neither its directory nor the files it creates there.
+            db.flush()?;
+            log_file.sync_all()?;
+            sync_directory(directory)?;
+            if let Some(parent) = directory.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_directory(parent)?;
+            }
+        }
+        Ok(Self {
+            db,
+            log_file: Arc::new(log_file),
+            directory: directory.to_owned(),
+        })
+    }
+
+    pub fn directory(&self) -> &Path {
+        &self.directory
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.db.get(key)? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// # Errors
+    /// A read or decode failure.
+    pub fn meta(&self) -> Result<Option<MetaRecord>, StoreError> {
+        self.get(keys::META)
+    }
+
+    /// # Errors
+    /// A read or decode failure.
+    pub fn inventory(&self) -> Result<Option<InventoryRecord>, StoreError> {
+        self.get(keys::INVENTORY)
+    }
+
+    /// # Errors
+    /// A read or decode failure.
+    pub fn wallet(&self, user: &UserId) -> Result<Option<WalletRecord>, StoreError> {
+        self.get(&keys::wallet(user))
+    }
+
+    /// # Errors
+    /// A read or decode failure.
+    pub fn idempotency(
+        &self,
+        operation: Operation,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.get(&keys::idempotency(operation, key))
+    }
+
+    /// # Errors
+    /// A read or decode failure.
+    pub fn ledger_entry(&self, seq: u64) -> Result<Option<LedgerEntry>, StoreError> {
+        self.get(&keys::ledger(seq))
+    }
+
+    /// Up to `limit` (at most [`LEDGER_PAGE_MAX`]) entries with `seq > after`, in order.
+    ///
+    /// # Errors
+    /// A read or decode failure.
+    pub fn ledger_page(&self, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
+        let start = keys::ledger(after.saturating_add(1));
+        let end = keys::ledger(u64::MAX);
+        self.db
+            .range(start..=end)
+            .take(limit.min(LEDGER_PAGE_MAX))
+            .map(|item| Ok(codec::decode(&item?.1)?))
+            .collect()
+    }
+
+    /// Every ledger entry in order, for replay.
+    pub fn ledger(&self) -> impl Iterator<Item = Result<(u64, LedgerEntry), StoreError>> + '_ {
+        self.db.scan_prefix([keys::LEDGER_PREFIX]).map(|item| {
+            let (key, value) = item?;
+            let seq = keys::ledger_seq(&key)
+                .ok_or_else(|| StoreError::Layout(format!("bad ledger key {key:?}")))?;
+            Ok((seq, codec::decode(&value)?))
+        })
+    }
+
+    /// Every wallet, for start-up checks and `creditd check`.
+    pub fn wallets(&self) -> impl Iterator<Item = Result<(UserId, WalletRecord), StoreError>> + '_ {
+        self.db.scan_prefix([keys::WALLET_PREFIX]).map(|item| {
+            let (key, value) = item?;
+            let id = std::str::from_utf8(&key[1..])
+                .ok()
+                .and_then(|id| UserId::parse(id).ok())
+                .ok_or_else(|| StoreError::Layout(format!("bad wallet key {key:?}")))?;
+            Ok((id, codec::decode(&value)?))
+        })
+    }
+
+    /// The `limit` most recent ledger entries of one user, oldest first.
+    ///
+    /// # Errors
+    /// A read or decode failure.
+    pub fn user_entries(
+        &self,
+        user: &UserId,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let mut entries = Vec::with_capacity(limit.min(LEDGER_PAGE_MAX));
+        for item in self
+            .db
+            .scan_prefix(keys::user_index_prefix(user))
+            .rev()
+            .take(limit.min(LEDGER_PAGE_MAX))
+        {
+            let (key, _) = item?;
+            let seq_bytes: [u8; 8] = key[key.len().saturating_sub(8)..]
+                .try_into()
+                .map_err(|_| StoreError::Layout("short user index key".into()))?;
+            let seq = u64::from_be_bytes(seq_bytes);
+            let entry = self.ledger_entry(seq)?.ok_or_else(|| {
+                StoreError::Layout(format!("user index points at missing ledger entry {seq}"))
+            })?;
+            entries.push(entry);
+        }
+        entries.reverse();
+        Ok(entries)
+    }
+
+    /// Applies every write set atomically, then makes them durable. Used only
+    /// by the commit loop (and by tests that stage a directory).
+    ///
+    /// # Errors
+    /// A precondition, write, flush or sync failure: then nothing may be
+    /// acknowledged, and the caller must stop writing.
+    pub fn write_durably<'a>(
+        &self,
+        sets: impl IntoIterator<Item = &'a WriteSet> + Clone,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for set in sets.clone() {
+            for (key, expected_version) in &set.wallet_versions {
+                let stored: Option<WalletRecord> = self.get(key)?;
+                let version = stored.map_or(0, |wallet| wallet.version);
+                if version != *expected_version {
+                    return Err(StoreError::Precondition(format!(
+                        "wallet {:?} is at version {version}, the write expects {expected_version}",
+                        String::from_utf8_lossy(&key[1..])
+                    )));
+                }
+            }
+        }
+        for set in sets {
+            for (key, value) in &set.writes {
+                match value {
+                    Some(value) => batch.insert(key.as_slice(), value.as_slice()),
+                    None => batch.remove(key.as_slice()),
+                }
+            }
+        }
+        self.db.apply_batch(batch)?;
+        self.sync()
+    }
+
+    /// Flushes sled's buffers to its log file, then `fdatasync`s it.
+    ///
+    /// # Errors
+    /// The flush or the sync failed.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        self.log_file.sync_data()?;
+        Ok(())
+    }
+}
+
+fn sync_directory(directory: &Path) -> Result<(), std::io::Error> {
+    File::open(directory)?.sync_all()
+}

@@ -1,0 +1,157 @@
+//! Everything creditd stores, as plain serde types. They are encoded only by
+//! [`super::codec`]; new enum variants are appended at the end so that older
+//! records keep decoding.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    IdempotencyKey, Money, PackageId, ProviderCredits, Ratio, UserCredits, UserId,
+};
+
+/// Facts fixed when the data directory was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaRecord {
+    /// The ratio every stored amount was computed with; a server configured
+    /// with another ratio refuses to open this directory.
+    pub ratio: Ratio,
+    pub created_at_ms: u64,
+}
+
+/// The last successful sync with the provider (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    pub at_ms: u64,
+    pub real: ProviderCredits,
+    /// Real minus database balance; `None` for the first sync of a directory.
+    pub drift: Option<i64>,
+}
+
+/// The inventory's state after the last committed change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryRecord {
+    pub provider_balance: ProviderCredits,
+    pub reserved: ProviderCredits,
+    /// Σ wallet balances, kept so that `reserved` can be checked on every change.
+    pub wallets_total: UserCredits,
+    /// Σ open holds.
+    pub holds_total: UserCredits,
+    /// The sequence number the next ledger entry gets (the first is 1).
+    pub next_seq: u64,
+    pub last_sync: Option<SyncRecord>,
+    pub purchases_enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub revenue: Money,
+}
+
+impl InventoryRecord {
+    pub fn empty(revenue: Money) -> Self {
+        Self {
+            provider_balance: ProviderCredits::ZERO,
+            reserved: ProviderCredits::ZERO,
+            wallets_total: UserCredits::ZERO,
+            holds_total: UserCredits::ZERO,
+            next_seq: 1,
+            last_sync: None,
+            purchases_enabled: true,
+            disabled_reason: None,
+            revenue,
+        }
+    }
+}
+
+/// One user's wallet. `version` counts the changes applied to it, so that a
+/// stale writer is caught before it reaches disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletRecord {
+    pub balance: UserCredits,
+    pub version: u64,
+}
+
+/// One change to a balance (SPEC §4.6): the ledger is the audit trail and
+/// the state can be rebuilt from it alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Gap-free, starting at 1.
+    pub seq: u64,
+    pub at_ms: u64,
+    pub user: Option<UserId>,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub kind: EntryKind,
+    /// The provider balance after this entry.
+    pub provider_balance_after: ProviderCredits,
+    /// `reserved` after this entry.
+    pub reserved_after: ProviderCredits,
+    /// The user's wallet after this entry, when it moved one.
+    pub wallet_after: Option<UserCredits>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A one-step purchase: the wallet gains `credits`, `reserved` gains
+    /// `ratio × credits`, revenue gains `price`.
+    Purchase {
+        purchase_id: String,
+        package_id: PackageId,
+        credits: UserCredits,
+        price: Money,
+    },
+    /// The provider balance was set from a successful sync: the new balance is
+    /// `real − consumed_in_flight`.
+    ProviderSync {
+        real: ProviderCredits,
+        previous: ProviderCredits,
+        consumed_in_flight: ProviderCredits,
+        drift: Option<i64>,
+    },
+}
+
+impl EntryKind {
+    /// The stable name used in the ledger export and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Purchase { .. } => "purchase",
+            Self::ProviderSync { .. } => "providerSync",
+        }
+    }
+}
+
+/// Which operation an idempotency key belongs to: the same key may be used
+/// once per operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Operation {
+    Purchase,
+}
+
+impl Operation {
+    pub fn tag(self) -> u8 {
+        match self {
+            Self::Purchase => b'p',
+        }
+    }
+}
+
+/// The answer to a purchase, remembered under its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurchaseReceipt {
+    pub purchase_id: String,
+    pub user_id: UserId,
+    pub package_id: PackageId,
+    pub credits: UserCredits,
+    /// The wallet right after the purchase.
+    pub balance: UserCredits,
+}
+
+/// An answer that changed state, remembered so that a retry gets it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Receipt {
+    Purchase(PurchaseReceipt),
+}
+
+/// A used idempotency key (SPEC §4.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of the canonical request, to tell a retry from a reuse.
+    pub fingerprint: [u8; 32],
+    pub receipt: Receipt,
+    pub at_ms: u64,
+}
