@@ -55,6 +55,10 @@ pub async fn json_body<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
+    // serde would also read a struct from a JSON array; the API takes objects only.
+    if body.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(&body);
     let value = serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();

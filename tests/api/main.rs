@@ -1,0 +1,12 @@
+//! Black-box tests of the HTTP API: the real `creditd` binary on a port the
+//! OS picks, a sled directory in a temp dir, and a fake NanoBanana that is a
+//! real HTTP server on loopback. One test binary, one module per area.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_input;
+mod catalogue;
+mod concurrency;
+mod idempotency;
+mod lifecycle;

@@ -1,0 +1,242 @@
+//! Shared by the black-box test binaries: start the real `creditd` binary on
+//! a port the OS picks, against a fake NanoBanana on loopback and a sled
+//! directory in a temp dir; talk to it over HTTP.
+#![allow(dead_code)] // Each test binary uses its own part of these helpers.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)] // Not every test binary sets behaviours.
+pub use creditd::provider::fake::{Behaviour, FakeProvider};
+use serde_json::{json, Value};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const PROVIDER_KEY: &str = "test-provider-key-abcdef";
+
+/// How long a server may take to start listening or to become ready.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_creditd")
+}
+
+/// A fake provider holding `balance` credits.
+pub fn provider(balance: u64) -> FakeProvider {
+    FakeProvider::start(balance, PROVIDER_KEY).expect("the fake provider starts")
+}
+
+/// A running `creditd serve` child process.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    extra_env: Vec<(String, String)>,
+    provider_url: String,
+}
+
+impl Server {
+    /// Starts `creditd serve` on `data_dir` against `provider` and waits until it is ready.
+    pub async fn start(provider: &FakeProvider, data_dir: &Path) -> Self {
+        Self::start_with(provider, data_dir, &[]).await
+    }
+
+    pub async fn start_with(provider: &FakeProvider, data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let extra_env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let server = Self::spawn(provider.base_url(), data_dir.to_owned(), extra_env);
+        server.wait_ready().await;
+        server
+    }
+
+    /// Starts `creditd serve` without waiting for readiness.
+    pub fn start_unready(provider: &FakeProvider, data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let extra_env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Self::spawn(provider.base_url(), data_dir.to_owned(), extra_env)
+    }
+
+    fn spawn(provider_url: String, data_dir: PathBuf, extra_env: Vec<(String, String)>) -> Self {
+        let mut command = Command::new(binary());
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("CREDITD_LISTEN", "127.0.0.1:0")
+            .env("CREDITD_DATA_DIR", &data_dir)
+            .env("CREDITD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("NANOBANANA_BASE_URL", &provider_url)
+            .env("NANOBANANA_API_KEY", PROVIDER_KEY)
+            .env("CREDITD_WORKERS", "2")
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
+            .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
+        let mut child = command.spawn().expect("creditd starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(base) = line.strip_prefix("creditd listening on ") {
+                        let _ = sender.send(base.to_owned());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let base = receiver.recv_timeout(START_TIMEOUT).expect("creditd prints the address it listens on");
+        Self { child, base, data_dir, extra_env, provider_url }
+    }
+
+    /// Polls `/readyz` until it answers 200 (the first sync has happened).
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(response) = client.get(format!("{}/readyz", self.base)).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "creditd did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `kill -9`, then wait for the process to be gone.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL is delivered");
+        self.child.wait().expect("the killed process is reaped");
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        signal(self.child.id(), "TERM");
+        self.child.wait().expect("the process exits")
+    }
+
+    /// Starts a new process on the same data directory and provider.
+    pub async fn restart(&mut self) {
+        let next = Self::spawn(self.provider_url.clone(), self.data_dir.clone(), std::mem::take(&mut self.extra_env));
+        next.wait_ready().await;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        *self = next;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal by name through `kill(1)`: std has no signal API, and the
+/// crate forbids `unsafe`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("kill runs");
+    assert!(status.success(), "SIG{name} delivered to {pid}");
+}
+
+/// A client with keep-alive and a generous timeout.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client builds")
+}
+
+/// An HTTP answer: status and JSON body (Null when the body is not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+}
+
+pub async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap_or_default();
+    Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+}
+
+pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
+    answer(client.get(url).send().await.expect("the server answers")).await
+}
+
+pub async fn admin_get(client: &reqwest::Client, url: &str) -> Answer {
+    answer(client.get(url).bearer_auth(ADMIN_TOKEN).send().await.expect("the server answers")).await
+}
+
+/// `POST /api/credits/purchase`; `Err` when no answer arrived (connection lost).
+pub async fn try_purchase(client: &reqwest::Client, base: &str, user: &str, package: &str, key: &str) -> Result<Answer, reqwest::Error> {
+    let response = client
+        .post(format!("{base}/api/credits/purchase"))
+        .header("Idempotency-Key", key)
+        .json(&json!({"userId": user, "packageId": package}))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await?;
+    Ok(Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) })
+}
+
+pub async fn purchase(client: &reqwest::Client, base: &str, user: &str, package: &str, key: &str) -> Answer {
+    try_purchase(client, base, user, package, key).await.expect("the server answers")
+}
+
+pub async fn catalogue(client: &reqwest::Client, server: &Server) -> Value {
+    let answer = get(client, &server.url("/api/credits/purchase")).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    answer.body
+}
+
+/// Every ledger entry, page by page, through the admin API.
+pub async fn ledger(client: &reqwest::Client, server: &Server) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = admin_get(client, &server.url(&format!("/api/admin/ledger?after={after}&limit=1000"))).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        let batch = page.body["entries"].as_array().cloned().unwrap_or_default();
+        entries.extend(batch);
+        match page.body["nextAfter"].as_u64() {
+            Some(next) => after = next,
+            None => return entries,
+        }
+    }
+}
+
+/// Runs `creditd check` on a data directory: (exit code, stdout + stderr).
+pub fn run_check(data_dir: &Path) -> (i32, String) {
+    let output = Command::new(binary())
+        .arg("check")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_clear()
+        .output()
+        .expect("creditd check runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("creditd-test-").tempdir().expect("temp dir")
+}
