@@ -154,20 +154,22 @@ impl Replay {
     fn compare(&mut self, state: &InventoryRecord, stored_wallets: &BTreeMap<UserId, UserCredits>) {
         let mut push = |what: String| self.violations.push(what);
         for (user, replayed) in &self.wallets {
+            let name = user.as_str();
             match stored_wallets.get(user) {
                 Some(stored) if stored == replayed => {}
                 Some(stored) => push(format!(
-                    "wallet {user:?}: stored {stored}, the ledger gives {replayed}"
+                    "wallet {name:?}: stored {stored}, the ledger gives {replayed}"
                 )),
                 None => push(format!(
-                    "wallet {user:?}: missing, the ledger gives {replayed}"
+                    "wallet {name:?}: missing, the ledger gives {replayed}"
                 )),
             }
         }
         for (user, stored) in stored_wallets {
+            let name = user.as_str();
             if !self.wallets.contains_key(user) {
                 push(format!(
-                    "wallet {user:?}: stored {stored}, but no ledger entry credits it"
+                    "wallet {name:?}: stored {stored}, but no ledger entry credits it"
                 ));
             }
         }
