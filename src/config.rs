@@ -36,24 +36,15 @@ impl fmt::Debug for Secret {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("configuration file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("{name}: {reason}")]
     Invalid { name: &'static str, reason: String },
 }
 
 fn invalid(name: &'static str, reason: impl fmt::Display) -> ConfigError {
-    ConfigError::Invalid {
-        name,
-        reason: reason.to_string(),
-    }
+    ConfigError::Invalid { name, reason: reason.to_string() }
 }
 
 /// One package as configured.
@@ -90,6 +81,8 @@ struct FileConfig {
     commit_mode: Option<String>,
     provider_timeout_ms: Option<u64>,
     workers: Option<usize>,
+    hold_ttl_default_secs: Option<u64>,
+    hold_ttl_max_secs: Option<u64>,
 }
 
 /// Everything creditd can be told.
@@ -112,24 +105,18 @@ pub struct Config {
     pub provider_timeout: Duration,
     /// HTTP worker threads; `None` means one per core.
     pub workers: Option<usize>,
+    /// A hold's TTL when the request names none (SPEC §5: 15 minutes).
+    pub hold_ttl_default_secs: u64,
+    /// The longest TTL a hold may ask for.
+    pub hold_ttl_max_secs: u64,
 }
 
 /// The packages of SPEC §3.
 pub fn default_packages() -> Vec<PackageConfig> {
-    [
-        ("starter", 10, 999),
-        ("creative", 50, 3999),
-        ("pro", 100, 6999),
-        ("studio", 500, 29999),
-    ]
-    .into_iter()
-    .map(|(id, credits, price_cents)| PackageConfig {
-        id: id.into(),
-        credits,
-        price_cents,
-        enabled: true,
-    })
-    .collect()
+    [("starter", 10, 999), ("creative", 50, 3999), ("pro", 100, 6999), ("studio", 500, 29999)]
+        .into_iter()
+        .map(|(id, credits, price_cents)| PackageConfig { id: id.into(), credits, price_cents, enabled: true })
+        .collect()
 }
 
 impl Config {
@@ -145,26 +132,17 @@ impl Config {
     ///
     /// # Errors
     /// An unreadable file or an invalid value, naming the setting.
-    pub fn load_with(
-        file: Option<&Path>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load_with(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut raw = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::Parse {
-                    path: path.to_owned(),
-                    source: Box::new(source),
-                })?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?
             }
             None => FileConfig::default(),
         };
-        let number = |name: &'static str, value: String| {
-            value.trim().parse::<u64>().map_err(|e| invalid(name, e))
-        };
+        let number = |name: &'static str, value: String| value.trim().parse::<u64>().map_err(|e| invalid(name, e));
         if let Some(value) = env("CREDITD_LISTEN") {
             raw.listen = Some(value);
         }
@@ -189,18 +167,18 @@ impl Config {
         if let Some(value) = env("CREDITD_COMMIT_MODE") {
             raw.commit_mode = Some(value);
         }
+        if let Some(value) = env("CREDITD_HOLD_TTL_MAX_SECS") {
+            raw.hold_ttl_max_secs = Some(number("CREDITD_HOLD_TTL_MAX_SECS", value)?);
+        }
         if let Some(value) = env("CREDITD_WORKERS") {
-            raw.workers = Some(
-                usize::try_from(number("CREDITD_WORKERS", value)?)
-                    .map_err(|e| invalid("CREDITD_WORKERS", e))?,
-            );
+            raw.workers =
+                Some(usize::try_from(number("CREDITD_WORKERS", value)?).map_err(|e| invalid("CREDITD_WORKERS", e))?);
         }
         Self::from_raw(raw)
     }
 
     fn from_raw(raw: FileConfig) -> Result<Self, ConfigError> {
-        let currency = Currency::parse(raw.currency.as_deref().unwrap_or("EUR"))
-            .map_err(|e| invalid("currency", e))?;
+        let currency = Currency::parse(raw.currency.as_deref().unwrap_or("EUR")).map_err(|e| invalid("currency", e))?;
         let packages = raw
             .packages
             .unwrap_or_else(default_packages)
@@ -215,6 +193,11 @@ impl Config {
         let sync_interval_secs = raw.sync_interval_secs.unwrap_or(60);
         if sync_interval_secs == 0 {
             return Err(invalid("CREDITD_SYNC_INTERVAL_SECS", "must be at least 1"));
+        }
+        let hold_ttl_max_secs = raw.hold_ttl_max_secs.unwrap_or(86_400);
+        let hold_ttl_default_secs = raw.hold_ttl_default_secs.unwrap_or(900);
+        if hold_ttl_max_secs == 0 || hold_ttl_default_secs == 0 || hold_ttl_default_secs > hold_ttl_max_secs {
+            return Err(invalid("hold_ttl_default_secs", "hold TTLs must satisfy 1 ≤ default ≤ max"));
         }
         let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
         Ok(Self {
@@ -237,10 +220,10 @@ impl Config {
                 .unwrap_or("group")
                 .parse()
                 .map_err(|e: String| invalid("CREDITD_COMMIT_MODE", e))?,
-            provider_timeout: Duration::from_millis(
-                raw.provider_timeout_ms.unwrap_or(5_000).max(1),
-            ),
+            provider_timeout: Duration::from_millis(raw.provider_timeout_ms.unwrap_or(5_000).max(1)),
             workers: raw.workers.filter(|&n| n > 0),
+            hold_ttl_default_secs,
+            hold_ttl_max_secs,
         })
     }
 
@@ -249,9 +232,7 @@ impl Config {
     /// # Errors
     /// Not an `address:port`.
     pub fn listen_address(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen
-            .parse()
-            .map_err(|e| invalid("CREDITD_LISTEN", e))
+        self.listen.parse().map_err(|e| invalid("CREDITD_LISTEN", e))
     }
 
     /// What `serve` needs and does not have (SPEC §11), by variable name.
@@ -272,10 +253,8 @@ impl Config {
 
 fn build_package(config: &PackageConfig, currency: Currency) -> Result<Package, ConfigError> {
     let id = PackageId::parse(&config.id).map_err(|e| invalid("packages.id", e))?;
-    let credits =
-        UserCredits::positive(config.credits).map_err(|e| invalid("packages.credits", e))?;
-    let price =
-        Money::new(config.price_cents, currency).map_err(|e| invalid("packages.price_cents", e))?;
+    let credits = UserCredits::positive(config.credits).map_err(|e| invalid("packages.credits", e))?;
+    let price = Money::new(config.price_cents, currency).map_err(|e| invalid("packages.price_cents", e))?;
     Package::new(id, credits, price, config.enabled).map_err(|e| invalid("packages", e))
 }
 
@@ -285,10 +264,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         Config::load_with(None, |name| vars.get(name).cloned())
     }
 
@@ -299,41 +275,20 @@ mod tests {
         assert_eq!(config.ratio, Ratio::DEFAULT);
         assert_eq!(config.sync_interval, Duration::from_secs(60));
         assert_eq!(config.packages.len(), 4);
-        assert_eq!(
-            config.missing_for_serve(),
-            [
-                "NANOBANANA_BASE_URL",
-                "NANOBANANA_API_KEY",
-                "CREDITD_ADMIN_TOKEN"
-            ]
-        );
+        assert_eq!(config.missing_for_serve(), ["NANOBANANA_BASE_URL", "NANOBANANA_API_KEY", "CREDITD_ADMIN_TOKEN"]);
     }
 
     #[test]
     fn the_environment_overrides_and_is_validated() {
-        let config = load(&[
-            ("CREDITD_SYNC_INTERVAL_SECS", "5"),
-            ("CREDITD_ADMIN_TOKEN", "t"),
-        ])
-        .expect("valid");
+        let config = load(&[("CREDITD_SYNC_INTERVAL_SECS", "5"), ("CREDITD_ADMIN_TOKEN", "t")]).expect("valid");
         assert_eq!(config.sync_interval, Duration::from_secs(5));
-        assert!(matches!(
-            load(&[("CREDITD_SYNC_INTERVAL_SECS", "x")]),
-            Err(ConfigError::Invalid { .. })
-        ));
+        assert!(matches!(load(&[("CREDITD_SYNC_INTERVAL_SECS", "x")]), Err(ConfigError::Invalid { .. })));
     }
 
     #[test]
     fn secrets_never_print() {
-        let config = load(&[
-            ("CREDITD_ADMIN_TOKEN", "hunter2"),
-            ("NANOBANANA_API_KEY", "sk-live"),
-        ])
-        .expect("valid");
+        let config = load(&[("CREDITD_ADMIN_TOKEN", "hunter2"), ("NANOBANANA_API_KEY", "sk-live")]).expect("valid");
         let printed = format!("{config:?}");
-        assert!(
-            !printed.contains("hunter2") && !printed.contains("sk-live"),
-            "{printed}"
-        );
+        assert!(!printed.contains("hunter2") && !printed.contains("sk-live"), "{printed}");
     }
 }

@@ -8,19 +8,23 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::inventory::{Fingerprint, InventoryActor, InventoryView, Snapshot};
+use crate::actors::inventory::{
+    CreateHold, Fingerprint, HoldOwner, InventoryActor, InventoryView, ReleaseHold, ReleaseReceipt, Snapshot,
+    SpendOwner, WalletCommand, WalletReceipt,
+};
 use crate::actors::sync::SyncActor;
-use crate::actors::wallet::{BuyPackage, WalletDirectory, WalletError};
+use crate::actors::wallet::{ApplyToWallet, WalletDirectory, WalletError};
 use crate::actors::EngineError;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{
-    IdempotencyKey, Money, Package, PackageId, ProviderCredits, Ratio, UserCredits, UserId,
+    HoldId, IdempotencyKey, Money, Package, PackageId, ProviderCredits, Ratio, Reason, SpendId, UserCredits, UserId,
 };
 use crate::provider::NanoBananaClient;
 use crate::store::commit::{CommitMode, CommitQueue};
 use crate::store::records::{
-    InventoryRecord, LedgerEntry, MetaRecord, PurchaseReceipt, WalletRecord,
+    CaptureReceipt, HoldReceipt, HoldRecord, InventoryRecord, LedgerEntry, MetaRecord, PurchaseReceipt, RefundReceipt,
+    SpendReceipt, WalletRecord,
 };
 use crate::store::{keys, Store, StoreError, WriteSet};
 
@@ -91,48 +95,40 @@ impl Health {
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(
-        "the data directory was created with ratio {stored}, but ratio {configured} is configured"
-    )]
+    #[error("the data directory was created with ratio {stored}, but ratio {configured} is configured")]
     RatioChanged { stored: u64, configured: u64 },
     #[error("the stored state breaks an invariant: {0}")]
     Invariant(String),
 }
 
+/// What a data directory holds at start-up.
+#[derive(Debug)]
+pub struct Recovered {
+    pub state: InventoryRecord,
+    /// Holds still open on disk; those past their deadline expire at the first decision.
+    pub open_holds: Vec<HoldRecord>,
+}
+
 /// Opens the state of a data directory, creating it if it is new, and checks
-/// SPEC §4.5 against the wallets on disk before anything is served.
+/// SPEC §4.5 against the wallets and holds on disk before anything is served.
 ///
 /// # Errors
 /// The directory is unreadable, was made with another ratio, or its state is
 /// inconsistent.
-pub fn recover(
-    store: &Store,
-    settings: &Settings,
-    clock: &dyn Clock,
-) -> Result<InventoryRecord, StartError> {
+pub fn recover(store: &Store, settings: &Settings, clock: &dyn Clock) -> Result<Recovered, StartError> {
     let Some(meta) = store.meta()? else {
-        let meta = MetaRecord {
-            ratio: settings.ratio,
-            created_at_ms: clock.now_ms(),
-        };
+        let meta = MetaRecord { ratio: settings.ratio, created_at_ms: clock.now_ms() };
         let state = InventoryRecord::empty(settings.revenue_zero);
         let mut writes = WriteSet::default();
         writes.put(keys::META, &meta).map_err(StoreError::from)?;
-        writes
-            .put(keys::INVENTORY, &state)
-            .map_err(StoreError::from)?;
+        writes.put(keys::INVENTORY, &state).map_err(StoreError::from)?;
         store.write_durably([&writes])?;
-        return Ok(state);
+        return Ok(Recovered { state, open_holds: Vec::new() });
     };
     if meta.ratio != settings.ratio {
-        return Err(StartError::RatioChanged {
-            stored: meta.ratio.get(),
-            configured: settings.ratio.get(),
-        });
+        return Err(StartError::RatioChanged { stored: meta.ratio.get(), configured: settings.ratio.get() });
     }
-    let state = store
-        .inventory()?
-        .ok_or_else(|| StartError::Invariant("the inventory record is missing".into()))?;
+    let state = store.inventory()?.ok_or_else(|| StartError::Invariant("the inventory record is missing".into()))?;
     let mut wallets_total = UserCredits::ZERO;
     for wallet in store.wallets() {
         let (_, wallet) = wallet?;
@@ -146,12 +142,21 @@ pub fn recover(
             state.wallets_total
         )));
     }
+    let open_holds = store.open_holds()?;
+    let holds_total = open_holds
+        .iter()
+        .try_fold(UserCredits::ZERO, |sum, hold| sum.checked_add(hold.credits))
+        .map_err(|error| StartError::Invariant(format!("Σ open holds: {error}")))?;
+    if holds_total != state.holds_total {
+        return Err(StartError::Invariant(format!(
+            "Σ open holds on disk is {holds_total}, the inventory record says {}",
+            state.holds_total
+        )));
+    }
     let spoken_for = wallets_total
         .checked_add(state.holds_total)
         .and_then(|credits| meta.ratio.backing(credits))
-        .map_err(|error| {
-            StartError::Invariant(format!("ratio × (Σ wallets + Σ holds): {error}"))
-        })?;
+        .map_err(|error| StartError::Invariant(format!("ratio × (Σ wallets + Σ holds): {error}")))?;
     if spoken_for != state.reserved {
         return Err(StartError::Invariant(format!(
             "reserved is {}, but ratio × (Σ wallets + Σ open holds) is {spoken_for}",
@@ -160,17 +165,21 @@ pub fn recover(
     }
     let last = state.next_seq.saturating_sub(1);
     if last > 0 && store.ledger_entry(last)?.is_none() {
-        return Err(StartError::Invariant(format!(
-            "ledger entry {last} is missing"
-        )));
+        return Err(StartError::Invariant(format!("ledger entry {last} is missing")));
     }
     if store.ledger_entry(state.next_seq)?.is_some() {
-        return Err(StartError::Invariant(format!(
-            "ledger entry {} exists beyond the state",
-            state.next_seq
-        )));
+        return Err(StartError::Invariant(format!("ledger entry {} exists beyond the state", state.next_seq)));
     }
-    Ok(state)
+    Ok(Recovered { state, open_holds })
+}
+
+fn timed_out() -> EngineError {
+    EngineError::Overloaded("the engine did not answer in time")
+}
+
+/// A wallet actor answered a command with another command's receipt: a bug.
+fn unexpected(receipt: &WalletReceipt) -> EngineError {
+    EngineError::Storage(format!("unexpected receipt {receipt:?}"))
 }
 
 /// The facade the HTTP layer uses. Cheap to clone into every worker.
@@ -211,7 +220,7 @@ impl Engine {
     /// # Errors
     /// The commit thread could not be spawned.
     pub fn start(
-        state: InventoryRecord,
+        recovered: Recovered,
         settings: Settings,
         store: Store,
         clock: Arc<dyn Clock>,
@@ -222,15 +231,10 @@ impl Engine {
         let inventory = {
             let (settings, store, health) = (settings.clone(), store.clone(), Arc::clone(&health));
             InventoryActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                InventoryActor::new(state, &settings, store, commits, clock, health)
+                InventoryActor::new(recovered.state, recovered.open_holds, &settings, store, commits, clock, health)
             })
         };
-        let wallets = WalletDirectory::new(
-            arbiter.handle(),
-            inventory.clone(),
-            store.clone(),
-            settings.wallet_idle,
-        );
+        let wallets = WalletDirectory::new(arbiter.handle(), inventory.clone(), store.clone(), settings.wallet_idle);
         let engine = Self {
             inventory,
             arbiter: arbiter.handle(),
@@ -239,14 +243,7 @@ impl Engine {
             health,
             settings: Arc::new(settings),
         };
-        Ok((
-            engine,
-            EngineThreads {
-                arbiter,
-                commit_thread,
-                store,
-            },
-        ))
+        Ok((engine, EngineThreads { arbiter, commit_thread, store }))
     }
 
     pub fn inventory(&self) -> &Addr<InventoryActor> {
@@ -256,9 +253,7 @@ impl Engine {
     /// Starts the sync actor beside the inventory: it syncs now, then every `interval`.
     pub fn start_sync(&self, client: NanoBananaClient, interval: Duration) -> Addr<SyncActor> {
         let inventory = self.inventory.clone();
-        SyncActor::start_in_arbiter(&self.arbiter, move |_| {
-            SyncActor::new(client, inventory, interval)
-        })
+        SyncActor::start_in_arbiter(&self.arbiter, move |_| SyncActor::new(client, inventory, interval))
     }
 
     pub fn health(&self) -> &Health {
@@ -267,6 +262,29 @@ impl Engine {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Runs `command` on `user`'s wallet through the user's wallet actor.
+    async fn on_wallet(&self, user: &UserId, command: WalletCommand) -> Result<WalletReceipt, EngineError> {
+        for _ in 0..WALLET_ATTEMPTS_MAX {
+            let wallet = self.wallets.wallet(user);
+            match wallet.send(ApplyToWallet(command.clone())).timeout(REQUEST_TIMEOUT).await {
+                Ok(Ok(receipt)) => return Ok(receipt),
+                Ok(Err(WalletError::Engine(error))) => return Err(error),
+                Ok(Err(WalletError::Retired)) | Err(MailboxError::Closed) => {}
+                Err(MailboxError::Timeout) => return Err(timed_out()),
+            }
+        }
+        Err(EngineError::Overloaded("the wallet kept retiring"))
+    }
+
+    async fn ask<M>(&self, message: M) -> Result<M::Result, EngineError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        InventoryActor: Handler<M>,
+    {
+        self.inventory.send(message).timeout(REQUEST_TIMEOUT).await.map_err(|_| timed_out())
     }
 
     /// Buys `package_id` for `user` (SPEC §5), exactly once per `key`.
@@ -280,23 +298,75 @@ impl Engine {
         key: IdempotencyKey,
         fingerprint: Fingerprint,
     ) -> Result<PurchaseReceipt, EngineError> {
-        for _ in 0..WALLET_ATTEMPTS_MAX {
-            let wallet = self.wallets.wallet(&user);
-            let message = BuyPackage {
-                package_id: package_id.clone(),
-                key: key.clone(),
-                fingerprint,
-            };
-            match wallet.send(message).timeout(REQUEST_TIMEOUT).await {
-                Ok(Ok(receipt)) => return Ok(receipt),
-                Ok(Err(WalletError::Engine(error))) => return Err(error),
-                Ok(Err(WalletError::Retired)) | Err(MailboxError::Closed) => {}
-                Err(MailboxError::Timeout) => {
-                    return Err(EngineError::Overloaded("the engine did not answer in time"))
-                }
-            }
+        match self.on_wallet(&user, WalletCommand::Purchase { package_id, key, fingerprint }).await? {
+            WalletReceipt::Purchase(receipt) => Ok(receipt),
+            other => Err(unexpected(&other)),
         }
-        Err(EngineError::Overloaded("the wallet kept retiring"))
+    }
+
+    /// Reserves `package_id` for `user` for `ttl_ms` (SPEC §5, holds).
+    ///
+    /// # Errors
+    /// The engine's refusal, or 503-class errors when it cannot answer.
+    pub async fn create_hold(
+        &self,
+        user: UserId,
+        package_id: PackageId,
+        ttl_ms: u64,
+        key: Option<IdempotencyKey>,
+        fingerprint: Fingerprint,
+    ) -> Result<HoldReceipt, EngineError> {
+        self.ask(CreateHold { user, package_id, ttl_ms, key, fingerprint }).await?
+    }
+
+    /// Turns an open hold into wallet credits; a second capture gets the first answer.
+    ///
+    /// # Errors
+    /// `UnknownHold`, `HoldReleased`, `HoldExpired`, or 503-class errors.
+    pub async fn capture(&self, hold_id: HoldId) -> Result<CaptureReceipt, EngineError> {
+        let user = self.ask(HoldOwner(hold_id.clone())).await??;
+        match self.on_wallet(&user, WalletCommand::Capture { hold_id }).await? {
+            WalletReceipt::Capture(receipt) => Ok(receipt),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Returns an open hold's capacity; a second release gets the first answer.
+    ///
+    /// # Errors
+    /// `UnknownHold`, `HoldCaptured`, `HoldExpired`, or 503-class errors.
+    pub async fn release(&self, hold_id: HoldId) -> Result<ReleaseReceipt, EngineError> {
+        self.ask(ReleaseHold { hold_id }).await?
+    }
+
+    /// Spends `credits` of `user`'s wallet (SPEC §5), exactly once per `key`.
+    ///
+    /// # Errors
+    /// `UnknownUser`, `InsufficientFunds`, `EnhancementUnavailable`, or 503-class errors.
+    pub async fn spend(
+        &self,
+        user: UserId,
+        credits: UserCredits,
+        reason: Option<Reason>,
+        key: IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Result<SpendReceipt, EngineError> {
+        match self.on_wallet(&user, WalletCommand::Spend { credits, reason, key, fingerprint }).await? {
+            WalletReceipt::Spend(receipt) => Ok(receipt),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Undoes a spend, once.
+    ///
+    /// # Errors
+    /// `UnknownSpend`, `AlreadyRefunded`, or 503-class errors.
+    pub async fn refund(&self, spend_id: SpendId) -> Result<RefundReceipt, EngineError> {
+        let user = self.ask(SpendOwner(spend_id.clone())).await??;
+        match self.on_wallet(&user, WalletCommand::Refund { spend_id }).await? {
+            WalletReceipt::Refund(receipt) => Ok(receipt),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// The catalogue, capacity and status as of now.
@@ -304,11 +374,7 @@ impl Engine {
     /// # Errors
     /// 503-class errors when the inventory cannot answer.
     pub async fn snapshot(&self) -> Result<InventoryView, EngineError> {
-        self.inventory
-            .send(Snapshot)
-            .timeout(REQUEST_TIMEOUT)
-            .await
-            .map_err(|_| EngineError::Overloaded("the engine did not answer in time"))
+        self.ask(Snapshot).await
     }
 
     /// A user's wallet and their `limit` most recent ledger entries.
@@ -325,25 +391,17 @@ impl Engine {
             let wallet = store.wallet(&user)?.ok_or(EngineError::UnknownUser)?;
             Ok((wallet, store.user_entries(&user, limit)?))
         });
-        read.await
-            .map_err(|_| EngineError::Overloaded("the read was cancelled"))?
+        read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))?
     }
 
     /// Ledger entries after `after`, in order.
     ///
     /// # Errors
     /// A storage failure.
-    pub async fn ledger_page(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<LedgerEntry>, EngineError> {
+    pub async fn ledger_page(&self, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, EngineError> {
         let store = self.store.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            store.ledger_page(after, limit).map_err(EngineError::from)
-        });
-        read.await
-            .map_err(|_| EngineError::Overloaded("the read was cancelled"))?
+        let read = tokio::task::spawn_blocking(move || store.ledger_page(after, limit).map_err(EngineError::from));
+        read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))?
     }
 
     /// Live wallet actors (for metrics and tests).

@@ -68,35 +68,25 @@ impl Application {
     ) -> Result<Self, StartError> {
         let store = Store::open(&config.data_dir)?;
         let settings = Settings::from_config(config);
-        let state = engine::recover(&store, &settings, clock.as_ref())?;
-        let (engine, threads) = Engine::start(state, settings, store, clock)?;
+        let recovered = engine::recover(&store, &settings, clock.as_ref())?;
+        let (engine, threads) = Engine::start(recovered, settings, store, clock)?;
         engine.start_sync(provider, config.sync_interval);
         let address = listener.local_addr().map_err(store::StoreError::from)?;
         let state = web::Data::new(http::AppState {
             engine: engine.clone(),
             admin_token,
+            hold_ttl_default_secs: config.hold_ttl_default_secs,
+            hold_ttl_max_secs: config.hold_ttl_max_secs,
         });
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .configure(http::configure)
-        })
-        .disable_signals()
-        .max_connections(CONNECTIONS_PER_WORKER_MAX)
-        .shutdown_timeout(SHUTDOWN_GRACE_SECS);
+        let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::configure))
+            .disable_signals()
+            .max_connections(CONNECTIONS_PER_WORKER_MAX)
+            .shutdown_timeout(SHUTDOWN_GRACE_SECS);
         if let Some(workers) = config.workers {
             server = server.workers(workers);
         }
-        let server = server
-            .listen(listener)
-            .map_err(store::StoreError::from)?
-            .run();
-        Ok(Self {
-            server,
-            address,
-            engine,
-            threads,
-        })
+        let server = server.listen(listener).map_err(store::StoreError::from)?.run();
+        Ok(Self { server, address, engine, threads })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -120,9 +110,7 @@ impl Application {
         handle.stop(true).await;
         let served = server.await.map_err(std::io::Error::other)?;
         let threads = self.threads;
-        tokio::task::spawn_blocking(move || threads.stop())
-            .await
-            .map_err(std::io::Error::other)?;
+        tokio::task::spawn_blocking(move || threads.stop()).await.map_err(std::io::Error::other)?;
         tracing::info!("stopped");
         served
     }

@@ -20,11 +20,7 @@ use creditd::{shutdown_signal, Application};
 const EXIT_CONFIGURATION: u8 = 2;
 
 #[derive(Parser)]
-#[command(
-    name = "creditd",
-    version,
-    about = "Guards a platform's inventory of prepaid provider credits"
-)]
+#[command(name = "creditd", version, about = "Guards a platform's inventory of prepaid provider credits")]
 struct Cli {
     /// Optional TOML configuration file; environment variables override it.
     #[arg(long, global = true, env = "CREDITD_CONFIG")]
@@ -64,9 +60,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve => serve(&config),
         Command::Demo { provider_credits } => demo(config, provider_credits),
-        Command::Check { data_dir } => {
-            return check(&data_dir.unwrap_or_else(|| config.data_dir.clone()))
-        }
+        Command::Check { data_dir } => return check(&data_dir.unwrap_or_else(|| config.data_dir.clone())),
     };
     match outcome {
         Ok(code) => code,
@@ -79,38 +73,30 @@ fn main() -> ExitCode {
 
 fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let missing = config.missing_for_serve();
-    let (Some(base_url), Some(key), Some(admin_token)) = (
-        config.provider_base_url.clone(),
-        config.provider_api_key.clone(),
-        config.admin_token.clone(),
-    ) else {
-        eprintln!("creditd serve: missing configuration: {} (set them in the environment or the --config file)", missing.join(", "));
+    let (Some(base_url), Some(key), Some(admin_token)) =
+        (config.provider_base_url.clone(), config.provider_api_key.clone(), config.admin_token.clone())
+    else {
+        eprintln!(
+            "creditd serve: missing configuration: {} (set them in the environment or the --config file)",
+            missing.join(", ")
+        );
         return Ok(ExitCode::from(EXIT_CONFIGURATION));
     };
-    let client = NanoBananaClient::new(&base_url, key, config.provider_timeout)
-        .context("provider client")?;
+    let client = NanoBananaClient::new(&base_url, key, config.provider_timeout).context("provider client")?;
     run(config, admin_token, client, None)
 }
 
 fn demo(mut config: Config, provider_credits: u64) -> anyhow::Result<ExitCode> {
-    let data_dir = tempfile::Builder::new()
-        .prefix("creditd-demo-")
-        .tempdir()
-        .context("demo data directory")?;
+    let data_dir = tempfile::Builder::new().prefix("creditd-demo-").tempdir().context("demo data directory")?;
     config.data_dir = data_dir.path().join("data");
     let provider_key = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
-    let provider =
-        FakeProvider::start(provider_credits, &provider_key).context("simulated NanoBanana")?;
+    let provider = FakeProvider::start(provider_credits, &provider_key).context("simulated NanoBanana")?;
     let admin_token = config
         .admin_token
         .clone()
         .unwrap_or_else(|| Secret::new(Alphanumeric.sample_string(&mut rand::thread_rng(), 32)));
-    let client = NanoBananaClient::new(
-        &provider.base_url(),
-        Secret::new(provider_key),
-        config.provider_timeout,
-    )
-    .context("provider client")?;
+    let client = NanoBananaClient::new(&provider.base_url(), Secret::new(provider_key), config.provider_timeout)
+        .context("provider client")?;
     let banner = DemoBanner {
         admin_token: admin_token.clone(),
         provider_url: provider.base_url(),
@@ -158,8 +144,7 @@ fn run(
     banner: Option<DemoBanner>,
 ) -> anyhow::Result<ExitCode> {
     let address = config.listen_address()?;
-    let listener =
-        TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
+    let listener = TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
     let system = actix_rt::System::new();
     system.block_on(async move {
         let app = Application::build(config, admin_token, client, listener, Arc::new(SystemClock))?;

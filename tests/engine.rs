@@ -17,17 +17,11 @@ async fn engine(dir: &std::path::Path, wallet_idle: Duration) -> (Engine, Engine
     let mut settings = Settings::from_config(&config);
     settings.wallet_idle = wallet_idle;
     let store = Store::open(dir).expect("store opens");
-    let state = recover(&store, &settings, &SystemClock).expect("recovers");
-    let (engine, threads) =
-        Engine::start(state, settings, store, Arc::new(SystemClock)).expect("starts");
+    let recovered = recover(&store, &settings, &SystemClock).expect("recovers");
+    let (engine, threads) = Engine::start(recovered, settings, store, Arc::new(SystemClock)).expect("starts");
     let token = engine.inventory().send(BeginSync).await.expect("answers");
     let real = ProviderCredits::new(1_000_000).expect("small");
-    engine
-        .inventory()
-        .send(ApplySync { real, token })
-        .await
-        .expect("answers")
-        .expect("syncs");
+    engine.inventory().send(ApplySync { real, token }).await.expect("answers").expect("syncs");
     (engine, threads)
 }
 
@@ -54,26 +48,14 @@ async fn an_idle_wallet_actor_retires_and_its_successor_resumes_from_disk() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (engine, threads) = engine(dir.path(), Duration::from_millis(50)).await;
     let (user, package, key) = ids("idle-user", "k-1");
-    let first = engine
-        .purchase(user.clone(), package.clone(), key, [1; 32])
-        .await
-        .expect("buys");
+    let first = engine.purchase(user.clone(), package.clone(), key, [1; 32]).await.expect("buys");
     assert_eq!(first.balance.get(), 10);
     wait_until("the wallet actor retired", || engine.live_wallets() == 0).await;
     let (_, _, key) = ids("idle-user", "k-2");
-    let second = engine
-        .purchase(user, package, key, [2; 32])
-        .await
-        .expect("buys again");
-    assert_eq!(
-        second.balance.get(),
-        20,
-        "the new actor started from the disk"
-    );
+    let second = engine.purchase(user, package, key, [2; 32]).await.expect("buys again");
+    assert_eq!(second.balance.get(), 20, "the new actor started from the disk");
     assert!(engine.health().ready());
-    tokio::task::spawn_blocking(move || threads.stop())
-        .await
-        .expect("stops");
+    tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
 }
 
 /// Goal: wallet actors retiring under load never lose an update. Method:
@@ -99,29 +81,14 @@ async fn retiring_wallet_actors_under_load_lose_no_update() {
         let mut balances: Vec<u64> = answers
             .iter()
             .filter(|(u, _)| *u == user)
-            .map(|(_, answer)| {
-                answer
-                    .as_ref()
-                    .expect("every purchase succeeds")
-                    .balance
-                    .get()
-            })
+            .map(|(_, answer)| answer.as_ref().expect("every purchase succeeds").balance.get())
             .collect();
         balances.sort_unstable();
-        assert_eq!(
-            balances,
-            (1..=50).map(|n| n * 10).collect::<Vec<_>>(),
-            "user {user}"
-        );
+        assert_eq!(balances, (1..=50).map(|n| n * 10).collect::<Vec<_>>(), "user {user}");
     }
-    assert!(
-        engine.health().ready(),
-        "no stale wallet write was attempted"
-    );
+    assert!(engine.health().ready(), "no stale wallet write was attempted");
     drop(engine);
-    tokio::task::spawn_blocking(move || threads.stop())
-        .await
-        .expect("stops");
+    tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
     let report = creditd::check::check(dir.path()).expect("checks");
     assert!(report.passed(), "{report}");
 }

@@ -1,5 +1,6 @@
 //! The inventory actor: the single owner of the provider balance, `reserved`,
-//! the revenue, the ledger sequence and the idempotency keys in flight.
+//! the open holds, the revenue, the ledger sequence and the idempotency keys
+//! in flight.
 //!
 //! Every change is decided inside one handler (check, build the new state,
 //! queue the writes) so nothing interleaves between the check and the apply:
@@ -9,36 +10,58 @@
 //! commit that makes the change durable (SPEC §4.2). A failed commit turns
 //! the engine unready and every later change is refused.
 //!
-//! Messages: [`Purchase`] (from wallet actors), [`Snapshot`] (from HTTP),
-//! [`BeginSync`] and [`ApplySync`] (from the sync actor).
+//! Expired holds stop counting at their deadline: every handler first expires
+//! the holds whose `expiresAt` has passed ([`InventoryActor::expire_due`]),
+//! and a timer does the same every [`EXPIRY_SWEEP_INTERVAL`] so the ledger
+//! records expiries within a second or so even when nothing else happens.
 //!
-//! Invariants asserted after every change: `reserved == ratio × (Σ wallets +
-//! Σ open holds)`, and a sale never leaves `reserved > providerBalance`.
+//! Messages: [`WalletChange`] (from wallet actors: purchase, capture, spend,
+//! refund), [`CreateHold`], [`ReleaseHold`], [`HoldOwner`], [`SpendOwner`],
+//! [`Snapshot`] (from the engine facade), [`BeginSync`] and [`ApplySync`]
+//! (from the sync actor).
+//!
+//! Invariants asserted on every change: `reserved == ratio × (Σ wallets + Σ
+//! open holds)`; a sale or hold never leaves `reserved > providerBalance`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::EngineError;
 use crate::clock::Clock;
 use crate::domain::{
-    Capacity, IdempotencyKey, Package, PackageId, PlatformStatus, ProviderCredits, Ratio,
+    Capacity, HoldId, IdempotencyKey, Package, PackageId, PlatformStatus, ProviderCredits, Ratio, Reason, SpendId,
     UserCredits, UserId,
 };
 use crate::engine::{Health, Settings};
 use crate::store::commit::{CommitQueue, CommitReceipt};
 use crate::store::records::{
-    EntryKind, IdempotencyRecord, InventoryRecord, LedgerEntry, Operation, PurchaseReceipt,
-    Receipt, SyncRecord, WalletRecord,
+    CaptureReceipt, EntryKind, HoldReceipt, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry,
+    Operation, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord, SyncRecord, WalletRecord,
 };
 use crate::store::{keys, Store, WriteSet};
 
 /// Messages queued for the inventory before senders wait.
 const MAILBOX_CAPACITY: usize = 4_096;
 
+/// How often expired holds are written to the ledger when nothing else happens.
+pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A SHA-256 fingerprint of a canonical request.
 pub type Fingerprint = [u8; 32];
+
+/// The window of one sync request: the consumption it must keep (SPEC §6).
+#[derive(Debug, Clone, Copy)]
+struct SyncWindow {
+    token: u64,
+    /// The first ledger sequence number after the request left.
+    start_seq: u64,
+    /// Provider credits consumed by spends made after the request left and
+    /// not refunded since.
+    consumed: ProviderCredits,
+}
 
 pub struct InventoryActor {
     state: InventoryRecord,
@@ -49,22 +72,144 @@ pub struct InventoryActor {
     commits: CommitQueue,
     clock: Arc<dyn Clock>,
     health: Arc<Health>,
+    open_holds: HashMap<HoldId, HoldRecord>,
+    /// Open holds by deadline, to find the due ones without a scan.
+    deadlines: BTreeSet<(u64, HoldId)>,
+    /// Holds closed by a change that is not durable yet: the store still shows them open.
+    closing_holds: HashMap<HoldId, HoldRecord>,
+    /// Spends whose refund is decided but not durable yet.
+    refunding: HashSet<SpendId>,
     /// Idempotency keys whose change is decided but not yet durable.
     keys_in_flight: HashMap<Vec<u8>, Fingerprint>,
-    /// Provider credits consumed locally since start; a sync subtracts what
-    /// was consumed while its request was in flight (SPEC §6).
-    consumed_counter: u64,
+    sync_window: Option<SyncWindow>,
+    next_sync_token: u64,
+}
+
+/// A change being built: the next state, its writes, and what the actor
+/// must remember in memory once it is queued.
+struct Change {
+    next: InventoryRecord,
+    writes: WriteSet,
+    at_ms: u64,
+    holds: Vec<HoldRecord>,
+    refunding: Option<SpendId>,
+    key_in_flight: Option<(Vec<u8>, Fingerprint)>,
+    consumption: Consumption,
+}
+
+/// How a change moves the consumption that a sync in flight must keep.
+#[derive(Debug, Clone, Copy)]
+enum Consumption {
+    None,
+    Spent(ProviderCredits),
+    Refunded { spend_seq: u64, credits: ProviderCredits },
+}
+
+impl Change {
+    /// Appends a ledger entry describing `next` as it stands now; returns its sequence number.
+    fn record(
+        &mut self,
+        user: Option<&UserId>,
+        key: Option<&IdempotencyKey>,
+        kind: EntryKind,
+        wallet_after: Option<UserCredits>,
+    ) -> Result<u64, EngineError> {
+        let seq = self.next.next_seq;
+        self.next.next_seq = seq.checked_add(1).ok_or(EngineError::Storage("ledger sequence exhausted".into()))?;
+        let entry = LedgerEntry {
+            seq,
+            at_ms: self.at_ms,
+            user: user.cloned(),
+            idempotency_key: key.cloned(),
+            kind,
+            provider_balance_after: self.next.provider_balance,
+            reserved_after: self.next.reserved,
+            wallet_after,
+        };
+        self.writes.put(keys::ledger(seq), &entry)?;
+        if let Some(user) = user {
+            self.writes.put_empty(keys::user_index(user, seq));
+        }
+        Ok(seq)
+    }
+
+    /// The sequence number the next entry will get, for ids derived from it.
+    fn next_seq(&self) -> u64 {
+        self.next.next_seq
+    }
+
+    fn put_hold(&mut self, hold: HoldRecord) -> Result<(), EngineError> {
+        self.writes.put(keys::hold(&hold.hold_id), &hold)?;
+        self.holds.push(hold);
+        Ok(())
+    }
+
+    fn put_wallet(&mut self, user: &UserId, wallet: &WalletRecord) -> Result<(), EngineError> {
+        Ok(self.writes.put_wallet(user, wallet)?)
+    }
+
+    /// Remembers `receipt` under `key`, in the same batch as the effect.
+    fn remember(
+        &mut self,
+        operation: Operation,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        receipt: Receipt,
+    ) -> Result<(), EngineError> {
+        let store_key = keys::idempotency(operation, key);
+        let record = IdempotencyRecord { fingerprint, receipt, at_ms: self.at_ms };
+        self.writes.put(store_key.clone(), &record)?;
+        self.key_in_flight = Some((store_key, fingerprint));
+        Ok(())
+    }
+}
+
+/// What a decision produced: a replayed answer, or a change to commit.
+enum Decision<T> {
+    Replay(T),
+    Apply(Box<Change>, T),
+}
+
+type Reply<T> = ResponseActFuture<InventoryActor, Result<T, EngineError>>;
+
+fn ready<T: 'static>(result: Result<T, EngineError>) -> Reply<T> {
+    Box::pin(fut::ready(result))
+}
+
+fn credited(wallet: WalletRecord, credits: UserCredits) -> Result<WalletRecord, EngineError> {
+    Ok(WalletRecord {
+        balance: wallet.balance.checked_add(credits)?,
+        version: wallet.version.checked_add(1).ok_or(EngineError::Storage("wallet version exhausted".into()))?,
+    })
+}
+
+fn debited(wallet: WalletRecord, credits: UserCredits) -> Result<WalletRecord, EngineError> {
+    Ok(WalletRecord {
+        balance: wallet.balance.checked_sub(credits).map_err(|_| EngineError::InsufficientFunds)?,
+        version: wallet.version.checked_add(1).ok_or(EngineError::Storage("wallet version exhausted".into()))?,
+    })
+}
+
+fn id_from_seq<T>(
+    prefix: &str,
+    seq: u64,
+    parse: impl Fn(&str) -> Result<T, crate::domain::IdError>,
+) -> Result<T, EngineError> {
+    parse(&format!("{prefix}_{seq}")).map_err(|error| EngineError::Storage(format!("generated id: {error}")))
 }
 
 impl InventoryActor {
+    /// `open_holds` are the holds the store shows open (see `Store::open_holds`).
     pub fn new(
         state: InventoryRecord,
+        open_holds: Vec<HoldRecord>,
         settings: &Settings,
         store: Store,
         commits: CommitQueue,
         clock: Arc<dyn Clock>,
         health: Arc<Health>,
     ) -> Self {
+        let deadlines = open_holds.iter().map(|hold| (hold.expires_at_ms, hold.hold_id.clone())).collect();
         Self {
             state,
             ratio: settings.ratio,
@@ -74,17 +219,18 @@ impl InventoryActor {
             commits,
             clock,
             health,
+            open_holds: open_holds.into_iter().map(|hold| (hold.hold_id.clone(), hold)).collect(),
+            deadlines,
+            closing_holds: HashMap::new(),
+            refunding: HashSet::new(),
             keys_in_flight: HashMap::new(),
-            consumed_counter: 0,
+            sync_window: None,
+            next_sync_token: 1,
         }
     }
 
     fn capacity(&self) -> Capacity {
-        Capacity {
-            provider_balance: self.state.provider_balance,
-            reserved: self.state.reserved,
-            ratio: self.ratio,
-        }
+        Capacity { provider_balance: self.state.provider_balance, reserved: self.state.reserved, ratio: self.ratio }
     }
 
     fn ensure_ready(&self) -> Result<(), EngineError> {
@@ -97,6 +243,23 @@ impl InventoryActor {
         Ok(())
     }
 
+    /// The checks every sale (purchase or hold) passes, in the order of SPEC §9.
+    fn sellable_package(&self, package_id: &PackageId) -> Result<(Package, ProviderCredits), EngineError> {
+        if !self.state.purchases_enabled {
+            return Err(EngineError::PurchasesDisabled);
+        }
+        let package = self
+            .packages
+            .iter()
+            .find(|package| &package.id == package_id)
+            .ok_or_else(|| EngineError::UnknownPackage(package_id.clone()))?;
+        if !package.enabled {
+            return Err(EngineError::PackageDisabled(package.id.clone()));
+        }
+        let needed = self.capacity().fits(package.credits)?.ok_or(EngineError::InsufficientCapacity)?;
+        Ok((package.clone(), needed))
+    }
+
     /// Panics on a broken invariant: that is a bug, and continuing would
     /// write a wrong state to disk.
     fn assert_invariants(&self, next: &InventoryRecord) {
@@ -105,14 +268,8 @@ impl InventoryActor {
             .checked_add(next.holds_total)
             .and_then(|credits| self.ratio.backing(credits))
             .expect("Σ wallets + Σ holds stays within bounds");
-        assert_eq!(
-            next.reserved, spoken_for,
-            "reserved must equal ratio × (Σ wallets + Σ open holds)"
-        );
-        assert!(
-            next.next_seq > self.state.next_seq || next == &self.state,
-            "the ledger sequence only grows"
-        );
+        assert_eq!(next.reserved, spoken_for, "reserved must equal ratio × (Σ wallets + Σ open holds)");
+        assert!(next.next_seq > self.state.next_seq, "every change appends to the ledger");
     }
 
     /// Looks the key up among changes in flight, then on disk.
@@ -137,130 +294,95 @@ impl InventoryActor {
         }
     }
 
-    fn entry(
-        &self,
-        next: &InventoryRecord,
-        user: Option<&UserId>,
-        key: Option<&IdempotencyKey>,
-        kind: EntryKind,
-    ) -> LedgerEntry {
-        LedgerEntry {
-            seq: self.state.next_seq,
+    fn begin(&self) -> Change {
+        Change {
+            next: self.state.clone(),
+            writes: WriteSet::default(),
             at_ms: self.clock.now_ms(),
-            user: user.cloned(),
-            idempotency_key: key.cloned(),
-            kind,
-            provider_balance_after: next.provider_balance,
-            reserved_after: next.reserved,
-            wallet_after: None,
+            holds: Vec::new(),
+            refunding: None,
+            key_in_flight: None,
+            consumption: Consumption::None,
         }
     }
 
-    fn decide_purchase(&self, message: &Purchase) -> Result<PurchaseDecision, EngineError> {
-        self.ensure_ready()?;
-        if let Some(Receipt::Purchase(receipt)) =
-            self.check_key(Operation::Purchase, &message.key, &message.fingerprint)?
-        {
-            return Ok(PurchaseDecision::Replay(receipt));
+    /// The hold as it stands now: open, closing, or as stored.
+    fn hold(&self, id: &HoldId) -> Result<HoldRecord, EngineError> {
+        if let Some(hold) = self.open_holds.get(id).or_else(|| self.closing_holds.get(id)) {
+            return Ok(hold.clone());
         }
-        if !self.state.purchases_enabled {
-            return Err(EngineError::PurchasesDisabled);
-        }
-        let package = self
-            .packages
-            .iter()
-            .find(|package| package.id == message.package_id)
-            .ok_or_else(|| EngineError::UnknownPackage(message.package_id.clone()))?;
-        if !package.enabled {
-            return Err(EngineError::PackageDisabled(package.id.clone()));
-        }
-        let needed = self
-            .capacity()
-            .fits(package.credits)?
-            .ok_or(EngineError::InsufficientCapacity)?;
-
-        let wallet = WalletRecord {
-            balance: message.wallet.balance.checked_add(package.credits)?,
-            version: message
-                .wallet
-                .version
-                .checked_add(1)
-                .ok_or(EngineError::Storage("wallet version".into()))?,
-        };
-        let mut next = self.state.clone();
-        next.reserved = next.reserved.checked_add(needed)?;
-        next.wallets_total = next.wallets_total.checked_add(package.credits)?;
-        next.revenue = next
-            .revenue
-            .checked_add(package.price)
-            .map_err(|_| EngineError::Overloaded("revenue overflow"))?;
-        next.next_seq = next
-            .next_seq
-            .checked_add(1)
-            .ok_or(EngineError::Storage("ledger sequence".into()))?;
-        self.assert_invariants(&next);
-        assert!(
-            next.reserved <= next.provider_balance,
-            "a sale never reserves more than the provider balance"
-        );
-
-        let seq = self.state.next_seq;
-        let receipt = PurchaseReceipt {
-            purchase_id: format!("pur_{seq}"),
-            user_id: message.user.clone(),
-            package_id: package.id.clone(),
-            credits: package.credits,
-            balance: wallet.balance,
-        };
-        let mut entry = self.entry(
-            &next,
-            Some(&message.user),
-            Some(&message.key),
-            EntryKind::Purchase {
-                purchase_id: receipt.purchase_id.clone(),
-                package_id: package.id.clone(),
-                credits: package.credits,
-                price: package.price,
-            },
-        );
-        entry.wallet_after = Some(wallet.balance);
-
-        let mut writes = WriteSet::default();
-        let store_key = keys::idempotency(Operation::Purchase, &message.key);
-        let codec =
-            |error: crate::store::codec::CodecError| EngineError::Storage(error.to_string());
-        writes.put(keys::ledger(seq), &entry).map_err(codec)?;
-        writes.put_empty(keys::user_index(&message.user, seq));
-        writes.put_wallet(&message.user, &wallet).map_err(codec)?;
-        writes.put(keys::INVENTORY, &next).map_err(codec)?;
-        writes
-            .put(
-                store_key.clone(),
-                &IdempotencyRecord {
-                    fingerprint: message.fingerprint,
-                    receipt: Receipt::Purchase(receipt.clone()),
-                    at_ms: entry.at_ms,
-                },
-            )
-            .map_err(codec)?;
-        Ok(PurchaseDecision::Apply(Box::new(PendingPurchase {
-            next,
-            wallet,
-            receipt,
-            writes,
-            store_key,
-        })))
+        self.store.hold(id)?.ok_or_else(|| EngineError::UnknownHold(id.clone()))
     }
 
-    /// Queues `writes`; on success the new state becomes current.
-    fn commit(
-        &mut self,
-        next: InventoryRecord,
-        writes: WriteSet,
-    ) -> Result<CommitReceipt, EngineError> {
-        let receipt = self.commits.submit(writes)?;
-        self.state = next;
-        Ok(receipt)
+    /// Queues `change`; once queued, its state is the actor's.
+    fn commit(&mut self, mut change: Change) -> Result<CommitReceipt, EngineError> {
+        self.assert_invariants(&change.next);
+        change.writes.put(keys::INVENTORY, &change.next)?;
+        let durable = self.commits.submit(change.writes)?;
+        self.state = change.next;
+        for hold in change.holds {
+            if let Some(open) = self.open_holds.remove(&hold.hold_id) {
+                self.deadlines.remove(&(open.expires_at_ms, open.hold_id));
+            }
+            if hold.state == HoldState::Open {
+                self.deadlines.insert((hold.expires_at_ms, hold.hold_id.clone()));
+                self.open_holds.insert(hold.hold_id.clone(), hold);
+            } else {
+                self.closing_holds.insert(hold.hold_id.clone(), hold);
+            }
+        }
+        if let Some(spend) = change.refunding {
+            self.refunding.insert(spend);
+        }
+        if let Some((key, fingerprint)) = &change.key_in_flight {
+            self.keys_in_flight.insert(key.clone(), *fingerprint);
+        }
+        if let Some(window) = &mut self.sync_window {
+            match change.consumption {
+                Consumption::Spent(credits) => window.consumed = window.consumed.checked_add(credits)?,
+                Consumption::Refunded { spend_seq, credits } if spend_seq >= window.start_seq => {
+                    window.consumed = window.consumed.saturating_sub(credits);
+                }
+                Consumption::None | Consumption::Refunded { .. } => {}
+            }
+        }
+        Ok(durable)
+    }
+
+    /// Commits `change` and answers `value` once it is durable.
+    fn finish<T: 'static>(&mut self, change: Change, value: T) -> Reply<T> {
+        let closing: Vec<HoldId> =
+            change.holds.iter().filter(|hold| hold.state != HoldState::Open).map(|hold| hold.hold_id.clone()).collect();
+        let refunding = change.refunding.clone();
+        let key = change.key_in_flight.as_ref().map(|(key, _)| key.clone());
+        let durable = match self.commit(change) {
+            Ok(durable) => durable,
+            Err(error) => return ready(Err(error)),
+        };
+        Box::pin(durable.into_actor(self).map(move |result, actor, _| {
+            for id in &closing {
+                actor.closing_holds.remove(id);
+            }
+            if let Some(spend) = &refunding {
+                actor.refunding.remove(spend);
+            }
+            if let Some(key) = &key {
+                actor.keys_in_flight.remove(key);
+            }
+            match result {
+                Ok(Ok(())) => Ok(value),
+                Ok(Err(failed)) => Err(actor.storage_failed(&failed.0)),
+                Err(_) => Err(actor.storage_failed("the commit loop stopped")),
+            }
+        }))
+    }
+
+    fn respond<T: 'static>(&mut self, decision: Result<Decision<T>, EngineError>) -> Reply<T> {
+        match decision {
+            Err(error) => ready(Err(error)),
+            Ok(Decision::Replay(value)) => ready(Ok(value)),
+            Ok(Decision::Apply(change, value)) => self.finish(*change, value),
+        }
     }
 
     fn storage_failed(&self, reason: &str) -> EngineError {
@@ -268,21 +390,54 @@ impl InventoryActor {
         EngineError::Storage(reason.to_owned())
     }
 
+    /// Expires every open hold whose deadline has passed, as one change.
+    fn expire_due(&mut self, ctx: &mut Context<Self>) {
+        if self.health.storage_failed() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let due: Vec<HoldId> =
+            self.deadlines.iter().take_while(|(deadline, _)| *deadline <= now).map(|(_, id)| id.clone()).collect();
+        if due.is_empty() {
+            return;
+        }
+        match self.decide_expiries(&due) {
+            Ok(change) => {
+                let durable = self.finish(change, ());
+                ctx.spawn(durable.map(|_, _, _| ()));
+            }
+            Err(error) => tracing::error!(%error, "cannot expire holds"),
+        }
+    }
+
+    fn decide_expiries(&self, due: &[HoldId]) -> Result<Change, EngineError> {
+        let mut change = self.begin();
+        for id in due {
+            let Some(hold) = self.open_holds.get(id) else { continue };
+            change.next.holds_total = change.next.holds_total.checked_sub(hold.credits)?;
+            change.next.reserved = change.next.reserved.checked_sub(self.ratio.backing(hold.credits)?)?;
+            let kind = EntryKind::HoldExpired {
+                hold_id: id.clone(),
+                credits: hold.credits,
+                expires_at_ms: hold.expires_at_ms,
+            };
+            change.record(Some(&hold.user), None, kind, None)?;
+            change.put_hold(HoldRecord { state: HoldState::Expired, ..hold.clone() })?;
+        }
+        Ok(change)
+    }
+
     fn view(&self) -> InventoryView {
         let capacity = self.capacity();
-        let status =
-            PlatformStatus::of(&capacity, self.state.purchases_enabled, self.warning_level);
-        let limited =
-            capacity.available() < i64::try_from(self.warning_level.get()).unwrap_or(i64::MAX);
+        let status = PlatformStatus::of(&capacity, self.state.purchases_enabled, self.warning_level);
+        let limited = capacity.available() < i64::try_from(self.warning_level.get()).unwrap_or(i64::MAX);
         let packages = self
             .packages
             .iter()
             .map(|package| {
                 let sellable = capacity.times_sellable(package.credits);
-                let buyable = package.enabled
-                    && sellable > 0
-                    && self.state.purchases_enabled
-                    && !capacity.overcommitted();
+                let buyable =
+                    package.enabled && sellable > 0 && self.state.purchases_enabled && !capacity.overcommitted();
                 let message = if !self.state.purchases_enabled {
                     Some(PlatformStatus::Disabled.message())
                 } else if !buyable {
@@ -292,12 +447,7 @@ impl InventoryActor {
                 } else {
                     None
                 };
-                PackageView {
-                    package: package.clone(),
-                    sellable,
-                    disabled: !buyable,
-                    message,
-                }
+                PackageView { package: package.clone(), sellable, disabled: !buyable, message }
             })
             .collect();
         InventoryView {
@@ -309,6 +459,7 @@ impl InventoryActor {
             last_sync: self.state.last_sync,
             wallets_total: self.state.wallets_total,
             holds_total: self.state.holds_total,
+            open_holds: self.open_holds.len(),
             ready: self.ensure_ready().is_ok(),
         }
     }
@@ -317,91 +468,409 @@ impl InventoryActor {
 /// The message a package that cannot be bought now carries (SPEC §5).
 pub const PACKAGE_UNAVAILABLE: &str = "Temporarily unavailable";
 
-enum PurchaseDecision {
-    Replay(PurchaseReceipt),
-    Apply(Box<PendingPurchase>),
-}
-
-/// A decided purchase, ready to be queued for commit.
-struct PendingPurchase {
-    next: InventoryRecord,
-    wallet: WalletRecord,
-    receipt: PurchaseReceipt,
-    writes: WriteSet,
-    store_key: Vec<u8>,
-}
-
 impl Actor for InventoryActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.run_interval(EXPIRY_SWEEP_INTERVAL, |actor, ctx| actor.expire_due(ctx));
     }
 }
 
-/// Buy a package for a user whose wallet is `wallet` (sent by that user's
-/// wallet actor, which waits for the answer before its next operation).
-#[derive(Debug)]
-pub struct Purchase {
-    pub user: UserId,
-    pub package_id: PackageId,
-    pub wallet: WalletRecord,
-    pub key: IdempotencyKey,
-    pub fingerprint: Fingerprint,
+// ---------------------------------------------------------------------------
+// Changes to a wallet: sent by the user's wallet actor, which waits for the
+// answer before its next operation and adopts the wallet it returns.
+
+/// What a wallet actor asks the inventory to do.
+#[derive(Debug, Clone)]
+pub enum WalletCommand {
+    Purchase { package_id: PackageId, key: IdempotencyKey, fingerprint: Fingerprint },
+    Capture { hold_id: HoldId },
+    Spend { credits: UserCredits, reason: Option<Reason>, key: IdempotencyKey, fingerprint: Fingerprint },
+    Refund { spend_id: SpendId },
 }
 
-/// A purchase's answer and, when it changed the wallet, the wallet's new state.
+/// A wallet command for `user`, whose wallet is `wallet` right now.
 #[derive(Debug)]
-pub struct PurchaseOutcome {
-    pub receipt: PurchaseReceipt,
+pub struct WalletChange {
+    pub user: UserId,
+    pub wallet: WalletRecord,
+    pub command: WalletCommand,
+}
+
+/// The answer to a wallet command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalletReceipt {
+    Purchase(PurchaseReceipt),
+    Capture(CaptureReceipt),
+    Spend(SpendReceipt),
+    Refund(RefundReceipt),
+}
+
+/// A wallet command's answer and, when it changed the wallet, its new state.
+#[derive(Debug)]
+pub struct WalletOutcome {
+    pub receipt: WalletReceipt,
     pub wallet: Option<WalletRecord>,
 }
 
-impl Message for Purchase {
-    type Result = Result<PurchaseOutcome, EngineError>;
+impl Message for WalletChange {
+    type Result = Result<WalletOutcome, EngineError>;
 }
 
-impl Handler<Purchase> for InventoryActor {
-    type Result = ResponseActFuture<Self, Result<PurchaseOutcome, EngineError>>;
+impl Handler<WalletChange> for InventoryActor {
+    type Result = Reply<WalletOutcome>;
 
-    fn handle(&mut self, message: Purchase, _: &mut Self::Context) -> Self::Result {
-        let PendingPurchase {
-            next,
-            wallet,
-            receipt,
-            writes,
-            store_key,
-        } = match self.decide_purchase(&message) {
-            Err(error) => return Box::pin(fut::ready(Err(error))),
-            Ok(PurchaseDecision::Replay(receipt)) => {
-                return Box::pin(fut::ready(Ok(PurchaseOutcome {
-                    receipt,
-                    wallet: None,
-                })))
+    fn handle(&mut self, message: WalletChange, ctx: &mut Self::Context) -> Self::Result {
+        self.expire_due(ctx);
+        let decision = self.ensure_ready().and_then(|()| {
+            let WalletChange { user, wallet, command } = message;
+            match command {
+                WalletCommand::Purchase { package_id, key, fingerprint } => {
+                    self.decide_purchase(&user, wallet, &package_id, &key, fingerprint)
+                }
+                WalletCommand::Capture { hold_id } => self.decide_capture(&user, wallet, &hold_id),
+                WalletCommand::Spend { credits, reason, key, fingerprint } => {
+                    self.decide_spend(&user, wallet, credits, reason, &key, fingerprint)
+                }
+                WalletCommand::Refund { spend_id } => self.decide_refund(&user, wallet, &spend_id),
             }
-            Ok(PurchaseDecision::Apply(pending)) => *pending,
-        };
-        let durable = match self.commit(next, writes) {
-            Ok(durable) => durable,
-            Err(error) => return Box::pin(fut::ready(Err(error))),
-        };
-        self.keys_in_flight
-            .insert(store_key.clone(), message.fingerprint);
-        Box::pin(durable.into_actor(self).map(move |result, actor, _| {
-            actor.keys_in_flight.remove(&store_key);
-            match result {
-                Ok(Ok(())) => Ok(PurchaseOutcome {
-                    receipt,
-                    wallet: Some(wallet),
-                }),
-                Ok(Err(failed)) => Err(actor.storage_failed(&failed.0)),
-                Err(_) => Err(actor.storage_failed("the commit loop stopped")),
-            }
-        }))
+        });
+        self.respond(decision)
     }
 }
 
-/// What can be sold now: the catalogue, the status and the numbers behind them.
+fn outcome(receipt: WalletReceipt, wallet: Option<WalletRecord>) -> WalletOutcome {
+    WalletOutcome { receipt, wallet }
+}
+
+impl InventoryActor {
+    fn decide_purchase(
+        &self,
+        user: &UserId,
+        wallet: WalletRecord,
+        package_id: &PackageId,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Result<Decision<WalletOutcome>, EngineError> {
+        match self.check_key(Operation::Purchase, key, &fingerprint)? {
+            Some(Receipt::Purchase(receipt)) => {
+                return Ok(Decision::Replay(outcome(WalletReceipt::Purchase(receipt), None)))
+            }
+            Some(_) => return Err(EngineError::IdempotencyKeyReused),
+            None => {}
+        }
+        let (package, needed) = self.sellable_package(package_id)?;
+        let wallet = credited(wallet, package.credits)?;
+        let mut change = self.begin();
+        change.next.reserved = change.next.reserved.checked_add(needed)?;
+        change.next.wallets_total = change.next.wallets_total.checked_add(package.credits)?;
+        change.next.revenue =
+            change.next.revenue.checked_add(package.price).map_err(|_| EngineError::Overloaded("revenue overflow"))?;
+        assert!(change.next.reserved <= change.next.provider_balance, "a sale never reserves more than the balance");
+        let purchase_id = format!("pur_{}", change.next_seq());
+        let kind = EntryKind::Purchase {
+            purchase_id: purchase_id.clone(),
+            package_id: package.id.clone(),
+            credits: package.credits,
+            price: package.price,
+        };
+        change.record(Some(user), Some(key), kind, Some(wallet.balance))?;
+        change.put_wallet(user, &wallet)?;
+        let receipt = PurchaseReceipt {
+            purchase_id,
+            user_id: user.clone(),
+            package_id: package.id,
+            credits: package.credits,
+            balance: wallet.balance,
+        };
+        change.remember(Operation::Purchase, key, fingerprint, Receipt::Purchase(receipt.clone()))?;
+        Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Purchase(receipt), Some(wallet))))
+    }
+
+    fn decide_capture(
+        &self,
+        user: &UserId,
+        wallet: WalletRecord,
+        hold_id: &HoldId,
+    ) -> Result<Decision<WalletOutcome>, EngineError> {
+        let hold = self.hold(hold_id)?;
+        if &hold.user != user {
+            return Err(EngineError::UnknownHold(hold_id.clone()));
+        }
+        let mut change = self.begin();
+        match &hold.state {
+            HoldState::Captured(receipt) => {
+                return Ok(Decision::Replay(outcome(WalletReceipt::Capture(receipt.clone()), None)))
+            }
+            HoldState::Released => return Err(EngineError::HoldReleased),
+            HoldState::Expired => return Err(EngineError::HoldExpired),
+            HoldState::Open if hold.expires_at_ms <= change.at_ms => return Err(EngineError::HoldExpired),
+            HoldState::Open => {}
+        }
+        let wallet = credited(wallet, hold.credits)?;
+        change.next.holds_total = change.next.holds_total.checked_sub(hold.credits)?;
+        change.next.wallets_total = change.next.wallets_total.checked_add(hold.credits)?;
+        change.next.revenue =
+            change.next.revenue.checked_add(hold.price).map_err(|_| EngineError::Overloaded("revenue overflow"))?;
+        let kind = EntryKind::HoldCaptured {
+            hold_id: hold.hold_id.clone(),
+            package_id: hold.package_id.clone(),
+            credits: hold.credits,
+            price: hold.price,
+        };
+        change.record(Some(user), None, kind, Some(wallet.balance))?;
+        change.put_wallet(user, &wallet)?;
+        let receipt = CaptureReceipt {
+            hold_id: hold.hold_id.clone(),
+            user_id: user.clone(),
+            package_id: hold.package_id.clone(),
+            credits: hold.credits,
+            balance: wallet.balance,
+        };
+        change.put_hold(HoldRecord { state: HoldState::Captured(receipt.clone()), ..hold })?;
+        Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Capture(receipt), Some(wallet))))
+    }
+
+    fn decide_spend(
+        &self,
+        user: &UserId,
+        wallet: WalletRecord,
+        credits: UserCredits,
+        reason: Option<Reason>,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Result<Decision<WalletOutcome>, EngineError> {
+        match self.check_key(Operation::Spend, key, &fingerprint)? {
+            Some(Receipt::Spend(receipt)) => return Ok(Decision::Replay(outcome(WalletReceipt::Spend(receipt), None))),
+            Some(_) => return Err(EngineError::IdempotencyKeyReused),
+            None => {}
+        }
+        if wallet.version == 0 {
+            return Err(EngineError::UnknownUser);
+        }
+        let wallet = debited(wallet, credits)?;
+        let provider = self.ratio.backing(credits)?;
+        if provider > self.state.provider_balance {
+            return Err(EngineError::EnhancementUnavailable);
+        }
+        let mut change = self.begin();
+        change.next.provider_balance = change.next.provider_balance.checked_sub(provider)?;
+        change.next.reserved = change.next.reserved.checked_sub(provider)?;
+        change.next.wallets_total = change.next.wallets_total.checked_sub(credits)?;
+        change.consumption = Consumption::Spent(provider);
+        let spend_id = id_from_seq("spend", change.next_seq(), SpendId::parse)?;
+        let kind = EntryKind::Spend { spend_id: spend_id.clone(), credits, reason };
+        let seq = change.record(Some(user), Some(key), kind, Some(wallet.balance))?;
+        change.put_wallet(user, &wallet)?;
+        let record = SpendRecord { spend_id: spend_id.clone(), user: user.clone(), credits, seq, refund: None };
+        change.writes.put(keys::spend(&spend_id), &record)?;
+        let receipt = SpendReceipt { spend_id, user_id: user.clone(), credits, balance: wallet.balance };
+        change.remember(Operation::Spend, key, fingerprint, Receipt::Spend(receipt.clone()))?;
+        Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Spend(receipt), Some(wallet))))
+    }
+
+    fn decide_refund(
+        &self,
+        user: &UserId,
+        wallet: WalletRecord,
+        spend_id: &SpendId,
+    ) -> Result<Decision<WalletOutcome>, EngineError> {
+        let spend = self.store.spend(spend_id)?.ok_or_else(|| EngineError::UnknownSpend(spend_id.clone()))?;
+        if &spend.user != user {
+            return Err(EngineError::UnknownSpend(spend_id.clone()));
+        }
+        if spend.refund.is_some() || self.refunding.contains(spend_id) {
+            return Err(EngineError::AlreadyRefunded);
+        }
+        let wallet = credited(wallet, spend.credits)?;
+        let provider = self.ratio.backing(spend.credits)?;
+        let mut change = self.begin();
+        change.next.provider_balance = change.next.provider_balance.checked_add(provider)?;
+        change.next.reserved = change.next.reserved.checked_add(provider)?;
+        change.next.wallets_total = change.next.wallets_total.checked_add(spend.credits)?;
+        change.consumption = Consumption::Refunded { spend_seq: spend.seq, credits: provider };
+        change.refunding = Some(spend_id.clone());
+        let kind = EntryKind::Refund { spend_id: spend_id.clone(), credits: spend.credits };
+        change.record(Some(user), None, kind, Some(wallet.balance))?;
+        change.put_wallet(user, &wallet)?;
+        let receipt = RefundReceipt {
+            spend_id: spend_id.clone(),
+            user_id: user.clone(),
+            credits: spend.credits,
+            balance: wallet.balance,
+        };
+        let record = SpendRecord { refund: Some(receipt.clone()), ..spend };
+        change.writes.put(keys::spend(spend_id), &record)?;
+        Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Refund(receipt), Some(wallet))))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Holds (SPEC §5): created and released here; captured through the wallet.
+
+/// Reserve a package for `user` for `ttl_ms`.
+#[derive(Debug)]
+pub struct CreateHold {
+    pub user: UserId,
+    pub package_id: PackageId,
+    pub ttl_ms: u64,
+    pub key: Option<IdempotencyKey>,
+    pub fingerprint: Fingerprint,
+}
+
+impl Message for CreateHold {
+    type Result = Result<HoldReceipt, EngineError>;
+}
+
+impl Handler<CreateHold> for InventoryActor {
+    type Result = Reply<HoldReceipt>;
+
+    fn handle(&mut self, message: CreateHold, ctx: &mut Self::Context) -> Self::Result {
+        self.expire_due(ctx);
+        let decision = self.ensure_ready().and_then(|()| self.decide_hold(&message));
+        self.respond(decision)
+    }
+}
+
+impl InventoryActor {
+    fn decide_hold(&self, message: &CreateHold) -> Result<Decision<HoldReceipt>, EngineError> {
+        if let Some(key) = &message.key {
+            match self.check_key(Operation::Hold, key, &message.fingerprint)? {
+                Some(Receipt::Hold(receipt)) => return Ok(Decision::Replay(receipt)),
+                Some(_) => return Err(EngineError::IdempotencyKeyReused),
+                None => {}
+            }
+        }
+        let (package, needed) = self.sellable_package(&message.package_id)?;
+        let mut change = self.begin();
+        change.next.reserved = change.next.reserved.checked_add(needed)?;
+        change.next.holds_total = change.next.holds_total.checked_add(package.credits)?;
+        assert!(change.next.reserved <= change.next.provider_balance, "a hold never reserves more than the balance");
+        let hold_id = id_from_seq("hold", change.next_seq(), HoldId::parse)?;
+        let expires_at_ms = change
+            .at_ms
+            .checked_add(message.ttl_ms)
+            .ok_or(EngineError::Quantity(crate::domain::QuantityError::Overflow))?;
+        let kind = EntryKind::HoldCreated {
+            hold_id: hold_id.clone(),
+            package_id: package.id.clone(),
+            credits: package.credits,
+            price: package.price,
+            expires_at_ms,
+        };
+        change.record(Some(&message.user), message.key.as_ref(), kind, None)?;
+        change.put_hold(HoldRecord {
+            hold_id: hold_id.clone(),
+            user: message.user.clone(),
+            package_id: package.id.clone(),
+            credits: package.credits,
+            price: package.price,
+            created_at_ms: change.at_ms,
+            expires_at_ms,
+            state: HoldState::Open,
+        })?;
+        let receipt = HoldReceipt {
+            hold_id,
+            user_id: message.user.clone(),
+            package_id: package.id,
+            credits: package.credits,
+            expires_at_ms,
+        };
+        if let Some(key) = &message.key {
+            change.remember(Operation::Hold, key, message.fingerprint, Receipt::Hold(receipt.clone()))?;
+        }
+        Ok(Decision::Apply(Box::new(change), receipt))
+    }
+}
+
+/// Give a hold's capacity back.
+#[derive(Debug)]
+pub struct ReleaseHold {
+    pub hold_id: HoldId,
+}
+
+/// The answer to a release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseReceipt {
+    pub hold_id: HoldId,
+    pub user_id: UserId,
+    pub credits: UserCredits,
+}
+
+impl Message for ReleaseHold {
+    type Result = Result<ReleaseReceipt, EngineError>;
+}
+
+impl Handler<ReleaseHold> for InventoryActor {
+    type Result = Reply<ReleaseReceipt>;
+
+    fn handle(&mut self, message: ReleaseHold, ctx: &mut Self::Context) -> Self::Result {
+        self.expire_due(ctx);
+        let decision = self.ensure_ready().and_then(|()| self.decide_release(&message.hold_id));
+        self.respond(decision)
+    }
+}
+
+impl InventoryActor {
+    fn decide_release(&self, hold_id: &HoldId) -> Result<Decision<ReleaseReceipt>, EngineError> {
+        let hold = self.hold(hold_id)?;
+        let receipt =
+            ReleaseReceipt { hold_id: hold.hold_id.clone(), user_id: hold.user.clone(), credits: hold.credits };
+        let mut change = self.begin();
+        match hold.state {
+            HoldState::Released => return Ok(Decision::Replay(receipt)),
+            HoldState::Captured(_) => return Err(EngineError::HoldCaptured),
+            HoldState::Expired => return Err(EngineError::HoldExpired),
+            HoldState::Open if hold.expires_at_ms <= change.at_ms => return Err(EngineError::HoldExpired),
+            HoldState::Open => {}
+        }
+        change.next.holds_total = change.next.holds_total.checked_sub(hold.credits)?;
+        change.next.reserved = change.next.reserved.checked_sub(self.ratio.backing(hold.credits)?)?;
+        let kind = EntryKind::HoldReleased { hold_id: hold.hold_id.clone(), credits: hold.credits };
+        change.record(Some(&hold.user), None, kind, None)?;
+        change.put_hold(HoldRecord { state: HoldState::Released, ..hold })?;
+        Ok(Decision::Apply(Box::new(change), receipt))
+    }
+}
+
+/// Whose hold is this? The engine asks before routing a capture to a wallet.
+#[derive(Debug)]
+pub struct HoldOwner(pub HoldId);
+
+impl Message for HoldOwner {
+    type Result = Result<UserId, EngineError>;
+}
+
+impl Handler<HoldOwner> for InventoryActor {
+    type Result = Result<UserId, EngineError>;
+
+    fn handle(&mut self, message: HoldOwner, _: &mut Self::Context) -> Self::Result {
+        Ok(self.hold(&message.0)?.user)
+    }
+}
+
+/// Whose spend is this? The engine asks before routing a refund to a wallet.
+#[derive(Debug)]
+pub struct SpendOwner(pub SpendId);
+
+impl Message for SpendOwner {
+    type Result = Result<UserId, EngineError>;
+}
+
+impl Handler<SpendOwner> for InventoryActor {
+    type Result = Result<UserId, EngineError>;
+
+    fn handle(&mut self, message: SpendOwner, _: &mut Self::Context) -> Self::Result {
+        let spend = self.store.spend(&message.0)?.ok_or_else(|| EngineError::UnknownSpend(message.0.clone()))?;
+        Ok(spend.user)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What can be sold now.
+
+/// The catalogue, the status and the numbers behind them.
 #[derive(Debug, Clone, Copy)]
 pub struct Snapshot;
 
@@ -424,6 +893,7 @@ pub struct InventoryView {
     pub last_sync: Option<SyncRecord>,
     pub wallets_total: UserCredits,
     pub holds_total: UserCredits,
+    pub open_holds: usize,
     pub ready: bool,
 }
 
@@ -434,17 +904,21 @@ impl Message for Snapshot {
 impl Handler<Snapshot> for InventoryActor {
     type Result = MessageResult<Snapshot>;
 
-    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: Snapshot, ctx: &mut Self::Context) -> Self::Result {
+        self.expire_due(ctx);
         MessageResult(self.view())
     }
 }
+
+// ---------------------------------------------------------------------------
+// Provider sync (SPEC §6).
 
 /// Marks the start of a provider request; the token goes back in [`ApplySync`].
 #[derive(Debug, Clone, Copy)]
 pub struct BeginSync;
 
-/// Where local consumption stood when a sync request left.
-#[derive(Debug, Clone, Copy)]
+/// Identifies the sync window a real balance belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncToken(u64);
 
 impl Message for BeginSync {
@@ -455,7 +929,10 @@ impl Handler<BeginSync> for InventoryActor {
     type Result = MessageResult<BeginSync>;
 
     fn handle(&mut self, _: BeginSync, _: &mut Self::Context) -> Self::Result {
-        MessageResult(SyncToken(self.consumed_counter))
+        let token = self.next_sync_token;
+        self.next_sync_token = self.next_sync_token.saturating_add(1);
+        self.sync_window = Some(SyncWindow { token, start_seq: self.state.next_seq, consumed: ProviderCredits::ZERO });
+        MessageResult(SyncToken(token))
     }
 }
 
@@ -480,93 +957,47 @@ impl Message for ApplySync {
 }
 
 impl Handler<ApplySync> for InventoryActor {
-    type Result = ResponseActFuture<Self, Result<SyncOutcome, EngineError>>;
+    type Result = Reply<SyncOutcome>;
 
-    fn handle(&mut self, message: ApplySync, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, message: ApplySync, ctx: &mut Self::Context) -> Self::Result {
+        self.expire_due(ctx);
         let decided = self.decide_sync(message);
-        let (next, writes, outcome) = match decided {
+        let (change, outcome) = match decided {
             Ok(decided) => decided,
-            Err(error) => return Box::pin(fut::ready(Err(error))),
+            Err(error) => return ready(Err(error)),
         };
-        let durable = match self.commit(next, writes) {
-            Ok(durable) => durable,
-            Err(error) => return Box::pin(fut::ready(Err(error))),
-        };
-        Box::pin(
-            durable
-                .into_actor(self)
-                .map(move |result, actor, _| match result {
-                    Ok(Ok(())) => {
-                        actor.health.mark_synced();
-                        Ok(outcome)
-                    }
-                    Ok(Err(failed)) => Err(actor.storage_failed(&failed.0)),
-                    Err(_) => Err(actor.storage_failed("the commit loop stopped")),
-                }),
-        )
+        self.sync_window = None;
+        Box::pin(self.finish(change, outcome).map(|result, actor, _| {
+            if result.is_ok() {
+                actor.health.mark_synced();
+            }
+            result
+        }))
     }
 }
 
 impl InventoryActor {
-    fn decide_sync(
-        &self,
-        message: ApplySync,
-    ) -> Result<(InventoryRecord, WriteSet, SyncOutcome), EngineError> {
+    fn decide_sync(&self, message: ApplySync) -> Result<(Change, SyncOutcome), EngineError> {
         if self.health.storage_failed() {
             return Err(EngineError::NotReady("storage failed; restart required"));
         }
-        let consumed = self.consumed_counter.saturating_sub(message.token.0);
-        let consumed_in_flight = ProviderCredits::new(consumed)?;
+        let window = self
+            .sync_window
+            .filter(|window| window.token == message.token.0)
+            .ok_or(EngineError::Overloaded("a newer sync started"))?;
+        let consumed_in_flight = window.consumed;
         let previous = self.state.provider_balance;
         let balance = message.real.saturating_sub(consumed_in_flight);
         // What the provider should have reported if nothing drifted: today's
         // database balance plus what was consumed after the request left.
         let expected = previous.checked_add(consumed_in_flight)?;
-        let drift = self
-            .state
-            .last_sync
-            .map(|_| signed(message.real).saturating_sub(signed(expected)));
-        let at_ms = self.clock.now_ms();
-        let mut next = self.state.clone();
-        next.provider_balance = balance;
-        next.last_sync = Some(SyncRecord {
-            at_ms,
-            real: message.real,
-            drift,
-        });
-        next.next_seq = next
-            .next_seq
-            .checked_add(1)
-            .ok_or(EngineError::Storage("ledger sequence".into()))?;
-        self.assert_invariants(&next);
-        let entry = self.entry(
-            &next,
-            None,
-            None,
-            EntryKind::ProviderSync {
-                real: message.real,
-                previous,
-                consumed_in_flight,
-                drift,
-            },
-        );
-        let mut writes = WriteSet::default();
-        let codec =
-            |error: crate::store::codec::CodecError| EngineError::Storage(error.to_string());
-        writes
-            .put(keys::ledger(self.state.next_seq), &entry)
-            .map_err(codec)?;
-        writes.put(keys::INVENTORY, &next).map_err(codec)?;
-        Ok((
-            next,
-            writes,
-            SyncOutcome {
-                real: message.real,
-                previous,
-                balance,
-                drift,
-            },
-        ))
+        let drift = self.state.last_sync.map(|_| signed(message.real).saturating_sub(signed(expected)));
+        let mut change = self.begin();
+        change.next.provider_balance = balance;
+        change.next.last_sync = Some(SyncRecord { at_ms: change.at_ms, real: message.real, drift });
+        let kind = EntryKind::ProviderSync { real: message.real, previous, consumed_in_flight, drift };
+        change.record(None, None, kind, None)?;
+        Ok((change, SyncOutcome { real: message.real, previous, balance, drift }))
     }
 }
 

@@ -11,7 +11,7 @@ pub mod inventory;
 pub mod sync;
 pub mod wallet;
 
-use crate::domain::{PackageId, QuantityError};
+use crate::domain::{HoldId, PackageId, QuantityError, SpendId};
 
 /// Why the engine refused or could not perform an operation. Each variant is
 /// mapped to an HTTP status and error code in `http::error`, and nowhere else.
@@ -23,6 +23,22 @@ pub enum EngineError {
     UnknownPackage(PackageId),
     #[error("unknown user")]
     UnknownUser,
+    #[error("unknown hold {0}")]
+    UnknownHold(HoldId),
+    #[error("unknown spend {0}")]
+    UnknownSpend(SpendId),
+    #[error("the hold was captured")]
+    HoldCaptured,
+    #[error("the hold was released")]
+    HoldReleased,
+    #[error("the hold expired")]
+    HoldExpired,
+    #[error("the wallet holds fewer credits than the spend")]
+    InsufficientFunds,
+    #[error("the spend was already refunded")]
+    AlreadyRefunded,
+    #[error("the provider balance cannot cover the spend")]
+    EnhancementUnavailable,
     #[error("package {0} is disabled")]
     PackageDisabled(PackageId),
     #[error("not enough capacity")]
@@ -47,5 +63,11 @@ impl From<crate::store::StoreError> for EngineError {
             crate::store::StoreError::Overloaded => Self::Overloaded("the commit queue is full"),
             other => Self::Storage(other.to_string()),
         }
+    }
+}
+
+impl From<crate::store::codec::CodecError> for EngineError {
+    fn from(error: crate::store::codec::CodecError) -> Self {
+        Self::Storage(error.to_string())
     }
 }

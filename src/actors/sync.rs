@@ -37,17 +37,8 @@ pub struct SyncActor {
 }
 
 impl SyncActor {
-    pub fn new(
-        client: NanoBananaClient,
-        inventory: Addr<InventoryActor>,
-        interval: Duration,
-    ) -> Self {
-        Self {
-            client,
-            inventory,
-            interval,
-            failures_in_a_row: 0,
-        }
+    pub fn new(client: NanoBananaClient, inventory: Addr<InventoryActor>, interval: Duration) -> Self {
+        Self { client, inventory, interval, failures_in_a_row: 0 }
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>, delay: Duration) {
@@ -90,25 +81,17 @@ impl Actor for SyncActor {
 ///
 /// # Errors
 /// The provider's or the engine's reason.
-pub async fn sync_once(
-    client: NanoBananaClient,
-    inventory: Addr<InventoryActor>,
-) -> Result<SyncOutcome, SyncError> {
+pub async fn sync_once(client: NanoBananaClient, inventory: Addr<InventoryActor>) -> Result<SyncOutcome, SyncError> {
     let unavailable = |_| EngineError::Overloaded("inventory unavailable");
     let token = inventory.send(BeginSync).await.map_err(unavailable)?;
     let real = client.balance().await?;
-    Ok(inventory
-        .send(ApplySync { real, token })
-        .await
-        .map_err(unavailable)??)
+    Ok(inventory.send(ApplySync { real, token }).await.map_err(unavailable)??)
 }
 
 /// Exponential backoff with full jitter: uniform in `[min, min × 2^failures]`,
 /// capped at [`RETRY_DELAY_MAX`].
 pub fn backoff(failures_in_a_row: u32) -> Duration {
-    let ceiling = RETRY_DELAY_MIN
-        .saturating_mul(1u32 << failures_in_a_row.min(10))
-        .min(RETRY_DELAY_MAX);
+    let ceiling = RETRY_DELAY_MIN.saturating_mul(1u32 << failures_in_a_row.min(10)).min(RETRY_DELAY_MAX);
     let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
     let floor = u64::try_from(RETRY_DELAY_MIN.as_millis()).unwrap_or(0);
     Duration::from_millis(rand::thread_rng().gen_range(floor..=millis.max(floor)))
@@ -122,10 +105,7 @@ mod tests {
     fn backoff_grows_and_stays_within_its_bounds() {
         for failures in 0..40 {
             let delay = backoff(failures);
-            assert!(
-                delay >= RETRY_DELAY_MIN && delay <= RETRY_DELAY_MAX,
-                "{failures}: {delay:?}"
-            );
+            assert!(delay >= RETRY_DELAY_MIN && delay <= RETRY_DELAY_MAX, "{failures}: {delay:?}");
         }
     }
 }

@@ -12,7 +12,8 @@
 //! user ever changes a wallet, and the next one starts from the disk. The
 //! store double-checks this with the wallet's version on every write.
 //!
-//! Messages: [`BuyPackage`] (from `engine::Engine`). Sends: `inventory::Purchase`.
+//! Messages: [`ApplyToWallet`] (from `engine::Engine`). Sends:
+//! `inventory::WalletChange`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,10 +22,10 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::inventory::{Fingerprint, InventoryActor, Purchase};
+use super::inventory::{InventoryActor, WalletChange, WalletCommand, WalletReceipt};
 use super::EngineError;
-use crate::domain::{IdempotencyKey, PackageId, UserId};
-use crate::store::records::{PurchaseReceipt, WalletRecord};
+use crate::domain::UserId;
+use crate::store::records::WalletRecord;
 use crate::store::Store;
 
 /// Why a wallet actor did not perform an operation.
@@ -55,12 +56,7 @@ impl WalletActor {
         if let Some(wallet) = self.wallet {
             return Ok(wallet);
         }
-        let wallet = self
-            .directory
-            .store
-            .wallet(&self.user)
-            .map_err(EngineError::from)?
-            .unwrap_or_default();
+        let wallet = self.directory.store.wallet(&self.user).map_err(EngineError::from)?.unwrap_or_default();
         self.wallet = Some(wallet);
         Ok(wallet)
     }
@@ -72,9 +68,7 @@ impl Actor for WalletActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let idle = self.directory.idle;
         ctx.run_interval(idle / 2, move |actor, ctx| {
-            if actor.last_used.elapsed() >= idle
-                && actor.directory.retire(&actor.user, actor.generation)
-            {
+            if actor.last_used.elapsed() >= idle && actor.directory.retire(&actor.user, actor.generation) {
                 actor.retired = true;
                 ctx.stop();
             }
@@ -82,47 +76,34 @@ impl Actor for WalletActor {
     }
 }
 
-/// Buy a package into this wallet.
-#[derive(Debug)]
-pub struct BuyPackage {
-    pub package_id: PackageId,
-    pub key: IdempotencyKey,
-    pub fingerprint: Fingerprint,
+/// Perform a wallet command (purchase, capture, spend, refund) on this wallet.
+#[derive(Debug, Clone)]
+pub struct ApplyToWallet(pub WalletCommand);
+
+impl Message for ApplyToWallet {
+    type Result = Result<WalletReceipt, WalletError>;
 }
 
-impl Message for BuyPackage {
-    type Result = Result<PurchaseReceipt, WalletError>;
-}
+impl Handler<ApplyToWallet> for WalletActor {
+    type Result = AtomicResponse<Self, Result<WalletReceipt, WalletError>>;
 
-impl Handler<BuyPackage> for WalletActor {
-    type Result = AtomicResponse<Self, Result<PurchaseReceipt, WalletError>>;
-
-    fn handle(&mut self, message: BuyPackage, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, message: ApplyToWallet, _: &mut Self::Context) -> Self::Result {
         let wallet = match self.loaded_wallet() {
             Ok(wallet) => wallet,
             Err(error) => return AtomicResponse::new(Box::pin(fut::ready(Err(error)))),
         };
-        let purchase = Purchase {
-            user: self.user.clone(),
-            package_id: message.package_id,
-            wallet,
-            key: message.key,
-            fingerprint: message.fingerprint,
-        };
+        let change = WalletChange { user: self.user.clone(), wallet, command: message.0 };
         // No timeout here on purpose: the inventory always answers once the
         // change is durable or failed, and giving up early would leave this
         // actor with a wallet older than the disk's.
-        let request = self.directory.inventory.send(purchase);
-        AtomicResponse::new(Box::pin(request.into_actor(self).map(
-            |answer, actor, _| {
-                let outcome =
-                    answer.map_err(|_| EngineError::Overloaded("inventory unavailable"))??;
-                if let Some(wallet) = outcome.wallet {
-                    actor.wallet = Some(wallet);
-                }
-                Ok(outcome.receipt)
-            },
-        )))
+        let request = self.directory.inventory.send(change);
+        AtomicResponse::new(Box::pin(request.into_actor(self).map(|answer, actor, _| {
+            let outcome = answer.map_err(|_| EngineError::Overloaded("inventory unavailable"))??;
+            if let Some(wallet) = outcome.wallet {
+                actor.wallet = Some(wallet);
+            }
+            Ok(outcome.receipt)
+        })))
     }
 }
 
@@ -138,12 +119,7 @@ pub struct WalletDirectory {
 
 impl WalletDirectory {
     /// Wallet actors run on `arbiter`, off the HTTP workers.
-    pub fn new(
-        arbiter: ArbiterHandle,
-        inventory: Addr<InventoryActor>,
-        store: Store,
-        idle: Duration,
-    ) -> Arc<Self> {
+    pub fn new(arbiter: ArbiterHandle, inventory: Addr<InventoryActor>, store: Store, idle: Duration) -> Arc<Self> {
         Arc::new(Self {
             actors: Mutex::new(HashMap::new()),
             next_generation: AtomicU64::new(1),
@@ -156,10 +132,7 @@ impl WalletDirectory {
 
     /// The live actor of `user`, started if there is none.
     pub fn wallet(self: &Arc<Self>, user: &UserId) -> Addr<WalletActor> {
-        let mut actors = self
-            .actors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut actors = self.actors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((_, address)) = actors.get(user) {
             if address.connected() {
                 return address.clone();
@@ -182,10 +155,7 @@ impl WalletDirectory {
 
     /// Removes the actor of `user` if it is still `generation`; true if it was.
     fn retire(&self, user: &UserId, generation: u64) -> bool {
-        let mut actors = self
-            .actors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut actors = self.actors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match actors.get(user) {
             Some((current, _)) if *current == generation => {
                 actors.remove(user);
@@ -197,9 +167,6 @@ impl WalletDirectory {
 
     /// How many wallet actors are alive.
     pub fn live(&self) -> usize {
-        self.actors
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.actors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 }

@@ -30,16 +30,12 @@ impl Capacity {
 
     /// User credits that can still be sold: `max(0, available) / ratio`.
     pub fn user_credits(&self) -> UserCredits {
-        self.ratio
-            .user_credits_backed_by(self.available_non_negative())
+        self.ratio.user_credits_backed_by(self.available_non_negative())
     }
 
     /// How many times a package of `credits` can still be sold.
     pub fn times_sellable(&self, credits: UserCredits) -> u64 {
-        self.user_credits()
-            .get()
-            .checked_div(credits.get())
-            .unwrap_or(0)
+        self.user_credits().get().checked_div(credits.get()).unwrap_or(0)
     }
 
     /// True when `balance < reserved`: sales stop until a sync recovers (SPEC §6).
@@ -76,11 +72,7 @@ pub enum PlatformStatus {
 impl PlatformStatus {
     /// The status for these numbers; the kill switch wins, then an empty
     /// provider account, then no capacity, then the early-warning level.
-    pub fn of(
-        capacity: &Capacity,
-        purchases_enabled: bool,
-        warning_level: ProviderCredits,
-    ) -> Self {
+    pub fn of(capacity: &Capacity, purchases_enabled: bool, warning_level: ProviderCredits) -> Self {
         if !purchases_enabled {
             Self::Disabled
         } else if capacity.provider_balance.is_zero() {
@@ -142,15 +134,9 @@ mod tests {
         assert_eq!(start.times_sellable(credits(100)), 2);
         assert_eq!(start.times_sellable(credits(500)), 0);
         let after_a = capacity(938, 400);
-        assert_eq!(
-            (after_a.available(), after_a.user_credits()),
-            (538, credits(134))
-        );
+        assert_eq!((after_a.available(), after_a.user_credits()), (538, credits(134)));
         let after_b = capacity(938, 800);
-        assert_eq!(
-            (after_b.available(), after_b.user_credits()),
-            (138, credits(34))
-        );
+        assert_eq!((after_b.available(), after_b.user_credits()), (138, credits(34)));
         assert_eq!(after_b.fits(credits(50)), Ok(None));
     }
 
@@ -160,34 +146,16 @@ mod tests {
         assert_eq!(over.available(), -300);
         assert_eq!(over.user_credits(), UserCredits::ZERO);
         assert_eq!(over.fits(credits(1)), Ok(None));
-        assert_eq!(
-            PlatformStatus::of(&over, true, ProviderCredits::new(500).expect("small")),
-            PlatformStatus::SoldOut
-        );
+        assert_eq!(PlatformStatus::of(&over, true, ProviderCredits::new(500).expect("small")), PlatformStatus::SoldOut);
     }
 
     #[test]
     fn status_precedence_is_disabled_dead_sold_out_limited_operational() {
         let warn = ProviderCredits::new(500).expect("small");
-        assert_eq!(
-            PlatformStatus::of(&capacity(938, 0), false, warn),
-            PlatformStatus::Disabled
-        );
-        assert_eq!(
-            PlatformStatus::of(&capacity(0, 0), true, warn),
-            PlatformStatus::Dead
-        );
-        assert_eq!(
-            PlatformStatus::of(&capacity(3, 0), true, warn),
-            PlatformStatus::SoldOut
-        );
-        assert_eq!(
-            PlatformStatus::of(&capacity(499, 0), true, warn),
-            PlatformStatus::Limited
-        );
-        assert_eq!(
-            PlatformStatus::of(&capacity(500, 0), true, warn),
-            PlatformStatus::Operational
-        );
+        assert_eq!(PlatformStatus::of(&capacity(938, 0), false, warn), PlatformStatus::Disabled);
+        assert_eq!(PlatformStatus::of(&capacity(0, 0), true, warn), PlatformStatus::Dead);
+        assert_eq!(PlatformStatus::of(&capacity(3, 0), true, warn), PlatformStatus::SoldOut);
+        assert_eq!(PlatformStatus::of(&capacity(499, 0), true, warn), PlatformStatus::Limited);
+        assert_eq!(PlatformStatus::of(&capacity(500, 0), true, warn), PlatformStatus::Operational);
     }
 }

@@ -150,11 +150,7 @@ impl Ratio {
     /// # Errors
     /// [`QuantityError::Overflow`] when the product exceeds [`QUANTITY_MAX`].
     pub fn backing(self, credits: UserCredits) -> Result<ProviderCredits, QuantityError> {
-        credits
-            .get()
-            .checked_mul(self.0)
-            .ok_or(QuantityError::Overflow)
-            .and_then(ProviderCredits::new)
+        credits.get().checked_mul(self.0).ok_or(QuantityError::Overflow).and_then(ProviderCredits::new)
     }
 
     /// The user credits that `provider` provider credits can back, rounded down.
@@ -186,37 +182,22 @@ mod tests {
     #[test]
     fn zero_and_negative_amounts_are_refused() {
         assert_eq!(UserCredits::positive(0), Err(QuantityError::Zero));
-        assert_eq!(
-            UserCredits::positive_from_i64(-5),
-            Err(QuantityError::Negative)
-        );
-        assert_eq!(
-            UserCredits::positive_from_i64(7).map(UserCredits::get),
-            Ok(7)
-        );
+        assert_eq!(UserCredits::positive_from_i64(-5), Err(QuantityError::Negative));
+        assert_eq!(UserCredits::positive_from_i64(7).map(UserCredits::get), Ok(7));
     }
 
     #[test]
     fn quantities_above_the_json_safe_bound_are_refused() {
-        assert_eq!(
-            ProviderCredits::new(QUANTITY_MAX + 1),
-            Err(QuantityError::Overflow)
-        );
+        assert_eq!(ProviderCredits::new(QUANTITY_MAX + 1), Err(QuantityError::Overflow));
         let max = ProviderCredits::new(QUANTITY_MAX).expect("the bound itself is allowed");
-        assert_eq!(
-            max.checked_add(ProviderCredits(1)),
-            Err(QuantityError::Overflow)
-        );
+        assert_eq!(max.checked_add(ProviderCredits(1)), Err(QuantityError::Overflow));
     }
 
     #[test]
     fn the_ratio_converts_both_ways_rounding_down() {
         let ratio = Ratio::DEFAULT;
         assert_eq!(ratio.backing(UserCredits(100)), Ok(ProviderCredits(400)));
-        assert_eq!(
-            ratio.user_credits_backed_by(ProviderCredits(938)),
-            UserCredits(234)
-        );
+        assert_eq!(ratio.user_credits_backed_by(ProviderCredits(938)), UserCredits(234));
         assert_eq!(Ratio::new(0), Err(QuantityError::BadRatio));
     }
 

@@ -90,6 +90,21 @@ identifier!(
     IdempotencyKey,
     255
 );
+identifier!(
+    /// A hold, as named in `/api/credits/holds/{id}/...`.
+    HoldId,
+    128
+);
+identifier!(
+    /// A spend, as named in `/api/credits/spend/{id}/refund`.
+    SpendId,
+    128
+);
+identifier!(
+    /// Why credits were spent, as the enhancement service says (at most 256 bytes).
+    Reason,
+    256
+);
 
 #[cfg(test)]
 mod tests {
@@ -99,10 +114,7 @@ mod tests {
     #[test]
     fn a_user_id_of_128_bytes_is_accepted_and_129_refused() {
         assert!(UserId::parse(&"u".repeat(128)).is_ok());
-        assert_eq!(
-            UserId::parse(&"u".repeat(129)),
-            Err(IdError::TooLong { max: 128 })
-        );
+        assert_eq!(UserId::parse(&"u".repeat(129)), Err(IdError::TooLong { max: 128 }));
     }
 
     #[test]

@@ -15,6 +15,6 @@ mod package;
 
 pub use capacity::{Capacity, PlatformStatus};
 pub use credits::{ProviderCredits, QuantityError, Ratio, UserCredits, QUANTITY_MAX};
-pub use ids::{IdError, IdempotencyKey, PackageId, UserId};
+pub use ids::{HoldId, IdError, IdempotencyKey, PackageId, Reason, SpendId, UserId};
 pub use money::{Currency, Money, MoneyError};
 pub use package::{Package, PackageError};

@@ -26,10 +26,7 @@ impl Currency {
     /// # Errors
     /// [`MoneyError::BadCurrency`] unless three ASCII upper-case letters.
     pub fn parse(code: &str) -> Result<Self, MoneyError> {
-        let bytes: [u8; 3] = code
-            .as_bytes()
-            .try_into()
-            .map_err(|_| MoneyError::BadCurrency)?;
+        let bytes: [u8; 3] = code.as_bytes().try_into().map_err(|_| MoneyError::BadCurrency)?;
         if bytes.iter().all(u8::is_ascii_uppercase) {
             Ok(Self(bytes))
         } else {
@@ -76,17 +73,11 @@ impl Money {
         if minor_units > QUANTITY_MAX {
             return Err(MoneyError::Overflow);
         }
-        Ok(Self {
-            minor_units,
-            currency,
-        })
+        Ok(Self { minor_units, currency })
     }
 
     pub const fn zero(currency: Currency) -> Self {
-        Self {
-            minor_units: 0,
-            currency,
-        }
+        Self { minor_units: 0, currency }
     }
 
     pub const fn minor_units(self) -> u64 {
@@ -103,10 +94,7 @@ impl Money {
         if self.currency != other.currency {
             return Err(MoneyError::CurrencyMismatch);
         }
-        let sum = self
-            .minor_units
-            .checked_add(other.minor_units)
-            .ok_or(MoneyError::Overflow)?;
+        let sum = self.minor_units.checked_add(other.minor_units).ok_or(MoneyError::Overflow)?;
         Self::new(sum, self.currency)
     }
 }

@@ -23,20 +23,10 @@ pub struct Package {
 impl Package {
     /// # Errors
     /// [`PackageError::NoCredits`] for an empty package.
-    pub fn new(
-        id: PackageId,
-        credits: UserCredits,
-        price: Money,
-        enabled: bool,
-    ) -> Result<Self, PackageError> {
+    pub fn new(id: PackageId, credits: UserCredits, price: Money, enabled: bool) -> Result<Self, PackageError> {
         if credits.is_zero() {
             return Err(PackageError::NoCredits);
         }
-        Ok(Self {
-            id,
-            credits,
-            price,
-            enabled,
-        })
+        Ok(Self { id, credits, price, enabled })
     }
 }

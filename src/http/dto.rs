@@ -4,8 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::actors::inventory::InventoryView;
+use crate::actors::inventory::ReleaseReceipt;
 use crate::clock::rfc3339;
-use crate::store::records::{EntryKind, LedgerEntry, PurchaseReceipt};
+use crate::store::records::{
+    CaptureReceipt, EntryKind, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt, SpendReceipt,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -32,6 +35,135 @@ impl From<PurchaseReceipt> for PurchaseResponse {
             package_id: receipt.package_id.into(),
             credits: receipt.credits.get(),
             balance: receipt.balance.get(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HoldRequest {
+    pub user_id: String,
+    pub package_id: String,
+    pub ttl_seconds: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldResponse {
+    pub hold_id: String,
+    pub user_id: String,
+    pub package_id: String,
+    pub credits: u64,
+    pub expires_at: String,
+    pub state: &'static str,
+}
+
+impl From<HoldReceipt> for HoldResponse {
+    fn from(receipt: HoldReceipt) -> Self {
+        Self {
+            hold_id: receipt.hold_id.into(),
+            user_id: receipt.user_id.into(),
+            package_id: receipt.package_id.into(),
+            credits: receipt.credits.get(),
+            expires_at: rfc3339(receipt.expires_at_ms),
+            state: "open",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureResponse {
+    pub hold_id: String,
+    pub user_id: String,
+    pub package_id: String,
+    pub credits: u64,
+    /// The wallet right after the capture.
+    pub balance: u64,
+    pub state: &'static str,
+}
+
+impl From<CaptureReceipt> for CaptureResponse {
+    fn from(receipt: CaptureReceipt) -> Self {
+        Self {
+            hold_id: receipt.hold_id.into(),
+            user_id: receipt.user_id.into(),
+            package_id: receipt.package_id.into(),
+            credits: receipt.credits.get(),
+            balance: receipt.balance.get(),
+            state: "captured",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseResponse {
+    pub hold_id: String,
+    pub user_id: String,
+    pub credits: u64,
+    pub state: &'static str,
+}
+
+impl From<ReleaseReceipt> for ReleaseResponse {
+    fn from(receipt: ReleaseReceipt) -> Self {
+        Self {
+            hold_id: receipt.hold_id.into(),
+            user_id: receipt.user_id.into(),
+            credits: receipt.credits.get(),
+            state: "released",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SpendRequest {
+    pub user_id: String,
+    pub credits: i64,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpendResponse {
+    pub spend_id: String,
+    pub user_id: String,
+    pub credits: u64,
+    /// The wallet right after the spend.
+    pub balance: u64,
+}
+
+impl From<SpendReceipt> for SpendResponse {
+    fn from(receipt: SpendReceipt) -> Self {
+        Self {
+            spend_id: receipt.spend_id.into(),
+            user_id: receipt.user_id.into(),
+            credits: receipt.credits.get(),
+            balance: receipt.balance.get(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundResponse {
+    pub spend_id: String,
+    pub user_id: String,
+    pub credits: u64,
+    /// The wallet right after the refund.
+    pub balance: u64,
+    pub refunded: bool,
+}
+
+impl From<RefundReceipt> for RefundResponse {
+    fn from(receipt: RefundReceipt) -> Self {
+        Self {
+            spend_id: receipt.spend_id.into(),
+            user_id: receipt.user_id.into(),
+            credits: receipt.credits.get(),
+            balance: receipt.balance.get(),
+            refunded: true,
         }
     }
 }
@@ -89,12 +221,7 @@ fn status_message(view: &InventoryView) -> String {
 
 impl From<&InventoryView> for CatalogueResponse {
     fn from(view: &InventoryView) -> Self {
-        let sellable = |id: &str| {
-            view.packages
-                .iter()
-                .find(|p| p.package.id.as_str() == id)
-                .map_or(0, |p| p.sellable)
-        };
+        let sellable = |id: &str| view.packages.iter().find(|p| p.package.id.as_str() == id).map_or(0, |p| p.sellable);
         Self {
             packages: view
                 .packages
@@ -151,6 +278,14 @@ pub struct LedgerEntryResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub purchase_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spend_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub package_id: Option<String>,
     /// User credits the entry moved.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,6 +315,10 @@ impl From<LedgerEntry> for LedgerEntryResponse {
             user_id: entry.user.map(String::from),
             idempotency_key: entry.idempotency_key.map(String::from),
             purchase_id: None,
+            hold_id: None,
+            spend_id: None,
+            expires_at: None,
+            reason: None,
             package_id: None,
             credits: None,
             price: None,
@@ -192,27 +331,50 @@ impl From<LedgerEntry> for LedgerEntryResponse {
             wallet_after: entry.wallet_after.map(|credits| credits.get()),
         };
         match entry.kind {
-            EntryKind::Purchase {
-                purchase_id,
-                package_id,
-                credits,
-                price,
-            } => {
+            EntryKind::Purchase { purchase_id, package_id, credits, price } => {
                 response.purchase_id = Some(purchase_id);
                 response.package_id = Some(package_id.into());
                 response.credits = Some(credits.get());
                 response.price = Some(price.minor_units());
                 response.currency = Some(price.currency().to_string());
             }
-            EntryKind::ProviderSync {
-                real,
-                consumed_in_flight,
-                drift,
-                ..
-            } => {
+            EntryKind::ProviderSync { real, consumed_in_flight, drift, .. } => {
                 response.real_balance = Some(real.get());
                 response.consumed_in_flight = Some(consumed_in_flight.get());
                 response.drift = drift;
+            }
+            EntryKind::HoldCreated { hold_id, package_id, credits, price, expires_at_ms } => {
+                response.hold_id = Some(hold_id.into());
+                response.package_id = Some(package_id.into());
+                response.credits = Some(credits.get());
+                response.price = Some(price.minor_units());
+                response.currency = Some(price.currency().to_string());
+                response.expires_at = Some(rfc3339(expires_at_ms));
+            }
+            EntryKind::HoldCaptured { hold_id, package_id, credits, price } => {
+                response.hold_id = Some(hold_id.into());
+                response.package_id = Some(package_id.into());
+                response.credits = Some(credits.get());
+                response.price = Some(price.minor_units());
+                response.currency = Some(price.currency().to_string());
+            }
+            EntryKind::HoldReleased { hold_id, credits } => {
+                response.hold_id = Some(hold_id.into());
+                response.credits = Some(credits.get());
+            }
+            EntryKind::HoldExpired { hold_id, credits, expires_at_ms } => {
+                response.hold_id = Some(hold_id.into());
+                response.credits = Some(credits.get());
+                response.expires_at = Some(rfc3339(expires_at_ms));
+            }
+            EntryKind::Spend { spend_id, credits, reason } => {
+                response.spend_id = Some(spend_id.into());
+                response.credits = Some(credits.get());
+                response.reason = reason.map(String::from);
+            }
+            EntryKind::Refund { spend_id, credits } => {
+                response.spend_id = Some(spend_id.into());
+                response.credits = Some(credits.get());
             }
         }
         response

@@ -30,10 +30,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
-        Self::InvalidRequest {
-            field: field.into(),
-            reason: reason.to_string(),
-        }
+        Self::InvalidRequest { field: field.into(), reason: reason.to_string() }
     }
 
     /// The status and the contract code of SPEC §9.
@@ -45,9 +42,7 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Self::UnsupportedMediaType => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
+            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::Engine(error) => engine_status_and_code(error),
         }
     }
@@ -60,9 +55,8 @@ impl ApiError {
                 EngineError::InsufficientCapacity => "Service temporarily unavailable".into(),
                 EngineError::PackageDisabled(_) => "Temporarily unavailable".into(),
                 EngineError::PurchasesDisabled => "Purchases are temporarily disabled".into(),
-                EngineError::Storage(_) => {
-                    "Storage is unavailable; the request was not applied".into()
-                }
+                EngineError::EnhancementUnavailable => "Enhancement temporarily unavailable".into(),
+                EngineError::Storage(_) => "Storage is unavailable; the request was not applied".into(),
                 EngineError::UnknownUser => "unknown user".into(),
                 EngineError::Quantity(reason) => format!("credits: {reason}"),
                 other => other.to_string(),
@@ -74,19 +68,22 @@ impl ApiError {
 
 fn engine_status_and_code(error: &EngineError) -> (StatusCode, &'static str) {
     match error {
-        EngineError::NotReady(_) | EngineError::Storage(_) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
-        }
+        EngineError::NotReady(_) | EngineError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
         EngineError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-        EngineError::UnknownPackage(_) | EngineError::UnknownUser => {
-            (StatusCode::NOT_FOUND, "not_found")
-        }
+        EngineError::UnknownPackage(_)
+        | EngineError::UnknownUser
+        | EngineError::UnknownHold(_)
+        | EngineError::UnknownSpend(_) => (StatusCode::NOT_FOUND, "not_found"),
+        EngineError::HoldCaptured => (StatusCode::CONFLICT, "hold_captured"),
+        EngineError::HoldReleased => (StatusCode::CONFLICT, "hold_released"),
+        EngineError::HoldExpired => (StatusCode::CONFLICT, "hold_expired"),
+        EngineError::InsufficientFunds => (StatusCode::CONFLICT, "insufficient_funds"),
+        EngineError::AlreadyRefunded => (StatusCode::CONFLICT, "already_refunded"),
+        EngineError::EnhancementUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "enhancement_unavailable"),
         EngineError::PackageDisabled(_) => (StatusCode::CONFLICT, "package_disabled"),
         EngineError::InsufficientCapacity => (StatusCode::CONFLICT, "insufficient_capacity"),
         EngineError::PurchasesDisabled => (StatusCode::SERVICE_UNAVAILABLE, "purchases_disabled"),
-        EngineError::IdempotencyKeyReused => {
-            (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
-        }
+        EngineError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
         EngineError::IdempotencyKeyInUse => (StatusCode::CONFLICT, "idempotency_key_in_use"),
         EngineError::Quantity(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
     }
@@ -113,11 +110,6 @@ impl ResponseError for ApiError {
         if status.is_server_error() {
             tracing::warn!(code, error = %self, "request failed");
         }
-        HttpResponse::build(status).json(ErrorBody {
-            error: ErrorDetail {
-                code,
-                message: self.message(),
-            },
-        })
+        HttpResponse::build(status).json(ErrorBody { error: ErrorDetail { code, message: self.message() } })
     }
 }

@@ -32,10 +32,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// # Errors
 /// 415 for another content type, 413 for a larger body, 400 naming the
 /// field for anything that does not deserialise (unknown fields included).
-pub async fn json_body<T: DeserializeOwned>(
-    request: &HttpRequest,
-    mut payload: web::Payload,
-) -> Result<T, ApiError> {
+pub async fn json_body<T: DeserializeOwned>(request: &HttpRequest, mut payload: web::Payload) -> Result<T, ApiError> {
     if !is_json(request.headers()) {
         return Err(ApiError::UnsupportedMediaType);
     }
@@ -76,12 +73,8 @@ pub fn idempotency_key(request: &HttpRequest) -> Result<Option<IdempotencyKey>, 
     let Some(value) = request.headers().get(IDEMPOTENCY_KEY_HEADER) else {
         return Ok(None);
     };
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::invalid(IDEMPOTENCY_KEY_HEADER, "must be printable ASCII"))?;
-    IdempotencyKey::parse(text)
-        .map(Some)
-        .map_err(|error| ApiError::invalid(IDEMPOTENCY_KEY_HEADER, error))
+    let text = value.to_str().map_err(|_| ApiError::invalid(IDEMPOTENCY_KEY_HEADER, "must be printable ASCII"))?;
+    IdempotencyKey::parse(text).map(Some).map_err(|error| ApiError::invalid(IDEMPOTENCY_KEY_HEADER, error))
 }
 
 /// The `Idempotency-Key` header of a route that requires it.

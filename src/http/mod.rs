@@ -16,6 +16,8 @@ use crate::engine::Engine;
 pub struct AppState {
     pub engine: Engine,
     pub admin_token: Secret,
+    pub hold_ttl_default_secs: u64,
+    pub hold_ttl_max_secs: u64,
 }
 
 fn resource(path: &str, routes: Vec<Route>) -> actix_web::Resource {
@@ -30,23 +32,16 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(resource(
             "/api/credits/purchase",
-            vec![
-                web::get().to(routes::catalogue),
-                web::post().to(routes::purchase),
-            ],
+            vec![web::get().to(routes::catalogue), web::post().to(routes::purchase)],
         ))
-        .service(resource(
-            "/api/credits/status",
-            vec![web::get().to(routes::status)],
-        ))
-        .service(resource(
-            "/api/users/{userId}/credits",
-            vec![web::get().to(routes::user_credits)],
-        ))
-        .service(resource(
-            "/api/admin/ledger",
-            vec![web::get().to(routes::ledger)],
-        ))
+        .service(resource("/api/credits/status", vec![web::get().to(routes::status)]))
+        .service(resource("/api/credits/holds", vec![web::post().to(routes::create_hold)]))
+        .service(resource("/api/credits/holds/{holdId}/capture", vec![web::post().to(routes::capture_hold)]))
+        .service(resource("/api/credits/holds/{holdId}/release", vec![web::post().to(routes::release_hold)]))
+        .service(resource("/api/credits/spend", vec![web::post().to(routes::spend)]))
+        .service(resource("/api/credits/spend/{spendId}/refund", vec![web::post().to(routes::refund)]))
+        .service(resource("/api/users/{userId}/credits", vec![web::get().to(routes::user_credits)]))
+        .service(resource("/api/admin/ledger", vec![web::get().to(routes::ledger)]))
         .service(resource("/healthz", vec![web::get().to(routes::healthz)]))
         .service(resource("/readyz", vec![web::get().to(routes::readyz)]))
         .default_service(web::to(routes::not_found));

@@ -4,14 +4,15 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::dto::{
-    CatalogueResponse, HealthResponse, LedgerEntryResponse, LedgerPageResponse, LedgerQuery,
-    PurchaseRequest, PurchaseResponse, StatusResponse, UserCreditsResponse,
+    CaptureResponse, CatalogueResponse, HealthResponse, HoldRequest, HoldResponse, LedgerEntryResponse,
+    LedgerPageResponse, LedgerQuery, PurchaseRequest, PurchaseResponse, RefundResponse, ReleaseResponse, SpendRequest,
+    SpendResponse, StatusResponse, UserCreditsResponse,
 };
 use super::error::ApiError;
-use super::extract::{fingerprint, json_body, require_admin, required_idempotency_key};
+use super::extract::{fingerprint, idempotency_key, json_body, require_admin, required_idempotency_key};
 use super::AppState;
 use crate::actors::EngineError;
-use crate::domain::{PackageId, UserId};
+use crate::domain::{HoldId, PackageId, Reason, SpendId, UserCredits, UserId};
 
 /// Entries shown with a wallet.
 const USER_ENTRIES_DEFAULT: usize = 50;
@@ -35,35 +36,79 @@ pub async fn status(state: web::Data<AppState>) -> Answer {
     Ok(HttpResponse::Ok().json(StatusResponse::from(&view)))
 }
 
-pub async fn purchase(
-    request: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Answer {
+pub async fn purchase(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
     let key = required_idempotency_key(&request)?;
     let body: PurchaseRequest = json_body(&request, payload).await?;
     let user = UserId::parse(&body.user_id).map_err(|error| ApiError::invalid("userId", error))?;
-    let package = PackageId::parse(&body.package_id)
-        .map_err(|error| ApiError::invalid("packageId", error))?;
-    let fingerprint = fingerprint(&[
-        b"purchase",
-        user.as_str().as_bytes(),
-        package.as_str().as_bytes(),
-    ]);
-    let receipt = state
-        .engine
-        .purchase(user, package, key, fingerprint)
-        .await?;
+    let package = PackageId::parse(&body.package_id).map_err(|error| ApiError::invalid("packageId", error))?;
+    let fingerprint = fingerprint(&[b"purchase", user.as_str().as_bytes(), package.as_str().as_bytes()]);
+    let receipt = state.engine.purchase(user, package, key, fingerprint).await?;
     Ok(HttpResponse::Ok().json(PurchaseResponse::from(receipt)))
 }
 
+pub async fn create_hold(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
+    let key = idempotency_key(&request)?;
+    let body: HoldRequest = json_body(&request, payload).await?;
+    let user = UserId::parse(&body.user_id).map_err(|error| ApiError::invalid("userId", error))?;
+    let package = PackageId::parse(&body.package_id).map_err(|error| ApiError::invalid("packageId", error))?;
+    let max = state.hold_ttl_max_secs;
+    let ttl_seconds = match body.ttl_seconds {
+        None => state.hold_ttl_default_secs,
+        Some(seconds) => u64::try_from(seconds)
+            .ok()
+            .filter(|seconds| (1..=max).contains(seconds))
+            .ok_or_else(|| ApiError::invalid("ttlSeconds", format!("must be between 1 and {max}")))?,
+    };
+    let ttl = ttl_seconds.to_be_bytes();
+    let fingerprint = fingerprint(&[b"hold", user.as_str().as_bytes(), package.as_str().as_bytes(), &ttl]);
+    let ttl_ms = ttl_seconds.saturating_mul(1000);
+    let receipt = state.engine.create_hold(user, package, ttl_ms, key, fingerprint).await?;
+    Ok(HttpResponse::Ok().json(HoldResponse::from(receipt)))
+}
+
+fn hold_id(path: web::Path<String>) -> Result<HoldId, ApiError> {
+    HoldId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("holdId", error))
+}
+
+/// Capture and release take no body; an `Idempotency-Key` is accepted and
+/// checked, and the hold's own state makes a retry return the first answer.
+pub async fn capture_hold(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+    idempotency_key(&request)?;
+    let receipt = state.engine.capture(hold_id(path)?).await?;
+    Ok(HttpResponse::Ok().json(CaptureResponse::from(receipt)))
+}
+
+pub async fn release_hold(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+    idempotency_key(&request)?;
+    let receipt = state.engine.release(hold_id(path)?).await?;
+    Ok(HttpResponse::Ok().json(ReleaseResponse::from(receipt)))
+}
+
+pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
+    let key = required_idempotency_key(&request)?;
+    let body: SpendRequest = json_body(&request, payload).await?;
+    let user = UserId::parse(&body.user_id).map_err(|error| ApiError::invalid("userId", error))?;
+    let credits = UserCredits::positive_from_i64(body.credits).map_err(|error| ApiError::invalid("credits", error))?;
+    let reason =
+        body.reason.as_deref().map(Reason::parse).transpose().map_err(|error| ApiError::invalid("reason", error))?;
+    let amount = credits.get().to_be_bytes();
+    let reason_bytes = reason.as_ref().map_or(&b""[..], |reason| reason.as_str().as_bytes());
+    let fingerprint = fingerprint(&[b"spend", user.as_str().as_bytes(), &amount, reason_bytes]);
+    let receipt = state.engine.spend(user, credits, reason, key, fingerprint).await?;
+    Ok(HttpResponse::Ok().json(SpendResponse::from(receipt)))
+}
+
+/// A refund needs no body; the spend's own state makes it happen once.
+pub async fn refund(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+    idempotency_key(&request)?;
+    let spend_id = SpendId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("spendId", error))?;
+    let receipt = state.engine.refund(spend_id).await?;
+    Ok(HttpResponse::Ok().json(RefundResponse::from(receipt)))
+}
+
 pub async fn user_credits(path: web::Path<String>, state: web::Data<AppState>) -> Answer {
-    let user =
-        UserId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("userId", error))?;
-    let (wallet, entries) = state
-        .engine
-        .user_credits(user.clone(), USER_ENTRIES_DEFAULT)
-        .await?;
+    let user = UserId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("userId", error))?;
+    let (wallet, entries) = state.engine.user_credits(user.clone(), USER_ENTRIES_DEFAULT).await?;
     Ok(HttpResponse::Ok().json(UserCreditsResponse {
         user_id: user.into(),
         balance: wallet.balance.get(),
@@ -78,22 +123,12 @@ pub async fn ledger(request: HttpRequest, state: web::Data<AppState>) -> Answer 
         .into_inner();
     let limit = query.limit.unwrap_or(LEDGER_PAGE_DEFAULT);
     if !(1..=crate::store::LEDGER_PAGE_MAX).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be between 1 and {}", crate::store::LEDGER_PAGE_MAX),
-        ));
+        return Err(ApiError::invalid("limit", format!("must be between 1 and {}", crate::store::LEDGER_PAGE_MAX)));
     }
-    let entries = state
-        .engine
-        .ledger_page(query.after.unwrap_or(0), limit)
-        .await?;
-    let next_after = (entries.len() == limit)
-        .then(|| entries.last().map(|entry| entry.seq))
-        .flatten();
-    Ok(HttpResponse::Ok().json(LedgerPageResponse {
-        entries: entries.into_iter().map(LedgerEntryResponse::from).collect(),
-        next_after,
-    }))
+    let entries = state.engine.ledger_page(query.after.unwrap_or(0), limit).await?;
+    let next_after = (entries.len() == limit).then(|| entries.last().map(|entry| entry.seq)).flatten();
+    Ok(HttpResponse::Ok()
+        .json(LedgerPageResponse { entries: entries.into_iter().map(LedgerEntryResponse::from).collect(), next_after }))
 }
 
 pub async fn healthz() -> HttpResponse {
@@ -111,11 +146,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Answer {
 }
 
 pub async fn not_found(request: HttpRequest) -> Answer {
-    Err(ApiError::NotFound(format!(
-        "no route {} {}",
-        request.method(),
-        request.path()
-    )))
+    Err(ApiError::NotFound(format!("no route {} {}", request.method(), request.path())))
 }
 
 pub async fn method_not_allowed() -> Answer {

@@ -68,45 +68,38 @@ impl FakeProvider {
         let shared = web::Data::from(Arc::clone(&state));
         let expected = web::Data::new(format!("Bearer {api_key}"));
         let (handle_sender, handle_receiver) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("fake-nanobanana".into())
-            .spawn(move || {
-                let system = actix_rt::System::new();
-                system.block_on(async move {
-                    let server = HttpServer::new(move || {
-                        App::new()
-                            .app_data(shared.clone())
-                            .app_data(expected.clone())
-                            .route(BALANCE_PATH, web::get().to(balance_endpoint))
-                    })
-                    .workers(1)
-                    .disable_signals()
-                    .shutdown_timeout(1)
-                    .listen(listener);
-                    match server {
-                        Ok(server) => {
-                            let server = server.run();
-                            let _ = handle_sender.send(Some(server.handle()));
-                            let _ = server.await;
-                        }
-                        Err(error) => {
-                            tracing::error!(%error, "fake provider failed to start");
-                            let _ = handle_sender.send(None);
-                        }
+        let thread = std::thread::Builder::new().name("fake-nanobanana".into()).spawn(move || {
+            let system = actix_rt::System::new();
+            system.block_on(async move {
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(shared.clone())
+                        .app_data(expected.clone())
+                        .route(BALANCE_PATH, web::get().to(balance_endpoint))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(1)
+                .listen(listener);
+                match server {
+                    Ok(server) => {
+                        let server = server.run();
+                        let _ = handle_sender.send(Some(server.handle()));
+                        let _ = server.await;
                     }
-                });
-            })?;
+                    Err(error) => {
+                        tracing::error!(%error, "fake provider failed to start");
+                        let _ = handle_sender.send(None);
+                    }
+                }
+            });
+        })?;
         let stop = handle_receiver
             .recv()
             .ok()
             .flatten()
             .ok_or_else(|| std::io::Error::other("fake provider failed to start"))?;
-        Ok(Self {
-            state,
-            address,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        Ok(Self { state, address, stop: Some(stop), thread: Some(thread) })
     }
 
     fn with_state<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -169,8 +162,7 @@ async fn balance_endpoint(
         (state.balance, state.behaviour.clone())
     };
     if !authorised {
-        return HttpResponse::Unauthorized()
-            .json(serde_json::json!({"code": 401, "msg": "invalid api key"}));
+        return HttpResponse::Unauthorized().json(serde_json::json!({"code": 401, "msg": "invalid api key"}));
     }
     match behaviour {
         Behaviour::Healthy => healthy(balance),
@@ -179,20 +171,17 @@ async fn balance_endpoint(
             healthy(balance)
         }
         Behaviour::Status(status) => HttpResponse::build(
-            actix_web::http::StatusCode::from_u16(status)
-                .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+            actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
         )
         .json(serde_json::json!({"code": status, "msg": "simulated failure"})),
-        Behaviour::ErrorCode(code) => HttpResponse::Ok()
-            .json(serde_json::json!({"code": code, "msg": "simulated error code"})),
-        Behaviour::Garbage => HttpResponse::Ok()
-            .content_type("text/html")
-            .body("<html>upstream proxy error</html>"),
-        Behaviour::Negative => {
-            HttpResponse::Ok().json(serde_json::json!({"code": 200, "msg": "success", "data": -5}))
+        Behaviour::ErrorCode(code) => {
+            HttpResponse::Ok().json(serde_json::json!({"code": code, "msg": "simulated error code"}))
         }
-        Behaviour::NonInteger => HttpResponse::Ok()
-            .json(serde_json::json!({"code": 200, "msg": "success", "data": "938"})),
+        Behaviour::Garbage => HttpResponse::Ok().content_type("text/html").body("<html>upstream proxy error</html>"),
+        Behaviour::Negative => HttpResponse::Ok().json(serde_json::json!({"code": 200, "msg": "success", "data": -5})),
+        Behaviour::NonInteger => {
+            HttpResponse::Ok().json(serde_json::json!({"code": 200, "msg": "success", "data": "938"}))
+        }
     }
 }
 

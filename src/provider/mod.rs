@@ -52,9 +52,7 @@ pub struct NanoBananaClient {
 
 impl std::fmt::Debug for NanoBananaClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NanoBananaClient")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
+        f.debug_struct("NanoBananaClient").field("url", &self.url).finish_non_exhaustive()
     }
 }
 
@@ -78,13 +76,7 @@ impl NanoBananaClient {
     /// # Errors
     /// The [`ProviderError`] that describes the failure.
     pub async fn balance(&self) -> Result<ProviderCredits, ProviderError> {
-        let mut response = self
-            .http
-            .get(&self.url)
-            .bearer_auth(self.key.expose())
-            .send()
-            .await
-            .map_err(transport)?;
+        let mut response = self.http.get(&self.url).bearer_auth(self.key.expose()).send().await.map_err(transport)?;
         match response.status().as_u16() {
             200 => {}
             401 => return Err(ProviderError::Unauthorized),
@@ -118,36 +110,25 @@ fn transport(error: reqwest::Error) -> ProviderError {
 /// [`ProviderError::ErrorCode`] for another `code`, [`ProviderError::Malformed`]
 /// for any other shape.
 pub fn parse_balance(body: &[u8]) -> Result<ProviderCredits, ProviderError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|error| ProviderError::Malformed(format!("not JSON: {error}")))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| ProviderError::Malformed("not a JSON object".into()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| ProviderError::Malformed(format!("not JSON: {error}")))?;
+    let object = value.as_object().ok_or_else(|| ProviderError::Malformed("not a JSON object".into()))?;
     let code = object
         .get("code")
         .and_then(serde_json::Value::as_i64)
         .ok_or_else(|| ProviderError::Malformed("missing integer `code`".into()))?;
     if code != 200 {
-        let message = object
-            .get("msg")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("")
-            .chars()
-            .take(200)
-            .collect();
+        let message = object.get("msg").and_then(serde_json::Value::as_str).unwrap_or("").chars().take(200).collect();
         return Err(ProviderError::ErrorCode { code, message });
     }
-    let data = object
-        .get("data")
-        .ok_or_else(|| ProviderError::Malformed("missing `data`".into()))?;
+    let data = object.get("data").ok_or_else(|| ProviderError::Malformed("missing `data`".into()))?;
     let balance = data.as_u64().ok_or_else(|| {
         ProviderError::Malformed(match data.as_i64() {
             Some(_) => "negative `data`".into(),
             None => format!("`data` is not an integer: {}", truncate(&data.to_string())),
         })
     })?;
-    ProviderCredits::new(balance)
-        .map_err(|error| ProviderError::Malformed(format!("`data`: {error}")))
+    ProviderCredits::new(balance).map_err(|error| ProviderError::Malformed(format!("`data`: {error}")))
 }
 
 fn truncate(text: &str) -> String {
@@ -160,10 +141,7 @@ mod tests {
 
     #[test]
     fn only_code_200_with_a_non_negative_integer_is_a_balance() {
-        assert_eq!(
-            parse_balance(br#"{"code":200,"msg":"success","data":938}"#).map(ProviderCredits::get),
-            Ok(938)
-        );
+        assert_eq!(parse_balance(br#"{"code":200,"msg":"success","data":938}"#).map(ProviderCredits::get), Ok(938));
         assert!(matches!(
             parse_balance(br#"{"code":500,"msg":"internal","data":938}"#),
             Err(ProviderError::ErrorCode { code: 500, .. })

@@ -40,9 +40,7 @@ pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, CodecError> {
     bytes.push(FORMAT_VERSION);
     bincode::serde::encode_into_std_write(record, &mut bytes, configuration())?;
     if bytes.len() > RECORD_BYTES_MAX {
-        return Err(CodecError::Encode(bincode::error::EncodeError::Other(
-            "record too large",
-        )));
+        return Err(CodecError::Encode(bincode::error::EncodeError::Other("record too large")));
     }
     Ok(bytes)
 }
@@ -74,29 +72,17 @@ mod tests {
     fn every_record_starts_with_the_version_byte() {
         let bytes = encode(&WalletRecord::default()).expect("encodes");
         assert_eq!(bytes[0], FORMAT_VERSION);
-        assert_eq!(
-            decode::<WalletRecord>(&bytes).expect("decodes"),
-            WalletRecord::default()
-        );
+        assert_eq!(decode::<WalletRecord>(&bytes).expect("decodes"), WalletRecord::default());
     }
 
     #[test]
     fn an_unknown_version_or_trailing_bytes_are_refused() {
         let mut bytes = encode(&WalletRecord::default()).expect("encodes");
         bytes.push(0);
-        assert!(matches!(
-            decode::<WalletRecord>(&bytes),
-            Err(CodecError::TrailingBytes(1))
-        ));
+        assert!(matches!(decode::<WalletRecord>(&bytes), Err(CodecError::TrailingBytes(1))));
         bytes[0] = 9;
-        assert!(matches!(
-            decode::<WalletRecord>(&bytes),
-            Err(CodecError::UnknownVersion(9))
-        ));
-        assert!(matches!(
-            decode::<WalletRecord>(&[]),
-            Err(CodecError::Empty)
-        ));
+        assert!(matches!(decode::<WalletRecord>(&bytes), Err(CodecError::UnknownVersion(9))));
+        assert!(matches!(decode::<WalletRecord>(&[]), Err(CodecError::Empty)));
     }
 
     proptest! {

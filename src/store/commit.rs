@@ -39,9 +39,7 @@ impl std::str::FromStr for CommitMode {
         match value {
             "group" => Ok(Self::Group),
             "per-change" => Ok(Self::PerChange),
-            other => Err(format!(
-                "unknown commit mode {other:?} (expected group or per-change)"
-            )),
+            other => Err(format!("unknown commit mode {other:?} (expected group or per-change)")),
         }
     }
 }
@@ -73,9 +71,8 @@ impl CommitQueue {
     /// The thread could not be spawned.
     pub fn start(store: Store, mode: CommitMode) -> Result<(Self, JoinHandle<()>), StoreError> {
         let (sender, receiver) = mpsc::sync_channel(QUEUE_CAPACITY);
-        let thread = std::thread::Builder::new()
-            .name("creditd-commit".into())
-            .spawn(move || run(&store, &receiver, mode))?;
+        let thread =
+            std::thread::Builder::new().name("creditd-commit".into()).spawn(move || run(&store, &receiver, mode))?;
         Ok((Self { sender }, thread))
     }
 

@@ -1,7 +1,7 @@
 //! The key space of the one sled tree creditd uses. A single tree keeps every
 //! commit one atomic `apply_batch`; the first byte says what a key holds.
 
-use crate::domain::{IdempotencyKey, UserId};
+use crate::domain::{HoldId, IdempotencyKey, SpendId, UserId};
 
 use super::records::Operation;
 
@@ -11,6 +11,8 @@ pub const LEDGER_PREFIX: u8 = b'l';
 pub const WALLET_PREFIX: u8 = b'w';
 pub const USER_INDEX_PREFIX: u8 = b'u';
 pub const IDEMPOTENCY_PREFIX: u8 = b'i';
+pub const HOLD_PREFIX: u8 = b'h';
+pub const SPEND_PREFIX: u8 = b'p';
 
 /// `l` + big-endian sequence number, so that keys sort in ledger order.
 pub fn ledger(seq: u64) -> [u8; 9] {
@@ -27,10 +29,7 @@ pub fn ledger_seq(key: &[u8]) -> Option<u64> {
 }
 
 pub fn wallet(user: &UserId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + user.as_str().len());
-    key.push(WALLET_PREFIX);
-    key.extend_from_slice(user.as_str().as_bytes());
-    key
+    prefixed(WALLET_PREFIX, user.as_str())
 }
 
 /// `u` + length + user id: the prefix under which a user's entries are indexed.
@@ -58,4 +57,19 @@ pub fn idempotency(operation: Operation, key: &IdempotencyKey) -> Vec<u8> {
     bytes.push(operation.tag());
     bytes.extend_from_slice(key.as_str().as_bytes());
     bytes
+}
+
+pub fn hold(id: &HoldId) -> Vec<u8> {
+    prefixed(HOLD_PREFIX, id.as_str())
+}
+
+pub fn spend(id: &SpendId) -> Vec<u8> {
+    prefixed(SPEND_PREFIX, id.as_str())
+}
+
+fn prefixed(prefix: u8, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(prefix);
+    key.extend_from_slice(id.as_bytes());
+    key
 }

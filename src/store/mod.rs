@@ -18,10 +18,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::domain::{IdempotencyKey, UserId};
+use crate::domain::{HoldId, IdempotencyKey, SpendId, UserId};
 use codec::CodecError;
 use records::{
-    IdempotencyRecord, InventoryRecord, LedgerEntry, MetaRecord, Operation, WalletRecord,
+    HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry, MetaRecord, Operation, SpendRecord,
+    WalletRecord,
 };
 
 /// The most ledger entries one read returns.
@@ -57,11 +58,7 @@ pub struct WriteSet {
 impl WriteSet {
     /// # Errors
     /// The record does not encode.
-    pub fn put<T: Serialize>(
-        &mut self,
-        key: impl Into<Vec<u8>>,
-        record: &T,
-    ) -> Result<(), CodecError> {
+    pub fn put<T: Serialize>(&mut self, key: impl Into<Vec<u8>>, record: &T) -> Result<(), CodecError> {
         self.writes.push((key.into(), Some(codec::encode(record)?)));
         Ok(())
     }
@@ -81,8 +78,7 @@ impl WriteSet {
     /// The record does not encode.
     pub fn put_wallet(&mut self, user: &UserId, record: &WalletRecord) -> Result<(), CodecError> {
         let key = keys::wallet(user);
-        self.wallet_versions
-            .push((key.clone(), record.version.saturating_sub(1)));
+        self.wallet_versions.push((key.clone(), record.version.saturating_sub(1)));
         self.put(key, record)
     }
 
@@ -113,10 +109,7 @@ impl Store {
         let created = !directory.join("db").exists();
         std::fs::create_dir_all(directory)?;
         let db = sled::Config::new().path(directory).open()?;
-        let log_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(directory.join("db"))?;
+        let log_file = OpenOptions::new().read(true).write(true).open(directory.join("db"))?;
         if created {
             // sled fsyncs neither its directory nor the files it creates there.
             db.flush()?;
@@ -126,11 +119,7 @@ impl Store {
                 sync_directory(parent)?;
             }
         }
-        Ok(Self {
-            db,
-            log_file: Arc::new(log_file),
-            directory: directory.to_owned(),
-        })
+        Ok(Self { db, log_file: Arc::new(log_file), directory: directory.to_owned() })
     }
 
     pub fn directory(&self) -> &Path {
@@ -178,6 +167,43 @@ impl Store {
         self.get(&keys::ledger(seq))
     }
 
+    /// # Errors
+    /// A read or decode failure.
+    pub fn hold(&self, id: &HoldId) -> Result<Option<HoldRecord>, StoreError> {
+        self.get(&keys::hold(id))
+    }
+
+    /// # Errors
+    /// A read or decode failure.
+    pub fn spend(&self, id: &SpendId) -> Result<Option<SpendRecord>, StoreError> {
+        self.get(&keys::spend(id))
+    }
+
+    /// Every hold, open or not.
+    pub fn holds(&self) -> impl Iterator<Item = Result<HoldRecord, StoreError>> + '_ {
+        self.db.scan_prefix([keys::HOLD_PREFIX]).map(|item| Ok(codec::decode(&item?.1)?))
+    }
+
+    /// The holds still open (their deadline may have passed while stopped).
+    ///
+    /// # Errors
+    /// A read or decode failure.
+    pub fn open_holds(&self) -> Result<Vec<HoldRecord>, StoreError> {
+        let mut open = Vec::new();
+        for hold in self.holds() {
+            let hold = hold?;
+            if hold.state == HoldState::Open {
+                open.push(hold);
+            }
+        }
+        Ok(open)
+    }
+
+    /// Every spend.
+    pub fn spends(&self) -> impl Iterator<Item = Result<SpendRecord, StoreError>> + '_ {
+        self.db.scan_prefix([keys::SPEND_PREFIX]).map(|item| Ok(codec::decode(&item?.1)?))
+    }
+
     /// Up to `limit` (at most [`LEDGER_PAGE_MAX`]) entries with `seq > after`, in order.
     ///
     /// # Errors
@@ -185,19 +211,14 @@ impl Store {
     pub fn ledger_page(&self, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
         let start = keys::ledger(after.saturating_add(1));
         let end = keys::ledger(u64::MAX);
-        self.db
-            .range(start..=end)
-            .take(limit.min(LEDGER_PAGE_MAX))
-            .map(|item| Ok(codec::decode(&item?.1)?))
-            .collect()
+        self.db.range(start..=end).take(limit.min(LEDGER_PAGE_MAX)).map(|item| Ok(codec::decode(&item?.1)?)).collect()
     }
 
     /// Every ledger entry in order, for replay.
     pub fn ledger(&self) -> impl Iterator<Item = Result<(u64, LedgerEntry), StoreError>> + '_ {
         self.db.scan_prefix([keys::LEDGER_PREFIX]).map(|item| {
             let (key, value) = item?;
-            let seq = keys::ledger_seq(&key)
-                .ok_or_else(|| StoreError::Layout(format!("bad ledger key {key:?}")))?;
+            let seq = keys::ledger_seq(&key).ok_or_else(|| StoreError::Layout(format!("bad ledger key {key:?}")))?;
             Ok((seq, codec::decode(&value)?))
         })
     }
@@ -218,26 +239,17 @@ impl Store {
     ///
     /// # Errors
     /// A read or decode failure.
-    pub fn user_entries(
-        &self,
-        user: &UserId,
-        limit: usize,
-    ) -> Result<Vec<LedgerEntry>, StoreError> {
+    pub fn user_entries(&self, user: &UserId, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
         let mut entries = Vec::with_capacity(limit.min(LEDGER_PAGE_MAX));
-        for item in self
-            .db
-            .scan_prefix(keys::user_index_prefix(user))
-            .rev()
-            .take(limit.min(LEDGER_PAGE_MAX))
-        {
+        for item in self.db.scan_prefix(keys::user_index_prefix(user)).rev().take(limit.min(LEDGER_PAGE_MAX)) {
             let (key, _) = item?;
             let seq_bytes: [u8; 8] = key[key.len().saturating_sub(8)..]
                 .try_into()
                 .map_err(|_| StoreError::Layout("short user index key".into()))?;
             let seq = u64::from_be_bytes(seq_bytes);
-            let entry = self.ledger_entry(seq)?.ok_or_else(|| {
-                StoreError::Layout(format!("user index points at missing ledger entry {seq}"))
-            })?;
+            let entry = self
+                .ledger_entry(seq)?
+                .ok_or_else(|| StoreError::Layout(format!("user index points at missing ledger entry {seq}")))?;
             entries.push(entry);
         }
         entries.reverse();
@@ -250,10 +262,7 @@ impl Store {
     /// # Errors
     /// A precondition, write, flush or sync failure: then nothing may be
     /// acknowledged, and the caller must stop writing.
-    pub fn write_durably<'a>(
-        &self,
-        sets: impl IntoIterator<Item = &'a WriteSet> + Clone,
-    ) -> Result<(), StoreError> {
+    pub fn write_durably<'a>(&self, sets: impl IntoIterator<Item = &'a WriteSet> + Clone) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for set in sets.clone() {
             for (key, expected_version) in &set.wallet_versions {

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    IdempotencyKey, Money, PackageId, ProviderCredits, Ratio, UserCredits, UserId,
+    HoldId, IdempotencyKey, Money, PackageId, ProviderCredits, Ratio, Reason, SpendId, UserCredits, UserId,
 };
 
 /// Facts fixed when the data directory was created.
@@ -89,12 +89,7 @@ pub struct LedgerEntry {
 pub enum EntryKind {
     /// A one-step purchase: the wallet gains `credits`, `reserved` gains
     /// `ratio × credits`, revenue gains `price`.
-    Purchase {
-        purchase_id: String,
-        package_id: PackageId,
-        credits: UserCredits,
-        price: Money,
-    },
+    Purchase { purchase_id: String, package_id: PackageId, credits: UserCredits, price: Money },
     /// The provider balance was set from a successful sync: the new balance is
     /// `real − consumed_in_flight`.
     ProviderSync {
@@ -103,6 +98,18 @@ pub enum EntryKind {
         consumed_in_flight: ProviderCredits,
         drift: Option<i64>,
     },
+    /// `reserved` gains `ratio × credits` until the hold is captured, released or expires.
+    HoldCreated { hold_id: HoldId, package_id: PackageId, credits: UserCredits, price: Money, expires_at_ms: u64 },
+    /// The hold's credits move into the wallet; `reserved` is unchanged; revenue gains `price`.
+    HoldCaptured { hold_id: HoldId, package_id: PackageId, credits: UserCredits, price: Money },
+    /// The hold's reservation is returned.
+    HoldReleased { hold_id: HoldId, credits: UserCredits },
+    /// The hold's reservation is returned at its deadline.
+    HoldExpired { hold_id: HoldId, credits: UserCredits, expires_at_ms: u64 },
+    /// The wallet loses `credits`; the provider balance and `reserved` lose `ratio × credits`.
+    Spend { spend_id: SpendId, credits: UserCredits, reason: Option<Reason> },
+    /// The spend is undone: the wallet, the provider balance and `reserved` get it back.
+    Refund { spend_id: SpendId, credits: UserCredits },
 }
 
 impl EntryKind {
@@ -111,6 +118,12 @@ impl EntryKind {
         match self {
             Self::Purchase { .. } => "purchase",
             Self::ProviderSync { .. } => "providerSync",
+            Self::HoldCreated { .. } => "holdCreated",
+            Self::HoldCaptured { .. } => "holdCaptured",
+            Self::HoldReleased { .. } => "holdReleased",
+            Self::HoldExpired { .. } => "holdExpired",
+            Self::Spend { .. } => "spend",
+            Self::Refund { .. } => "refund",
         }
     }
 }
@@ -120,12 +133,16 @@ impl EntryKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Operation {
     Purchase,
+    Hold,
+    Spend,
 }
 
 impl Operation {
     pub fn tag(self) -> u8 {
         match self {
             Self::Purchase => b'p',
+            Self::Hold => b'h',
+            Self::Spend => b's',
         }
     }
 }
@@ -141,10 +158,51 @@ pub struct PurchaseReceipt {
     pub balance: UserCredits,
 }
 
+/// The answer to a new hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldReceipt {
+    pub hold_id: HoldId,
+    pub user_id: UserId,
+    pub package_id: PackageId,
+    pub credits: UserCredits,
+    pub expires_at_ms: u64,
+}
+
+/// The answer to a capture, kept in the hold so that a second capture gets it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureReceipt {
+    pub hold_id: HoldId,
+    pub user_id: UserId,
+    pub package_id: PackageId,
+    pub credits: UserCredits,
+    /// The wallet right after the capture.
+    pub balance: UserCredits,
+}
+
+/// The answer to a spend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendReceipt {
+    pub spend_id: SpendId,
+    pub user_id: UserId,
+    pub credits: UserCredits,
+    pub balance: UserCredits,
+}
+
+/// The answer to a refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundReceipt {
+    pub spend_id: SpendId,
+    pub user_id: UserId,
+    pub credits: UserCredits,
+    pub balance: UserCredits,
+}
+
 /// An answer that changed state, remembered so that a retry gets it again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Receipt {
     Purchase(PurchaseReceipt),
+    Hold(HoldReceipt),
+    Spend(SpendReceipt),
 }
 
 /// A used idempotency key (SPEC §4.3).
@@ -154,4 +212,48 @@ pub struct IdempotencyRecord {
     pub fingerprint: [u8; 32],
     pub receipt: Receipt,
     pub at_ms: u64,
+}
+
+/// Where a hold stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HoldState {
+    Open,
+    Captured(CaptureReceipt),
+    Released,
+    Expired,
+}
+
+impl HoldState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Captured(_) => "captured",
+            Self::Released => "released",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// A two-phase purchase (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRecord {
+    pub hold_id: HoldId,
+    pub user: UserId,
+    pub package_id: PackageId,
+    pub credits: UserCredits,
+    pub price: Money,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub state: HoldState,
+}
+
+/// A spend, kept so that it can be refunded exactly once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendRecord {
+    pub spend_id: SpendId,
+    pub user: UserId,
+    pub credits: UserCredits,
+    /// The ledger entry of the spend.
+    pub seq: u64,
+    pub refund: Option<RefundReceipt>,
 }

@@ -22,37 +22,22 @@ async fn twenty_concurrent_retries_of_one_key_make_one_purchase() {
     assert!(!successes.is_empty());
     for answer in &answers {
         assert!(
-            answer.status == 200
-                || (answer.status == 409 && answer.code() == "idempotency_key_in_use"),
+            answer.status == 200 || (answer.status == 409 && answer.code() == "idempotency_key_in_use"),
             "{answer:?}"
         );
     }
     for success in &successes {
-        assert_eq!(
-            success.body, successes[0].body,
-            "every retry gets the first answer"
-        );
+        assert_eq!(success.body, successes[0].body, "every retry gets the first answer");
     }
     assert_eq!(successes[0].body["balance"], 10);
 
     let later = purchase(&client, &server.base, "retrier", "starter", "same-key").await;
-    assert_eq!(
-        (later.status, &later.body),
-        (200, &successes[0].body),
-        "a later retry too"
-    );
+    assert_eq!((later.status, &later.body), (200, &successes[0].body), "a later retry too");
     let wallet = get(&client, &server.url("/api/users/retrier/credits")).await;
     assert_eq!(wallet.body["balance"], 10, "credited once");
-    let purchases = ledger(&client, &server)
-        .await
-        .into_iter()
-        .filter(|e| e["kind"] == "purchase")
-        .count();
+    let purchases = ledger(&client, &server).await.into_iter().filter(|e| e["kind"] == "purchase").count();
     assert_eq!(purchases, 1);
-    assert_eq!(
-        catalogue(&client, &server).await["platformCapacity"]["reservedCredits"],
-        40
-    );
+    assert_eq!(catalogue(&client, &server).await["platformCapacity"]["reservedCredits"], 40);
 }
 
 /// Goal: the same key with another body is refused with 422 and changes nothing.
@@ -63,28 +48,14 @@ async fn a_key_reused_with_another_body_is_refused() {
     let server = Server::start(&provider, dir.path()).await;
     let client = client();
 
-    assert_eq!(
-        purchase(&client, &server.base, "ann", "starter", "k-1")
-            .await
-            .status,
-        200
-    );
+    assert_eq!(purchase(&client, &server.base, "ann", "starter", "k-1").await.status, 200);
     let before = catalogue(&client, &server).await;
     for (user, package) in [("ann", "pro"), ("bob", "starter"), ("bob", "pro")] {
         let reused = purchase(&client, &server.base, user, package, "k-1").await;
-        assert_eq!(
-            (reused.status, reused.code()),
-            (422, "idempotency_key_reused"),
-            "{user} {package}"
-        );
+        assert_eq!((reused.status, reused.code()), (422, "idempotency_key_reused"), "{user} {package}");
     }
     assert_eq!(catalogue(&client, &server).await, before);
-    assert_eq!(
-        get(&client, &server.url("/api/users/bob/credits"))
-            .await
-            .status,
-        404
-    );
+    assert_eq!(get(&client, &server.url("/api/users/bob/credits")).await.status, 404);
 }
 
 /// Goal: an acknowledged purchase's key survives a restart: the retry after
@@ -101,10 +72,5 @@ async fn a_retry_after_a_restart_gets_the_first_answer() {
     server.restart().await;
     let retry = purchase(&client, &server.base, "cara", "creative", "persist-1").await;
     assert_eq!((retry.status, retry.body), (200, first.body));
-    assert_eq!(
-        get(&client, &server.url("/api/users/cara/credits"))
-            .await
-            .body["balance"],
-        50
-    );
+    assert_eq!(get(&client, &server.url("/api/users/cara/credits")).await.body["balance"], 50);
 }

@@ -11,25 +11,9 @@ fn serve_without_provider_or_admin_configuration_exits_2_naming_what_is_missing(
     let dir = temp_dir();
     type Variables<'a> = &'a [(&'a str, &'a str)];
     let cases: [(Variables, &[&str]); 3] = [
-        (
-            &[],
-            &[
-                "NANOBANANA_BASE_URL",
-                "NANOBANANA_API_KEY",
-                "CREDITD_ADMIN_TOKEN",
-            ],
-        ),
-        (
-            &[
-                ("NANOBANANA_BASE_URL", "http://127.0.0.1:9"),
-                ("NANOBANANA_API_KEY", "k"),
-            ],
-            &["CREDITD_ADMIN_TOKEN"],
-        ),
-        (
-            &[("CREDITD_ADMIN_TOKEN", "t"), ("NANOBANANA_API_KEY", "k")],
-            &["NANOBANANA_BASE_URL"],
-        ),
+        (&[], &["NANOBANANA_BASE_URL", "NANOBANANA_API_KEY", "CREDITD_ADMIN_TOKEN"]),
+        (&[("NANOBANANA_BASE_URL", "http://127.0.0.1:9"), ("NANOBANANA_API_KEY", "k")], &["CREDITD_ADMIN_TOKEN"]),
+        (&[("CREDITD_ADMIN_TOKEN", "t"), ("NANOBANANA_API_KEY", "k")], &["NANOBANANA_BASE_URL"]),
     ];
     for (env, missing) in cases {
         let output = Command::new(binary())
@@ -45,10 +29,7 @@ fn serve_without_provider_or_admin_configuration_exits_2_naming_what_is_missing(
         for name in missing {
             assert!(stderr.contains(name), "{env:?}: {stderr}");
         }
-        assert!(
-            !stderr.contains("\"k\"") && !stderr.contains("=k"),
-            "secrets are not printed: {stderr}"
-        );
+        assert!(!stderr.contains("\"k\"") && !stderr.contains("=k"), "secrets are not printed: {stderr}");
     }
 }
 
@@ -62,25 +43,19 @@ async fn sigterm_drains_in_flight_purchases_and_exits_0() {
     let client = client();
 
     let base = server.base.clone();
-    let buyers = tokio::spawn({
-        let client = client.clone();
-        async move {
-            join_all((0..64).map(|i| {
-                let (client, base) = (client.clone(), base.clone());
-                async move {
-                    try_purchase(
-                        &client,
-                        &base,
-                        &format!("drain-{i}"),
-                        "starter",
-                        &format!("drain-{i}"),
-                    )
-                    .await
-                }
-            }))
-            .await
-        }
-    });
+    let buyers =
+        tokio::spawn({
+            let client = client.clone();
+            async move {
+                join_all((0..64).map(|i| {
+                    let (client, base) = (client.clone(), base.clone());
+                    async move {
+                        try_purchase(&client, &base, &format!("drain-{i}"), "starter", &format!("drain-{i}")).await
+                    }
+                }))
+                .await
+            }
+        });
     // Wait until the server has started answering some of them, then stop it.
     while crate::common::ledger(&client, &server).await.len() < 2 {
         tokio::task::yield_now().await;
@@ -97,25 +72,12 @@ async fn sigterm_drains_in_flight_purchases_and_exits_0() {
     for (i, answer) in answers.iter().enumerate() {
         if let Ok(answer) = answer {
             if answer.status == 200 {
-                let wallet = get(
-                    &client,
-                    &server.url(&format!("/api/users/drain-{i}/credits")),
-                )
-                .await;
-                assert_eq!(
-                    wallet.body["balance"], 10,
-                    "acknowledged purchase {i} survived the shutdown"
-                );
+                let wallet = get(&client, &server.url(&format!("/api/users/drain-{i}/credits"))).await;
+                assert_eq!(wallet.body["balance"], 10, "acknowledged purchase {i} survived the shutdown");
             }
         }
     }
-    assert!(
-        answers
-            .iter()
-            .filter(|a| matches!(a, Ok(a) if a.status == 200))
-            .count()
-            >= 1
-    );
+    assert!(answers.iter().filter(|a| matches!(a, Ok(a) if a.status == 200)).count() >= 1);
 }
 
 /// Goal: `creditd check` and the start-up check catch a state that the
@@ -128,12 +90,7 @@ async fn check_and_start_up_refuse_a_wallet_the_ledger_does_not_explain() {
     let data_dir = dir.path().join("data");
     let mut server = Server::start(&provider, &data_dir).await;
     let client = client();
-    assert_eq!(
-        crate::common::purchase(&client, &server.base, "eve", "starter", "e-1")
-            .await
-            .status,
-        200
-    );
+    assert_eq!(crate::common::purchase(&client, &server.base, "eve", "starter", "e-1").await.status, 200);
     assert!(server.terminate().success());
     let (code, report) = crate::common::run_check(&data_dir);
     assert_eq!(code, 0, "{report}");
@@ -150,10 +107,7 @@ async fn check_and_start_up_refuse_a_wallet_the_ledger_does_not_explain() {
     }
     let (code, report) = crate::common::run_check(&data_dir);
     assert_eq!(code, 1, "{report}");
-    assert!(
-        report.contains("wallet \"eve\": stored 1000, the ledger gives 10"),
-        "{report}"
-    );
+    assert!(report.contains("wallet \"eve\": stored 1000, the ledger gives 10"), "{report}");
 
     let output = Command::new(binary())
         .arg("serve")
@@ -165,10 +119,7 @@ async fn check_and_start_up_refuse_a_wallet_the_ledger_does_not_explain() {
         .env("NANOBANANA_API_KEY", crate::common::PROVIDER_KEY)
         .output()
         .expect("creditd runs");
-    assert!(
-        !output.status.success(),
-        "serve refuses an inconsistent directory"
-    );
+    assert!(!output.status.success(), "serve refuses an inconsistent directory");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("Σ wallets"),
         "{}",

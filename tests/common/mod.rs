@@ -43,15 +43,8 @@ impl Server {
         Self::start_with(provider, data_dir, &[]).await
     }
 
-    pub async fn start_with(
-        provider: &FakeProvider,
-        data_dir: &Path,
-        env: &[(&str, &str)],
-    ) -> Self {
-        let extra_env = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+    pub async fn start_with(provider: &FakeProvider, data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let extra_env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let server = Self::spawn(provider.base_url(), data_dir.to_owned(), extra_env);
         server.wait_ready().await;
         server
@@ -59,10 +52,7 @@ impl Server {
 
     /// Starts `creditd serve` without waiting for readiness.
     pub fn start_unready(provider: &FakeProvider, data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let extra_env = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let extra_env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Self::spawn(provider.base_url(), data_dir.to_owned(), extra_env)
     }
 
@@ -78,17 +68,10 @@ impl Server {
             .env("NANOBANANA_BASE_URL", &provider_url)
             .env("NANOBANANA_API_KEY", PROVIDER_KEY)
             .env("CREDITD_WORKERS", "2")
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()),
-            )
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
             .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
+            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
         let mut child = command.spawn().expect("creditd starts");
         let stdout = child.stdout.take().expect("stdout is piped");
         let (sender, receiver) = mpsc::channel();
@@ -103,16 +86,8 @@ impl Server {
                 }
             }
         });
-        let base = receiver
-            .recv_timeout(START_TIMEOUT)
-            .expect("creditd prints the address it listens on");
-        Self {
-            child,
-            base,
-            data_dir,
-            extra_env,
-            provider_url,
-        }
+        let base = receiver.recv_timeout(START_TIMEOUT).expect("creditd prints the address it listens on");
+        Self { child, base, data_dir, extra_env, provider_url }
     }
 
     /// Polls `/readyz` until it answers 200 (the first sync has happened).
@@ -144,11 +119,7 @@ impl Server {
 
     /// Starts a new process on the same data directory and provider.
     pub async fn restart(&mut self) {
-        let next = Self::spawn(
-            self.provider_url.clone(),
-            self.data_dir.clone(),
-            std::mem::take(&mut self.extra_env),
-        );
+        let next = Self::spawn(self.provider_url.clone(), self.data_dir.clone(), std::mem::take(&mut self.extra_env));
         next.wait_ready().await;
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -201,10 +172,7 @@ impl Answer {
 pub async fn answer(response: reqwest::Response) -> Answer {
     let status = response.status().as_u16();
     let bytes = response.bytes().await.unwrap_or_default();
-    Answer {
-        status,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    }
+    Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
 }
 
 pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
@@ -212,15 +180,7 @@ pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
 }
 
 pub async fn admin_get(client: &reqwest::Client, url: &str) -> Answer {
-    answer(
-        client
-            .get(url)
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("the server answers"),
-    )
-    .await
+    answer(client.get(url).bearer_auth(ADMIN_TOKEN).send().await.expect("the server answers")).await
 }
 
 /// `POST /api/credits/purchase`; `Err` when no answer arrived (connection lost).
@@ -239,22 +199,11 @@ pub async fn try_purchase(
         .await?;
     let status = response.status().as_u16();
     let bytes = response.bytes().await?;
-    Ok(Answer {
-        status,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    })
+    Ok(Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) })
 }
 
-pub async fn purchase(
-    client: &reqwest::Client,
-    base: &str,
-    user: &str,
-    package: &str,
-    key: &str,
-) -> Answer {
-    try_purchase(client, base, user, package, key)
-        .await
-        .expect("the server answers")
+pub async fn purchase(client: &reqwest::Client, base: &str, user: &str, package: &str, key: &str) -> Answer {
+    try_purchase(client, base, user, package, key).await.expect("the server answers")
 }
 
 pub async fn catalogue(client: &reqwest::Client, server: &Server) -> Value {
@@ -268,11 +217,7 @@ pub async fn ledger(client: &reqwest::Client, server: &Server) -> Vec<Value> {
     let mut entries = Vec::new();
     let mut after = 0;
     loop {
-        let page = admin_get(
-            client,
-            &server.url(&format!("/api/admin/ledger?after={after}&limit=1000")),
-        )
-        .await;
+        let page = admin_get(client, &server.url(&format!("/api/admin/ledger?after={after}&limit=1000"))).await;
         assert_eq!(page.status, 200, "{page:?}");
         let batch = page.body["entries"].as_array().cloned().unwrap_or_default();
         entries.extend(batch);
@@ -292,17 +237,10 @@ pub fn run_check(data_dir: &Path) -> (i32, String) {
         .env_clear()
         .output()
         .expect("creditd check runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.code().unwrap_or(-1), text)
 }
 
 pub fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("creditd-test-")
-        .tempdir()
-        .expect("temp dir")
+    tempfile::Builder::new().prefix("creditd-test-").tempdir().expect("temp dir")
 }
