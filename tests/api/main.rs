@@ -8,5 +8,7 @@ mod common;
 mod bad_input;
 mod catalogue;
 mod concurrency;
+mod holds;
 mod idempotency;
 mod lifecycle;
+mod spend;

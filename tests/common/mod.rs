@@ -244,3 +244,67 @@ pub fn run_check(data_dir: &Path) -> (i32, String) {
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("creditd-test-").tempdir().expect("temp dir")
 }
+
+/// POSTs JSON (or nothing) with an optional idempotency key.
+pub async fn post(client: &reqwest::Client, url: &str, key: Option<&str>, body: Option<Value>) -> Answer {
+    let mut request = client.post(url);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    answer(request.send().await.expect("the server answers")).await
+}
+
+pub async fn hold(client: &reqwest::Client, server: &Server, user: &str, package: &str, ttl_seconds: u64) -> Answer {
+    let body = json!({"userId": user, "packageId": package, "ttlSeconds": ttl_seconds});
+    post(client, &server.url("/api/credits/holds"), None, Some(body)).await
+}
+
+pub async fn capture(client: &reqwest::Client, server: &Server, hold_id: &str) -> Answer {
+    post(client, &server.url(&format!("/api/credits/holds/{hold_id}/capture")), None, None).await
+}
+
+pub async fn release(client: &reqwest::Client, server: &Server, hold_id: &str) -> Answer {
+    post(client, &server.url(&format!("/api/credits/holds/{hold_id}/release")), None, None).await
+}
+
+pub async fn spend(client: &reqwest::Client, server: &Server, user: &str, credits: i64, key: &str) -> Answer {
+    let body = json!({"userId": user, "credits": credits, "reason": "enhance"});
+    post(client, &server.url("/api/credits/spend"), Some(key), Some(body)).await
+}
+
+pub async fn refund(client: &reqwest::Client, server: &Server, spend_id: &str) -> Answer {
+    post(client, &server.url(&format!("/api/credits/spend/{spend_id}/refund")), None, None).await
+}
+
+/// The platform capacity block of the catalogue.
+pub async fn capacity(client: &reqwest::Client, server: &Server) -> Value {
+    catalogue(client, server).await["platformCapacity"].clone()
+}
+
+/// Milliseconds since the epoch of an RFC 3339 timestamp from an answer.
+pub fn epoch_ms(rfc3339: &Value) -> u64 {
+    let text = rfc3339.as_str().expect("a timestamp string");
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).expect("RFC 3339");
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).expect("after 1970")
+}
+
+pub fn now_ms() -> u64 {
+    u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis())
+        .expect("fits")
+}
+
+/// Polls `condition` (an async check) until it holds, or panics after 30 s.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,501 @@
+//! Goal: the engine behaves exactly like a small, obviously-correct model of
+//! SPEC §2–§5, and §4's invariants hold after every step.
+//!
+//! Method: proptest draws sequences of purchase / hold / capture / release /
+//! clock advance / spend / refund / sync / restart and runs each against the
+//! real engine (actors, commit loop, sled in a temp dir) with a manual clock,
+//! and against the model (plain maps and integers). After every step the
+//! answers must match, and so must the provider balance, `reserved`, the
+//! open holds and every wallet; at the end `creditd check` must pass.
+//!
+//! Cases: `MODEL_CASES` (default 24 in CI). The long run is
+//! `MODEL_CASES=10000 cargo test --release --test model` (see BENCHMARKS.md).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use creditd::actors::inventory::{ApplySync, BeginSync};
+use creditd::actors::EngineError;
+use creditd::clock::{Clock, ManualClock};
+use creditd::config::Config;
+use creditd::domain::{HoldId, IdempotencyKey, PackageId, ProviderCredits, SpendId, UserCredits, UserId};
+use creditd::engine::{recover, Engine, EngineThreads, Settings};
+use creditd::http::extract::fingerprint;
+use creditd::store::Store;
+
+const RATIO: u64 = 4;
+const USERS: [&str; 4] = ["ann", "bob", "cy", "dee"];
+/// The four default packages, then one that does not exist.
+const PACKAGES: [(&str, u64); 5] = [("starter", 10), ("creative", 50), ("pro", 100), ("studio", 500), ("platinum", 0)];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Purchase { user: usize, package: usize, key: u8 },
+    Hold { user: usize, package: usize, ttl_s: u64, key: Option<u8> },
+    Capture { hold: usize },
+    Release { hold: usize },
+    Advance { ms: u64 },
+    Spend { user: usize, credits: u64, key: u8 },
+    Refund { spend: usize },
+    Sync { real: u64 },
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..4usize, 0..5usize, 0..6u8).prop_map(|(user, package, key)| Op::Purchase { user, package, key }),
+        3 => (0..4usize, 0..4usize, 1..4u64, proptest::option::of(0..4u8))
+            .prop_map(|(user, package, ttl_s, key)| Op::Hold { user, package, ttl_s, key }),
+        2 => (0..8usize).prop_map(|hold| Op::Capture { hold }),
+        1 => (0..8usize).prop_map(|hold| Op::Release { hold }),
+        2 => prop_oneof![0..1500u64, Just(1000u64), Just(999u64), Just(1u64)].prop_map(|ms| Op::Advance { ms }),
+        3 => (0..4usize, 1..130u64, 0..6u8).prop_map(|(user, credits, key)| Op::Spend { user, credits, key }),
+        1 => (0..8usize).prop_map(|spend| Op::Refund { spend }),
+        1 => prop_oneof![0..3000u64, Just(0u64)].prop_map(|real| Op::Sync { real }),
+        1 => Just(Op::Restart),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// The model: plain maps and integers, written to be obviously right.
+
+#[derive(Debug, Clone, PartialEq)]
+enum HoldState {
+    Open,
+    Captured(u64),
+    Released,
+    Expired,
+}
+
+#[derive(Debug, Clone)]
+struct ModelHold {
+    id: String,
+    user: usize,
+    credits: u64,
+    expires_at: u64,
+    state: HoldState,
+}
+
+#[derive(Debug, Clone)]
+struct ModelSpend {
+    id: String,
+    user: usize,
+    credits: u64,
+    refunded: bool,
+}
+
+/// What the model expects an operation to answer.
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    /// Success with this wallet balance (or, for holds and releases, this id).
+    Balance(u64),
+    Id(String),
+    Refused(EngineError),
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    balance: u64,
+    now: u64,
+    wallets: BTreeMap<usize, u64>,
+    holds: Vec<ModelHold>,
+    spends: Vec<ModelSpend>,
+    /// (operation, key) → (request, the first answer).
+    keys: BTreeMap<(char, u8), (String, Expect)>,
+}
+
+impl Model {
+    fn open(&self, hold: &ModelHold) -> bool {
+        hold.state == HoldState::Open && self.now < hold.expires_at
+    }
+
+    fn reserved(&self) -> u64 {
+        let wallets: u64 = self.wallets.values().sum();
+        let holds: u64 = self.holds.iter().filter(|h| self.open(h)).map(|h| h.credits).sum();
+        RATIO * (wallets + holds)
+    }
+
+    fn fits(&self, credits: u64) -> bool {
+        self.reserved() + RATIO * credits <= self.balance
+    }
+
+    /// The answer remembered under a key, or a refusal for a reused key.
+    fn replay(&self, op: char, key: u8, request: &str) -> Option<Expect> {
+        self.keys.get(&(op, key)).map(|(first, answer)| {
+            if first == request {
+                answer.clone()
+            } else {
+                Expect::Refused(EngineError::IdempotencyKeyReused)
+            }
+        })
+    }
+
+    fn sale(&self, package: usize) -> Result<u64, EngineError> {
+        let (name, credits) = PACKAGES[package];
+        if credits == 0 {
+            return Err(EngineError::UnknownPackage(PackageId::parse(name).expect("valid")));
+        }
+        if self.fits(credits) {
+            Ok(credits)
+        } else {
+            Err(EngineError::InsufficientCapacity)
+        }
+    }
+
+    fn purchase(&mut self, user: usize, package: usize, key: u8) -> Expect {
+        let request = format!("{user}/{package}");
+        if let Some(answer) = self.replay('p', key, &request) {
+            return answer;
+        }
+        match self.sale(package) {
+            Err(error) => Expect::Refused(error),
+            Ok(credits) => {
+                let wallet = self.wallets.entry(user).or_default();
+                *wallet += credits;
+                let answer = Expect::Balance(*wallet);
+                self.keys.insert(('p', key), (request, answer.clone()));
+                answer
+            }
+        }
+    }
+
+    fn hold(&mut self, user: usize, package: usize, ttl_s: u64, key: Option<u8>, engine_id: Option<String>) -> Expect {
+        let request = format!("{user}/{package}/{ttl_s}");
+        if let Some(answer) = key.and_then(|key| self.replay('h', key, &request)) {
+            return answer;
+        }
+        match self.sale(package) {
+            Err(error) => Expect::Refused(error),
+            Ok(credits) => {
+                let id = engine_id.unwrap_or_default();
+                let expires_at = self.now + ttl_s * 1000;
+                self.holds.push(ModelHold { id: id.clone(), user, credits, expires_at, state: HoldState::Open });
+                let answer = Expect::Id(id);
+                if let Some(key) = key {
+                    self.keys.insert(('h', key), (request, answer.clone()));
+                }
+                answer
+            }
+        }
+    }
+
+    fn expire(&mut self, index: usize) {
+        let now = self.now;
+        let hold = &mut self.holds[index];
+        if hold.state == HoldState::Open && now >= hold.expires_at {
+            hold.state = HoldState::Expired;
+        }
+    }
+
+    fn capture(&mut self, index: usize) -> Expect {
+        self.expire(index);
+        let hold = self.holds[index].clone();
+        match hold.state {
+            HoldState::Captured(balance) => Expect::Balance(balance),
+            HoldState::Released => Expect::Refused(EngineError::HoldReleased),
+            HoldState::Expired => Expect::Refused(EngineError::HoldExpired),
+            HoldState::Open => {
+                let wallet = self.wallets.entry(hold.user).or_default();
+                *wallet += hold.credits;
+                let balance = *wallet;
+                self.holds[index].state = HoldState::Captured(balance);
+                Expect::Balance(balance)
+            }
+        }
+    }
+
+    fn release(&mut self, index: usize) -> Expect {
+        self.expire(index);
+        let hold = &mut self.holds[index];
+        match hold.state {
+            HoldState::Captured(_) => Expect::Refused(EngineError::HoldCaptured),
+            HoldState::Expired => Expect::Refused(EngineError::HoldExpired),
+            HoldState::Released => Expect::Id(hold.id.clone()),
+            HoldState::Open => {
+                hold.state = HoldState::Released;
+                Expect::Id(hold.id.clone())
+            }
+        }
+    }
+
+    fn spend(&mut self, user: usize, credits: u64, key: u8, engine_id: Option<String>) -> Expect {
+        let request = format!("{user}/{credits}");
+        if let Some(answer) = self.replay('s', key, &request) {
+            return answer;
+        }
+        let Some(&wallet) = self.wallets.get(&user) else {
+            return Expect::Refused(EngineError::UnknownUser);
+        };
+        if wallet < credits {
+            return Expect::Refused(EngineError::InsufficientFunds);
+        }
+        if RATIO * credits > self.balance {
+            return Expect::Refused(EngineError::EnhancementUnavailable);
+        }
+        self.wallets.insert(user, wallet - credits);
+        self.balance -= RATIO * credits;
+        self.spends.push(ModelSpend { id: engine_id.unwrap_or_default(), user, credits, refunded: false });
+        let answer = Expect::Balance(wallet - credits);
+        self.keys.insert(('s', key), (request, answer.clone()));
+        answer
+    }
+
+    fn refund(&mut self, index: usize) -> Expect {
+        let spend = self.spends[index].clone();
+        if spend.refunded {
+            return Expect::Refused(EngineError::AlreadyRefunded);
+        }
+        self.spends[index].refunded = true;
+        let wallet = self.wallets.entry(spend.user).or_default();
+        *wallet += spend.credits;
+        self.balance += RATIO * spend.credits;
+        Expect::Balance(*wallet)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The real engine, in process, with a manual clock.
+
+struct Harness {
+    dir: tempfile::TempDir,
+    clock: ManualClock,
+    running: Option<(Engine, EngineThreads)>,
+}
+
+fn settings() -> Settings {
+    Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"))
+}
+
+impl Harness {
+    async fn start(&mut self, balance: u64) {
+        let store = Store::open(self.dir.path()).expect("store opens");
+        let settings = settings();
+        let recovered = recover(&store, &settings, &self.clock).expect("recovers");
+        let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
+        self.running = Some(Engine::start(recovered, settings, store, clock).expect("starts"));
+        self.sync(balance).await.expect("the first sync succeeds");
+    }
+
+    async fn stop(&mut self) {
+        if let Some((engine, threads)) = self.running.take() {
+            drop(engine);
+            tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
+        }
+    }
+
+    fn engine(&self) -> &Engine {
+        &self.running.as_ref().expect("running").0
+    }
+
+    async fn sync(&self, real: u64) -> Result<(), EngineError> {
+        let inventory = self.engine().inventory();
+        let token = inventory.send(BeginSync).await.expect("answers");
+        let real = ProviderCredits::new(real).expect("small");
+        inventory.send(ApplySync { real, token }).await.expect("answers").map(|_| ())
+    }
+}
+
+fn key(op: char, n: u8) -> IdempotencyKey {
+    IdempotencyKey::parse(&format!("{op}{n}")).expect("valid")
+}
+
+fn user(index: usize) -> UserId {
+    UserId::parse(USERS[index]).expect("valid")
+}
+
+fn balance(result: Result<UserCredits, EngineError>) -> Expect {
+    match result {
+        Ok(credits) => Expect::Balance(credits.get()),
+        Err(error) => Expect::Refused(error),
+    }
+}
+
+/// Runs one operation on the engine; returns its answer in the model's terms
+/// and, for new holds and spends, the id the engine gave them.
+async fn run(harness: &mut Harness, model: &Model, op: &Op) -> (Expect, Option<String>) {
+    let engine = harness.engine().clone();
+    match op {
+        Op::Purchase { user: u, package, key: k } => {
+            let package_id = PackageId::parse(PACKAGES[*package].0).expect("valid");
+            let print = fingerprint(&[b"purchase", USERS[*u].as_bytes(), PACKAGES[*package].0.as_bytes()]);
+            (balance(engine.purchase(user(*u), package_id, key('p', *k), print).await.map(|r| r.balance)), None)
+        }
+        Op::Hold { user: u, package, ttl_s, key: k } => {
+            let package_id = PackageId::parse(PACKAGES[*package].0).expect("valid");
+            let print =
+                fingerprint(&[b"hold", USERS[*u].as_bytes(), PACKAGES[*package].0.as_bytes(), &ttl_s.to_be_bytes()]);
+            match engine.create_hold(user(*u), package_id, ttl_s * 1000, k.map(|k| key('h', k)), print).await {
+                Ok(receipt) => {
+                    let id = receipt.hold_id.to_string();
+                    (Expect::Id(id.clone()), Some(id))
+                }
+                Err(error) => (Expect::Refused(error), None),
+            }
+        }
+        Op::Capture { hold } => {
+            let id = HoldId::parse(&model.holds[*hold % model.holds.len()].id).expect("valid");
+            (balance(engine.capture(id).await.map(|r| r.balance)), None)
+        }
+        Op::Release { hold } => {
+            let id = HoldId::parse(&model.holds[*hold % model.holds.len()].id).expect("valid");
+            match engine.release(id).await {
+                Ok(receipt) => (Expect::Id(receipt.hold_id.to_string()), None),
+                Err(error) => (Expect::Refused(error), None),
+            }
+        }
+        Op::Spend { user: u, credits, key: k } => {
+            let amount = UserCredits::positive(*credits).expect("positive");
+            let print = fingerprint(&[b"spend", USERS[*u].as_bytes(), &credits.to_be_bytes(), b"model"]);
+            let reason = Some(creditd::domain::Reason::parse("model").expect("valid"));
+            match engine.spend(user(*u), amount, reason, key('s', *k), print).await {
+                Ok(receipt) => (Expect::Balance(receipt.balance.get()), Some(receipt.spend_id.to_string())),
+                Err(error) => (Expect::Refused(error), None),
+            }
+        }
+        Op::Refund { spend } => {
+            let id = SpendId::parse(&model.spends[*spend % model.spends.len()].id).expect("valid");
+            (balance(engine.refund(id).await.map(|r| r.balance)), None)
+        }
+        Op::Advance { .. } | Op::Sync { .. } | Op::Restart => unreachable!("handled by the driver"),
+    }
+}
+
+/// Compares everything observable with the model.
+async fn compare(harness: &Harness, model: &Model, step: usize, op: &Op) -> Result<(), TestCaseError> {
+    let engine = harness.engine();
+    let view = engine.snapshot().await.expect("snapshot");
+    let reserved = model.reserved();
+    prop_assert_eq!(view.capacity.provider_balance.get(), model.balance, "step {} {:?}: provider balance", step, op);
+    prop_assert_eq!(view.capacity.reserved.get(), reserved, "step {} {:?}: reserved", step, op);
+    let open: u64 = model.holds.iter().filter(|h| model.open(h)).map(|h| h.credits).sum();
+    prop_assert_eq!(view.holds_total.get(), open, "step {} {:?}: Σ open holds", step, op);
+    let wallets: u64 = model.wallets.values().sum();
+    prop_assert_eq!(view.wallets_total.get(), wallets, "step {} {:?}: Σ wallets", step, op);
+    prop_assert_eq!(view.capacity.reserved.get(), RATIO * (view.wallets_total.get() + view.holds_total.get()), "§4.5");
+    for (index, name) in USERS.iter().enumerate() {
+        let stored = engine.user_credits(UserId::parse(name).expect("valid"), 1).await;
+        match (model.wallets.get(&index), stored) {
+            (Some(expected), Ok((wallet, _))) => {
+                prop_assert_eq!(wallet.balance.get(), *expected, "step {} {:?}: wallet of {}", step, op, name)
+            }
+            (None, Err(EngineError::UnknownUser)) => {}
+            (expected, got) => {
+                prop_assert!(false, "step {step} {op:?}: wallet of {name}: model {expected:?}, engine {got:?}")
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_case(initial: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        let mut harness = Harness {
+            dir: tempfile::tempdir().expect("temp dir"),
+            clock: ManualClock::starting_at(1_750_000_000_000),
+            running: None,
+        };
+        let mut model = Model { balance: initial, now: 1_750_000_000_000, ..Model::default() };
+        harness.start(initial).await;
+        let mut outcome = Ok(());
+        for (step, op) in ops.iter().enumerate() {
+            let expected = match op {
+                Op::Advance { ms } => {
+                    harness.clock.advance_ms(*ms);
+                    model.now += ms;
+                    None
+                }
+                Op::Sync { real } => {
+                    harness.sync(*real).await.expect("sync applies");
+                    model.balance = *real;
+                    None
+                }
+                Op::Restart => {
+                    harness.stop().await;
+                    harness.start(model.balance).await;
+                    None
+                }
+                Op::Capture { .. } | Op::Release { .. } if model.holds.is_empty() => None,
+                Op::Refund { .. } if model.spends.is_empty() => None,
+                _ => {
+                    let (got, new_id) = run(&mut harness, &model, op).await;
+                    let expected = match op {
+                        Op::Purchase { user, package, key } => model.purchase(*user, *package, *key),
+                        Op::Hold { user, package, ttl_s, key } => model.hold(*user, *package, *ttl_s, *key, new_id),
+                        Op::Capture { hold } => model.capture(hold % model.holds.len()),
+                        Op::Release { hold } => model.release(hold % model.holds.len()),
+                        Op::Spend { user, credits, key } => model.spend(*user, *credits, *key, new_id),
+                        Op::Refund { spend } => model.refund(spend % model.spends.len()),
+                        _ => unreachable!(),
+                    };
+                    Some((got, expected))
+                }
+            };
+            if let Some((got, expected)) = expected {
+                if got != expected {
+                    outcome =
+                        Err(TestCaseError::fail(format!("step {step} {op:?}: engine {got:?}, model {expected:?}")));
+                    break;
+                }
+            }
+            // Not after a clock advance: the comparison's snapshot would expire
+            // due holds, hiding an engine that forgets to before deciding.
+            if matches!(op, Op::Advance { .. }) {
+                continue;
+            }
+            if let Err(error) = compare(&harness, &model, step, op).await {
+                outcome = Err(error);
+                break;
+            }
+        }
+        harness.stop().await;
+        if outcome.is_ok() {
+            let report = creditd::check::check(harness.dir.path()).expect("check runs");
+            prop_assert!(report.passed(), "creditd check:\n{}", report);
+        }
+        outcome
+    })
+}
+
+fn cases() -> u32 {
+    std::env::var("MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_engine_behaves_like_the_model(initial in prop_oneof![0..3000u64, Just(938u64)], ops in proptest::collection::vec(op(), 1..40)) {
+        check_case(initial, ops)?;
+    }
+}
+
+/// A named case: a purchase right after a hold's deadline must see the freed
+/// capacity even though no sweep has run yet.
+#[test]
+fn a_purchase_right_after_a_deadline_sees_the_freed_capacity() {
+    let ops = vec![
+        Op::Hold { user: 0, package: 2, ttl_s: 1, key: None },
+        Op::Purchase { user: 1, package: 2, key: 0 },
+        Op::Advance { ms: 1000 },
+        Op::Purchase { user: 1, package: 2, key: 1 },
+    ];
+    check_case(400 + 39, ops).expect("matches the model");
+}
+
+/// A named case: a refund after a sync lowered the balance restores both.
+#[test]
+fn a_refund_after_a_lowering_sync_restores_balance_and_reserved() {
+    let ops = vec![
+        Op::Purchase { user: 0, package: 2, key: 0 },
+        Op::Spend { user: 0, credits: 20, key: 0 },
+        Op::Sync { real: 100 },
+        Op::Refund { spend: 0 },
+        Op::Spend { user: 0, credits: 30, key: 1 },
+        Op::Restart,
+        Op::Spend { user: 0, credits: 25, key: 2 },
+    ];
+    check_case(938, ops).expect("matches the model");
+}
