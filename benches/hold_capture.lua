@@ -30,10 +30,9 @@ function response(status, headers, body)
     failures = failures + 1
     return
   end
-  local hold = string.match(body, '"holdId":"([^"]+)","userId"')
-  if hold then
-    table.insert(pending, hold)
-  else
+  if string.find(body, '"state":"open"', 1, true) then
+    table.insert(pending, string.match(body, '"holdId":"([^"]+)"'))
+  elseif string.find(body, '"state":"captured"', 1, true) then
     captures = captures + 1
   end
 end

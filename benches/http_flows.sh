@@ -21,6 +21,7 @@ report() { grep -E "Requests/sec|Latency|50%|90%|99%|non-200|requests in|capture
 echo "== hold + capture, $CONNS connections, ${DURATION}s"
 wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s benches/hold_capture.lua "$URL" | report
 
+[ -n "${SKIP_SPEND:-}" ] && exit 0
 echo "== funding 1000 spenders (purchases, not measured)"
 USERS=1000 NONCE="fund-$$" wrk -t2 -c64 -d5s -s benches/purchase.lua "$URL" | grep -E "requests in|non-200"
 
