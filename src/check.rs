@@ -77,6 +77,7 @@ struct Replay {
     provider_balance: ProviderCredits,
     reserved: ProviderCredits,
     revenue: Option<Money>,
+    purchases_enabled: bool,
     next_seq: u64,
     violations: Vec<String>,
 }
@@ -91,6 +92,7 @@ impl Replay {
             provider_balance: ProviderCredits::ZERO,
             reserved: ProviderCredits::ZERO,
             revenue: None,
+            purchases_enabled: true,
             next_seq: 1,
             violations: Vec::new(),
         }
@@ -202,16 +204,31 @@ impl Replay {
 
     /// Applies one entry; returns the wallet it moved, if any.
     fn apply_kind(&mut self, seq: u64, entry: &LedgerEntry, user: Option<&UserId>) -> Option<UserCredits> {
-        if let EntryKind::ProviderSync { real, consumed_in_flight, .. } = &entry.kind {
-            self.provider_balance = real.saturating_sub(*consumed_in_flight);
-            return None;
+        match &entry.kind {
+            EntryKind::ProviderSync { real, consumed_in_flight, .. } => {
+                self.provider_balance = real.saturating_sub(*consumed_in_flight);
+                return None;
+            }
+            EntryKind::PurchasesDisabled { .. } => {
+                self.purchases_enabled = false;
+                return None;
+            }
+            EntryKind::PurchasesEnabled => {
+                self.purchases_enabled = true;
+                return None;
+            }
+            EntryKind::PackageChanged { .. } => return None,
+            _ => {}
         }
         let Some(user) = user else {
             self.violation(seq, format!("{} without a user", entry.kind.name()));
             return None;
         };
         match &entry.kind {
-            EntryKind::ProviderSync { .. } => None,
+            EntryKind::ProviderSync { .. }
+            | EntryKind::PurchasesDisabled { .. }
+            | EntryKind::PurchasesEnabled
+            | EntryKind::PackageChanged { .. } => None,
             EntryKind::Purchase { credits, price, .. } => {
                 let after = self.move_wallet(seq, user, *credits, true);
                 self.reserve(seq, *credits, true);
@@ -322,6 +339,12 @@ impl Replay {
         }
         if state.reserved != self.reserved {
             push(format!("reserved: stored {}, the ledger gives {}", state.reserved, self.reserved));
+        }
+        if state.purchases_enabled != self.purchases_enabled {
+            push(format!(
+                "kill switch: stored enabled={}, the ledger gives {}",
+                state.purchases_enabled, self.purchases_enabled
+            ));
         }
         if state.next_seq != self.next_seq {
             push(format!("next sequence: stored {}, the ledger ends before {}", state.next_seq, self.next_seq));

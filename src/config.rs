@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::{Currency, Money, Package, PackageId, ProviderCredits, Ratio, UserCredits};
+use crate::domain::{Currency, Levels, Money, Package, PackageId, ProviderCredits, Ratio, UserCredits};
 use crate::store::commit::CommitMode;
 
 /// A value that must never reach a log, an answer or an error message.
@@ -77,6 +77,9 @@ struct FileConfig {
     currency: Option<String>,
     packages: Option<Vec<PackageConfig>>,
     warning_level: Option<u64>,
+    low_level: Option<u64>,
+    critical_level: Option<u64>,
+    sync_stale_secs: Option<u64>,
     wallet_idle_secs: Option<u64>,
     commit_mode: Option<String>,
     provider_timeout_ms: Option<u64>,
@@ -98,8 +101,10 @@ pub struct Config {
     pub ratio: Ratio,
     pub currency: Currency,
     pub packages: Vec<Package>,
-    /// `available` under this is "limited" (SPEC §7 early warning).
-    pub warning_level: ProviderCredits,
+    /// Alert levels on `available` (SPEC §7); under `warning` the platform is "limited".
+    pub levels: Levels,
+    /// A sync older than this raises `sync_stale`.
+    pub sync_stale_after: Duration,
     pub wallet_idle: Duration,
     pub commit_mode: CommitMode,
     pub provider_timeout: Duration,
@@ -170,6 +175,12 @@ impl Config {
         if let Some(value) = env("CREDITD_HOLD_TTL_MAX_SECS") {
             raw.hold_ttl_max_secs = Some(number("CREDITD_HOLD_TTL_MAX_SECS", value)?);
         }
+        if let Some(value) = env("CREDITD_SYNC_STALE_SECS") {
+            raw.sync_stale_secs = Some(number("CREDITD_SYNC_STALE_SECS", value)?);
+        }
+        if let Some(value) = env("CREDITD_PROVIDER_TIMEOUT_MS") {
+            raw.provider_timeout_ms = Some(number("CREDITD_PROVIDER_TIMEOUT_MS", value)?);
+        }
         if let Some(value) = env("CREDITD_WORKERS") {
             raw.workers =
                 Some(usize::try_from(number("CREDITD_WORKERS", value)?).map_err(|e| invalid("CREDITD_WORKERS", e))?);
@@ -178,6 +189,7 @@ impl Config {
     }
 
     fn from_raw(raw: FileConfig) -> Result<Self, ConfigError> {
+        let levels = levels(&raw)?;
         let currency = Currency::parse(raw.currency.as_deref().unwrap_or("EUR")).map_err(|e| invalid("currency", e))?;
         let packages = raw
             .packages
@@ -211,8 +223,8 @@ impl Config {
             ratio: Ratio::new(raw.ratio.unwrap_or(4)).map_err(|e| invalid("ratio", e))?,
             currency,
             packages,
-            warning_level: ProviderCredits::new(raw.warning_level.unwrap_or(500))
-                .map_err(|e| invalid("warning_level", e))?,
+            levels,
+            sync_stale_after: Duration::from_secs(raw.sync_stale_secs.unwrap_or(300).max(1)),
             wallet_idle: Duration::from_secs(raw.wallet_idle_secs.unwrap_or(60).max(1)),
             commit_mode: raw
                 .commit_mode
@@ -249,6 +261,21 @@ impl Config {
         }
         missing
     }
+}
+
+fn levels(raw: &FileConfig) -> Result<Levels, ConfigError> {
+    let level = |name: &'static str, value: Option<u64>, default: u64| {
+        ProviderCredits::new(value.unwrap_or(default)).map_err(|e| invalid(name, e))
+    };
+    let levels = Levels {
+        warning: level("warning_level", raw.warning_level, 500)?,
+        low: level("low_level", raw.low_level, 100)?,
+        critical: level("critical_level", raw.critical_level, 40)?,
+    };
+    if !(levels.warning > levels.low && levels.low > levels.critical && !levels.critical.is_zero()) {
+        return Err(invalid("warning_level", "levels must satisfy warning > low > critical > 0"));
+    }
+    Ok(levels)
 }
 
 fn build_package(config: &PackageConfig, currency: Currency) -> Result<Package, ConfigError> {

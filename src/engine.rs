@@ -8,23 +8,26 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::actors::alert::{AlertActor, AlertsView, ListAlerts};
 use crate::actors::inventory::{
     CreateHold, Fingerprint, HoldOwner, InventoryActor, InventoryView, ReleaseHold, ReleaseReceipt, Snapshot,
     SpendOwner, WalletCommand, WalletReceipt,
 };
-use crate::actors::sync::SyncActor;
+use crate::actors::inventory::{PurchasesState, SetPurchasesEnabled, UpdatePackage};
+use crate::actors::sync::{SyncActor, SyncError, SyncNow, SyncReport, SyncState, SyncStatus};
 use crate::actors::wallet::{ApplyToWallet, WalletDirectory, WalletError};
+use crate::actors::webhook::WebhookActor;
 use crate::actors::EngineError;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::{
-    HoldId, IdempotencyKey, Money, Package, PackageId, ProviderCredits, Ratio, Reason, SpendId, UserCredits, UserId,
+    HoldId, IdempotencyKey, Levels, Money, Package, PackageId, Ratio, Reason, SpendId, UserCredits, UserId,
 };
 use crate::provider::NanoBananaClient;
 use crate::store::commit::{CommitMode, CommitQueue};
 use crate::store::records::{
-    CaptureReceipt, HoldReceipt, HoldRecord, InventoryRecord, LedgerEntry, MetaRecord, PurchaseReceipt, RefundReceipt,
-    SpendReceipt, WalletRecord,
+    CaptureReceipt, HoldReceipt, HoldRecord, InventoryRecord, LedgerEntry, MetaRecord, PackageOverride,
+    PurchaseReceipt, RefundReceipt, SpendReceipt, WalletRecord,
 };
 use crate::store::{keys, Store, StoreError, WriteSet};
 
@@ -41,10 +44,13 @@ const WALLET_ATTEMPTS_MAX: usize = 4;
 pub struct Settings {
     pub ratio: Ratio,
     pub packages: Vec<Package>,
-    pub warning_level: ProviderCredits,
+    pub levels: Levels,
     pub wallet_idle: Duration,
     pub commit_mode: CommitMode,
     pub revenue_zero: Money,
+    /// A sync older than this raises `sync_stale`.
+    pub sync_stale_after: Duration,
+    pub alert_webhook_url: Option<String>,
 }
 
 impl Settings {
@@ -52,10 +58,12 @@ impl Settings {
         Self {
             ratio: config.ratio,
             packages: config.packages.clone(),
-            warning_level: config.warning_level,
+            levels: config.levels,
             wallet_idle: config.wallet_idle,
             commit_mode: config.commit_mode,
             revenue_zero: Money::zero(config.currency),
+            sync_stale_after: config.sync_stale_after,
+            alert_webhook_url: config.alert_webhook_url.clone(),
         }
     }
 }
@@ -107,6 +115,32 @@ pub struct Recovered {
     pub state: InventoryRecord,
     /// Holds still open on disk; those past their deadline expire at the first decision.
     pub open_holds: Vec<HoldRecord>,
+    /// The configured packages with the operators' stored changes applied.
+    pub packages: Vec<Package>,
+}
+
+/// The configured packages, with the operators' stored settings over them.
+/// A stored price in another currency than the configured one is ignored.
+fn packages_with_overrides(store: &Store, settings: &Settings) -> Result<Vec<Package>, StoreError> {
+    let overrides: std::collections::HashMap<String, PackageOverride> =
+        store.package_overrides()?.into_iter().collect();
+    Ok(settings
+        .packages
+        .iter()
+        .map(|package| match overrides.get(package.id.as_str()) {
+            Some(stored) if stored.price.currency() == package.price.currency() => Package {
+                id: package.id.clone(),
+                credits: stored.credits,
+                price: stored.price,
+                enabled: stored.enabled,
+            },
+            Some(_) => {
+                tracing::warn!(package = %package.id, "ignoring a stored package price in another currency");
+                package.clone()
+            }
+            None => package.clone(),
+        })
+        .collect())
 }
 
 /// Opens the state of a data directory, creating it if it is new, and checks
@@ -123,7 +157,7 @@ pub fn recover(store: &Store, settings: &Settings, clock: &dyn Clock) -> Result<
         writes.put(keys::META, &meta).map_err(StoreError::from)?;
         writes.put(keys::INVENTORY, &state).map_err(StoreError::from)?;
         store.write_durably([&writes])?;
-        return Ok(Recovered { state, open_holds: Vec::new() });
+        return Ok(Recovered { state, open_holds: Vec::new(), packages: settings.packages.clone() });
     };
     if meta.ratio != settings.ratio {
         return Err(StartError::RatioChanged { stored: meta.ratio.get(), configured: settings.ratio.get() });
@@ -170,7 +204,8 @@ pub fn recover(store: &Store, settings: &Settings, clock: &dyn Clock) -> Result<
     if store.ledger_entry(state.next_seq)?.is_some() {
         return Err(StartError::Invariant(format!("ledger entry {} exists beyond the state", state.next_seq)));
     }
-    Ok(Recovered { state, open_holds })
+    let packages = packages_with_overrides(store, settings)?;
+    Ok(Recovered { state, open_holds, packages })
 }
 
 fn timed_out() -> EngineError {
@@ -186,7 +221,8 @@ fn unexpected(receipt: &WalletReceipt) -> EngineError {
 #[derive(Clone)]
 pub struct Engine {
     inventory: Addr<InventoryActor>,
-    arbiter: ArbiterHandle,
+    sync: Option<Addr<SyncActor>>,
+    alerts: Addr<AlertActor>,
     wallets: Arc<WalletDirectory>,
     store: Store,
     health: Arc<Health>,
@@ -195,7 +231,8 @@ pub struct Engine {
 
 /// The threads behind an engine, stopped by [`EngineThreads::stop`].
 pub struct EngineThreads {
-    arbiter: Arbiter,
+    /// Stopped in order: the operations (sync, alerts, webhook), then the engine.
+    arbiters: Vec<Arbiter>,
     commit_thread: JoinHandle<()>,
     store: Store,
 }
@@ -204,8 +241,10 @@ impl EngineThreads {
     /// Stops the actors, lets the commit loop finish what it holds, and
     /// flushes once more. Blocking: call it off the async workers.
     pub fn stop(self) {
-        self.arbiter.stop();
-        let _ = self.arbiter.join();
+        for arbiter in self.arbiters {
+            arbiter.stop();
+            let _ = arbiter.join();
+        }
         let _ = self.commit_thread.join();
         if let Err(error) = self.store.sync() {
             tracing::error!(%error, "final flush failed");
@@ -224,36 +263,51 @@ impl Engine {
         settings: Settings,
         store: Store,
         clock: Arc<dyn Clock>,
+        provider: Option<(NanoBananaClient, Duration)>,
     ) -> Result<(Self, EngineThreads), StartError> {
         let (commits, commit_thread) = CommitQueue::start(store.clone(), settings.commit_mode)?;
         let health = Arc::new(Health::default());
-        let arbiter = Arbiter::new();
+        let engine_arbiter = Arbiter::new();
+        let operations_arbiter = Arbiter::new();
+        let webhook = match &settings.alert_webhook_url {
+            Some(url) => {
+                let actor = WebhookActor::new(url.clone()).map_err(|error| StartError::Invariant(error.to_string()))?;
+                Some(WebhookActor::start_in_arbiter(&operations_arbiter.handle(), move |_| actor))
+            }
+            None => None,
+        };
+        let alert_actor = AlertActor::load(
+            &store,
+            commits.clone(),
+            Arc::clone(&clock),
+            settings.levels,
+            settings.sync_stale_after,
+            webhook,
+        )?;
+        let alerts = AlertActor::start_in_arbiter(&operations_arbiter.handle(), move |_| alert_actor);
         let inventory = {
-            let (settings, store, health) = (settings.clone(), store.clone(), Arc::clone(&health));
-            InventoryActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                InventoryActor::new(recovered.state, recovered.open_holds, &settings, store, commits, clock, health)
+            let (settings, store, health, clock, alerts) =
+                (settings.clone(), store.clone(), Arc::clone(&health), Arc::clone(&clock), alerts.clone());
+            InventoryActor::start_in_arbiter(&engine_arbiter.handle(), move |_| {
+                InventoryActor::new(recovered, &settings, store, commits, clock, health, alerts)
             })
         };
-        let wallets = WalletDirectory::new(arbiter.handle(), inventory.clone(), store.clone(), settings.wallet_idle);
-        let engine = Self {
-            inventory,
-            arbiter: arbiter.handle(),
-            wallets,
-            store: store.clone(),
-            health,
-            settings: Arc::new(settings),
-        };
-        Ok((engine, EngineThreads { arbiter, commit_thread, store }))
+        let sync = provider.map(|(client, interval)| {
+            let (inventory, alerts) = (inventory.clone(), alerts.clone());
+            SyncActor::start_in_arbiter(&operations_arbiter.handle(), move |_| {
+                SyncActor::new(client, inventory, alerts, clock, interval)
+            })
+        });
+        let wallets =
+            WalletDirectory::new(engine_arbiter.handle(), inventory.clone(), store.clone(), settings.wallet_idle);
+        let engine =
+            Self { inventory, wallets, sync, alerts, store: store.clone(), health, settings: Arc::new(settings) };
+        let arbiters = vec![operations_arbiter, engine_arbiter];
+        Ok((engine, EngineThreads { arbiters, commit_thread, store }))
     }
 
     pub fn inventory(&self) -> &Addr<InventoryActor> {
         &self.inventory
-    }
-
-    /// Starts the sync actor beside the inventory: it syncs now, then every `interval`.
-    pub fn start_sync(&self, client: NanoBananaClient, interval: Duration) -> Addr<SyncActor> {
-        let inventory = self.inventory.clone();
-        SyncActor::start_in_arbiter(&self.arbiter, move |_| SyncActor::new(client, inventory, interval))
     }
 
     pub fn health(&self) -> &Health {
@@ -402,6 +456,55 @@ impl Engine {
         let store = self.store.clone();
         let read = tokio::task::spawn_blocking(move || store.ledger_page(after, limit).map_err(EngineError::from));
         read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))?
+    }
+
+    /// Syncs with the provider now (an operator's "Sync Real Credits").
+    ///
+    /// # Errors
+    /// Why the sync failed; `NotReady` when this engine has no provider.
+    pub async fn sync_now(&self) -> Result<SyncReport, SyncError> {
+        let sync = self.sync.as_ref().ok_or(EngineError::NotReady("no provider configured"))?;
+        // A sync waits for the one in flight, and each attempt is bounded by the provider timeout.
+        sync.send(SyncNow).await.map_err(|_| EngineError::Overloaded("the sync actor is unavailable"))?
+    }
+
+    /// The last sync attempt and the last success.
+    ///
+    /// # Errors
+    /// 503-class errors when the sync actor cannot answer.
+    pub async fn sync_status(&self) -> Result<SyncState, EngineError> {
+        match &self.sync {
+            Some(sync) => sync.send(SyncStatus).timeout(REQUEST_TIMEOUT).await.map_err(|_| timed_out()),
+            None => Ok(SyncState::default()),
+        }
+    }
+
+    /// The open alerts and the recent events.
+    ///
+    /// # Errors
+    /// 503-class errors when the alert actor cannot answer.
+    pub async fn alerts(&self) -> Result<AlertsView, EngineError> {
+        self.alerts.send(ListAlerts).timeout(REQUEST_TIMEOUT).await.map_err(|_| timed_out())
+    }
+
+    /// The kill switch (SPEC §5 admin).
+    ///
+    /// # Errors
+    /// 503-class errors.
+    pub async fn set_purchases_enabled(
+        &self,
+        enabled: bool,
+        reason: Option<String>,
+    ) -> Result<PurchasesState, EngineError> {
+        self.ask(SetPurchasesEnabled { enabled, reason }).await?
+    }
+
+    /// Changes a package's settings.
+    ///
+    /// # Errors
+    /// `UnknownPackage`, or 503-class errors.
+    pub async fn update_package(&self, update: UpdatePackage) -> Result<Package, EngineError> {
+        self.ask(update).await?
     }
 
     /// Live wallet actors (for metrics and tests).

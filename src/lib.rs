@@ -69,8 +69,8 @@ impl Application {
         let store = Store::open(&config.data_dir)?;
         let settings = Settings::from_config(config);
         let recovered = engine::recover(&store, &settings, clock.as_ref())?;
-        let (engine, threads) = Engine::start(recovered, settings, store, clock)?;
-        engine.start_sync(provider, config.sync_interval);
+        let (engine, threads) =
+            Engine::start(recovered, settings, store, clock, Some((provider, config.sync_interval)))?;
         let address = listener.local_addr().map_err(store::StoreError::from)?;
         let state = web::Data::new(http::AppState {
             engine: engine.clone(),

@@ -18,7 +18,7 @@ async fn engine(dir: &std::path::Path, wallet_idle: Duration) -> (Engine, Engine
     settings.wallet_idle = wallet_idle;
     let store = Store::open(dir).expect("store opens");
     let recovered = recover(&store, &settings, &SystemClock).expect("recovers");
-    let (engine, threads) = Engine::start(recovered, settings, store, Arc::new(SystemClock)).expect("starts");
+    let (engine, threads) = Engine::start(recovered, settings, store, Arc::new(SystemClock), None).expect("starts");
     let token = engine.inventory().send(BeginSync).await.expect("answers");
     let real = ProviderCredits::new(1_000_000).expect("small");
     engine.inventory().send(ApplySync { real, token }).await.expect("answers").expect("syncs");

@@ -274,7 +274,7 @@ impl Harness {
         let settings = settings();
         let recovered = recover(&store, &settings, &self.clock).expect("recovers");
         let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
-        self.running = Some(Engine::start(recovered, settings, store, clock).expect("starts"));
+        self.running = Some(Engine::start(recovered, settings, store, clock, None).expect("starts"));
         self.sync(balance).await.expect("the first sync succeeds");
     }
 

@@ -17,8 +17,9 @@
 //!
 //! Messages: [`WalletChange`] (from wallet actors: purchase, capture, spend,
 //! refund), [`CreateHold`], [`ReleaseHold`], [`HoldOwner`], [`SpendOwner`],
-//! [`Snapshot`] (from the engine facade), [`BeginSync`] and [`ApplySync`]
-//! (from the sync actor).
+//! [`Snapshot`], [`SetPurchasesEnabled`], [`UpdatePackage`] (from the engine
+//! facade), [`BeginSync`] and [`ApplySync`] (from the sync actor). Sends
+//! `alert::InventoryObserved` after every change and capacity refusal.
 //!
 //! Invariants asserted on every change: `reserved == ratio × (Σ wallets + Σ
 //! open holds)`; a sale or hold never leaves `reserved > providerBalance`.
@@ -29,17 +30,19 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::alert::{AlertActor, InventoryObserved};
 use super::EngineError;
 use crate::clock::Clock;
 use crate::domain::{
     Capacity, HoldId, IdempotencyKey, Package, PackageId, PlatformStatus, ProviderCredits, Ratio, Reason, SpendId,
     UserCredits, UserId,
 };
-use crate::engine::{Health, Settings};
+use crate::engine::{Health, Recovered, Settings};
 use crate::store::commit::{CommitQueue, CommitReceipt};
 use crate::store::records::{
     CaptureReceipt, EntryKind, HoldReceipt, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry,
-    Operation, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord, SyncRecord, WalletRecord,
+    Operation, PackageOverride, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord, SyncRecord,
+    WalletRecord,
 };
 use crate::store::{keys, Store, WriteSet};
 
@@ -83,6 +86,7 @@ pub struct InventoryActor {
     keys_in_flight: HashMap<Vec<u8>, Fingerprint>,
     sync_window: Option<SyncWindow>,
     next_sync_token: u64,
+    alerts: Addr<AlertActor>,
 }
 
 /// A change being built: the next state, its writes, and what the actor
@@ -95,6 +99,10 @@ struct Change {
     refunding: Option<SpendId>,
     key_in_flight: Option<(Vec<u8>, Fingerprint)>,
     consumption: Consumption,
+    /// The change sells capacity (a purchase or a hold): alerts watch for "low after sale".
+    sale: bool,
+    /// A package's new settings, adopted once the change is queued.
+    package: Option<Package>,
 }
 
 /// How a change moves the consumption that a sync in flight must keep.
@@ -199,22 +207,23 @@ fn id_from_seq<T>(
 }
 
 impl InventoryActor {
-    /// `open_holds` are the holds the store shows open (see `Store::open_holds`).
+    /// Starts from what `engine::recover` found on disk.
     pub fn new(
-        state: InventoryRecord,
-        open_holds: Vec<HoldRecord>,
+        recovered: Recovered,
         settings: &Settings,
         store: Store,
         commits: CommitQueue,
         clock: Arc<dyn Clock>,
         health: Arc<Health>,
+        alerts: Addr<AlertActor>,
     ) -> Self {
+        let Recovered { state, open_holds, packages } = recovered;
         let deadlines = open_holds.iter().map(|hold| (hold.expires_at_ms, hold.hold_id.clone())).collect();
         Self {
             state,
             ratio: settings.ratio,
-            packages: settings.packages.clone(),
-            warning_level: settings.warning_level,
+            packages,
+            warning_level: settings.levels.warning,
             store,
             commits,
             clock,
@@ -226,7 +235,36 @@ impl InventoryActor {
             keys_in_flight: HashMap::new(),
             sync_window: None,
             next_sync_token: 1,
+            alerts,
         }
+    }
+
+    /// Tells the alert actor how the inventory stands (only once it has synced:
+    /// before that the balance is not known).
+    fn observe(&self, sale: bool, refused_for_capacity: bool) {
+        if !self.health.synced() {
+            return;
+        }
+        let capacity = self.capacity();
+        self.alerts.do_send(InventoryObserved {
+            available: capacity.available(),
+            provider_balance: capacity.provider_balance,
+            reserved: capacity.reserved,
+            capacity: capacity.user_credits(),
+            purchases_enabled: self.state.purchases_enabled,
+            disabled_reason: self.state.disabled_reason.clone(),
+            sale,
+            refused_for_capacity,
+        });
+    }
+
+    /// Reports a refusal for capacity to the alerts, then passes the decision on.
+    fn note_refusal<T>(&self, decision: Result<T, EngineError>) -> Result<T, EngineError> {
+        if matches!(decision, Err(EngineError::InsufficientCapacity)) {
+            metrics::counter!("creditd_capacity_refusals_total").increment(1);
+            self.observe(false, true);
+        }
+        decision
     }
 
     fn capacity(&self) -> Capacity {
@@ -303,6 +341,8 @@ impl InventoryActor {
             refunding: None,
             key_in_flight: None,
             consumption: Consumption::None,
+            sale: false,
+            package: None,
         }
     }
 
@@ -320,6 +360,11 @@ impl InventoryActor {
         change.writes.put(keys::INVENTORY, &change.next)?;
         let durable = self.commits.submit(change.writes)?;
         self.state = change.next;
+        if let Some(package) = change.package {
+            if let Some(slot) = self.packages.iter_mut().find(|slot| slot.id == package.id) {
+                *slot = package;
+            }
+        }
         for hold in change.holds {
             if let Some(open) = self.open_holds.remove(&hold.hold_id) {
                 self.deadlines.remove(&(open.expires_at_ms, open.hold_id));
@@ -346,6 +391,7 @@ impl InventoryActor {
                 Consumption::None | Consumption::Refunded { .. } => {}
             }
         }
+        self.observe(change.sale, false);
         Ok(durable)
     }
 
@@ -536,6 +582,7 @@ impl Handler<WalletChange> for InventoryActor {
                 WalletCommand::Refund { spend_id } => self.decide_refund(&user, wallet, &spend_id),
             }
         });
+        let decision = self.note_refusal(decision);
         self.respond(decision)
     }
 }
@@ -563,6 +610,7 @@ impl InventoryActor {
         let (package, needed) = self.sellable_package(package_id)?;
         let wallet = credited(wallet, package.credits)?;
         let mut change = self.begin();
+        change.sale = true;
         change.next.reserved = change.next.reserved.checked_add(needed)?;
         change.next.wallets_total = change.next.wallets_total.checked_add(package.credits)?;
         change.next.revenue =
@@ -729,6 +777,7 @@ impl Handler<CreateHold> for InventoryActor {
     fn handle(&mut self, message: CreateHold, ctx: &mut Self::Context) -> Self::Result {
         self.expire_due(ctx);
         let decision = self.ensure_ready().and_then(|()| self.decide_hold(&message));
+        let decision = self.note_refusal(decision);
         self.respond(decision)
     }
 }
@@ -744,6 +793,7 @@ impl InventoryActor {
         }
         let (package, needed) = self.sellable_package(&message.package_id)?;
         let mut change = self.begin();
+        change.sale = true;
         change.next.reserved = change.next.reserved.checked_add(needed)?;
         change.next.holds_total = change.next.holds_total.checked_add(package.credits)?;
         assert!(change.next.reserved <= change.next.provider_balance, "a hold never reserves more than the balance");
@@ -970,6 +1020,7 @@ impl Handler<ApplySync> for InventoryActor {
         Box::pin(self.finish(change, outcome).map(|result, actor, _| {
             if result.is_ok() {
                 actor.health.mark_synced();
+                actor.observe(false, false);
             }
             result
         }))
@@ -1004,4 +1055,117 @@ impl InventoryActor {
 /// Quantities are bounded by 2^53, so they always fit an `i64`.
 fn signed(credits: ProviderCredits) -> i64 {
     i64::try_from(credits.get()).unwrap_or(i64::MAX)
+}
+
+// ---------------------------------------------------------------------------
+// Operators (SPEC §5 admin): the kill switch and the packages.
+
+/// Turn the kill switch on (`enabled: false`, with a reason) or off.
+#[derive(Debug, Clone)]
+pub struct SetPurchasesEnabled {
+    pub enabled: bool,
+    pub reason: Option<String>,
+}
+
+/// The kill switch after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchasesState {
+    pub enabled: bool,
+    pub reason: Option<String>,
+}
+
+impl Message for SetPurchasesEnabled {
+    type Result = Result<PurchasesState, EngineError>;
+}
+
+impl Handler<SetPurchasesEnabled> for InventoryActor {
+    type Result = Reply<PurchasesState>;
+
+    fn handle(&mut self, message: SetPurchasesEnabled, _: &mut Self::Context) -> Self::Result {
+        let decision = self.decide_kill_switch(message);
+        self.respond(decision)
+    }
+}
+
+impl InventoryActor {
+    fn decide_kill_switch(&self, message: SetPurchasesEnabled) -> Result<Decision<PurchasesState>, EngineError> {
+        if self.health.storage_failed() {
+            return Err(EngineError::NotReady("storage failed; restart required"));
+        }
+        let reason = if message.enabled { None } else { message.reason };
+        let answer = PurchasesState { enabled: message.enabled, reason: reason.clone() };
+        if self.state.purchases_enabled == message.enabled && self.state.disabled_reason == reason {
+            return Ok(Decision::Replay(answer));
+        }
+        let mut change = self.begin();
+        change.next.purchases_enabled = message.enabled;
+        change.next.disabled_reason.clone_from(&reason);
+        let kind = match reason {
+            Some(reason) => EntryKind::PurchasesDisabled { reason },
+            None => EntryKind::PurchasesEnabled,
+        };
+        change.record(None, None, kind, None)?;
+        Ok(Decision::Apply(Box::new(change), answer))
+    }
+}
+
+/// Change a package's settings; `None` keeps a field as it is.
+#[derive(Debug, Clone)]
+pub struct UpdatePackage {
+    pub package_id: PackageId,
+    pub enabled: Option<bool>,
+    pub credits: Option<UserCredits>,
+    pub price_minor_units: Option<u64>,
+}
+
+impl Message for UpdatePackage {
+    type Result = Result<Package, EngineError>;
+}
+
+impl Handler<UpdatePackage> for InventoryActor {
+    type Result = Reply<Package>;
+
+    fn handle(&mut self, message: UpdatePackage, _: &mut Self::Context) -> Self::Result {
+        let decision = self.decide_package(message);
+        self.respond(decision)
+    }
+}
+
+impl InventoryActor {
+    fn decide_package(&self, message: UpdatePackage) -> Result<Decision<Package>, EngineError> {
+        if self.health.storage_failed() {
+            return Err(EngineError::NotReady("storage failed; restart required"));
+        }
+        let current = self
+            .packages
+            .iter()
+            .find(|package| package.id == message.package_id)
+            .ok_or_else(|| EngineError::UnknownPackage(message.package_id.clone()))?;
+        let price = match message.price_minor_units {
+            Some(minor) => crate::domain::Money::new(minor, current.price.currency())
+                .map_err(|_| EngineError::Quantity(crate::domain::QuantityError::Overflow))?,
+            None => current.price,
+        };
+        let updated = Package {
+            id: current.id.clone(),
+            credits: message.credits.unwrap_or(current.credits),
+            price,
+            enabled: message.enabled.unwrap_or(current.enabled),
+        };
+        if &updated == current {
+            return Ok(Decision::Replay(updated));
+        }
+        let mut change = self.begin();
+        let kind = EntryKind::PackageChanged {
+            package_id: updated.id.clone(),
+            enabled: updated.enabled,
+            credits: updated.credits,
+            price: updated.price,
+        };
+        change.record(None, None, kind, None)?;
+        let stored = PackageOverride { enabled: updated.enabled, credits: updated.credits, price: updated.price };
+        change.writes.put(keys::package(&updated.id), &stored)?;
+        change.package = Some(updated.clone());
+        Ok(Decision::Apply(Box::new(change), updated))
+    }
 }

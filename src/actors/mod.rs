@@ -6,10 +6,13 @@
 //! - [`wallet::WalletActor`] owns one user's wallet; it serialises that user's
 //!   operations and lives only while the user is active.
 //! - [`sync::SyncActor`] fetches the real provider balance.
+//! - [`alert::AlertActor`] owns the alerts; [`webhook::WebhookActor`] delivers them.
 
+pub mod alert;
 pub mod inventory;
 pub mod sync;
 pub mod wallet;
+pub mod webhook;
 
 use crate::domain::{HoldId, PackageId, QuantityError, SpendId};
 

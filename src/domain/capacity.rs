@@ -58,6 +58,60 @@ impl Capacity {
     }
 }
 
+/// The alert levels on `available` provider credits (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Levels {
+    pub warning: ProviderCredits,
+    pub low: ProviderCredits,
+    pub critical: ProviderCredits,
+}
+
+impl Levels {
+    pub const DEFAULT: Self = Self {
+        warning: ProviderCredits::constant(500),
+        low: ProviderCredits::constant(100),
+        critical: ProviderCredits::constant(40),
+    };
+}
+
+/// The reserve bands operators plan purchases by (SPEC §7), on `available`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ReserveBand {
+    BelowMinimum,
+    Minimum,
+    Comfortable,
+    Ideal,
+}
+
+impl ReserveBand {
+    /// The lower bound of each band above `BelowMinimum`, in provider credits.
+    pub const MINIMUM: u64 = 400;
+    pub const COMFORTABLE: u64 = 2_000;
+    pub const IDEAL: u64 = 10_000;
+
+    pub fn of(available: i64) -> Self {
+        let floor = |band: u64| i64::try_from(band).unwrap_or(i64::MAX);
+        if available >= floor(Self::IDEAL) {
+            Self::Ideal
+        } else if available >= floor(Self::COMFORTABLE) {
+            Self::Comfortable
+        } else if available >= floor(Self::MINIMUM) {
+            Self::Minimum
+        } else {
+            Self::BelowMinimum
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BelowMinimum => "belowMinimum",
+            Self::Minimum => "minimum",
+            Self::Comfortable => "comfortable",
+            Self::Ideal => "ideal",
+        }
+    }
+}
+
 /// The platform status shown by the storefront (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -147,6 +201,16 @@ mod tests {
         assert_eq!(over.user_credits(), UserCredits::ZERO);
         assert_eq!(over.fits(credits(1)), Ok(None));
         assert_eq!(PlatformStatus::of(&over, true, ProviderCredits::new(500).expect("small")), PlatformStatus::SoldOut);
+    }
+
+    #[test]
+    fn reserve_bands_follow_section_7() {
+        assert_eq!(ReserveBand::of(-5), ReserveBand::BelowMinimum);
+        assert_eq!(ReserveBand::of(399), ReserveBand::BelowMinimum);
+        assert_eq!(ReserveBand::of(400), ReserveBand::Minimum);
+        assert_eq!(ReserveBand::of(1_999), ReserveBand::Minimum);
+        assert_eq!(ReserveBand::of(2_000), ReserveBand::Comfortable);
+        assert_eq!(ReserveBand::of(10_000), ReserveBand::Ideal);
     }
 
     #[test]

@@ -68,6 +68,12 @@ macro_rules! quantity {
                 self.0
             }
 
+            /// A compile-time constant; panics at compile time above [`QUANTITY_MAX`].
+            pub const fn constant(value: u64) -> Self {
+                assert!(value <= QUANTITY_MAX, "quantity constant out of bounds");
+                Self(value)
+            }
+
             pub const fn is_zero(self) -> bool {
                 self.0 == 0
             }

@@ -13,7 +13,7 @@ mod ids;
 mod money;
 mod package;
 
-pub use capacity::{Capacity, PlatformStatus};
+pub use capacity::{Capacity, Levels, PlatformStatus, ReserveBand};
 pub use credits::{ProviderCredits, QuantityError, Ratio, UserCredits, QUANTITY_MAX};
 pub use ids::{HoldId, IdError, IdempotencyKey, PackageId, Reason, SpendId, UserId};
 pub use money::{Currency, Money, MoneyError};

@@ -3,9 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::actors::alert::AlertsView;
 use crate::actors::inventory::InventoryView;
-use crate::actors::inventory::ReleaseReceipt;
+use crate::actors::inventory::{PurchasesState, ReleaseReceipt};
+use crate::actors::sync::{SyncAttempt, SyncReport, SyncState};
+use crate::actors::webhook::AlertEventBody;
 use crate::clock::rfc3339;
+use crate::domain::{Levels, Package, ReserveBand};
 use crate::store::records::{
     CaptureReceipt, EntryKind, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt, SpendReceipt,
 };
@@ -286,6 +290,8 @@ pub struct LedgerEntryResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub package_id: Option<String>,
     /// User credits the entry moved.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -319,6 +325,7 @@ impl From<LedgerEntry> for LedgerEntryResponse {
             spend_id: None,
             expires_at: None,
             reason: None,
+            enabled: None,
             package_id: None,
             credits: None,
             price: None,
@@ -376,6 +383,18 @@ impl From<LedgerEntry> for LedgerEntryResponse {
                 response.spend_id = Some(spend_id.into());
                 response.credits = Some(credits.get());
             }
+            EntryKind::PurchasesDisabled { reason } => {
+                response.reason = Some(reason);
+                response.enabled = Some(false);
+            }
+            EntryKind::PurchasesEnabled => response.enabled = Some(true),
+            EntryKind::PackageChanged { package_id, enabled, credits, price } => {
+                response.package_id = Some(package_id.into());
+                response.enabled = Some(enabled);
+                response.credits = Some(credits.get());
+                response.price = Some(price.minor_units());
+                response.currency = Some(price.currency().to_string());
+            }
         }
         response
     }
@@ -407,4 +426,198 @@ pub struct LedgerPageResponse {
 #[derive(Debug, Serialize)]
 pub struct HealthResponse {
     pub status: &'static str,
+}
+
+// ---------------------------------------------------------------------------
+// Admin (SPEC §9).
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LevelsResponse {
+    pub warning: u64,
+    pub low: u64,
+    pub critical: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReserveBandsResponse {
+    pub minimum: u64,
+    pub comfortable: u64,
+    pub ideal: u64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncAttemptResponse {
+    pub at: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real_balance: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<i64>,
+}
+
+impl From<&SyncAttempt> for SyncAttemptResponse {
+    fn from(attempt: &SyncAttempt) -> Self {
+        let outcome = attempt.result.as_ref().ok();
+        Self {
+            at: rfc3339(attempt.at_ms),
+            ok: attempt.result.is_ok(),
+            error: attempt.result.as_ref().err().cloned(),
+            duration_ms: u64::try_from(attempt.duration.as_millis()).unwrap_or(u64::MAX),
+            real_balance: outcome.map(|outcome| outcome.real.get()),
+            drift: outcome.and_then(|outcome| outcome.drift),
+        }
+    }
+}
+
+/// `GET /api/admin/credits`: real vs database, drift, last sync, levels, band.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminCreditsResponse {
+    /// The provider's balance at the last successful sync.
+    pub real_balance: Option<u64>,
+    /// `providerBalance`: the last real balance minus local consumption since.
+    pub database_balance: u64,
+    /// Real minus database at the last successful sync.
+    pub drift: Option<i64>,
+    pub reserved_credits: u64,
+    pub available_credits: i64,
+    pub total_user_credits: u64,
+    pub open_holds: usize,
+    pub last_successful_sync_at: Option<String>,
+    pub last_sync: Option<SyncAttemptResponse>,
+    pub consecutive_sync_failures: u32,
+    pub levels: LevelsResponse,
+    pub reserve_band: &'static str,
+    pub reserve_bands: ReserveBandsResponse,
+    pub purchases_enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub status: &'static str,
+}
+
+impl AdminCreditsResponse {
+    pub fn new(view: &InventoryView, sync: &SyncState, levels: Levels) -> Self {
+        Self {
+            real_balance: view.last_sync.map(|sync| sync.real.get()),
+            database_balance: view.capacity.provider_balance.get(),
+            drift: view.last_sync.and_then(|sync| sync.drift),
+            reserved_credits: view.capacity.reserved.get(),
+            available_credits: view.capacity.available(),
+            total_user_credits: view.capacity.user_credits().get(),
+            open_holds: view.open_holds,
+            last_successful_sync_at: view.last_sync.map(|sync| rfc3339(sync.at_ms)),
+            last_sync: sync.last_attempt.as_ref().map(SyncAttemptResponse::from),
+            consecutive_sync_failures: sync.failures_in_a_row,
+            levels: LevelsResponse {
+                warning: levels.warning.get(),
+                low: levels.low.get(),
+                critical: levels.critical.get(),
+            },
+            reserve_band: ReserveBand::of(view.capacity.available()).as_str(),
+            reserve_bands: ReserveBandsResponse {
+                minimum: ReserveBand::MINIMUM,
+                comfortable: ReserveBand::COMFORTABLE,
+                ideal: ReserveBand::IDEAL,
+            },
+            purchases_enabled: view.purchases_enabled,
+            disabled_reason: view.disabled_reason.clone(),
+            status: view.status.as_str(),
+        }
+    }
+}
+
+/// `POST /api/admin/credits/sync`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncResponse {
+    pub real_balance: u64,
+    /// The database balance just before the sync.
+    pub database_balance: u64,
+    /// The provider balance after the sync (real minus what was consumed meanwhile).
+    pub balance: u64,
+    pub drift: Option<i64>,
+    pub duration_ms: u64,
+}
+
+impl From<SyncReport> for SyncResponse {
+    fn from(report: SyncReport) -> Self {
+        Self {
+            real_balance: report.outcome.real.get(),
+            database_balance: report.outcome.previous.get(),
+            balance: report.outcome.balance.get(),
+            drift: report.outcome.drift,
+            duration_ms: u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisableRequest {
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PurchasesStateResponse {
+    pub purchases_enabled: bool,
+    pub reason: Option<String>,
+}
+
+impl From<PurchasesState> for PurchasesStateResponse {
+    fn from(state: PurchasesState) -> Self {
+        Self { purchases_enabled: state.enabled, reason: state.reason }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageUpdateRequest {
+    pub enabled: Option<bool>,
+    /// Integer minor units.
+    pub price: Option<i64>,
+    pub credits: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminPackageResponse {
+    pub id: String,
+    pub credits: u64,
+    pub price: u64,
+    pub currency: String,
+    pub enabled: bool,
+}
+
+impl From<Package> for AdminPackageResponse {
+    fn from(package: Package) -> Self {
+        Self {
+            id: package.id.into(),
+            credits: package.credits.get(),
+            price: package.price.minor_units(),
+            currency: package.price.currency().to_string(),
+            enabled: package.enabled,
+        }
+    }
+}
+
+/// `GET /api/admin/alerts` (SPEC §7).
+#[derive(Debug, Serialize)]
+pub struct AlertsResponse {
+    pub open: Vec<AlertEventBody>,
+    pub alerts: Vec<AlertEventBody>,
+}
+
+impl From<AlertsView> for AlertsResponse {
+    fn from(view: AlertsView) -> Self {
+        Self {
+            open: view.open.iter().map(AlertEventBody::from).collect(),
+            alerts: view.recent.iter().map(AlertEventBody::from).collect(),
+        }
+    }
 }

@@ -24,8 +24,19 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
+    #[error("{0}")]
+    SyncFailed(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+impl From<crate::actors::sync::SyncError> for ApiError {
+    fn from(error: crate::actors::sync::SyncError) -> Self {
+        match error {
+            crate::actors::sync::SyncError::Engine(engine) => Self::Engine(engine),
+            crate::actors::sync::SyncError::Provider(provider) => Self::SyncFailed(provider.to_string()),
+        }
+    }
 }
 
 impl ApiError {
@@ -43,6 +54,7 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::SyncFailed(_) => (StatusCode::BAD_GATEWAY, "sync_failed"),
             Self::Engine(error) => engine_status_and_code(error),
         }
     }

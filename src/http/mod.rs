@@ -42,6 +42,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/api/credits/spend/{spendId}/refund", vec![web::post().to(routes::refund)]))
         .service(resource("/api/users/{userId}/credits", vec![web::get().to(routes::user_credits)]))
         .service(resource("/api/admin/ledger", vec![web::get().to(routes::ledger)]))
+        .service(resource("/api/admin/credits", vec![web::get().to(routes::admin_credits)]))
+        .service(resource("/api/admin/credits/sync", vec![web::post().to(routes::admin_sync)]))
+        .service(resource("/api/admin/purchases/disable", vec![web::post().to(routes::disable_purchases)]))
+        .service(resource("/api/admin/purchases/enable", vec![web::post().to(routes::enable_purchases)]))
+        .service(resource("/api/admin/packages/{packageId}", vec![web::put().to(routes::update_package)]))
+        .service(resource("/api/admin/alerts", vec![web::get().to(routes::admin_alerts)]))
         .service(resource("/healthz", vec![web::get().to(routes::healthz)]))
         .service(resource("/readyz", vec![web::get().to(routes::readyz)]))
         .default_service(web::to(routes::not_found));

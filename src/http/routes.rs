@@ -4,13 +4,15 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::dto::{
-    CaptureResponse, CatalogueResponse, HealthResponse, HoldRequest, HoldResponse, LedgerEntryResponse,
-    LedgerPageResponse, LedgerQuery, PurchaseRequest, PurchaseResponse, RefundResponse, ReleaseResponse, SpendRequest,
-    SpendResponse, StatusResponse, UserCreditsResponse,
+    AdminCreditsResponse, AdminPackageResponse, AlertsResponse, CaptureResponse, CatalogueResponse, DisableRequest,
+    HealthResponse, HoldRequest, HoldResponse, LedgerEntryResponse, LedgerPageResponse, LedgerQuery,
+    PackageUpdateRequest, PurchaseRequest, PurchaseResponse, PurchasesStateResponse, RefundResponse, ReleaseResponse,
+    SpendRequest, SpendResponse, StatusResponse, SyncResponse, UserCreditsResponse,
 };
 use super::error::ApiError;
 use super::extract::{fingerprint, idempotency_key, json_body, require_admin, required_idempotency_key};
 use super::AppState;
+use crate::actors::inventory::UpdatePackage;
 use crate::actors::EngineError;
 use crate::domain::{HoldId, PackageId, Reason, SpendId, UserCredits, UserId};
 
@@ -129,6 +131,75 @@ pub async fn ledger(request: HttpRequest, state: web::Data<AppState>) -> Answer 
     let next_after = (entries.len() == limit).then(|| entries.last().map(|entry| entry.seq)).flatten();
     Ok(HttpResponse::Ok()
         .json(LedgerPageResponse { entries: entries.into_iter().map(LedgerEntryResponse::from).collect(), next_after }))
+}
+
+pub async fn admin_credits(request: HttpRequest, state: web::Data<AppState>) -> Answer {
+    require_admin(&request, &state.admin_token)?;
+    let view = state.engine.snapshot().await?;
+    let sync = state.engine.sync_status().await?;
+    Ok(HttpResponse::Ok().json(AdminCreditsResponse::new(&view, &sync, state.engine.settings().levels)))
+}
+
+pub async fn admin_sync(request: HttpRequest, state: web::Data<AppState>) -> Answer {
+    require_admin(&request, &state.admin_token)?;
+    let report = state.engine.sync_now().await?;
+    Ok(HttpResponse::Ok().json(SyncResponse::from(report)))
+}
+
+/// The reason an operator gives for the kill switch: 1–500 bytes, printable.
+const REASON_BYTES_MAX: usize = 500;
+
+pub async fn disable_purchases(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
+    require_admin(&request, &state.admin_token)?;
+    let body: DisableRequest = json_body(&request, payload).await?;
+    let reason = body.reason.trim().to_owned();
+    if reason.is_empty() || reason.len() > REASON_BYTES_MAX || reason.chars().any(char::is_control) {
+        return Err(ApiError::invalid("reason", format!("must be 1 to {REASON_BYTES_MAX} printable bytes")));
+    }
+    let answer = state.engine.set_purchases_enabled(false, Some(reason)).await?;
+    Ok(HttpResponse::Ok().json(PurchasesStateResponse::from(answer)))
+}
+
+pub async fn enable_purchases(request: HttpRequest, state: web::Data<AppState>) -> Answer {
+    require_admin(&request, &state.admin_token)?;
+    let answer = state.engine.set_purchases_enabled(true, None).await?;
+    Ok(HttpResponse::Ok().json(PurchasesStateResponse::from(answer)))
+}
+
+pub async fn update_package(
+    request: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Answer {
+    require_admin(&request, &state.admin_token)?;
+    let package_id = PackageId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("packageId", error))?;
+    let body: PackageUpdateRequest = json_body(&request, payload).await?;
+    if body.enabled.is_none() && body.price.is_none() && body.credits.is_none() {
+        return Err(ApiError::invalid("body", "name at least one of enabled, price, credits"));
+    }
+    let credits = body
+        .credits
+        .map(UserCredits::positive_from_i64)
+        .transpose()
+        .map_err(|error| ApiError::invalid("credits", error))?;
+    let price = body
+        .price
+        .map(|price| {
+            UserCredits::positive_from_i64(price)
+                .map(UserCredits::get)
+                .map_err(|error| ApiError::invalid("price", error))
+        })
+        .transpose()?;
+    let update = UpdatePackage { package_id, enabled: body.enabled, credits, price_minor_units: price };
+    let package = state.engine.update_package(update).await?;
+    Ok(HttpResponse::Ok().json(AdminPackageResponse::from(package)))
+}
+
+pub async fn admin_alerts(request: HttpRequest, state: web::Data<AppState>) -> Answer {
+    require_admin(&request, &state.admin_token)?;
+    let view = state.engine.alerts().await?;
+    Ok(HttpResponse::Ok().json(AlertsResponse::from(view)))
 }
 
 pub async fn healthz() -> HttpResponse {

@@ -11,6 +11,10 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 
 use super::BALANCE_PATH;
 
+/// The simulator's own control route (not part of NanoBanana's API): `POST`
+/// `{"balance": N}` sets the real balance, so a demo can "refill" the account.
+pub const DEMO_BALANCE_PATH: &str = "/demo/balance";
+
 /// How the fake answers the next balance requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Behaviour {
@@ -76,6 +80,7 @@ impl FakeProvider {
                         .app_data(shared.clone())
                         .app_data(expected.clone())
                         .route(BALANCE_PATH, web::get().to(balance_endpoint))
+                        .route(DEMO_BALANCE_PATH, web::post().to(set_balance_endpoint))
                 })
                 .workers(1)
                 .disable_signals()
@@ -187,4 +192,17 @@ async fn balance_endpoint(
 
 fn healthy(balance: i64) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"code": 200, "msg": "success", "data": balance}))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetBalance {
+    balance: i64,
+}
+
+/// The demo's "refill": sets the simulated real balance.
+async fn set_balance_endpoint(body: web::Json<SetBalance>, state: web::Data<Mutex<State>>) -> HttpResponse {
+    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+    state.balance = body.balance;
+    HttpResponse::Ok().json(serde_json::json!({"balance": state.balance}))
 }

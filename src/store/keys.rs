@@ -13,6 +13,8 @@ pub const USER_INDEX_PREFIX: u8 = b'u';
 pub const IDEMPOTENCY_PREFIX: u8 = b'i';
 pub const HOLD_PREFIX: u8 = b'h';
 pub const SPEND_PREFIX: u8 = b'p';
+pub const PACKAGE_PREFIX: u8 = b'c';
+pub const ALERT_PREFIX: u8 = b'a';
 
 /// `l` + big-endian sequence number, so that keys sort in ledger order.
 pub fn ledger(seq: u64) -> [u8; 9] {
@@ -71,5 +73,16 @@ fn prefixed(prefix: u8, id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.len());
     key.push(prefix);
     key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub fn package(id: &crate::domain::PackageId) -> Vec<u8> {
+    prefixed(PACKAGE_PREFIX, id.as_str())
+}
+
+/// `a` + big-endian event id, so that keys sort in event order.
+pub fn alert(id: u64) -> [u8; 9] {
+    let mut key = [ALERT_PREFIX; 9];
+    key[1..].copy_from_slice(&id.to_be_bytes());
     key
 }

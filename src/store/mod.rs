@@ -199,6 +199,36 @@ impl Store {
         Ok(open)
     }
 
+    /// The operators' package settings, by package id.
+    ///
+    /// # Errors
+    /// A read or decode failure.
+    pub fn package_overrides(&self) -> Result<Vec<(String, records::PackageOverride)>, StoreError> {
+        self.db
+            .scan_prefix([keys::PACKAGE_PREFIX])
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((String::from_utf8_lossy(&key[1..]).into_owned(), codec::decode(&value)?))
+            })
+            .collect()
+    }
+
+    /// The `limit` most recent alert events, oldest first.
+    ///
+    /// # Errors
+    /// A read or decode failure.
+    pub fn recent_alerts(&self, limit: usize) -> Result<Vec<records::AlertEventRecord>, StoreError> {
+        let mut events: Vec<records::AlertEventRecord> = self
+            .db
+            .scan_prefix([keys::ALERT_PREFIX])
+            .rev()
+            .take(limit)
+            .map(|item| Ok(codec::decode(&item?.1)?))
+            .collect::<Result<_, StoreError>>()?;
+        events.reverse();
+        Ok(events)
+    }
+
     /// Every spend.
     pub fn spends(&self) -> impl Iterator<Item = Result<SpendRecord, StoreError>> + '_ {
         self.db.scan_prefix([keys::SPEND_PREFIX]).map(|item| Ok(codec::decode(&item?.1)?))

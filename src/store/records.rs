@@ -110,6 +110,12 @@ pub enum EntryKind {
     Spend { spend_id: SpendId, credits: UserCredits, reason: Option<Reason> },
     /// The spend is undone: the wallet, the provider balance and `reserved` get it back.
     Refund { spend_id: SpendId, credits: UserCredits },
+    /// An operator turned the kill switch on (SPEC §5 admin).
+    PurchasesDisabled { reason: String },
+    /// An operator turned the kill switch off.
+    PurchasesEnabled,
+    /// An operator changed a package; the fields are its new settings.
+    PackageChanged { package_id: PackageId, enabled: bool, credits: UserCredits, price: Money },
 }
 
 impl EntryKind {
@@ -124,6 +130,9 @@ impl EntryKind {
             Self::HoldExpired { .. } => "holdExpired",
             Self::Spend { .. } => "spend",
             Self::Refund { .. } => "refund",
+            Self::PurchasesDisabled { .. } => "purchasesDisabled",
+            Self::PurchasesEnabled => "purchasesEnabled",
+            Self::PackageChanged { .. } => "packageChanged",
         }
     }
 }
@@ -256,4 +265,25 @@ pub struct SpendRecord {
     /// The ledger entry of the spend.
     pub seq: u64,
     pub refund: Option<RefundReceipt>,
+}
+
+/// An operator's settings for one package, over the configured ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageOverride {
+    pub enabled: bool,
+    pub credits: UserCredits,
+    pub price: Money,
+}
+
+/// One firing or clearing of an alert (SPEC §7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertEventRecord {
+    pub id: u64,
+    /// The contract name: `level_warning`, `sync_failed`, ...
+    pub kind: String,
+    pub firing: bool,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    pub message: String,
+    pub at_ms: u64,
 }
