@@ -123,16 +123,19 @@ impl DemoBanner {
              \n  status           {base}/api/credits/status\
              \n  health           {base}/healthz  {base}/readyz\
              \n  admin token      {token}\
-             \n  NanoBanana (simulated)  {}\
-             \n  data directory   {} (deleted on exit)\
+             \n  NanoBanana (simulated)  {provider}\
+             \n  data directory   {data} (deleted on exit)\
              \n\nTry:\
              \n  curl -s {base}/api/credits/purchase\
              \n  curl -s -X POST {base}/api/credits/purchase -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{\"userId\":\"alice\",\"packageId\":\"pro\"}}'\
              \n  curl -s {base}/api/users/alice/credits\
-             \n  curl -s -H 'Authorization: Bearer {token}' '{base}/api/admin/ledger?after=0&limit=10'\
+             \n  curl -s -H 'Authorization: Bearer {token}' {base}/api/admin/alerts\
+             \n  curl -s -H 'Authorization: Bearer {token}' {base}/api/admin/credits\
+             \n  curl -s -X POST {provider}/demo/balance -H 'Content-Type: application/json' -d '{{\"balance\":5000}}'   # demo only: refill the simulated NanoBanana\
+             \n  curl -s -X POST -H 'Authorization: Bearer {token}' {base}/api/admin/credits/sync                      # \"Sync Real Credits\"\
              \n\nCtrl-C stops the demo.\n",
-            self.provider_url,
-            self.data_dir.display(),
+            provider = self.provider_url,
+            data = self.data_dir.display(),
         );
     }
 }

@@ -1126,13 +1126,13 @@ impl Handler<UpdatePackage> for InventoryActor {
     type Result = Reply<Package>;
 
     fn handle(&mut self, message: UpdatePackage, _: &mut Self::Context) -> Self::Result {
-        let decision = self.decide_package(message);
+        let decision = self.decide_package(&message);
         self.respond(decision)
     }
 }
 
 impl InventoryActor {
-    fn decide_package(&self, message: UpdatePackage) -> Result<Decision<Package>, EngineError> {
+    fn decide_package(&self, message: &UpdatePackage) -> Result<Decision<Package>, EngineError> {
         if self.health.storage_failed() {
             return Err(EngineError::NotReady("storage failed; restart required"));
         }

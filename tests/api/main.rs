@@ -5,6 +5,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin;
+mod alerts;
 mod bad_input;
 mod catalogue;
 mod concurrency;
@@ -12,3 +14,4 @@ mod holds;
 mod idempotency;
 mod lifecycle;
 mod spend;
+mod sync;

@@ -308,3 +308,41 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+pub async fn admin_post(client: &reqwest::Client, url: &str, body: Option<Value>) -> Answer {
+    let mut request = client.post(url).bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    answer(request.send().await.expect("the server answers")).await
+}
+
+/// `POST /api/admin/credits/sync`.
+pub async fn sync_now(client: &reqwest::Client, server: &Server) -> Answer {
+    admin_post(client, &server.url("/api/admin/credits/sync"), None).await
+}
+
+/// `GET /api/admin/alerts`: (open kinds, every event as (kind, state)).
+pub async fn alerts(client: &reqwest::Client, server: &Server) -> (Vec<String>, Vec<(String, String)>) {
+    let answer = admin_get(client, &server.url("/api/admin/alerts")).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let open = answer.body["open"]
+        .as_array()
+        .expect("open")
+        .iter()
+        .map(|a| a["kind"].as_str().expect("kind").to_owned())
+        .collect();
+    let events = answer.body["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .map(|a| (a["kind"].as_str().expect("kind").to_owned(), a["state"].as_str().expect("state").to_owned()))
+        .collect();
+    (open, events)
+}
+
+/// The open alert of `kind`, if any.
+pub async fn open_alert(client: &reqwest::Client, server: &Server, kind: &str) -> Option<Value> {
+    let answer = admin_get(client, &server.url("/api/admin/alerts")).await;
+    answer.body["open"].as_array().expect("open").iter().find(|a| a["kind"] == kind).cloned()
+}

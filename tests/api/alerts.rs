@@ -1,0 +1,164 @@
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+
+use crate::common::{alerts, client, eventually, provider, purchase, sync_now, temp_dir, Server};
+
+/// Goal: buying down through 500, 100, 40 and 0 fires each level alert
+/// exactly once, and a refill resolves each exactly once (SPEC §7).
+#[tokio::test]
+async fn levels_fire_once_on_the_way_down_and_clear_once_on_refill() {
+    let provider = provider(920);
+    let dir = temp_dir();
+    let server = Server::start_with(&provider, dir.path(), &[("CREDITD_SYNC_INTERVAL_SECS", "3600")]).await;
+    let client = client();
+
+    for i in 0..23 {
+        assert_eq!(purchase(&client, &server.base, &format!("u{i}"), "starter", &format!("k{i}")).await.status, 200);
+    }
+    let refused = purchase(&client, &server.base, "late", "starter", "late").await;
+    assert_eq!(refused.code(), "insufficient_capacity");
+    let levels = ["level_warning", "level_low", "level_critical", "level_empty"];
+    eventually("every level fired", || async {
+        let (open, _) = alerts(&client, &server).await;
+        levels.iter().all(|level| open.iter().any(|kind| kind == level))
+    })
+    .await;
+    let (open, events) = alerts(&client, &server).await;
+    for kind in levels.iter().chain(&["low_capacity", "purchase_blocked"]) {
+        let fired = events.iter().filter(|(k, s)| k == kind && s == "firing").count();
+        assert_eq!(fired, 1, "{kind} fired once: {events:?}");
+        assert!(open.iter().any(|k| k == kind), "{kind} is open");
+    }
+
+    provider.set_balance(20_000);
+    assert_eq!(sync_now(&client, &server).await.status, 200);
+    eventually("the refill resolved the levels", || async {
+        let (open, _) = alerts(&client, &server).await;
+        levels.iter().all(|level| !open.iter().any(|kind| kind == level))
+    })
+    .await;
+    let (_, events) = alerts(&client, &server).await;
+    for kind in levels.iter().chain(&["low_capacity"]) {
+        let cleared = events.iter().filter(|(k, s)| k == kind && s == "cleared").count();
+        assert_eq!(cleared, 1, "{kind} cleared once: {events:?}");
+    }
+    assert_eq!(purchase(&client, &server.base, "again", "starter", "again").await.status, 200);
+    let (open, events) = alerts(&client, &server).await;
+    assert!(!open.iter().any(|k| k == "purchase_blocked"), "a sale resolves purchase_blocked");
+    assert_eq!(events.iter().filter(|(k, s)| k == "level_warning" && s == "firing").count(), 1, "no flapping");
+}
+
+/// A webhook receiver on loopback: it records JSON bodies and answers 200,
+/// or, when `hang` is set, accepts connections and never answers.
+struct Receiver {
+    url: String,
+    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+fn receiver(hang: bool) -> Receiver {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+    let url = format!("http://{}/alerts", listener.local_addr().expect("address"));
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (seen, count) = (Arc::clone(&bodies), Arc::clone(&connections));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            if hang {
+                held.push(stream); // Never answered, never closed: a receiver that hangs.
+                continue;
+            }
+            let mut reader = BufReader::new(stream.try_clone().expect("clones"));
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                if let Ok(json) = serde_json::from_slice(&body) {
+                    seen.lock().expect("lock").push(json);
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    Receiver { url, bodies, connections }
+}
+
+/// Latencies of `count` purchases, 16 at a time, that cross alert levels.
+async fn purchase_latencies(server: &Server, count: usize) -> Vec<Duration> {
+    let client = client();
+    let mut latencies = Vec::with_capacity(count);
+    for batch in 0..count / 16 {
+        let timed = (0..16).map(|i| {
+            let (client, base) = (client.clone(), server.base.clone());
+            async move {
+                let started = Instant::now();
+                let answer =
+                    purchase(&client, &base, &format!("w{batch}-{i}"), "starter", &format!("w{batch}-{i}")).await;
+                assert!(answer.status == 200 || answer.code() == "insufficient_capacity", "{answer:?}");
+                started.elapsed()
+            }
+        });
+        latencies.extend(join_all(timed).await);
+    }
+    latencies.sort();
+    latencies
+}
+
+fn p99(latencies: &[Duration]) -> Duration {
+    latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
+}
+
+/// Goal: alert delivery never slows purchases (SPEC §7). Method: the same
+/// purchase run, crossing every level, against a server whose webhook never
+/// answers and one without a webhook; both complete, and the p99s are
+/// logged side by side. Then a working receiver gets events of SPEC §7's shape.
+#[tokio::test]
+async fn a_webhook_that_never_answers_does_not_slow_purchases() {
+    let hanging = receiver(true);
+    let provider = provider(400 * 40);
+    let (dir_plain, dir_hook) = (temp_dir(), temp_dir());
+    let plain = Server::start(&provider, dir_plain.path()).await;
+    let hooked = Server::start_with(&provider, dir_hook.path(), &[("CREDITD_ALERT_WEBHOOK_URL", &hanging.url)]).await;
+
+    let without = purchase_latencies(&plain, 480).await;
+    let with = purchase_latencies(&hooked, 480).await;
+    eprintln!(
+        "purchase latency without webhook: p50 {:?} p99 {:?}; with a hanging webhook: p50 {:?} p99 {:?}",
+        without[without.len() / 2],
+        p99(&without),
+        with[with.len() / 2],
+        p99(&with)
+    );
+    assert!(hanging.connections.load(Ordering::SeqCst) >= 1, "the webhook was called and hung during the run");
+    let (open, _) = alerts(&client(), &hooked).await;
+    assert!(open.iter().any(|k| k == "level_empty"), "the run crossed every level: {open:?}");
+
+    let working = receiver(false);
+    let dir = temp_dir();
+    let provider = crate::common::provider(938);
+    let server = Server::start_with(&provider, dir.path(), &[("CREDITD_ALERT_WEBHOOK_URL", &working.url)]).await;
+    let client = client();
+    for i in 0..3 {
+        purchase(&client, &server.base, &format!("x{i}"), "pro", &format!("x{i}")).await;
+    }
+    eventually("the receiver got the events", || async { !working.bodies.lock().expect("lock").is_empty() }).await;
+    let first = working.bodies.lock().expect("lock")[0].clone();
+    for field in ["id", "kind", "state", "severity", "message", "at"] {
+        assert!(first.get(field).is_some(), "{field} in {first}");
+    }
+    assert_eq!(first["state"], "firing");
+}
