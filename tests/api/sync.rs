@@ -147,3 +147,25 @@ async fn an_overcommitted_platform_stops_sales_until_a_sync_recovers() {
     assert!(open_alert(&client, &server, "overcommitted").await.is_none(), "recovery resolves it");
     assert_eq!(purchase(&client, &server.base, "c", "starter", "p-4").await.status, 200, "sales resume");
 }
+
+/// Goal: no successful sync for longer than the configured age raises
+/// `sync_stale`; the next good sync resolves it.
+#[tokio::test]
+async fn a_stale_sync_raises_sync_stale_until_a_sync_succeeds() {
+    let provider = provider(938);
+    let dir = temp_dir();
+    let env = [("CREDITD_SYNC_INTERVAL_SECS", "1"), ("CREDITD_SYNC_STALE_SECS", "2")];
+    let server = Server::start_with(&provider, dir.path(), &env).await;
+    let client = client();
+
+    provider.set_behaviour(Behaviour::Status(500));
+    crate::common::eventually("sync_stale fires", || async {
+        open_alert(&client, &server, "sync_stale").await.is_some()
+    })
+    .await;
+    assert!(open_alert(&client, &server, "sync_failed").await.is_some(), "the failures are alerted too");
+    provider.set_behaviour(Behaviour::Healthy);
+    assert_eq!(sync_now(&client, &server).await.status, 200);
+    assert!(open_alert(&client, &server, "sync_stale").await.is_none(), "a good sync resolves it");
+    assert!(open_alert(&client, &server, "sync_failed").await.is_none());
+}
