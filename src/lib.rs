@@ -41,6 +41,9 @@ use store::Store;
 /// Connections kept open at once per worker; beyond it, new ones wait.
 const CONNECTIONS_PER_WORKER_MAX: usize = 25_000;
 
+/// How often the metrics recorder drains its histograms.
+const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long SIGTERM waits for in-flight requests before closing them.
 const SHUTDOWN_GRACE_SECS: u64 = 30;
 
@@ -77,11 +80,25 @@ impl Application {
             admin_token,
             hold_ttl_default_secs: config.hold_ttl_default_secs,
             hold_ttl_max_secs: config.hold_ttl_max_secs,
+            metrics: telemetry::metrics(),
         });
-        let mut server = HttpServer::new(move || App::new().app_data(state.clone()).configure(http::configure))
-            .disable_signals()
-            .max_connections(CONNECTIONS_PER_WORKER_MAX)
-            .shutdown_timeout(SHUTDOWN_GRACE_SECS);
+        let upkeep = telemetry::metrics();
+        actix_rt::spawn(async move {
+            let mut every = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+            loop {
+                every.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(actix_web::middleware::from_fn(http::metrics::record_latency))
+                .configure(http::configure)
+        })
+        .disable_signals()
+        .max_connections(CONNECTIONS_PER_WORKER_MAX)
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS);
         if let Some(workers) = config.workers {
             server = server.workers(workers);
         }

@@ -180,6 +180,15 @@ enum Decision<T> {
 
 type Reply<T> = ResponseActFuture<InventoryActor, Result<T, EngineError>>;
 
+/// The metrics label of a decision: `ok`, `replayed`, or the refusal.
+fn outcome_label<T>(decision: &Result<Decision<T>, EngineError>) -> &'static str {
+    match decision {
+        Ok(Decision::Apply(..)) => "ok",
+        Ok(Decision::Replay(_)) => "replayed",
+        Err(error) => error.label(),
+    }
+}
+
 fn ready<T: 'static>(result: Result<T, EngineError>) -> Reply<T> {
     Box::pin(fut::ready(result))
 }
@@ -359,6 +368,20 @@ impl InventoryActor {
         self.assert_invariants(&change.next);
         change.writes.put(keys::INVENTORY, &change.next)?;
         let durable = self.commits.submit(change.writes)?;
+        let earned = change.next.revenue.minor_units().saturating_sub(self.state.revenue.minor_units());
+        if earned > 0 {
+            let currency = change.next.revenue.currency().to_string();
+            metrics::counter!("creditd_revenue_minor_units_total", "currency" => currency).increment(earned);
+        }
+        match change.consumption {
+            Consumption::Spent(credits) => {
+                metrics::counter!("creditd_consumed_provider_credits_total").increment(credits.get());
+            }
+            Consumption::Refunded { credits, .. } => {
+                metrics::counter!("creditd_refunded_provider_credits_total").increment(credits.get());
+            }
+            Consumption::None => {}
+        }
         self.state = change.next;
         if let Some(package) = change.package {
             if let Some(slot) = self.packages.iter_mut().find(|slot| slot.id == package.id) {
@@ -449,6 +472,8 @@ impl InventoryActor {
         }
         match self.decide_expiries(&due) {
             Ok(change) => {
+                let expired = u64::try_from(change.holds.len()).unwrap_or(u64::MAX);
+                metrics::counter!("creditd_holds_total", "operation" => "expire", "outcome" => "ok").increment(expired);
                 let durable = self.finish(change, ());
                 ctx.spawn(durable.map(|_, _, _| ()));
             }
@@ -569,6 +594,16 @@ impl Handler<WalletChange> for InventoryActor {
 
     fn handle(&mut self, message: WalletChange, ctx: &mut Self::Context) -> Self::Result {
         self.expire_due(ctx);
+        let counted = match &message.command {
+            WalletCommand::Purchase { package_id, .. } => Some(package_id.to_string()),
+            _ => None,
+        };
+        let operation = match &message.command {
+            WalletCommand::Purchase { .. } => "purchase",
+            WalletCommand::Capture { .. } => "capture",
+            WalletCommand::Spend { .. } => "spend",
+            WalletCommand::Refund { .. } => "refund",
+        };
         let decision = self.ensure_ready().and_then(|()| {
             let WalletChange { user, wallet, command } = message;
             match command {
@@ -583,6 +618,17 @@ impl Handler<WalletChange> for InventoryActor {
             }
         });
         let decision = self.note_refusal(decision);
+        let outcome = outcome_label(&decision);
+        match (operation, counted) {
+            ("purchase", Some(package)) => {
+                metrics::counter!("creditd_purchases_total", "package" => package, "outcome" => outcome).increment(1);
+            }
+            ("capture", _) => {
+                metrics::counter!("creditd_holds_total", "operation" => "capture", "outcome" => outcome).increment(1);
+            }
+            ("spend", _) => metrics::counter!("creditd_spends_total", "outcome" => outcome).increment(1),
+            _ => metrics::counter!("creditd_refunds_total", "outcome" => outcome).increment(1),
+        }
         self.respond(decision)
     }
 }
@@ -778,6 +824,8 @@ impl Handler<CreateHold> for InventoryActor {
         self.expire_due(ctx);
         let decision = self.ensure_ready().and_then(|()| self.decide_hold(&message));
         let decision = self.note_refusal(decision);
+        let outcome = outcome_label(&decision);
+        metrics::counter!("creditd_holds_total", "operation" => "create", "outcome" => outcome).increment(1);
         self.respond(decision)
     }
 }
@@ -858,6 +906,8 @@ impl Handler<ReleaseHold> for InventoryActor {
     fn handle(&mut self, message: ReleaseHold, ctx: &mut Self::Context) -> Self::Result {
         self.expire_due(ctx);
         let decision = self.ensure_ready().and_then(|()| self.decide_release(&message.hold_id));
+        let outcome = outcome_label(&decision);
+        metrics::counter!("creditd_holds_total", "operation" => "release", "outcome" => outcome).increment(1);
         self.respond(decision)
     }
 }

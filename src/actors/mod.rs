@@ -74,3 +74,30 @@ impl From<crate::store::codec::CodecError> for EngineError {
         Self::Storage(error.to_string())
     }
 }
+
+impl EngineError {
+    /// A short, stable label for metrics (`outcome="insufficient_capacity"`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NotReady(_) => "not_ready",
+            Self::UnknownPackage(_) => "unknown_package",
+            Self::UnknownUser => "unknown_user",
+            Self::UnknownHold(_) => "unknown_hold",
+            Self::UnknownSpend(_) => "unknown_spend",
+            Self::HoldCaptured => "hold_captured",
+            Self::HoldReleased => "hold_released",
+            Self::HoldExpired => "hold_expired",
+            Self::InsufficientFunds => "insufficient_funds",
+            Self::AlreadyRefunded => "already_refunded",
+            Self::EnhancementUnavailable => "enhancement_unavailable",
+            Self::PackageDisabled(_) => "package_disabled",
+            Self::InsufficientCapacity => "insufficient_capacity",
+            Self::PurchasesDisabled => "purchases_disabled",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyKeyInUse => "idempotency_key_in_use",
+            Self::Quantity(_) => "invalid_amount",
+            Self::Storage(_) => "storage_failed",
+            Self::Overloaded(_) => "overloaded",
+        }
+    }
+}

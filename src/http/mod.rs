@@ -5,6 +5,7 @@
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod routes;
 
 use actix_web::{web, Route};
@@ -18,6 +19,7 @@ pub struct AppState {
     pub admin_token: Secret,
     pub hold_ttl_default_secs: u64,
     pub hold_ttl_max_secs: u64,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 fn resource(path: &str, routes: Vec<Route>) -> actix_web::Resource {
@@ -48,6 +50,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/api/admin/purchases/enable", vec![web::post().to(routes::enable_purchases)]))
         .service(resource("/api/admin/packages/{packageId}", vec![web::put().to(routes::update_package)]))
         .service(resource("/api/admin/alerts", vec![web::get().to(routes::admin_alerts)]))
+        .service(resource("/metrics", vec![web::get().to(metrics::metrics)]))
         .service(resource("/healthz", vec![web::get().to(routes::healthz)]))
         .service(resource("/readyz", vec![web::get().to(routes::readyz)]))
         .default_service(web::to(routes::not_found));

@@ -1,0 +1,82 @@
+//! `GET /metrics` (SPEC §9, Prometheus text) and the request-latency
+//! middleware. Counters and histograms are recorded where things happen;
+//! gauges are set here, at scrape time, from one snapshot of the engine, so
+//! keeping them costs the request path nothing.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::actors::alert::AlertKind;
+use crate::clock::{Clock, SystemClock};
+
+/// Records `creditd_http_request_duration_seconds{route, method, status}`.
+///
+/// # Errors
+/// Whatever the wrapped service answers.
+pub async fn record_latency(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.call(request).await?;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("creditd_http_request_duration_seconds", "route" => route, "method" => method, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    Ok(response)
+}
+
+fn flag(value: bool) -> f64 {
+    if value {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Quantities are bounded by 2^53, which an `f64` holds exactly.
+#[allow(clippy::cast_precision_loss)]
+fn gauge_value(value: u64) -> f64 {
+    value as f64
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn signed_gauge_value(value: i64) -> f64 {
+    value as f64
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let view = state.engine.snapshot().await?;
+    let alerts = state.engine.alerts().await?;
+    let capacity = view.capacity;
+    metrics::gauge!("creditd_provider_balance_credits").set(gauge_value(capacity.provider_balance.get()));
+    metrics::gauge!("creditd_reserved_credits").set(gauge_value(capacity.reserved.get()));
+    metrics::gauge!("creditd_available_credits").set(signed_gauge_value(capacity.available()));
+    metrics::gauge!("creditd_capacity_user_credits").set(gauge_value(capacity.user_credits().get()));
+    metrics::gauge!("creditd_wallets_user_credits").set(gauge_value(view.wallets_total.get()));
+    metrics::gauge!("creditd_open_holds").set(gauge_value(u64::try_from(view.open_holds).unwrap_or(u64::MAX)));
+    metrics::gauge!("creditd_purchases_enabled").set(flag(view.purchases_enabled));
+    metrics::gauge!("creditd_ready").set(flag(view.ready));
+    metrics::gauge!("creditd_wallet_actors").set(gauge_value(u64::try_from(state.engine.live_wallets()).unwrap_or(0)));
+    for package in &view.packages {
+        metrics::gauge!("creditd_package_sellable", "package" => package.package.id.to_string())
+            .set(gauge_value(package.sellable));
+    }
+    if let Some(sync) = view.last_sync {
+        let age_ms = SystemClock.now_ms().saturating_sub(sync.at_ms);
+        metrics::gauge!("creditd_last_sync_age_seconds").set(gauge_value(age_ms) / 1000.0);
+        metrics::gauge!("creditd_last_sync_drift_credits").set(signed_gauge_value(sync.drift.unwrap_or(0)));
+    }
+    for kind in AlertKind::ALL {
+        let open = alerts.open.iter().any(|event| event.kind == kind.name());
+        metrics::gauge!("creditd_alert_open", "kind" => kind.name()).set(flag(open));
+    }
+    Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render()))
+}
