@@ -77,6 +77,7 @@ struct Replay {
     provider_balance: ProviderCredits,
     reserved: ProviderCredits,
     revenue: Option<Money>,
+    consumed_total: ProviderCredits,
     purchases_enabled: bool,
     next_seq: u64,
     violations: Vec<String>,
@@ -92,6 +93,7 @@ impl Replay {
             provider_balance: ProviderCredits::ZERO,
             reserved: ProviderCredits::ZERO,
             revenue: None,
+            consumed_total: ProviderCredits::ZERO,
             purchases_enabled: true,
             next_seq: 1,
             violations: Vec::new(),
@@ -267,6 +269,8 @@ impl Replay {
             EntryKind::Spend { spend_id, credits, .. } => {
                 let after = self.move_wallet(seq, user, *credits, false);
                 self.move_balance(seq, *credits, false);
+                let provider = self.backing(seq, *credits);
+                self.consumed_total = self.consumed_total.checked_add(provider).unwrap_or(self.consumed_total);
                 self.reserve(seq, *credits, false);
                 self.spends
                     .insert(spend_id.clone(), ReplayedSpend { user: user.clone(), credits: *credits, refunded: false });
@@ -281,6 +285,8 @@ impl Replay {
                 }
                 self.move_balance(seq, *credits, true);
                 self.reserve(seq, *credits, true);
+                let provider = self.backing(seq, *credits);
+                self.consumed_total = self.consumed_total.saturating_sub(provider);
                 self.move_wallet(seq, user, *credits, true)
             }
         }
@@ -339,6 +345,9 @@ impl Replay {
         }
         if state.reserved != self.reserved {
             push(format!("reserved: stored {}, the ledger gives {}", state.reserved, self.reserved));
+        }
+        if state.consumed_total != self.consumed_total {
+            push(format!("consumed: stored {}, the ledger gives {}", state.consumed_total, self.consumed_total));
         }
         if state.purchases_enabled != self.purchases_enabled {
             push(format!(

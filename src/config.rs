@@ -86,6 +86,7 @@ struct FileConfig {
     workers: Option<usize>,
     hold_ttl_default_secs: Option<u64>,
     hold_ttl_max_secs: Option<u64>,
+    provider_credit_cost_micros: Option<u64>,
 }
 
 /// Everything creditd can be told.
@@ -114,6 +115,8 @@ pub struct Config {
     pub hold_ttl_default_secs: u64,
     /// The longest TTL a hold may ask for.
     pub hold_ttl_max_secs: u64,
+    /// What one provider credit costs, in micro-units of the currency (SPEC §3: €0.001 = 1 000).
+    pub provider_credit_cost_micros: u64,
 }
 
 /// The packages of SPEC §3.
@@ -236,6 +239,7 @@ impl Config {
             workers: raw.workers.filter(|&n| n > 0),
             hold_ttl_default_secs,
             hold_ttl_max_secs,
+            provider_credit_cost_micros: raw.provider_credit_cost_micros.unwrap_or(1_000),
         })
     }
 

@@ -20,6 +20,7 @@ use crate::actors::webhook::WebhookActor;
 use crate::actors::EngineError;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::domain::report::{report, Report, ReportInput, WEEK_MS};
 use crate::domain::{
     HoldId, IdempotencyKey, Levels, Money, Package, PackageId, Ratio, Reason, SpendId, UserCredits, UserId,
 };
@@ -51,6 +52,7 @@ pub struct Settings {
     /// A sync older than this raises `sync_stale`.
     pub sync_stale_after: Duration,
     pub alert_webhook_url: Option<String>,
+    pub provider_credit_cost_micros: u64,
 }
 
 impl Settings {
@@ -64,6 +66,7 @@ impl Settings {
             revenue_zero: Money::zero(config.currency),
             sync_stale_after: config.sync_stale_after,
             alert_webhook_url: config.alert_webhook_url.clone(),
+            provider_credit_cost_micros: config.provider_credit_cost_micros,
         }
     }
 }
@@ -227,6 +230,7 @@ pub struct Engine {
     store: Store,
     health: Arc<Health>,
     settings: Arc<Settings>,
+    clock: Arc<dyn Clock>,
 }
 
 /// The threads behind an engine, stopped by [`EngineThreads::stop`].
@@ -292,6 +296,7 @@ impl Engine {
                 InventoryActor::new(recovered, &settings, store, commits, clock, health, alerts)
             })
         };
+        let engine_clock = Arc::clone(&clock);
         let sync = provider.map(|(client, interval)| {
             let (inventory, alerts) = (inventory.clone(), alerts.clone());
             SyncActor::start_in_arbiter(&operations_arbiter.handle(), move |_| {
@@ -300,8 +305,16 @@ impl Engine {
         });
         let wallets =
             WalletDirectory::new(engine_arbiter.handle(), inventory.clone(), store.clone(), settings.wallet_idle);
-        let engine =
-            Self { inventory, wallets, sync, alerts, store: store.clone(), health, settings: Arc::new(settings) };
+        let engine = Self {
+            inventory,
+            wallets,
+            sync,
+            alerts,
+            store: store.clone(),
+            health,
+            settings: Arc::new(settings),
+            clock: engine_clock,
+        };
         let arbiters = vec![operations_arbiter, engine_arbiter];
         Ok((engine, EngineThreads { arbiters, commit_thread, store }))
     }
@@ -505,6 +518,28 @@ impl Engine {
     /// `UnknownPackage`, or 503-class errors.
     pub async fn update_package(&self, update: UpdatePackage) -> Result<Package, EngineError> {
         self.ask(update).await?
+    }
+
+    /// The operators' report (SPEC §8) as of now.
+    ///
+    /// # Errors
+    /// A storage failure, or 503-class errors.
+    pub async fn report(&self) -> Result<Report, EngineError> {
+        let view = self.snapshot().await?;
+        let now_ms = self.clock.now_ms();
+        let (store, ratio) = (self.store.clone(), self.settings.ratio);
+        let since_ms = now_ms.saturating_sub(WEEK_MS);
+        let read = tokio::task::spawn_blocking(move || store.consumption_since(since_ms, ratio));
+        let consumption = read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))??;
+        Ok(report(&ReportInput {
+            now_ms,
+            revenue: view.revenue,
+            consumed_total: view.consumed_total,
+            cost_micros_per_credit: self.settings.provider_credit_cost_micros,
+            available: view.capacity.available(),
+            provider_balance: view.capacity.provider_balance,
+            consumption,
+        }))
     }
 
     /// Live wallet actors (for metrics and tests).

@@ -92,3 +92,78 @@ async fn retiring_wallet_actors_under_load_lose_no_update() {
     let report = creditd::check::check(dir.path()).expect("checks");
     assert!(report.passed(), "{report}");
 }
+
+/// Goal: the report of SPEC §8 is computed from the ledger, with a
+/// controllable clock. Method: a synthetic week of purchases, spends and a
+/// refund at chosen instants; every figure is computed by hand below.
+#[actix_rt::test]
+async fn the_report_follows_a_synthetic_week_computed_by_hand() {
+    use creditd::clock::{Clock, ManualClock};
+    const HOUR: u64 = 3_600_000;
+    const DAY: u64 = 24 * HOUR;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::starting_at(1_750_000_000_000);
+    let config = Config::load_with(None, |_| None).expect("defaults");
+    let settings = Settings::from_config(&config);
+    let store = Store::open(dir.path()).expect("store opens");
+    let recovered = recover(&store, &settings, &clock).expect("recovers");
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let (engine, threads) = Engine::start(recovered, settings, store, shared, None).expect("starts");
+    let token = engine.inventory().send(BeginSync).await.expect("answers");
+    let real = ProviderCredits::new(10_000).expect("small");
+    engine.inventory().send(ApplySync { real, token }).await.expect("answers").expect("syncs");
+
+    let buy = |user: &str, package: &str, key: &str| {
+        let (engine, user, package, key) = (engine.clone(), user.to_owned(), package.to_owned(), key.to_owned());
+        async move {
+            let ids = (
+                UserId::parse(&user).expect("valid"),
+                PackageId::parse(&package).expect("valid"),
+                IdempotencyKey::parse(&key).expect("valid"),
+            );
+            engine.purchase(ids.0, ids.1, ids.2, [9; 32]).await.expect("buys")
+        }
+    };
+    let spend = |user: &str, credits: u64, key: &str| {
+        let (engine, user, key) = (engine.clone(), user.to_owned(), key.to_owned());
+        async move {
+            let (user, key) = (UserId::parse(&user).expect("valid"), IdempotencyKey::parse(&key).expect("valid"));
+            let credits = creditd::domain::UserCredits::positive(credits).expect("positive");
+            engine.spend(user, credits, None, key, [8; 32]).await.expect("spends")
+        }
+    };
+    buy("a", "pro", "b1").await; // €69.99
+    buy("b", "studio", "b2").await; // €299.99
+    spend("a", 20, "s1").await; // 80 provider credits at T0: older than 7 days at the end.
+    clock.advance_ms(5 * DAY);
+    spend("b", 100, "s2").await; // 400 at T0 + 5 d
+    clock.advance_ms(2 * DAY + 14 * HOUR);
+    spend("b", 50, "s3").await; // 200 at T0 + 7 d 14 h
+    clock.advance_ms(2 * HOUR);
+    let refunded = spend("a", 5, "s4").await; // 20 at T0 + 7 d 16 h ...
+    clock.advance_ms(2 * HOUR);
+    engine.refund(refunded.spend_id).await.expect("refunds"); // ... given back at T0 + 7 d 18 h
+    clock.advance_ms(4 * HOUR); // now: T0 + 7 d 22 h
+
+    let report = engine.report().await.expect("report");
+    assert_eq!(report.revenue.minor_units(), 6_999 + 29_999);
+    assert_eq!(report.consumed_total.get(), 80 + 400 + 200, "the refund cancels its spend");
+    assert_eq!(report.provider_cost_minor_units, 68, "680 credits × €0.001 = €0.68");
+    assert_eq!(report.margin_minor_units, 36_998 - 68);
+    assert_eq!(report.consumed_24h, 200 + 20 - 20);
+    assert_eq!(report.consumed_7d, 400 + 200);
+    // Balance 10 000 − 680 = 9 320; wallets a 80, b 350 → reserved 1 720; available 7 600.
+    assert_eq!((report.provider_balance.get(), report.available), (9_320, 7_600));
+    assert_eq!(report.runway_24h.burn_per_day, 200);
+    assert_eq!(report.runway_24h.available_seconds, Some(7_600 * 86_400 / 200));
+    assert_eq!(report.runway_24h.provider_balance_seconds, Some(9_320 * 86_400 / 200));
+    assert_eq!(report.runway_7d.burn_per_day, 85, "600 / 7, rounded down");
+    assert_eq!(report.runway_7d.available_seconds, Some(7_725_176));
+    assert_eq!(report.runway_7d.provider_balance_seconds, Some(9_473_505));
+    assert_eq!(report.band, creditd::domain::ReserveBand::Comfortable);
+    assert_eq!((report.to_reach_minimum, report.to_reach_comfortable, report.to_reach_ideal), (0, 0, 2_400));
+    drop(engine);
+    tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
+    let check = creditd::check::check(dir.path()).expect("checks");
+    assert!(check.passed(), "{check}");
+}

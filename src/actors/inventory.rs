@@ -530,6 +530,8 @@ impl InventoryActor {
             last_sync: self.state.last_sync,
             wallets_total: self.state.wallets_total,
             holds_total: self.state.holds_total,
+            revenue: self.state.revenue,
+            consumed_total: self.state.consumed_total,
             open_holds: self.open_holds.len(),
             ready: self.ensure_ready().is_ok(),
         }
@@ -752,6 +754,7 @@ impl InventoryActor {
         change.next.provider_balance = change.next.provider_balance.checked_sub(provider)?;
         change.next.reserved = change.next.reserved.checked_sub(provider)?;
         change.next.wallets_total = change.next.wallets_total.checked_sub(credits)?;
+        change.next.consumed_total = change.next.consumed_total.checked_add(provider)?;
         change.consumption = Consumption::Spent(provider);
         let spend_id = id_from_seq("spend", change.next_seq(), SpendId::parse)?;
         let kind = EntryKind::Spend { spend_id: spend_id.clone(), credits, reason };
@@ -783,6 +786,7 @@ impl InventoryActor {
         change.next.provider_balance = change.next.provider_balance.checked_add(provider)?;
         change.next.reserved = change.next.reserved.checked_add(provider)?;
         change.next.wallets_total = change.next.wallets_total.checked_add(spend.credits)?;
+        change.next.consumed_total = change.next.consumed_total.saturating_sub(provider);
         change.consumption = Consumption::Refunded { spend_seq: spend.seq, credits: provider };
         change.refunding = Some(spend_id.clone());
         let kind = EntryKind::Refund { spend_id: spend_id.clone(), credits: spend.credits };
@@ -993,6 +997,8 @@ pub struct InventoryView {
     pub last_sync: Option<SyncRecord>,
     pub wallets_total: UserCredits,
     pub holds_total: UserCredits,
+    pub revenue: crate::domain::Money,
+    pub consumed_total: ProviderCredits,
     pub open_holds: usize,
     pub ready: bool,
 }

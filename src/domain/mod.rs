@@ -12,6 +12,7 @@ mod credits;
 mod ids;
 mod money;
 mod package;
+pub mod report;
 
 pub use capacity::{Capacity, Levels, PlatformStatus, ReserveBand};
 pub use credits::{ProviderCredits, QuantityError, Ratio, UserCredits, QUANTITY_MAX};

@@ -9,6 +9,7 @@ use crate::actors::inventory::{PurchasesState, ReleaseReceipt};
 use crate::actors::sync::{SyncAttempt, SyncReport, SyncState};
 use crate::actors::webhook::AlertEventBody;
 use crate::clock::rfc3339;
+use crate::domain::report::{Report, Runway};
 use crate::domain::{Levels, Package, ReserveBand};
 use crate::store::records::{
     CaptureReceipt, EntryKind, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt, SpendReceipt,
@@ -618,6 +619,107 @@ impl From<AlertsView> for AlertsResponse {
         Self {
             open: view.open.iter().map(AlertEventBody::from).collect(),
             alerts: view.recent.iter().map(AlertEventBody::from).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BurnRateResponse {
+    /// Provider credits consumed per day over the last 24 hours.
+    pub last_24h_per_day: u64,
+    /// Provider credits consumed per day, averaged over the last 7 days.
+    pub last_7d_per_day: u64,
+    pub consumed_last_24h: i64,
+    pub consumed_last_7d: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunwayResponse {
+    pub burn_per_day: u64,
+    /// `null` when nothing burns.
+    pub available_seconds: Option<u64>,
+    pub available_zero_at: Option<String>,
+    pub provider_balance_seconds: Option<u64>,
+    pub provider_balance_zero_at: Option<String>,
+}
+
+impl RunwayResponse {
+    fn new(runway: Runway, now_ms: u64) -> Self {
+        let at = |seconds: Option<u64>| seconds.map(|s| rfc3339(now_ms.saturating_add(s.saturating_mul(1000))));
+        Self {
+            burn_per_day: runway.burn_per_day,
+            available_seconds: runway.available_seconds,
+            available_zero_at: at(runway.available_seconds),
+            provider_balance_seconds: runway.provider_balance_seconds,
+            provider_balance_zero_at: at(runway.provider_balance_seconds),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunwaysResponse {
+    pub last_24h: RunwayResponse,
+    pub last_7d: RunwayResponse,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToBuyResponse {
+    pub minimum: u64,
+    pub comfortable: u64,
+    pub ideal: u64,
+}
+
+/// `GET /api/admin/report` (SPEC §8). Money in integer minor units.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportResponse {
+    pub generated_at: String,
+    pub currency: String,
+    pub revenue: u64,
+    pub provider_credits_consumed: u64,
+    pub provider_cost: u64,
+    pub margin: i64,
+    pub burn_rate: BurnRateResponse,
+    pub runway: RunwaysResponse,
+    pub available_credits: i64,
+    pub nano_banana_credits: u64,
+    pub reserve_band: &'static str,
+    /// Provider credits to buy to reach each reserve band.
+    pub to_buy: ToBuyResponse,
+}
+
+impl ReportResponse {
+    pub fn new(report: &Report) -> Self {
+        let (now_ms, available, provider_balance) = (report.now_ms, report.available, report.provider_balance.get());
+        Self {
+            generated_at: rfc3339(now_ms),
+            currency: report.revenue.currency().to_string(),
+            revenue: report.revenue.minor_units(),
+            provider_credits_consumed: report.consumed_total.get(),
+            provider_cost: report.provider_cost_minor_units,
+            margin: report.margin_minor_units,
+            burn_rate: BurnRateResponse {
+                last_24h_per_day: report.runway_24h.burn_per_day,
+                last_7d_per_day: report.runway_7d.burn_per_day,
+                consumed_last_24h: report.consumed_24h,
+                consumed_last_7d: report.consumed_7d,
+            },
+            runway: RunwaysResponse {
+                last_24h: RunwayResponse::new(report.runway_24h, now_ms),
+                last_7d: RunwayResponse::new(report.runway_7d, now_ms),
+            },
+            available_credits: available,
+            nano_banana_credits: provider_balance,
+            reserve_band: report.band.as_str(),
+            to_buy: ToBuyResponse {
+                minimum: report.to_reach_minimum,
+                comfortable: report.to_reach_comfortable,
+                ideal: report.to_reach_ideal,
+            },
         }
     }
 }

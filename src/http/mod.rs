@@ -50,6 +50,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/api/admin/purchases/enable", vec![web::post().to(routes::enable_purchases)]))
         .service(resource("/api/admin/packages/{packageId}", vec![web::put().to(routes::update_package)]))
         .service(resource("/api/admin/alerts", vec![web::get().to(routes::admin_alerts)]))
+        .service(resource("/api/admin/report", vec![web::get().to(routes::admin_report)]))
         .service(resource("/metrics", vec![web::get().to(metrics::metrics)]))
         .service(resource("/healthz", vec![web::get().to(routes::healthz)]))
         .service(resource("/readyz", vec![web::get().to(routes::readyz)]))

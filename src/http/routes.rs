@@ -7,7 +7,7 @@ use super::dto::{
     AdminCreditsResponse, AdminPackageResponse, AlertsResponse, CaptureResponse, CatalogueResponse, DisableRequest,
     HealthResponse, HoldRequest, HoldResponse, LedgerEntryResponse, LedgerPageResponse, LedgerQuery,
     PackageUpdateRequest, PurchaseRequest, PurchaseResponse, PurchasesStateResponse, RefundResponse, ReleaseResponse,
-    SpendRequest, SpendResponse, StatusResponse, SyncResponse, UserCreditsResponse,
+    ReportResponse, SpendRequest, SpendResponse, StatusResponse, SyncResponse, UserCreditsResponse,
 };
 use super::error::ApiError;
 use super::extract::{fingerprint, idempotency_key, json_body, require_admin, required_idempotency_key};
@@ -200,6 +200,12 @@ pub async fn admin_alerts(request: HttpRequest, state: web::Data<AppState>) -> A
     require_admin(&request, &state.admin_token)?;
     let view = state.engine.alerts().await?;
     Ok(HttpResponse::Ok().json(AlertsResponse::from(view)))
+}
+
+pub async fn admin_report(request: HttpRequest, state: web::Data<AppState>) -> Answer {
+    require_admin(&request, &state.admin_token)?;
+    let report = state.engine.report().await?;
+    Ok(HttpResponse::Ok().json(ReportResponse::new(&report)))
 }
 
 pub async fn healthz() -> HttpResponse {

@@ -229,6 +229,30 @@ impl Store {
         Ok(events)
     }
 
+    /// Provider credits consumed (spends, positive) and given back (refunds,
+    /// negative) by ledger entries after `since_ms`, newest first.
+    ///
+    /// # Errors
+    /// A read or decode failure.
+    pub fn consumption_since(&self, since_ms: u64, ratio: crate::domain::Ratio) -> Result<Vec<(u64, i64)>, StoreError> {
+        let mut consumption = Vec::new();
+        for item in self.db.scan_prefix([keys::LEDGER_PREFIX]).rev() {
+            let entry: LedgerEntry = codec::decode(&item?.1)?;
+            if entry.at_ms <= since_ms {
+                break;
+            }
+            let (credits, sign) = match entry.kind {
+                records::EntryKind::Spend { credits, .. } => (credits, 1),
+                records::EntryKind::Refund { credits, .. } => (credits, -1),
+                _ => continue,
+            };
+            let provider =
+                ratio.backing(credits).map_or(0, |provider| i64::try_from(provider.get()).unwrap_or(i64::MAX));
+            consumption.push((entry.at_ms, provider.saturating_mul(sign)));
+        }
+        Ok(consumption)
+    }
+
     /// Every spend.
     pub fn spends(&self) -> impl Iterator<Item = Result<SpendRecord, StoreError>> + '_ {
         self.db.scan_prefix([keys::SPEND_PREFIX]).map(|item| Ok(codec::decode(&item?.1)?))

@@ -41,6 +41,8 @@ pub struct InventoryRecord {
     pub purchases_enabled: bool,
     pub disabled_reason: Option<String>,
     pub revenue: Money,
+    /// Provider credits consumed since the beginning: spends minus refunds (SPEC §8 cost).
+    pub consumed_total: ProviderCredits,
 }
 
 impl InventoryRecord {
@@ -55,6 +57,7 @@ impl InventoryRecord {
             purchases_enabled: true,
             disabled_reason: None,
             revenue,
+            consumed_total: ProviderCredits::ZERO,
         }
     }
 }

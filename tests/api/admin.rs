@@ -13,13 +13,14 @@ async fn every_admin_route_checks_the_token() {
     let dir = temp_dir();
     let server = Server::start(&provider, dir.path()).await;
     let client = client();
-    let routes: [(&str, &str, Option<serde_json::Value>); 8] = [
+    let routes: [(&str, &str, Option<serde_json::Value>); 9] = [
         ("GET", "/api/admin/credits", None),
         ("POST", "/api/admin/credits/sync", None),
         ("POST", "/api/admin/purchases/disable", Some(json!({"reason": "auth matrix"}))),
         ("POST", "/api/admin/purchases/enable", None),
         ("PUT", "/api/admin/packages/starter", Some(json!({"enabled": true}))),
         ("GET", "/api/admin/alerts", None),
+        ("GET", "/api/admin/report", None),
         ("GET", "/api/admin/ledger?after=0&limit=5", None),
         ("GET", "/api/admin/ledger", None),
     ];
