@@ -52,6 +52,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/api/admin/alerts", vec![web::get().to(routes::admin_alerts)]))
         .service(resource("/api/admin/report", vec![web::get().to(routes::admin_report)]))
         .service(resource("/metrics", vec![web::get().to(metrics::metrics)]))
+        .service(resource("/admin", vec![web::get().to(routes::admin_page)]))
         .service(resource("/healthz", vec![web::get().to(routes::healthz)]))
         .service(resource("/readyz", vec![web::get().to(routes::readyz)]))
         .default_service(web::to(routes::not_found));

@@ -208,6 +208,23 @@ pub async fn admin_report(request: HttpRequest, state: web::Data<AppState>) -> A
     Ok(HttpResponse::Ok().json(ReportResponse::new(&report)))
 }
 
+/// The admin dashboard (SPEC §9): one self-contained page, embedded in the
+/// binary. It holds no secret: the token is typed in and kept in the tab's
+/// session storage, and every call it makes is an ordinary admin API call.
+const ADMIN_PAGE: &str = include_str!("assets/admin.html");
+
+pub async fn admin_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+        ))
+        .insert_header(("X-Frame-Options", "DENY"))
+        .insert_header(("Cache-Control", "no-store"))
+        .body(ADMIN_PAGE)
+}
+
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthResponse { status: "ok" })
 }

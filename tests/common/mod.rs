@@ -346,3 +346,35 @@ pub async fn open_alert(client: &reqwest::Client, server: &Server, kind: &str) -
     let answer = admin_get(client, &server.url("/api/admin/alerts")).await;
     answer.body["open"].as_array().expect("open").iter().find(|a| a["kind"] == kind).cloned()
 }
+
+/// An external tool a test needs (chromium, prometheus, ...). `.ci/run`
+/// installs them and sets `CREDITD_REQUIRE_TOOLS=1`, which turns a missing
+/// tool into a failure; elsewhere the test says it is skipped.
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CREDITD_REQUIRE_TOOLS").is_none(),
+            "{name} is required (CREDITD_REQUIRE_TOOLS is set) but not installed"
+        );
+        eprintln!("SKIPPED: {name} is not installed (.ci/run installs it)");
+    }
+    found
+}
+
+/// A port the OS has just handed out and released, for tools that must be told one.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("address").port()
+}
+
+/// A child process killed when dropped.
+pub struct Guarded(pub std::process::Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,103 @@
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{ClientBuilder, Locator};
+
+use crate::common::{catalogue, client, free_port, provider, temp_dir, tool, Guarded, Server, ADMIN_TOKEN};
+
+async fn text_of(browser: &fantoccini::Client, css: &str) -> String {
+    match browser.find(Locator::Css(css)).await {
+        Ok(element) => element.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn wait_for_text(browser: &fantoccini::Client, css: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = text_of(browser, css).await;
+        if got == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{css} shows {got:?}, expected {expected:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Goal: the admin page works in a real browser (SPEC §9). Method: headless
+/// Debian chromium through chromedriver opens `/admin`, types the token,
+/// sees the real balance; the fake provider's balance changes and "Sync Real
+/// Credits" shows the new value; "Disable all purchases" makes the public
+/// catalogue report `disabled`. A screenshot is saved.
+#[tokio::test]
+async fn the_admin_page_syncs_and_disables_in_a_real_browser() {
+    let (Some(chromedriver), Some(chromium)) = (tool("chromedriver"), tool("chromium")) else { return };
+    let provider = provider(938);
+    let dir = temp_dir();
+    let server = Server::start(&provider, dir.path()).await;
+    let port = free_port();
+    let driver = Guarded(
+        Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    let webdriver = format!("http://127.0.0.1:{port}");
+    let mut capabilities = serde_json::Map::new();
+    let profile = temp_dir();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=1280,1400", format!("--user-data-dir={}", profile.path().display())],
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let browser = loop {
+        match ClientBuilder::rustls().expect("tls").capabilities(capabilities.clone()).connect(&webdriver).await {
+            Ok(browser) => break browser,
+            Err(error) => {
+                assert!(Instant::now() < deadline, "chromedriver did not accept a session: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    browser.goto(&server.url("/admin")).await.expect("opens /admin");
+    browser.find(Locator::Id("token")).await.expect("token field").send_keys(ADMIN_TOKEN).await.expect("types");
+    browser.find(Locator::Id("save-token")).await.expect("button").click().await.expect("clicks");
+    wait_for_text(&browser, "#real-balance", "938").await;
+    wait_for_text(&browser, "#capacity", "234").await;
+    let storage = browser
+        .execute(
+            "return [sessionStorage.getItem('creditd-admin-token') !== null, localStorage.length, document.cookie];",
+            vec![],
+        )
+        .await
+        .expect("runs");
+    assert_eq!(storage, serde_json::json!([true, 0, ""]), "the token lives in session storage only");
+
+    provider.set_balance(5_000);
+    browser.find(Locator::Id("sync-button")).await.expect("button").click().await.expect("clicks");
+    wait_for_text(&browser, "#real-balance", "5,000").await;
+    wait_for_text(&browser, "#database-balance", "5,000").await;
+
+    browser.find(Locator::Id("disable-reason")).await.expect("field").send_keys("browser test").await.expect("types");
+    browser.find(Locator::Id("disable-button")).await.expect("button").click().await.expect("clicks");
+    wait_for_text(&browser, "#purchases-enabled", "Disabled").await;
+    let shown = catalogue(&client(), &server).await;
+    assert_eq!(shown["status"], "disabled");
+    wait_for_text(&browser, "#open-alerts tr[data-kind=purchases_disabled] td:nth-child(3)", "browser test").await;
+
+    let png = browser.screenshot().await.expect("screenshot");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("admin-dashboard.png");
+    std::fs::write(&path, &png).expect("saves the screenshot");
+    eprintln!("admin page screenshot: {}", path.display());
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    browser.close().await.expect("closes");
+    drop(driver);
+}
