@@ -81,6 +81,7 @@ impl Application {
             hold_ttl_default_secs: config.hold_ttl_default_secs,
             hold_ttl_max_secs: config.hold_ttl_max_secs,
             metrics: telemetry::metrics(),
+            openapi: http::openapi::document(&config.packages.iter().map(|p| p.id.to_string()).collect::<Vec<_>>()),
         });
         let upkeep = telemetry::metrics();
         actix_rt::spawn(async move {

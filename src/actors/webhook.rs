@@ -24,7 +24,7 @@ pub const ATTEMPTS_MAX: u32 = 6;
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The JSON an alert event is delivered as (the shape of SPEC §7).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AlertEventBody {
     pub id: u64,
     pub kind: String,

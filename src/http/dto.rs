@@ -15,14 +15,16 @@ use crate::store::records::{
     CaptureReceipt, EntryKind, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt, SpendReceipt,
 };
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PurchaseRequest {
+    #[schema(min_length = 1, max_length = 128)]
     pub user_id: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub package_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PurchaseResponse {
     pub purchase_id: String,
@@ -44,15 +46,19 @@ impl From<PurchaseReceipt> for PurchaseResponse {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HoldRequest {
+    #[schema(min_length = 1, max_length = 128)]
     pub user_id: String,
+    #[schema(min_length = 1, max_length = 128)]
     pub package_id: String,
+    /// Default 900 (15 minutes); at most the configured maximum (default 86 400).
+    #[schema(minimum = 1, maximum = 86400)]
     pub ttl_seconds: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HoldResponse {
     pub hold_id: String,
@@ -76,7 +82,7 @@ impl From<HoldReceipt> for HoldResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CaptureResponse {
     pub hold_id: String,
@@ -101,7 +107,7 @@ impl From<CaptureReceipt> for CaptureResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseResponse {
     pub hold_id: String,
@@ -121,15 +127,18 @@ impl From<ReleaseReceipt> for ReleaseResponse {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SpendRequest {
+    #[schema(min_length = 1, max_length = 128)]
     pub user_id: String,
+    #[schema(minimum = 1, maximum = 9007199254740991_i64)]
     pub credits: i64,
+    #[schema(min_length = 1, max_length = 256)]
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SpendResponse {
     pub spend_id: String,
@@ -150,7 +159,7 @@ impl From<SpendReceipt> for SpendResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RefundResponse {
     pub spend_id: String,
@@ -173,7 +182,7 @@ impl From<RefundReceipt> for RefundResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PackageResponse {
     pub id: String,
@@ -187,7 +196,7 @@ pub struct PackageResponse {
     pub sellable: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlatformCapacity {
     pub total_user_credits: u64,
@@ -201,7 +210,7 @@ pub struct PlatformCapacity {
     pub purchases_enabled: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CatalogueResponse {
     pub packages: Vec<PackageResponse>,
@@ -210,7 +219,7 @@ pub struct CatalogueResponse {
     pub platform_capacity: PlatformCapacity,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusResponse {
     pub status: &'static str,
@@ -270,7 +279,7 @@ impl From<&InventoryView> for StatusResponse {
 }
 
 /// One ledger entry as exported (SPEC §9 ledger, user credits).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntryResponse {
     pub seq: u64,
@@ -401,7 +410,7 @@ impl From<LedgerEntry> for LedgerEntryResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserCreditsResponse {
     pub user_id: String,
@@ -409,14 +418,14 @@ pub struct UserCreditsResponse {
     pub entries: Vec<LedgerEntryResponse>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerQuery {
     pub after: Option<u64>,
     pub limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerPageResponse {
     pub entries: Vec<LedgerEntryResponse>,
@@ -424,7 +433,7 @@ pub struct LedgerPageResponse {
     pub next_after: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthResponse {
     pub status: &'static str,
 }
@@ -432,7 +441,7 @@ pub struct HealthResponse {
 // ---------------------------------------------------------------------------
 // Admin (SPEC §9).
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LevelsResponse {
     pub warning: u64,
@@ -440,7 +449,7 @@ pub struct LevelsResponse {
     pub critical: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReserveBandsResponse {
     pub minimum: u64,
@@ -448,7 +457,7 @@ pub struct ReserveBandsResponse {
     pub ideal: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncAttemptResponse {
     pub at: String,
@@ -477,7 +486,7 @@ impl From<&SyncAttempt> for SyncAttemptResponse {
 }
 
 /// `GET /api/admin/credits`: real vs database, drift, last sync, levels, band.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminCreditsResponse {
     /// The provider's balance at the last successful sync.
@@ -533,7 +542,7 @@ impl AdminCreditsResponse {
 }
 
 /// `POST /api/admin/credits/sync`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncResponse {
     pub real_balance: u64,
@@ -557,13 +566,15 @@ impl From<SyncReport> for SyncResponse {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisableRequest {
+    /// Shown in the `purchases_disabled` alert.
+    #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PurchasesStateResponse {
     pub purchases_enabled: bool,
@@ -576,16 +587,18 @@ impl From<PurchasesState> for PurchasesStateResponse {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PackageUpdateRequest {
     pub enabled: Option<bool>,
     /// Integer minor units.
+    #[schema(minimum = 1, maximum = 9007199254740991_i64)]
     pub price: Option<i64>,
+    #[schema(minimum = 1, maximum = 9007199254740991_i64)]
     pub credits: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminPackageResponse {
     pub id: String,
@@ -608,7 +621,7 @@ impl From<Package> for AdminPackageResponse {
 }
 
 /// `GET /api/admin/alerts` (SPEC §7).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AlertsResponse {
     pub open: Vec<AlertEventBody>,
     pub alerts: Vec<AlertEventBody>,
@@ -623,7 +636,7 @@ impl From<AlertsView> for AlertsResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BurnRateResponse {
     /// Provider credits consumed per day over the last 24 hours.
@@ -634,7 +647,7 @@ pub struct BurnRateResponse {
     pub consumed_last_7d: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunwayResponse {
     pub burn_per_day: u64,
@@ -658,14 +671,14 @@ impl RunwayResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunwaysResponse {
     pub last_24h: RunwayResponse,
     pub last_7d: RunwayResponse,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ToBuyResponse {
     pub minimum: u64,
@@ -674,7 +687,7 @@ pub struct ToBuyResponse {
 }
 
 /// `GET /api/admin/report` (SPEC §8). Money in integer minor units.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportResponse {
     pub generated_at: String,

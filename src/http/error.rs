@@ -7,6 +7,47 @@ use serde::Serialize;
 
 use crate::actors::EngineError;
 
+/// The error codes of SPEC §9: a contract, listed in the OpenAPI document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidRequest,
+    MissingIdempotencyKey,
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+    InsufficientCapacity,
+    PackageDisabled,
+    InsufficientFunds,
+    HoldCaptured,
+    HoldReleased,
+    HoldExpired,
+    AlreadyRefunded,
+    IdempotencyKeyInUse,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    IdempotencyKeyReused,
+    SyncFailed,
+    PurchasesDisabled,
+    EnhancementUnavailable,
+    NotReady,
+    Overloaded,
+}
+
+/// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// For people: names the field for `invalid_request`, gives the
+    /// user-facing sentence of SPEC §5 where there is one.
+    pub message: String,
+}
+
 /// Every error an HTTP handler can answer with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -18,8 +59,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    #[error("method not allowed; this resource serves {allow}")]
+    MethodNotAllowed { allow: String },
     #[error("the request body is larger than 64 KiB")]
     PayloadTooLarge,
     #[error("the request body must be application/json")]
@@ -45,16 +86,16 @@ impl ApiError {
     }
 
     /// The status and the contract code of SPEC §9.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            Self::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_request"),
-            Self::MissingIdempotencyKey => (StatusCode::BAD_REQUEST, "missing_idempotency_key"),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            Self::SyncFailed(_) => (StatusCode::BAD_GATEWAY, "sync_failed"),
+            Self::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
+            Self::MissingIdempotencyKey => (StatusCode::BAD_REQUEST, ErrorCode::MissingIdempotencyKey),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType),
+            Self::SyncFailed(_) => (StatusCode::BAD_GATEWAY, ErrorCode::SyncFailed),
             Self::Engine(error) => engine_status_and_code(error),
         }
     }
@@ -78,38 +119,27 @@ impl ApiError {
     }
 }
 
-fn engine_status_and_code(error: &EngineError) -> (StatusCode, &'static str) {
+fn engine_status_and_code(error: &EngineError) -> (StatusCode, ErrorCode) {
     match error {
-        EngineError::NotReady(_) | EngineError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
-        EngineError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        EngineError::NotReady(_) | EngineError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady),
+        EngineError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Overloaded),
         EngineError::UnknownPackage(_)
         | EngineError::UnknownUser
         | EngineError::UnknownHold(_)
-        | EngineError::UnknownSpend(_) => (StatusCode::NOT_FOUND, "not_found"),
-        EngineError::HoldCaptured => (StatusCode::CONFLICT, "hold_captured"),
-        EngineError::HoldReleased => (StatusCode::CONFLICT, "hold_released"),
-        EngineError::HoldExpired => (StatusCode::CONFLICT, "hold_expired"),
-        EngineError::InsufficientFunds => (StatusCode::CONFLICT, "insufficient_funds"),
-        EngineError::AlreadyRefunded => (StatusCode::CONFLICT, "already_refunded"),
-        EngineError::EnhancementUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "enhancement_unavailable"),
-        EngineError::PackageDisabled(_) => (StatusCode::CONFLICT, "package_disabled"),
-        EngineError::InsufficientCapacity => (StatusCode::CONFLICT, "insufficient_capacity"),
-        EngineError::PurchasesDisabled => (StatusCode::SERVICE_UNAVAILABLE, "purchases_disabled"),
-        EngineError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"),
-        EngineError::IdempotencyKeyInUse => (StatusCode::CONFLICT, "idempotency_key_in_use"),
-        EngineError::Quantity(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+        | EngineError::UnknownSpend(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+        EngineError::HoldCaptured => (StatusCode::CONFLICT, ErrorCode::HoldCaptured),
+        EngineError::HoldReleased => (StatusCode::CONFLICT, ErrorCode::HoldReleased),
+        EngineError::HoldExpired => (StatusCode::CONFLICT, ErrorCode::HoldExpired),
+        EngineError::InsufficientFunds => (StatusCode::CONFLICT, ErrorCode::InsufficientFunds),
+        EngineError::AlreadyRefunded => (StatusCode::CONFLICT, ErrorCode::AlreadyRefunded),
+        EngineError::EnhancementUnavailable => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::EnhancementUnavailable),
+        EngineError::PackageDisabled(_) => (StatusCode::CONFLICT, ErrorCode::PackageDisabled),
+        EngineError::InsufficientCapacity => (StatusCode::CONFLICT, ErrorCode::InsufficientCapacity),
+        EngineError::PurchasesDisabled => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::PurchasesDisabled),
+        EngineError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::IdempotencyKeyReused),
+        EngineError::IdempotencyKeyInUse => (StatusCode::CONFLICT, ErrorCode::IdempotencyKeyInUse),
+        EngineError::Quantity(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
     }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: String,
 }
 
 impl ResponseError for ApiError {
@@ -120,8 +150,12 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let (status, code) = self.status_and_code();
         if status.is_server_error() {
-            tracing::warn!(code, error = %self, "request failed");
+            tracing::warn!(?code, error = %self, "request failed");
         }
-        HttpResponse::build(status).json(ErrorBody { error: ErrorDetail { code, message: self.message() } })
+        let mut response = HttpResponse::build(status);
+        if let Self::MethodNotAllowed { allow } = self {
+            response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
+        }
+        response.json(ErrorBody { error: ErrorDetail { code, message: self.message() } })
     }
 }

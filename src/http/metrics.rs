@@ -52,6 +52,12 @@ fn signed_gauge_value(value: i64) -> f64 {
     value as f64
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    summary = "Prometheus metrics (text exposition format)",
+    responses(
+        (status = 200, description = "The metrics", content_type = "text/plain"),
+        (status = 503, description = "`overloaded`", body = super::error::ErrorBody),
+    ))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = state.engine.snapshot().await?;
     let alerts = state.engine.alerts().await?;
@@ -74,6 +80,12 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         metrics::gauge!("creditd_last_sync_age_seconds").set(gauge_value(age_ms) / 1000.0);
         metrics::gauge!("creditd_last_sync_drift_credits").set(signed_gauge_value(sync.drift.unwrap_or(0)));
     }
+    let settings = state.engine.settings();
+    metrics::gauge!("creditd_level_warning_credits").set(gauge_value(settings.levels.warning.get()));
+    metrics::gauge!("creditd_level_low_credits").set(gauge_value(settings.levels.low.get()));
+    metrics::gauge!("creditd_level_critical_credits").set(gauge_value(settings.levels.critical.get()));
+    let stale_after = settings.sync_stale_after.as_secs();
+    metrics::gauge!("creditd_sync_stale_after_seconds").set(gauge_value(stale_after));
     for kind in AlertKind::ALL {
         let open = alerts.open.iter().any(|event| event.kind == kind.name());
         metrics::gauge!("creditd_alert_open", "kind" => kind.name()).set(flag(open));

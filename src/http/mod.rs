@@ -6,8 +6,10 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 
+use actix_web::http::Method;
 use actix_web::{web, Route};
 
 use crate::config::Secret;
@@ -20,13 +22,19 @@ pub struct AppState {
     pub hold_ttl_default_secs: u64,
     pub hold_ttl_max_secs: u64,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// `openapi::document`, rendered once at start-up.
+    pub openapi: String,
 }
 
-fn resource(path: &str, routes: Vec<Route>) -> actix_web::Resource {
-    routes
-        .into_iter()
-        .fold(web::resource(path), actix_web::Resource::route)
-        .default_service(web::to(routes::method_not_allowed))
+/// A resource with its routes; any other method gets 405 with an `Allow` header.
+fn resource(path: &str, routes: Vec<(Method, Route)>) -> actix_web::Resource {
+    let allow = routes.iter().map(|(method, _)| method.as_str()).collect::<Vec<_>>().join(", ");
+    routes.into_iter().fold(web::resource(path), |resource, (_, route)| resource.route(route)).default_service(web::to(
+        move || {
+            let allow = allow.clone();
+            async move { routes::method_not_allowed(allow) }
+        },
+    ))
 }
 
 /// Registers every route.
@@ -34,26 +42,42 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(resource(
             "/api/credits/purchase",
-            vec![web::get().to(routes::catalogue), web::post().to(routes::purchase)],
+            vec![(Method::GET, web::get().to(routes::catalogue)), (Method::POST, web::post().to(routes::purchase))],
         ))
-        .service(resource("/api/credits/status", vec![web::get().to(routes::status)]))
-        .service(resource("/api/credits/holds", vec![web::post().to(routes::create_hold)]))
-        .service(resource("/api/credits/holds/{holdId}/capture", vec![web::post().to(routes::capture_hold)]))
-        .service(resource("/api/credits/holds/{holdId}/release", vec![web::post().to(routes::release_hold)]))
-        .service(resource("/api/credits/spend", vec![web::post().to(routes::spend)]))
-        .service(resource("/api/credits/spend/{spendId}/refund", vec![web::post().to(routes::refund)]))
-        .service(resource("/api/users/{userId}/credits", vec![web::get().to(routes::user_credits)]))
-        .service(resource("/api/admin/ledger", vec![web::get().to(routes::ledger)]))
-        .service(resource("/api/admin/credits", vec![web::get().to(routes::admin_credits)]))
-        .service(resource("/api/admin/credits/sync", vec![web::post().to(routes::admin_sync)]))
-        .service(resource("/api/admin/purchases/disable", vec![web::post().to(routes::disable_purchases)]))
-        .service(resource("/api/admin/purchases/enable", vec![web::post().to(routes::enable_purchases)]))
-        .service(resource("/api/admin/packages/{packageId}", vec![web::put().to(routes::update_package)]))
-        .service(resource("/api/admin/alerts", vec![web::get().to(routes::admin_alerts)]))
-        .service(resource("/api/admin/report", vec![web::get().to(routes::admin_report)]))
-        .service(resource("/metrics", vec![web::get().to(metrics::metrics)]))
-        .service(resource("/admin", vec![web::get().to(routes::admin_page)]))
-        .service(resource("/healthz", vec![web::get().to(routes::healthz)]))
-        .service(resource("/readyz", vec![web::get().to(routes::readyz)]))
+        .service(resource("/api/credits/status", vec![(Method::GET, web::get().to(routes::status))]))
+        .service(resource("/api/credits/holds", vec![(Method::POST, web::post().to(routes::create_hold))]))
+        .service(resource(
+            "/api/credits/holds/{holdId}/capture",
+            vec![(Method::POST, web::post().to(routes::capture_hold))],
+        ))
+        .service(resource(
+            "/api/credits/holds/{holdId}/release",
+            vec![(Method::POST, web::post().to(routes::release_hold))],
+        ))
+        .service(resource("/api/credits/spend", vec![(Method::POST, web::post().to(routes::spend))]))
+        .service(resource("/api/credits/spend/{spendId}/refund", vec![(Method::POST, web::post().to(routes::refund))]))
+        .service(resource("/api/users/{userId}/credits", vec![(Method::GET, web::get().to(routes::user_credits))]))
+        .service(resource("/api/admin/ledger", vec![(Method::GET, web::get().to(routes::ledger))]))
+        .service(resource("/api/admin/credits", vec![(Method::GET, web::get().to(routes::admin_credits))]))
+        .service(resource("/api/admin/credits/sync", vec![(Method::POST, web::post().to(routes::admin_sync))]))
+        .service(resource(
+            "/api/admin/purchases/disable",
+            vec![(Method::POST, web::post().to(routes::disable_purchases))],
+        ))
+        .service(resource(
+            "/api/admin/purchases/enable",
+            vec![(Method::POST, web::post().to(routes::enable_purchases))],
+        ))
+        .service(resource(
+            "/api/admin/packages/{packageId}",
+            vec![(Method::PUT, web::put().to(routes::update_package))],
+        ))
+        .service(resource("/api/admin/alerts", vec![(Method::GET, web::get().to(routes::admin_alerts))]))
+        .service(resource("/api/admin/report", vec![(Method::GET, web::get().to(routes::admin_report))]))
+        .service(resource("/metrics", vec![(Method::GET, web::get().to(metrics::metrics))]))
+        .service(resource("/admin", vec![(Method::GET, web::get().to(routes::admin_page))]))
+        .service(resource("/openapi.json", vec![(Method::GET, web::get().to(routes::openapi))]))
+        .service(resource("/healthz", vec![(Method::GET, web::get().to(routes::healthz))]))
+        .service(resource("/readyz", vec![(Method::GET, web::get().to(routes::readyz))]))
         .default_service(web::to(routes::not_found));
 }

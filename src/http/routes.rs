@@ -9,12 +9,12 @@ use super::dto::{
     PackageUpdateRequest, PurchaseRequest, PurchaseResponse, PurchasesStateResponse, RefundResponse, ReleaseResponse,
     ReportResponse, SpendRequest, SpendResponse, StatusResponse, SyncResponse, UserCreditsResponse,
 };
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{fingerprint, idempotency_key, json_body, require_admin, required_idempotency_key};
 use super::AppState;
 use crate::actors::inventory::UpdatePackage;
 use crate::actors::EngineError;
-use crate::domain::{HoldId, PackageId, Reason, SpendId, UserCredits, UserId};
+use crate::domain::{HoldId, PackageId, Reason, SpendId, UserCredits, UserId, QUANTITY_MAX};
 
 /// Entries shown with a wallet.
 const USER_ENTRIES_DEFAULT: usize = 50;
@@ -22,6 +22,12 @@ const LEDGER_PAGE_DEFAULT: usize = 100;
 
 type Answer = Result<HttpResponse, ApiError>;
 
+#[utoipa::path(get, path = "/api/credits/purchase", tag = "storefront",
+    summary = "The catalogue: packages, platform status and capacity",
+    responses(
+        (status = 200, description = "What can be sold now", body = CatalogueResponse),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn catalogue(state: web::Data<AppState>) -> Answer {
     let view = state.engine.snapshot().await?;
     if !view.ready {
@@ -30,6 +36,12 @@ pub async fn catalogue(state: web::Data<AppState>) -> Answer {
     Ok(HttpResponse::Ok().json(CatalogueResponse::from(&view)))
 }
 
+#[utoipa::path(get, path = "/api/credits/status", tag = "storefront",
+    summary = "Platform status and its message, cheap enough to poll",
+    responses(
+        (status = 200, description = "The status", body = StatusResponse),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn status(state: web::Data<AppState>) -> Answer {
     let view = state.engine.snapshot().await?;
     if !view.ready {
@@ -38,6 +50,22 @@ pub async fn status(state: web::Data<AppState>) -> Answer {
     Ok(HttpResponse::Ok().json(StatusResponse::from(&view)))
 }
 
+#[utoipa::path(post, path = "/api/credits/purchase", tag = "storefront",
+    summary = "Buy a package for a user",
+    params(
+        ("Idempotency-Key" = String, Header, description = "Required. 1–255 printable bytes; a retry with the same key and body gets the first answer", min_length = 1, max_length = 255),
+    ),
+    request_body(content = PurchaseRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Bought (or the first answer to this key)", body = PurchaseResponse),
+        (status = 400, description = "`invalid_request` (the message names the field) or `missing_idempotency_key`", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown package", body = ErrorBody),
+        (status = 409, description = "`insufficient_capacity` (\"Service temporarily unavailable\"), `package_disabled` (\"Temporarily unavailable\") or `idempotency_key_in_use`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the key was used with another body", body = ErrorBody),
+        (status = 503, description = "`purchases_disabled` (kill switch), `not_ready` or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn purchase(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
     let key = required_idempotency_key(&request)?;
     let body: PurchaseRequest = json_body(&request, payload).await?;
@@ -48,6 +76,22 @@ pub async fn purchase(request: HttpRequest, payload: web::Payload, state: web::D
     Ok(HttpResponse::Ok().json(PurchaseResponse::from(receipt)))
 }
 
+#[utoipa::path(post, path = "/api/credits/holds", tag = "storefront",
+    summary = "Reserve a package for a user while the storefront takes payment",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Optional. 1–255 printable bytes", min_length = 1, max_length = 255),
+    ),
+    request_body(content = HoldRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Held until `expiresAt` (or the first answer to this key)", body = HoldResponse),
+        (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown package", body = ErrorBody),
+        (status = 409, description = "`insufficient_capacity`, `package_disabled` or `idempotency_key_in_use`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 503, description = "`purchases_disabled`, `not_ready` or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn create_hold(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
     let key = idempotency_key(&request)?;
     let body: HoldRequest = json_body(&request, payload).await?;
@@ -74,18 +118,60 @@ fn hold_id(path: web::Path<String>) -> Result<HoldId, ApiError> {
 
 /// Capture and release take no body; an `Idempotency-Key` is accepted and
 /// checked, and the hold's own state makes a retry return the first answer.
+#[utoipa::path(post, path = "/api/credits/holds/{holdId}/capture", tag = "storefront",
+    summary = "Turn a hold into wallet credits; a second capture gets the first answer",
+    params(
+        ("holdId" = String, Path, min_length = 1, max_length = 128),
+        ("Idempotency-Key" = Option<String>, Header, description = "Optional. 1–255 printable bytes", min_length = 1, max_length = 255),
+    ),
+    responses(
+        (status = 200, description = "Captured", body = CaptureResponse),
+        (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown hold", body = ErrorBody),
+        (status = 409, description = "`hold_released` or `hold_expired`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn capture_hold(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
     idempotency_key(&request)?;
     let receipt = state.engine.capture(hold_id(path)?).await?;
     Ok(HttpResponse::Ok().json(CaptureResponse::from(receipt)))
 }
 
+#[utoipa::path(post, path = "/api/credits/holds/{holdId}/release", tag = "storefront",
+    summary = "Give a hold's capacity back; a second release gets the first answer",
+    params(
+        ("holdId" = String, Path, min_length = 1, max_length = 128),
+        ("Idempotency-Key" = Option<String>, Header, description = "Optional. 1–255 printable bytes", min_length = 1, max_length = 255),
+    ),
+    responses(
+        (status = 200, description = "Released", body = ReleaseResponse),
+        (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown hold", body = ErrorBody),
+        (status = 409, description = "`hold_captured` or `hold_expired`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn release_hold(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
     idempotency_key(&request)?;
     let receipt = state.engine.release(hold_id(path)?).await?;
     Ok(HttpResponse::Ok().json(ReleaseResponse::from(receipt)))
 }
 
+#[utoipa::path(post, path = "/api/credits/spend", tag = "enhancement",
+    summary = "Spend a user's credits before calling the provider",
+    params(
+        ("Idempotency-Key" = String, Header, description = "Required. 1–255 printable bytes; a retry with the same key and body gets the first answer", min_length = 1, max_length = 255),
+    ),
+    request_body(content = SpendRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Spent (or the first answer to this key)", body = SpendResponse),
+        (status = 400, description = "`invalid_request` (the message names the field) or `missing_idempotency_key`", body = ErrorBody),
+        (status = 404, description = "`not_found`: a user who never had a wallet", body = ErrorBody),
+        (status = 409, description = "`insufficient_funds` or `idempotency_key_in_use`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 503, description = "`enhancement_unavailable` (\"Enhancement temporarily unavailable\"), `not_ready` or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
     let key = required_idempotency_key(&request)?;
     let body: SpendRequest = json_body(&request, payload).await?;
@@ -101,6 +187,19 @@ pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data
 }
 
 /// A refund needs no body; the spend's own state makes it happen once.
+#[utoipa::path(post, path = "/api/credits/spend/{spendId}/refund", tag = "enhancement",
+    summary = "Undo a spend, once",
+    params(
+        ("spendId" = String, Path, min_length = 1, max_length = 128),
+        ("Idempotency-Key" = Option<String>, Header, description = "Optional. 1–255 printable bytes", min_length = 1, max_length = 255),
+    ),
+    responses(
+        (status = 200, description = "Refunded", body = RefundResponse),
+        (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown spend", body = ErrorBody),
+        (status = 409, description = "`already_refunded`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn refund(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
     idempotency_key(&request)?;
     let spend_id = SpendId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("spendId", error))?;
@@ -108,6 +207,15 @@ pub async fn refund(request: HttpRequest, path: web::Path<String>, state: web::D
     Ok(HttpResponse::Ok().json(RefundResponse::from(receipt)))
 }
 
+#[utoipa::path(get, path = "/api/users/{userId}/credits", tag = "storefront",
+    summary = "A user's wallet and recent ledger entries",
+    params(("userId" = String, Path, min_length = 1, max_length = 128)),
+    responses(
+        (status = 200, description = "The wallet", body = UserCreditsResponse),
+        (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 404, description = "`not_found`: a user who never had a wallet", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn user_credits(path: web::Path<String>, state: web::Data<AppState>) -> Answer {
     let user = UserId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("userId", error))?;
     let (wallet, entries) = state.engine.user_credits(user.clone(), USER_ENTRIES_DEFAULT).await?;
@@ -118,21 +226,46 @@ pub async fn user_credits(path: web::Path<String>, state: web::Data<AppState>) -
     }))
 }
 
+#[utoipa::path(get, path = "/api/admin/ledger", tag = "admin",
+    summary = "The ledger in order, for audit and export",
+    params(
+        ("after" = Option<u64>, Query, description = "Entries after this sequence number (default 0)", minimum = 0, maximum = 9007199254740991_i64),
+        ("limit" = Option<u64>, Query, description = "At most this many (1–1000, default 100)", minimum = 1, maximum = 1000),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of the ledger", body = LedgerPageResponse),
+        (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn ledger(request: HttpRequest, state: web::Data<AppState>) -> Answer {
     require_admin(&request, &state.admin_token)?;
     let query = web::Query::<LedgerQuery>::from_query(request.query_string())
         .map_err(|error| ApiError::invalid("query", error))?
         .into_inner();
+    let after = query.after.unwrap_or(0);
+    if after > QUANTITY_MAX {
+        return Err(ApiError::invalid("after", format!("must be at most {QUANTITY_MAX}")));
+    }
     let limit = query.limit.unwrap_or(LEDGER_PAGE_DEFAULT);
     if !(1..=crate::store::LEDGER_PAGE_MAX).contains(&limit) {
         return Err(ApiError::invalid("limit", format!("must be between 1 and {}", crate::store::LEDGER_PAGE_MAX)));
     }
-    let entries = state.engine.ledger_page(query.after.unwrap_or(0), limit).await?;
+    let entries = state.engine.ledger_page(after, limit).await?;
     let next_after = (entries.len() == limit).then(|| entries.last().map(|entry| entry.seq)).flatten();
     Ok(HttpResponse::Ok()
         .json(LedgerPageResponse { entries: entries.into_iter().map(LedgerEntryResponse::from).collect(), next_after }))
 }
 
+#[utoipa::path(get, path = "/api/admin/credits", tag = "admin",
+    summary = "Real vs database balance, drift, last sync, levels, reserve band",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The operators' view", body = AdminCreditsResponse),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn admin_credits(request: HttpRequest, state: web::Data<AppState>) -> Answer {
     require_admin(&request, &state.admin_token)?;
     let view = state.engine.snapshot().await?;
@@ -140,6 +273,15 @@ pub async fn admin_credits(request: HttpRequest, state: web::Data<AppState>) -> 
     Ok(HttpResponse::Ok().json(AdminCreditsResponse::new(&view, &sync, state.engine.settings().levels)))
 }
 
+#[utoipa::path(post, path = "/api/admin/credits/sync", tag = "admin",
+    summary = "Sync Real Credits: fetch the provider balance now",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Synced", body = SyncResponse),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 502, description = "`sync_failed`: the provider could not give a valid answer; the message says why", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn admin_sync(request: HttpRequest, state: web::Data<AppState>) -> Answer {
     require_admin(&request, &state.admin_token)?;
     let report = state.engine.sync_now().await?;
@@ -149,6 +291,18 @@ pub async fn admin_sync(request: HttpRequest, state: web::Data<AppState>) -> Ans
 /// The reason an operator gives for the kill switch: 1–500 bytes, printable.
 const REASON_BYTES_MAX: usize = 500;
 
+#[utoipa::path(post, path = "/api/admin/purchases/disable", tag = "admin",
+    summary = "Kill switch on: purchases and holds answer 503",
+    request_body(content = DisableRequest, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Disabled", body = PurchasesStateResponse),
+        (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn disable_purchases(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
     require_admin(&request, &state.admin_token)?;
     let body: DisableRequest = json_body(&request, payload).await?;
@@ -160,12 +314,34 @@ pub async fn disable_purchases(request: HttpRequest, payload: web::Payload, stat
     Ok(HttpResponse::Ok().json(PurchasesStateResponse::from(answer)))
 }
 
+#[utoipa::path(post, path = "/api/admin/purchases/enable", tag = "admin",
+    summary = "Kill switch off",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Enabled", body = PurchasesStateResponse),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn enable_purchases(request: HttpRequest, state: web::Data<AppState>) -> Answer {
     require_admin(&request, &state.admin_token)?;
     let answer = state.engine.set_purchases_enabled(true, None).await?;
     Ok(HttpResponse::Ok().json(PurchasesStateResponse::from(answer)))
 }
 
+#[utoipa::path(put, path = "/api/admin/packages/{packageId}", tag = "admin",
+    summary = "Enable, disable, re-price or resize a package",
+    params(("packageId" = String, Path, min_length = 1, max_length = 128)),
+    request_body(content = PackageUpdateRequest, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The package's new settings", body = AdminPackageResponse),
+        (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown package", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn update_package(
     request: HttpRequest,
     path: web::Path<String>,
@@ -196,12 +372,28 @@ pub async fn update_package(
     Ok(HttpResponse::Ok().json(AdminPackageResponse::from(package)))
 }
 
+#[utoipa::path(get, path = "/api/admin/alerts", tag = "admin",
+    summary = "Open alerts and the most recent events (at most 500, oldest first)",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Alerts", body = AlertsResponse),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn admin_alerts(request: HttpRequest, state: web::Data<AppState>) -> Answer {
     require_admin(&request, &state.admin_token)?;
     let view = state.engine.alerts().await?;
     Ok(HttpResponse::Ok().json(AlertsResponse::from(view)))
 }
 
+#[utoipa::path(get, path = "/api/admin/report", tag = "admin",
+    summary = "Revenue, cost, margin, burn rate, runway and what to buy (SPEC §8)",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The report", body = ReportResponse),
+        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn admin_report(request: HttpRequest, state: web::Data<AppState>) -> Answer {
     require_admin(&request, &state.admin_token)?;
     let report = state.engine.report().await?;
@@ -213,6 +405,9 @@ pub async fn admin_report(request: HttpRequest, state: web::Data<AppState>) -> A
 /// session storage, and every call it makes is an ordinary admin API call.
 const ADMIN_PAGE: &str = include_str!("assets/admin.html");
 
+#[utoipa::path(get, path = "/admin", tag = "operations",
+    summary = "The admin dashboard page (HTML)",
+    responses((status = 200, description = "One self-contained page", content_type = "text/html")))]
 pub async fn admin_page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
@@ -225,10 +420,24 @@ pub async fn admin_page() -> HttpResponse {
         .body(ADMIN_PAGE)
 }
 
+/// The OpenAPI document (not itself listed in it).
+pub async fn openapi(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(state.openapi.clone())
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    summary = "The process is alive",
+    responses((status = 200, description = "Alive", body = HealthResponse)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthResponse { status: "ok" })
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    summary = "Ready to serve: synced once since start, storage healthy",
+    responses(
+        (status = 200, description = "Ready", body = HealthResponse),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+    ))]
 pub async fn readyz(state: web::Data<AppState>) -> Answer {
     if state.engine.health().ready() {
         Ok(HttpResponse::Ok().json(HealthResponse { status: "ready" }))
@@ -243,6 +452,7 @@ pub async fn not_found(request: HttpRequest) -> Answer {
     Err(ApiError::NotFound(format!("no route {} {}", request.method(), request.path())))
 }
 
-pub async fn method_not_allowed() -> Answer {
-    Err(ApiError::MethodNotAllowed)
+/// 405 for a method the resource does not serve; `allow` lists those it does.
+pub fn method_not_allowed(allow: String) -> Answer {
+    Err(ApiError::MethodNotAllowed { allow })
 }

@@ -3,7 +3,9 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{ClientBuilder, Locator};
 
-use crate::common::{catalogue, client, free_port, provider, temp_dir, tool, Guarded, Server, ADMIN_TOKEN};
+use crate::common::{
+    catalogue, client, free_port, provider, purchase, spend, temp_dir, tool, Guarded, Server, ADMIN_TOKEN,
+};
 
 async fn text_of(browser: &fantoccini::Client, css: &str) -> String {
     match browser.find(Locator::Css(css)).await {
@@ -35,6 +37,11 @@ async fn the_admin_page_syncs_and_disables_in_a_real_browser() {
     let provider = provider(938);
     let dir = temp_dir();
     let server = Server::start(&provider, dir.path()).await;
+    let shop = client();
+    for (user, key) in [("ada", "b-1"), ("bo", "b-2")] {
+        assert_eq!(purchase(&shop, &server.base, user, "pro", key).await.status, 200);
+    }
+    assert_eq!(spend(&shop, &server, "ada", 10, "s-1").await.status, 200);
     let port = free_port();
     let driver = Guarded(
         Command::new(chromedriver)
@@ -71,7 +78,9 @@ async fn the_admin_page_syncs_and_disables_in_a_real_browser() {
     browser.find(Locator::Id("token")).await.expect("token field").send_keys(ADMIN_TOKEN).await.expect("types");
     browser.find(Locator::Id("save-token")).await.expect("button").click().await.expect("clicks");
     wait_for_text(&browser, "#real-balance", "938").await;
-    wait_for_text(&browser, "#capacity", "234").await;
+    wait_for_text(&browser, "#capacity", "34").await;
+    wait_for_text(&browser, "#database-balance", "898").await;
+    wait_for_text(&browser, "#burn-24h", "40").await;
     let storage = browser
         .execute(
             "return [sessionStorage.getItem('creditd-admin-token') !== null, localStorage.length, document.cookie];",
