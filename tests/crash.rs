@@ -1,131 +1,340 @@
-//! Goal: an acknowledged purchase survives `kill -9` at any moment, and
-//! nothing half-applied is visible after restart (SPEC §4.2).
+//! The crash harness (SPEC §4.2, §4.3): Jepsen-style, against the real binary.
 //!
-//! Method: 32 clients buy concurrently against the real binary; after a
-//! random number of acknowledgements the server gets SIGKILL. Then, with the
-//! server down, `creditd check` must pass on the data directory; after a
-//! restart every acknowledged purchase must be in the ledger and its wallet,
-//! every purchase that got no answer is retried with its key and must then
-//! be applied exactly once, and `reserved == ratio × Σ wallets`. Repeated for
-//! `CRASH_CYCLES` cycles (default 5).
+//! Goal: every acknowledged operation survives `kill -9` exactly once, every
+//! operation that got no answer is applied at most once (exactly once after
+//! its retry with the same key), nothing is oversold or half-applied.
+//!
+//! Method: 64 clients run purchases, holds, captures, releases, spends and
+//! refunds with unique idempotency keys and record a history of ok / refused
+//! / unknown (no answer). After a random 0.5–5 s the server gets SIGKILL;
+//! `creditd check` must pass on the stopped directory; the server restarts;
+//! every unknown operation is retried with its key; then the whole ledger is
+//! checked against the history. `CRASH_CYCLES` cycles (default 20; the long
+//! mode is `CRASH_CYCLES=200 cargo test --release --test crash`).
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
 
-use common::{catalogue, client, get, ledger, provider, purchase, run_check, temp_dir, try_purchase, Server};
+use common::{capacity, ledger, provider, run_check, temp_dir, Server};
 
-const CLIENTS: usize = 32;
+const CLIENTS: usize = 64;
+const PACKAGES: [&str; 3] = ["starter", "creative", "pro"];
 
-#[derive(Debug, Default)]
-struct History {
-    /// Key → purchase id, for every 200.
-    acknowledged: BTreeMap<String, String>,
-    /// Keys (and their users) that got no answer.
-    unknown: Vec<(String, String)>,
+#[derive(Debug, Clone)]
+enum Op {
+    Purchase { user: String, package: &'static str, key: String },
+    Hold { user: String, package: &'static str, ttl: u64, key: String },
+    Capture { hold: String },
+    Release { hold: String },
+    Spend { user: String, credits: u64, key: String },
+    Refund { spend: String },
 }
 
-async fn buyer(
+#[derive(Debug, Clone)]
+enum Outcome {
+    Ok(Value),
+    Refused(u16, String),
+    Unknown,
+}
+
+/// What one client believes: its user, its open holds and refundable spends.
+struct ClientState {
+    user: String,
+    holds: Vec<String>,
+    spends: Vec<String>,
+    balance: u64,
+    next: u64,
+}
+
+fn request(client: &reqwest::Client, base: &str, op: &Op) -> reqwest::RequestBuilder {
+    match op {
+        Op::Purchase { user, package, key } => client
+            .post(format!("{base}/api/credits/purchase"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"userId": user, "packageId": package})),
+        Op::Hold { user, package, ttl, key } => client
+            .post(format!("{base}/api/credits/holds"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"userId": user, "packageId": package, "ttlSeconds": ttl})),
+        Op::Capture { hold } => client.post(format!("{base}/api/credits/holds/{hold}/capture")),
+        Op::Release { hold } => client.post(format!("{base}/api/credits/holds/{hold}/release")),
+        Op::Spend { user, credits, key } => client
+            .post(format!("{base}/api/credits/spend"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"userId": user, "credits": credits, "reason": "crash harness"})),
+        Op::Refund { spend } => client.post(format!("{base}/api/credits/spend/{spend}/refund")),
+    }
+}
+
+async fn invoke(client: &reqwest::Client, base: &str, op: &Op) -> Outcome {
+    let Ok(response) = request(client, base, op).send().await else { return Outcome::Unknown };
+    let status = response.status().as_u16();
+    let Ok(bytes) = response.bytes().await else { return Outcome::Unknown };
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if status == 200 {
+        Outcome::Ok(body)
+    } else {
+        Outcome::Refused(status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+    }
+}
+
+fn next_op(state: &mut ClientState, rng: &mut StdRng, cycle: usize) -> Op {
+    state.next += 1;
+    let key = format!("c{cycle}-{}-{}", state.user, state.next);
+    let user = state.user.clone();
+    match rng.gen_range(0..100) {
+        0..=29 => Op::Purchase { user, package: PACKAGES[rng.gen_range(0..PACKAGES.len())], key },
+        30..=44 => Op::Hold { user, package: "starter", ttl: if rng.gen_bool(0.2) { 1 } else { 60 }, key },
+        45..=59 if !state.holds.is_empty() => {
+            Op::Capture { hold: state.holds.swap_remove(rng.gen_range(0..state.holds.len())) }
+        }
+        60..=64 if !state.holds.is_empty() => {
+            Op::Release { hold: state.holds.swap_remove(rng.gen_range(0..state.holds.len())) }
+        }
+        65..=89 if state.balance > 0 => Op::Spend { user, credits: rng.gen_range(1..=state.balance.min(5)), key },
+        90..=99 if !state.spends.is_empty() => {
+            Op::Refund { spend: state.spends.swap_remove(rng.gen_range(0..state.spends.len())) }
+        }
+        _ => Op::Purchase { user, package: "starter", key },
+    }
+}
+
+/// What an acknowledged operation teaches the client.
+fn learn(state: &mut ClientState, op: &Op, body: &Value) {
+    let balance = body["balance"].as_u64();
+    match op {
+        Op::Hold { .. } => state.holds.extend(body["holdId"].as_str().map(str::to_owned)),
+        Op::Spend { .. } => state.spends.extend(body["spendId"].as_str().map(str::to_owned)),
+        _ => {}
+    }
+    if let Some(balance) = balance {
+        state.balance = balance;
+    }
+}
+
+async fn run_client(
     client: reqwest::Client,
     base: String,
-    id: usize,
+    mut state: ClientState,
     stop: Arc<AtomicBool>,
-    acks: Arc<AtomicUsize>,
     cycle: usize,
-) -> History {
-    let mut history = History::default();
-    let user = format!("crash-user-{id}");
-    let mut n = 0;
+    seed: u64,
+) -> (ClientState, Vec<(Op, Outcome)>) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut history = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let key = format!("c{cycle}-u{id}-p{n}");
-        n += 1;
-        match try_purchase(&client, &base, &user, "starter", &key).await {
-            Ok(answer) if answer.status == 200 => {
-                history.acknowledged.insert(key, answer.body["purchaseId"].as_str().expect("id").to_owned());
-                acks.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(answer) => panic!("unexpected answer for {key}: {answer:?}"),
-            Err(_) => {
-                history.unknown.push((key, user.clone()));
-                // The server is gone; a real client would back off and retry later.
-                break;
-            }
+        let op = next_op(&mut state, &mut rng, cycle);
+        let outcome = invoke(&client, &base, &op).await;
+        if let Outcome::Ok(body) = &outcome {
+            learn(&mut state, &op, body);
+        }
+        let unknown = matches!(outcome, Outcome::Unknown);
+        history.push((op, outcome));
+        if unknown {
+            break; // The server is gone: the client waits for it to come back.
         }
     }
-    history
+    (state, history)
+}
+
+/// Counts of what the ledger holds, by idempotency key and resource id.
+#[derive(Default)]
+struct LedgerIndex {
+    keys: BTreeMap<(String, String), usize>,
+    closes: BTreeMap<String, Vec<String>>,
+    refunds: BTreeMap<String, usize>,
+    ids: BTreeSet<String>,
+}
+
+/// Adds ledger entries (read in order, never twice) to the index.
+fn extend_index(index: &mut LedgerIndex, entries: &[Value]) {
+    for entry in entries {
+        let kind = entry["kind"].as_str().unwrap_or("").to_owned();
+        if let Some(key) = entry["idempotencyKey"].as_str() {
+            *index.keys.entry((kind.clone(), key.to_owned())).or_default() += 1;
+        }
+        for id in ["purchaseId", "holdId", "spendId"] {
+            if let Some(id) = entry[id].as_str() {
+                index.ids.insert(format!("{kind}/{id}"));
+            }
+        }
+        if matches!(kind.as_str(), "holdCaptured" | "holdReleased" | "holdExpired") {
+            index.closes.entry(entry["holdId"].as_str().unwrap_or("").to_owned()).or_default().push(kind.clone());
+        }
+        if kind == "refund" {
+            *index.refunds.entry(entry["spendId"].as_str().unwrap_or("").to_owned()).or_default() += 1;
+        }
+    }
+}
+
+/// The ledger entries after `after`, through the admin API, page by page.
+async fn ledger_after(client: &reqwest::Client, server: &Server, mut after: u64) -> Vec<Value> {
+    let mut entries = Vec::new();
+    loop {
+        let url = server.url(&format!("/api/admin/ledger?after={after}&limit=1000"));
+        let page = common::admin_get(client, &url).await;
+        assert_eq!(page.status, 200, "{page:?}");
+        entries.extend(page.body["entries"].as_array().cloned().unwrap_or_default());
+        match page.body["nextAfter"].as_u64() {
+            Some(next) => after = next,
+            None => return entries,
+        }
+    }
+}
+
+/// Checks one acknowledged operation against the ledger: applied exactly once.
+fn applied_once(index: &LedgerIndex, op: &Op, body: &Value) -> Result<(), String> {
+    let once = |kind: &str, key: &str| match index.keys.get(&(kind.to_owned(), key.to_owned())) {
+        Some(1) => Ok(()),
+        other => Err(format!("{kind} with key {key} is in the ledger {other:?} times")),
+    };
+    let has = |kind: &str, field: &str| {
+        let id = body[field].as_str().unwrap_or("");
+        if index.ids.contains(&format!("{kind}/{id}")) {
+            Ok(())
+        } else {
+            Err(format!("{kind} {id} was acknowledged but is not in the ledger"))
+        }
+    };
+    match op {
+        Op::Purchase { key, .. } => once("purchase", key).and_then(|()| has("purchase", "purchaseId")),
+        Op::Hold { key, .. } => once("holdCreated", key).and_then(|()| has("holdCreated", "holdId")),
+        Op::Spend { key, .. } => once("spend", key).and_then(|()| has("spend", "spendId")),
+        Op::Capture { hold } | Op::Release { hold } => {
+            let expected = if matches!(op, Op::Capture { .. }) { "holdCaptured" } else { "holdReleased" };
+            match index.closes.get(hold).map(Vec::as_slice) {
+                Some([kind]) if kind == expected => Ok(()),
+                other => Err(format!("hold {hold} acknowledged as {expected}, the ledger has {other:?}")),
+            }
+        }
+        Op::Refund { spend } => match index.refunds.get(spend) {
+            Some(1) => Ok(()),
+            other => Err(format!("refund of {spend} is in the ledger {other:?} times")),
+        },
+    }
+}
+
+/// No key and no hold or spend was ever applied twice.
+fn nothing_twice(index: &LedgerIndex) -> Result<(), String> {
+    if let Some(((kind, key), n)) = index.keys.iter().find(|(_, n)| **n > 1) {
+        return Err(format!("{kind} with key {key} applied {n} times"));
+    }
+    if let Some((hold, closes)) = index.closes.iter().find(|(_, closes)| closes.len() > 1) {
+        return Err(format!("hold {hold} closed {} times: {closes:?}", closes.len()));
+    }
+    if let Some((spend, n)) = index.refunds.iter().find(|(_, n)| **n > 1) {
+        return Err(format!("spend {spend} refunded {n} times"));
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_purchases_survive_kill_9_and_nothing_is_half_applied() {
-    let cycles: usize = std::env::var("CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+async fn acknowledged_operations_survive_kill_9_exactly_once() {
+    let cycles: usize = std::env::var("CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let seed: u64 =
+        std::env::var("CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("crash harness: {cycles} cycles, CRASH_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
     let provider = provider(1_000_000_000);
     let dir = temp_dir();
     let mut server = Server::start(&provider, dir.path()).await;
-    let client = client();
-    let mut all_acknowledged: BTreeMap<String, String> = BTreeMap::new();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let mut states: Vec<ClientState> = (0..CLIENTS)
+        .map(|i| ClientState { user: format!("crash-{i}"), holds: Vec::new(), spends: Vec::new(), balance: 0, next: 0 })
+        .collect();
+    let mut acknowledged: Vec<(Op, Value)> = Vec::new();
+    let mut index = LedgerIndex::default();
+    let mut last_seq = 0u64;
+    let mut verified = 0usize;
+    let (mut operations, mut unknown_total, mut refused_total) = (0usize, 0usize, 0usize);
 
     for cycle in 0..cycles {
         let stop = Arc::new(AtomicBool::new(false));
-        let acks = Arc::new(AtomicUsize::new(0));
-        let buyers: Vec<_> = (0..CLIENTS)
-            .map(|id| tokio::spawn(buyer(client.clone(), server.base.clone(), id, stop.clone(), acks.clone(), cycle)))
+        let tasks: Vec<_> = states
+            .drain(..)
+            .map(|state| {
+                let task_seed = rng.gen();
+                tokio::spawn(run_client(client.clone(), server.base.clone(), state, stop.clone(), cycle, task_seed))
+            })
             .collect();
-        let kill_after = rand::thread_rng().gen_range(20..400);
-        while acks.load(Ordering::Relaxed) < kill_after {
-            tokio::task::yield_now().await;
-        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(500..=5_000))).await;
         server.kill9();
         stop.store(true, Ordering::Relaxed);
-        let mut history = History::default();
-        for buyer in buyers {
-            let part = buyer.await.expect("buyer task");
-            history.acknowledged.extend(part.acknowledged);
-            history.unknown.extend(part.unknown);
+        let mut unknown = Vec::new();
+        for task in tasks {
+            let (state, history) = task.await.expect("client task");
+            states.push(state);
+            for (op, outcome) in history {
+                operations += 1;
+                match outcome {
+                    Outcome::Ok(body) => acknowledged.push((op, body)),
+                    Outcome::Refused(..) => refused_total += 1,
+                    Outcome::Unknown => unknown.push((states.len() - 1, op)),
+                }
+            }
         }
 
         let (code, report) = run_check(dir.path());
         assert_eq!(code, 0, "cycle {cycle}: creditd check after kill -9:\n{report}");
-
         server.restart().await;
-        let entries = ledger(&client, &server).await;
-        let ids: BTreeSet<&str> = entries.iter().filter_map(|e| e["purchaseId"].as_str()).collect();
-        for (key, id) in &history.acknowledged {
-            assert!(ids.contains(id.as_str()), "cycle {cycle}: acknowledged purchase {key} ({id}) was lost");
-        }
-        for (key, user) in &history.unknown {
-            let retry = purchase(&client, &server.base, user, "starter", key).await;
-            assert_eq!(retry.status, 200, "cycle {cycle}: retry of {key}: {retry:?}");
-        }
-        all_acknowledged.extend(history.acknowledged);
 
-        let entries = ledger(&client, &server).await;
-        let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut per_user: BTreeMap<&str, u64> = BTreeMap::new();
-        for entry in entries.iter().filter(|e| e["kind"] == "purchase") {
-            *per_key.entry(entry["idempotencyKey"].as_str().expect("key")).or_default() += 1;
-            *per_user.entry(entry["userId"].as_str().expect("user")).or_default() += 10;
+        unknown_total += unknown.len();
+        for (owner, op) in unknown {
+            match invoke(&client, &server.base, &op).await {
+                Outcome::Ok(body) => {
+                    learn(&mut states[owner], &op, &body);
+                    acknowledged.push((op, body));
+                }
+                // Not applied before, and refused now (a hold that expired meanwhile, a spend refunded...),
+                // or applied before: `already_refunded`. Either way at most once, checked below.
+                Outcome::Refused(status, code) => {
+                    assert!(status == 409 || status == 404, "retry of {op:?}: {status} {code}")
+                }
+                Outcome::Unknown => panic!("cycle {cycle}: the restarted server did not answer the retry of {op:?}"),
+            }
         }
-        assert!(per_key.values().all(|&n| n == 1), "cycle {cycle}: a key was applied twice");
-        let mut wallets_total = 0;
-        for (user, credits) in &per_user {
-            let wallet = get(&client, &server.url(&format!("/api/users/{user}/credits"))).await;
-            assert_eq!(wallet.body["balance"].as_u64(), Some(*credits), "cycle {cycle}: wallet of {user}");
-            wallets_total += credits;
+
+        // The ledger is append-only and gap-free: read only what is new.
+        let entries = ledger_after(&client, &server, last_seq).await;
+        for (expected, entry) in (last_seq + 1..).zip(&entries) {
+            assert_eq!(entry["seq"].as_u64(), Some(expected), "cycle {cycle}: the ledger has a gap");
         }
-        let capacity = catalogue(&client, &server).await["platformCapacity"].clone();
-        assert_eq!(capacity["reservedCredits"].as_u64(), Some(4 * wallets_total), "cycle {cycle}: reserved");
+        last_seq += entries.len() as u64;
+        extend_index(&mut index, &entries);
+        nothing_twice(&index).unwrap_or_else(|error| panic!("cycle {cycle}: {error}"));
+        for (op, body) in &acknowledged[verified..] {
+            applied_once(&index, op, body).unwrap_or_else(|error| panic!("cycle {cycle}: {error}"));
+        }
+        verified = acknowledged.len();
+        let capacity = capacity(&client, &server).await;
+        let (balance, reserved) = (capacity["nanoBananaCredits"].as_u64(), capacity["reservedCredits"].as_u64());
+        assert!(reserved <= balance, "cycle {cycle}: oversold: reserved {reserved:?} > balance {balance:?}");
         eprintln!(
-            "cycle {cycle}: killed after {kill_after}+ acks; {} acknowledged, {} unknown retried, {} purchases in all",
-            all_acknowledged.len(),
-            history.unknown.len(),
-            per_key.len()
+            "cycle {cycle:>3}: {operations} operations, {} acknowledged, {unknown_total} unknown retried, {refused_total} refused, ledger {last_seq}",
+            acknowledged.len(),
         );
+    }
+    // Everything again, against the whole ledger: an acknowledged operation
+    // must still be there, once, however many crashes came after it.
+    let entries = ledger(&client, &server).await;
+    let mut whole = LedgerIndex::default();
+    extend_index(&mut whole, &entries);
+    nothing_twice(&whole).unwrap_or_else(|error| panic!("at the end: {error}"));
+    for (op, body) in &acknowledged {
+        applied_once(&whole, op, body).unwrap_or_else(|error| panic!("at the end: {error}"));
     }
     server.kill9();
     let (code, report) = run_check(dir.path());
     assert_eq!(code, 0, "final creditd check:\n{report}");
+    eprintln!(
+        "crash harness: {cycles} kill cycles, {operations} operations, {unknown_total} unknown retried, 0 violations"
+    );
 }

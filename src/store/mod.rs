@@ -111,9 +111,10 @@ impl Store {
         let db = sled::Config::new().path(directory).open()?;
         let log_file = OpenOptions::new().read(true).write(true).open(directory.join("db"))?;
         if created {
-            // sled fsyncs neither its directory nor the files it creates there.
+            // sled fsyncs neither its directory nor the `conf` file it creates there.
             db.flush()?;
             log_file.sync_all()?;
+            File::open(directory.join("conf"))?.sync_all()?;
             sync_directory(directory)?;
             if let Some(parent) = directory.parent().filter(|p| !p.as_os_str().is_empty()) {
                 sync_directory(parent)?;
