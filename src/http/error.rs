@@ -159,3 +159,21 @@ impl ResponseError for ApiError {
         response.json(ErrorBody { error: ErrorDetail { code, message: self.message() } })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_failures_and_missing_syncs_are_503_not_ready() {
+        for error in [EngineError::Storage("injected".into()), EngineError::NotReady("waiting")] {
+            assert_eq!(
+                ApiError::Engine(error).status_and_code(),
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady)
+            );
+        }
+        let refused = ApiError::Engine(EngineError::InsufficientCapacity);
+        assert_eq!(refused.status_and_code(), (StatusCode::CONFLICT, ErrorCode::InsufficientCapacity));
+        assert_eq!(refused.message(), "Service temporarily unavailable");
+    }
+}

@@ -65,7 +65,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::records::{InventoryRecord, LedgerEntry, WalletRecord};
+    use crate::store::records::{
+        AlertEventRecord, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry, MetaRecord, PackageOverride,
+        SpendRecord, WalletRecord,
+    };
     use proptest::prelude::*;
 
     #[test]
@@ -87,10 +90,26 @@ mod tests {
 
     proptest! {
         #[test]
+        /// The CI stand-in for the `decode_records` fuzz target.
         fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode::<LedgerEntry>(&bytes);
             let _ = decode::<InventoryRecord>(&bytes);
             let _ = decode::<WalletRecord>(&bytes);
+            let _ = decode::<HoldRecord>(&bytes);
+            let _ = decode::<SpendRecord>(&bytes);
+            let _ = decode::<IdempotencyRecord>(&bytes);
+            let _ = decode::<AlertEventRecord>(&bytes);
+            let _ = decode::<MetaRecord>(&bytes);
+            let _ = decode::<PackageOverride>(&bytes);
+        }
+
+        /// A length prefix claiming more than the limit is refused, not allocated.
+        #[test]
+        fn huge_length_prefixes_are_refused(claimed in (RECORD_BYTES_MAX as u64)..u64::MAX) {
+            let mut bytes = vec![FORMAT_VERSION, 1];
+            bytes.push(253);
+            bytes.extend_from_slice(&claimed.to_le_bytes());
+            prop_assert!(decode::<AlertEventRecord>(&bytes).is_err());
         }
     }
 }

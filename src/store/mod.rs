@@ -91,6 +91,27 @@ impl WriteSet {
     }
 }
 
+/// Faults a test can inject into the commit path (failed writes, failed
+/// syncs, a full disk). Production stores have none.
+pub trait StorageFaults: Send + Sync + 'static {
+    /// Called before a group's batch is applied; an error fails the group unapplied.
+    ///
+    /// # Errors
+    /// The injected fault.
+    fn before_apply(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    /// Called after the batch is applied, before the flush and sync; an error
+    /// fails the group with its changes possibly on disk but never acknowledged.
+    ///
+    /// # Errors
+    /// The injected fault.
+    fn before_sync(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A handle on the data directory. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -98,6 +119,7 @@ pub struct Store {
     /// sled's log file, kept open to `fdatasync` it after each flush.
     log_file: Arc<File>,
     directory: PathBuf,
+    faults: Option<Arc<dyn StorageFaults>>,
 }
 
 impl Store {
@@ -120,7 +142,14 @@ impl Store {
                 sync_directory(parent)?;
             }
         }
-        Ok(Self { db, log_file: Arc::new(log_file), directory: directory.to_owned() })
+        Ok(Self { db, log_file: Arc::new(log_file), directory: directory.to_owned(), faults: None })
+    }
+
+    /// The same store, with `faults` injected into every later write (tests only).
+    #[must_use]
+    pub fn with_faults(mut self, faults: Arc<dyn StorageFaults>) -> Self {
+        self.faults = Some(faults);
+        self
     }
 
     pub fn directory(&self) -> &Path {
@@ -339,7 +368,13 @@ impl Store {
                 }
             }
         }
+        if let Some(faults) = &self.faults {
+            faults.before_apply()?;
+        }
         self.db.apply_batch(batch)?;
+        if let Some(faults) = &self.faults {
+            faults.before_sync()?;
+        }
         self.sync()
     }
 
