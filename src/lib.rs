@@ -11,6 +11,7 @@
 //! - [`http`]: routes, JSON shapes, and the one error-to-answer mapping.
 //! - [`provider`]: the NanoBanana client and a fake NanoBanana server.
 //! - [`check`]: the offline `creditd check`.
+//! - [`loadtest`]: `creditd loadtest`, simulated buyers against a running server.
 //! - [`config`], [`clock`], [`telemetry`]: settings, time, logging.
 //!
 //! [`Application`] puts them together; `main.rs` only parses the command line.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod loadtest;
 pub mod provider;
 pub mod store;
 pub mod telemetry;

@@ -39,6 +39,42 @@ enum Command {
     },
     /// Production: needs NANOBANANA_BASE_URL, NANOBANANA_API_KEY and CREDITD_ADMIN_TOKEN.
     Serve,
+    /// Simulated buyers against a running creditd: throughput, latency, errors, then a consistency check.
+    Loadtest {
+        /// Base URL of the server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Concurrent clients (keep-alive connections).
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// How long to run, in seconds (unless --operations is given).
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Stop after this many operations instead of after --seconds.
+        #[arg(long)]
+        operations: Option<u64>,
+        /// Weights of the operations: catalogue, purchase, hold (hold + capture), spend.
+        #[arg(long, default_value = "purchase=100")]
+        mix: creditd::loadtest::Mix,
+        /// Size of the user population.
+        #[arg(long, default_value_t = 100_000)]
+        users: u64,
+        /// Draw users by Zipf with this exponent instead of uniformly.
+        #[arg(long)]
+        zipf: Option<f64>,
+        /// The package purchases and holds buy.
+        #[arg(long, default_value = "starter")]
+        package: String,
+        /// Admin token, to verify the wallets add up (default: CREDITD_ADMIN_TOKEN).
+        #[arg(long)]
+        admin_token: Option<String>,
+        /// Names this run's users and keys (default: random).
+        #[arg(long)]
+        run_id: Option<String>,
+        /// No progress bar (for logs).
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Verify a stopped server's data directory against its ledger.
     Check {
         /// Data directory (default: CREDITD_DATA_DIR, then ./data).
@@ -61,6 +97,34 @@ fn main() -> ExitCode {
         Command::Serve => serve(&config),
         Command::Demo { provider_credits } => demo(config, provider_credits),
         Command::Check { data_dir } => return check(&data_dir.unwrap_or_else(|| config.data_dir.clone())),
+        Command::Loadtest {
+            url,
+            clients,
+            seconds,
+            operations,
+            mix,
+            users,
+            zipf,
+            package,
+            admin_token,
+            run_id,
+            quiet,
+        } => {
+            let options = creditd::loadtest::LoadOptions {
+                url: url.trim_end_matches('/').to_owned(),
+                clients: clients.max(1),
+                duration: operations.is_none().then(|| std::time::Duration::from_secs(seconds)),
+                operations,
+                mix,
+                users: users.max(1),
+                zipf,
+                admin_token: admin_token.or_else(|| config.admin_token.as_ref().map(|token| token.expose().to_owned())),
+                package,
+                run_id: run_id.unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::thread_rng(), 6)),
+                progress: !quiet,
+            };
+            return loadtest(options);
+        }
     };
     match outcome {
         Ok(code) => code,
@@ -175,6 +239,35 @@ fn check(data_dir: &std::path::Path) -> ExitCode {
         Err(error) => {
             eprintln!("creditd check: {error}");
             ExitCode::from(EXIT_CONFIGURATION)
+        }
+    }
+}
+
+fn loadtest(options: creditd::loadtest::LoadOptions) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("creditd loadtest: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(creditd::loadtest::run(options)) {
+        Ok(report) => {
+            print!("{}", report.text);
+            match report.verified {
+                Ok(verified) => {
+                    println!("verified: {verified}");
+                    ExitCode::SUCCESS
+                }
+                Err(violation) => {
+                    println!("VIOLATION: {violation}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(error) => {
+            eprintln!("creditd loadtest: {error}");
+            ExitCode::FAILURE
         }
     }
 }

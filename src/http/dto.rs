@@ -498,7 +498,13 @@ pub struct AdminCreditsResponse {
     pub reserved_credits: u64,
     pub available_credits: i64,
     pub total_user_credits: u64,
+    /// Σ wallets, in user credits.
+    pub wallets_user_credits: u64,
+    /// Σ open holds, in user credits.
+    pub open_holds_user_credits: u64,
     pub open_holds: usize,
+    /// Provider credits per user credit.
+    pub ratio: u64,
     pub last_successful_sync_at: Option<String>,
     pub last_sync: Option<SyncAttemptResponse>,
     pub consecutive_sync_failures: u32,
@@ -519,7 +525,10 @@ impl AdminCreditsResponse {
             reserved_credits: view.capacity.reserved.get(),
             available_credits: view.capacity.available(),
             total_user_credits: view.capacity.user_credits().get(),
+            wallets_user_credits: view.wallets_total.get(),
+            open_holds_user_credits: view.holds_total.get(),
             open_holds: view.open_holds,
+            ratio: view.capacity.ratio.get(),
             last_successful_sync_at: view.last_sync.map(|sync| rfc3339(sync.at_ms)),
             last_sync: sync.last_attempt.as_ref().map(SyncAttemptResponse::from),
             consecutive_sync_failures: sync.failures_in_a_row,
