@@ -293,6 +293,7 @@ impl Replay {
     }
 
     fn compare(&mut self, stored: &Stored) {
+        self.violations.extend(stored.stale_recent.iter().cloned());
         let mut push = |what: String| self.violations.push(what);
         let state = &stored.state;
         for (user, replayed) in &self.wallets {
@@ -313,6 +314,11 @@ impl Replay {
                 Some(state) if state == &hold.state => {}
                 Some(state) => push(format!("hold {id}: stored {state}, the ledger gives {}", hold.state)),
                 None => push(format!("hold {id}: missing, the ledger gives {}", hold.state)),
+            }
+        }
+        for (id, hold) in &self.holds {
+            if (hold.state == "open") != stored.open_index.contains(id) {
+                push(format!("hold {id}: the open-hold index disagrees with the ledger ({})", hold.state));
             }
         }
         for id in stored.holds.keys().filter(|id| !self.holds.contains_key(*id)) {
@@ -387,13 +393,39 @@ struct Stored {
     state: InventoryRecord,
     wallets: BTreeMap<UserId, UserCredits>,
     holds: BTreeMap<HoldId, &'static str>,
+    /// The open-hold index.
+    open_index: std::collections::BTreeSet<HoldId>,
+    /// Wallets whose latest entry does not show their balance.
+    stale_recent: Vec<String>,
     spends: BTreeMap<SpendId, bool>,
 }
 
 fn read_stored(store: &Store, state: InventoryRecord) -> Result<Stored, StoreError> {
-    let mut stored = Stored { state, wallets: BTreeMap::new(), holds: BTreeMap::new(), spends: BTreeMap::new() };
+    let mut stored = Stored {
+        state,
+        wallets: BTreeMap::new(),
+        holds: BTreeMap::new(),
+        open_index: store.open_hold_ids()?.into_iter().collect(),
+        stale_recent: Vec::new(),
+        spends: BTreeMap::new(),
+    };
     for item in store.wallets() {
         let (user, wallet) = item?;
+        // The wallet's last recent entry is the one that left it at its balance.
+        let latest = match wallet.recent.last() {
+            Some(&seq) => store.ledger_entry(seq)?,
+            None => None,
+        };
+        let consistent = latest
+            .is_some_and(|entry| entry.user.as_ref() == Some(&user) && entry.wallet_after == Some(wallet.balance));
+        if !consistent {
+            stored.stale_recent.push(format!(
+                "wallet {:?}: its latest recent entry {:?} does not show its balance {}",
+                user.as_str(),
+                wallet.recent.last(),
+                wallet.balance
+            ));
+        }
         stored.wallets.insert(user, wallet.balance);
     }
     for hold in store.holds() {

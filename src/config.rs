@@ -87,6 +87,7 @@ struct FileConfig {
     hold_ttl_default_secs: Option<u64>,
     hold_ttl_max_secs: Option<u64>,
     provider_credit_cost_micros: Option<u64>,
+    store_cache_mb: Option<u64>,
 }
 
 /// Everything creditd can be told.
@@ -117,6 +118,8 @@ pub struct Config {
     pub hold_ttl_max_secs: u64,
     /// What one provider credit costs, in micro-units of the currency (SPEC §3: €0.001 = 1 000).
     pub provider_credit_cost_micros: u64,
+    /// sled's page cache, in bytes.
+    pub store_cache_bytes: u64,
 }
 
 /// The packages of SPEC §3.
@@ -184,6 +187,9 @@ impl Config {
         if let Some(value) = env("CREDITD_PROVIDER_TIMEOUT_MS") {
             raw.provider_timeout_ms = Some(number("CREDITD_PROVIDER_TIMEOUT_MS", value)?);
         }
+        if let Some(value) = env("CREDITD_STORE_CACHE_MB") {
+            raw.store_cache_mb = Some(number("CREDITD_STORE_CACHE_MB", value)?);
+        }
         if let Some(value) = env("CREDITD_WORKERS") {
             raw.workers =
                 Some(usize::try_from(number("CREDITD_WORKERS", value)?).map_err(|e| invalid("CREDITD_WORKERS", e))?);
@@ -240,6 +246,7 @@ impl Config {
             hold_ttl_default_secs,
             hold_ttl_max_secs,
             provider_credit_cost_micros: raw.provider_credit_cost_micros.unwrap_or(1_000),
+            store_cache_bytes: raw.store_cache_mb.unwrap_or(64).max(1).saturating_mul(1024 * 1024),
         })
     }
 

@@ -288,7 +288,9 @@ impl Engine {
             settings.sync_stale_after,
             webhook,
         )?;
-        let alerts = AlertActor::start_in_arbiter(&operations_arbiter.handle(), move |_| alert_actor);
+        // Beside the inventory: it is told about every change, and a message
+        // on the same thread costs no wakeup of another.
+        let alerts = AlertActor::start_in_arbiter(&engine_arbiter.handle(), move |_| alert_actor);
         let inventory = {
             let (settings, store, health, clock, alerts) =
                 (settings.clone(), store.clone(), Arc::clone(&health), Arc::clone(&clock), alerts.clone());
@@ -456,7 +458,8 @@ impl Engine {
         let store = self.store.clone();
         let read = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
             let wallet = store.wallet(&user)?.ok_or(EngineError::UnknownUser)?;
-            Ok((wallet, store.user_entries(&user, limit)?))
+            let entries = store.wallet_entries(&wallet, limit)?;
+            Ok((wallet, entries))
         });
         read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))?
     }

@@ -71,7 +71,7 @@ impl Application {
         listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
-        let store = Store::open(&config.data_dir)?;
+        let store = Store::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
         let settings = Settings::from_config(config);
         let recovered = engine::recover(&store, &settings, clock.as_ref())?;
         let (engine, threads) =

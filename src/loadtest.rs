@@ -32,6 +32,9 @@ pub struct LoadOptions {
     pub users: u64,
     /// `None`: uniform; `Some(s)`: Zipf with exponent `s`.
     pub zipf: Option<f64>,
+    /// Users in turn (1, 2, 3, ...) instead of drawn: to give every user of a
+    /// population a wallet.
+    pub sequential: bool,
     pub admin_token: Option<String>,
     pub package: String,
     /// Distinguishes this run's idempotency keys and users from earlier runs'.

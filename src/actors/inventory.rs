@@ -135,9 +135,6 @@ impl Change {
             wallet_after,
         };
         self.writes.put(keys::ledger(seq), &entry)?;
-        if let Some(user) = user {
-            self.writes.put_empty(keys::user_index(user, seq));
-        }
         Ok(seq)
     }
 
@@ -148,11 +145,18 @@ impl Change {
 
     fn put_hold(&mut self, hold: HoldRecord) -> Result<(), EngineError> {
         self.writes.put(keys::hold(&hold.hold_id), &hold)?;
+        if hold.state == HoldState::Open {
+            self.writes.put_empty(keys::open_hold(&hold.hold_id));
+        } else {
+            self.writes.remove(keys::open_hold(&hold.hold_id));
+        }
         self.holds.push(hold);
         Ok(())
     }
 
-    fn put_wallet(&mut self, user: &UserId, wallet: &WalletRecord) -> Result<(), EngineError> {
+    /// Writes `wallet` as moved by ledger entry `seq`.
+    fn put_wallet(&mut self, user: &UserId, wallet: &mut WalletRecord, seq: u64) -> Result<(), EngineError> {
+        wallet.note_entry(seq);
         Ok(self.writes.put_wallet(user, wallet)?)
     }
 
@@ -197,6 +201,7 @@ fn credited(wallet: WalletRecord, credits: UserCredits) -> Result<WalletRecord, 
     Ok(WalletRecord {
         balance: wallet.balance.checked_add(credits)?,
         version: wallet.version.checked_add(1).ok_or(EngineError::Storage("wallet version exhausted".into()))?,
+        recent: wallet.recent,
     })
 }
 
@@ -204,6 +209,7 @@ fn debited(wallet: WalletRecord, credits: UserCredits) -> Result<WalletRecord, E
     Ok(WalletRecord {
         balance: wallet.balance.checked_sub(credits).map_err(|_| EngineError::InsufficientFunds)?,
         version: wallet.version.checked_add(1).ok_or(EngineError::Storage("wallet version exhausted".into()))?,
+        recent: wallet.recent,
     })
 }
 
@@ -656,7 +662,7 @@ impl InventoryActor {
             None => {}
         }
         let (package, needed) = self.sellable_package(package_id)?;
-        let wallet = credited(wallet, package.credits)?;
+        let mut wallet = credited(wallet, package.credits)?;
         let mut change = self.begin();
         change.sale = true;
         change.next.reserved = change.next.reserved.checked_add(needed)?;
@@ -671,8 +677,8 @@ impl InventoryActor {
             credits: package.credits,
             price: package.price,
         };
-        change.record(Some(user), Some(key), kind, Some(wallet.balance))?;
-        change.put_wallet(user, &wallet)?;
+        let seq = change.record(Some(user), Some(key), kind, Some(wallet.balance))?;
+        change.put_wallet(user, &mut wallet, seq)?;
         let receipt = PurchaseReceipt {
             purchase_id,
             user_id: user.clone(),
@@ -704,7 +710,7 @@ impl InventoryActor {
             HoldState::Open if hold.expires_at_ms <= change.at_ms => return Err(EngineError::HoldExpired),
             HoldState::Open => {}
         }
-        let wallet = credited(wallet, hold.credits)?;
+        let mut wallet = credited(wallet, hold.credits)?;
         change.next.holds_total = change.next.holds_total.checked_sub(hold.credits)?;
         change.next.wallets_total = change.next.wallets_total.checked_add(hold.credits)?;
         change.next.revenue =
@@ -715,8 +721,8 @@ impl InventoryActor {
             credits: hold.credits,
             price: hold.price,
         };
-        change.record(Some(user), None, kind, Some(wallet.balance))?;
-        change.put_wallet(user, &wallet)?;
+        let seq = change.record(Some(user), None, kind, Some(wallet.balance))?;
+        change.put_wallet(user, &mut wallet, seq)?;
         let receipt = CaptureReceipt {
             hold_id: hold.hold_id.clone(),
             user_id: user.clone(),
@@ -745,7 +751,7 @@ impl InventoryActor {
         if wallet.version == 0 {
             return Err(EngineError::UnknownUser);
         }
-        let wallet = debited(wallet, credits)?;
+        let mut wallet = debited(wallet, credits)?;
         let provider = self.ratio.backing(credits)?;
         if provider > self.state.provider_balance {
             return Err(EngineError::EnhancementUnavailable);
@@ -759,7 +765,7 @@ impl InventoryActor {
         let spend_id = id_from_seq("spend", change.next_seq(), SpendId::parse)?;
         let kind = EntryKind::Spend { spend_id: spend_id.clone(), credits, reason };
         let seq = change.record(Some(user), Some(key), kind, Some(wallet.balance))?;
-        change.put_wallet(user, &wallet)?;
+        change.put_wallet(user, &mut wallet, seq)?;
         let record = SpendRecord { spend_id: spend_id.clone(), user: user.clone(), credits, seq, refund: None };
         change.writes.put(keys::spend(&spend_id), &record)?;
         let receipt = SpendReceipt { spend_id, user_id: user.clone(), credits, balance: wallet.balance };
@@ -780,7 +786,7 @@ impl InventoryActor {
         if spend.refund.is_some() || self.refunding.contains(spend_id) {
             return Err(EngineError::AlreadyRefunded);
         }
-        let wallet = credited(wallet, spend.credits)?;
+        let mut wallet = credited(wallet, spend.credits)?;
         let provider = self.ratio.backing(spend.credits)?;
         let mut change = self.begin();
         change.next.provider_balance = change.next.provider_balance.checked_add(provider)?;
@@ -790,8 +796,8 @@ impl InventoryActor {
         change.consumption = Consumption::Refunded { spend_seq: spend.seq, credits: provider };
         change.refunding = Some(spend_id.clone());
         let kind = EntryKind::Refund { spend_id: spend_id.clone(), credits: spend.credits };
-        change.record(Some(user), None, kind, Some(wallet.balance))?;
-        change.put_wallet(user, &wallet)?;
+        let seq = change.record(Some(user), None, kind, Some(wallet.balance))?;
+        change.put_wallet(user, &mut wallet, seq)?;
         let receipt = RefundReceipt {
             spend_id: spend_id.clone(),
             user_id: user.clone(),

@@ -53,11 +53,11 @@ impl WalletActor {
             return Err(WalletError::Retired);
         }
         self.last_used = Instant::now();
-        if let Some(wallet) = self.wallet {
-            return Ok(wallet);
+        if let Some(wallet) = &self.wallet {
+            return Ok(wallet.clone());
         }
         let wallet = self.directory.store.wallet(&self.user).map_err(EngineError::from)?.unwrap_or_default();
-        self.wallet = Some(wallet);
+        self.wallet = Some(wallet.clone());
         Ok(wallet)
     }
 }

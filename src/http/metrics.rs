@@ -24,13 +24,47 @@ pub async fn record_latency(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let route = request.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let route = request.match_name().and_then(static_route).unwrap_or("unmatched");
+    let method = static_method(request.method());
     let response = next.call(request).await?;
-    let status = response.status().as_u16().to_string();
+    let status = static_status(response.status().as_u16());
     metrics::histogram!("creditd_http_request_duration_seconds", "route" => route, "method" => method, "status" => status)
         .record(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+/// The route's pattern as a `'static` label: no allocation per request.
+fn static_route(name: &str) -> Option<&'static str> {
+    super::ROUTES.iter().copied().find(|route| *route == name)
+}
+
+fn static_method(method: &actix_web::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        _ => "other",
+    }
+}
+
+fn static_status(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        _ => "other",
+    }
 }
 
 fn flag(value: bool) -> f64 {

@@ -26,15 +26,43 @@ pub struct AppState {
     pub openapi: String,
 }
 
+/// Every route pattern, named after itself so that metrics can label
+/// requests with a `'static` string.
+pub const ROUTES: &[&str] = &[
+    "/api/credits/purchase",
+    "/api/credits/status",
+    "/api/credits/holds",
+    "/api/credits/holds/{holdId}/capture",
+    "/api/credits/holds/{holdId}/release",
+    "/api/credits/spend",
+    "/api/credits/spend/{spendId}/refund",
+    "/api/users/{userId}/credits",
+    "/api/admin/ledger",
+    "/api/admin/credits",
+    "/api/admin/credits/sync",
+    "/api/admin/purchases/disable",
+    "/api/admin/purchases/enable",
+    "/api/admin/packages/{packageId}",
+    "/api/admin/alerts",
+    "/api/admin/report",
+    "/metrics",
+    "/admin",
+    "/openapi.json",
+    "/healthz",
+    "/readyz",
+];
+
 /// A resource with its routes; any other method gets 405 with an `Allow` header.
-fn resource(path: &str, routes: Vec<(Method, Route)>) -> actix_web::Resource {
+fn resource(path: &'static str, routes: Vec<(Method, Route)>) -> actix_web::Resource {
+    debug_assert!(ROUTES.contains(&path), "{path} is listed in ROUTES");
     let allow = routes.iter().map(|(method, _)| method.as_str()).collect::<Vec<_>>().join(", ");
-    routes.into_iter().fold(web::resource(path), |resource, (_, route)| resource.route(route)).default_service(web::to(
-        move || {
+    routes
+        .into_iter()
+        .fold(web::resource(path).name(path), |resource, (_, route)| resource.route(route))
+        .default_service(web::to(move || {
             let allow = allow.clone();
             async move { routes::method_not_allowed(allow) }
-        },
-    ))
+        }))
 }
 
 /// Registers every route.

@@ -81,3 +81,19 @@ pub fn document(package_ids: &[String]) -> String {
     }
     serde_json::to_string_pretty(&value).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_path_is_a_named_route_and_every_route_is_documented() {
+        let document = ApiDoc::openapi();
+        let mut documented: Vec<&str> = document.paths.paths.keys().map(String::as_str).collect();
+        documented.push("/openapi.json");
+        documented.sort_unstable();
+        let mut routes = super::super::ROUTES.to_vec();
+        routes.sort_unstable();
+        assert_eq!(documented, routes);
+    }
+}

@@ -17,7 +17,7 @@ use crate::actors::EngineError;
 use crate::domain::{HoldId, PackageId, Reason, SpendId, UserCredits, UserId, QUANTITY_MAX};
 
 /// Entries shown with a wallet.
-const USER_ENTRIES_DEFAULT: usize = 50;
+const USER_ENTRIES_DEFAULT: usize = crate::store::records::WalletRecord::RECENT_MAX;
 const LEDGER_PAGE_DEFAULT: usize = 100;
 
 type Answer = Result<HttpResponse, ApiError>;

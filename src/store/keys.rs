@@ -9,12 +9,12 @@ pub const META: &[u8] = b"m";
 pub const INVENTORY: &[u8] = b"s";
 pub const LEDGER_PREFIX: u8 = b'l';
 pub const WALLET_PREFIX: u8 = b'w';
-pub const USER_INDEX_PREFIX: u8 = b'u';
 pub const IDEMPOTENCY_PREFIX: u8 = b'i';
 pub const HOLD_PREFIX: u8 = b'h';
 pub const SPEND_PREFIX: u8 = b'p';
 pub const PACKAGE_PREFIX: u8 = b'c';
 pub const ALERT_PREFIX: u8 = b'a';
+pub const OPEN_HOLD_PREFIX: u8 = b'o';
 
 /// `l` + big-endian sequence number, so that keys sort in ledger order.
 pub fn ledger(seq: u64) -> [u8; 9] {
@@ -32,25 +32,6 @@ pub fn ledger_seq(key: &[u8]) -> Option<u64> {
 
 pub fn wallet(user: &UserId) -> Vec<u8> {
     prefixed(WALLET_PREFIX, user.as_str())
-}
-
-/// `u` + length + user id: the prefix under which a user's entries are indexed.
-/// The length byte keeps one user's prefix from matching another's
-/// (`ann` and `anna`).
-pub fn user_index_prefix(user: &UserId) -> Vec<u8> {
-    let id = user.as_str().as_bytes();
-    let mut key = Vec::with_capacity(2 + id.len() + 8);
-    key.push(USER_INDEX_PREFIX);
-    // User ids are at most 128 bytes, so the length fits one byte.
-    key.push(u8::try_from(id.len()).unwrap_or(u8::MAX));
-    key.extend_from_slice(id);
-    key
-}
-
-pub fn user_index(user: &UserId, seq: u64) -> Vec<u8> {
-    let mut key = user_index_prefix(user);
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
 }
 
 pub fn idempotency(operation: Operation, key: &IdempotencyKey) -> Vec<u8> {
@@ -85,4 +66,10 @@ pub fn alert(id: u64) -> [u8; 9] {
     let mut key = [ALERT_PREFIX; 9];
     key[1..].copy_from_slice(&id.to_be_bytes());
     key
+}
+
+/// `o` + hold id: present while the hold is open, so that start-up reads the
+/// open holds without scanning every hold ever made.
+pub fn open_hold(id: &HoldId) -> Vec<u8> {
+    prefixed(OPEN_HOLD_PREFIX, id.as_str())
 }

@@ -25,6 +25,10 @@ use records::{
     WalletRecord,
 };
 
+/// sled's page cache unless configured: sled's own default (1 GiB) would let
+/// a large data directory take the process's memory.
+pub const CACHE_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
 /// The most ledger entries one read returns.
 pub const LEDGER_PAGE_MAX: usize = 1000;
 
@@ -128,9 +132,17 @@ impl Store {
     /// # Errors
     /// The directory cannot be created, locked or read.
     pub fn open(directory: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(directory, CACHE_BYTES_DEFAULT)
+    }
+
+    /// Opens (or creates) the data directory with a page cache of `cache_bytes`.
+    ///
+    /// # Errors
+    /// The directory cannot be created, locked or read.
+    pub fn open_with_cache(directory: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let created = !directory.join("db").exists();
         std::fs::create_dir_all(directory)?;
-        let db = sled::Config::new().path(directory).open()?;
+        let db = sled::Config::new().path(directory).cache_capacity(cache_bytes).open()?;
         let log_file = OpenOptions::new().read(true).write(true).open(directory.join("db"))?;
         if created {
             // sled fsyncs neither its directory nor the `conf` file it creates there.
@@ -214,17 +226,24 @@ impl Store {
         self.db.scan_prefix([keys::HOLD_PREFIX]).map(|item| Ok(codec::decode(&item?.1)?))
     }
 
-    /// The holds still open (their deadline may have passed while stopped).
+    /// The holds still open (their deadline may have passed while stopped),
+    /// read through the open-hold index.
     ///
     /// # Errors
-    /// A read or decode failure.
+    /// A read or decode failure, or an index entry without its open hold.
     pub fn open_holds(&self) -> Result<Vec<HoldRecord>, StoreError> {
         let mut open = Vec::new();
-        for hold in self.holds() {
-            let hold = hold?;
-            if hold.state == HoldState::Open {
-                open.push(hold);
+        for item in self.db.scan_prefix([keys::OPEN_HOLD_PREFIX]) {
+            let (key, _) = item?;
+            let id = std::str::from_utf8(&key[1..])
+                .ok()
+                .and_then(|id| HoldId::parse(id).ok())
+                .ok_or_else(|| StoreError::Layout(format!("bad open-hold key {key:?}")))?;
+            let hold = self.hold(&id)?.ok_or_else(|| StoreError::Layout(format!("open hold {id} has no record")))?;
+            if hold.state != HoldState::Open {
+                return Err(StoreError::Layout(format!("hold {id} is indexed as open but is {}", hold.state.name())));
             }
+            open.push(hold);
         }
         Ok(open)
     }
@@ -283,6 +302,23 @@ impl Store {
         Ok(consumption)
     }
 
+    /// The ids in the open-hold index, whatever their records say (for `check`).
+    ///
+    /// # Errors
+    /// A read failure or a malformed key.
+    pub fn open_hold_ids(&self) -> Result<Vec<HoldId>, StoreError> {
+        self.db
+            .scan_prefix([keys::OPEN_HOLD_PREFIX])
+            .map(|item| {
+                let (key, _) = item?;
+                std::str::from_utf8(&key[1..])
+                    .ok()
+                    .and_then(|id| HoldId::parse(id).ok())
+                    .ok_or_else(|| StoreError::Layout(format!("bad open-hold key {key:?}")))
+            })
+            .collect()
+    }
+
     /// Every spend.
     pub fn spends(&self) -> impl Iterator<Item = Result<SpendRecord, StoreError>> + '_ {
         self.db.scan_prefix([keys::SPEND_PREFIX]).map(|item| Ok(codec::decode(&item?.1)?))
@@ -319,25 +355,19 @@ impl Store {
         })
     }
 
-    /// The `limit` most recent ledger entries of one user, oldest first.
+    /// The recent ledger entries that moved `wallet` (at most `limit`), oldest first.
     ///
     /// # Errors
-    /// A read or decode failure.
-    pub fn user_entries(&self, user: &UserId, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
-        let mut entries = Vec::with_capacity(limit.min(LEDGER_PAGE_MAX));
-        for item in self.db.scan_prefix(keys::user_index_prefix(user)).rev().take(limit.min(LEDGER_PAGE_MAX)) {
-            let (key, _) = item?;
-            let seq_bytes: [u8; 8] = key[key.len().saturating_sub(8)..]
-                .try_into()
-                .map_err(|_| StoreError::Layout("short user index key".into()))?;
-            let seq = u64::from_be_bytes(seq_bytes);
-            let entry = self
-                .ledger_entry(seq)?
-                .ok_or_else(|| StoreError::Layout(format!("user index points at missing ledger entry {seq}")))?;
-            entries.push(entry);
-        }
-        entries.reverse();
-        Ok(entries)
+    /// A read or decode failure, or a wallet pointing at a missing entry.
+    pub fn wallet_entries(&self, wallet: &WalletRecord, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
+        let skip = wallet.recent.len().saturating_sub(limit);
+        wallet.recent[skip..]
+            .iter()
+            .map(|&seq| {
+                self.ledger_entry(seq)?
+                    .ok_or_else(|| StoreError::Layout(format!("a wallet points at missing ledger entry {seq}")))
+            })
+            .collect()
     }
 
     /// Applies every write set atomically, then makes them durable. Used only

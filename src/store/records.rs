@@ -64,10 +64,26 @@ impl InventoryRecord {
 
 /// One user's wallet. `version` counts the changes applied to it, so that a
 /// stale writer is caught before it reaches disk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletRecord {
     pub balance: UserCredits,
     pub version: u64,
+    /// The sequence numbers of the last [`WalletRecord::RECENT_MAX`] ledger
+    /// entries that moved this wallet, oldest first: the user's recent
+    /// entries are read through them, with no index to write on every change.
+    pub recent: Vec<u64>,
+}
+
+impl WalletRecord {
+    pub const RECENT_MAX: usize = 20;
+
+    /// Remembers that ledger entry `seq` moved this wallet.
+    pub fn note_entry(&mut self, seq: u64) {
+        if self.recent.len() >= Self::RECENT_MAX {
+            self.recent.remove(0);
+        }
+        self.recent.push(seq);
+    }
 }
 
 /// One change to a balance (SPEC §4.6): the ledger is the audit trail and

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# compare.sh - creditd and its peers, one after the other in one run on this
+# machine (issue 8, BENCHMARKS.md). The peer scripts in benches/peers/ are
+# copies of ../shared/peers/ (same workloads): the raw fdatasync rate, a
+# PostgreSQL hot-row purchase (pgbench, synchronous commit), a Redis Lua
+# check-and-decrement with appendfsync always, and an actix-web hello-world
+# (the HTTP ceiling). creditd is measured with the same wrk as the ceiling:
+# durable purchases with unique idempotency keys at 1, 16 and 64 connections.
+#
+# Needs: apt-get install postgresql redis-server wrk fio gcc curl.
+# Env: DURATION seconds per run (20), OUT_DIR (target/compare/<time>),
+#      PEERS ("fsync postgres redis actix_hello"), PORT for creditd (18300).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-20}
+OUT_DIR=${OUT_DIR:-$PWD/target/compare/$(date -u +%Y%m%dT%H%M%SZ)}
+PEERS=${PEERS:-"fsync postgres redis actix_hello"}
+PORT=${PORT:-18300}
+export DURATION OUT_DIR
+mkdir -p "$OUT_DIR"
+{ echo "# compare.sh $(date -u +%FT%TZ) $(uname -r) $(nproc) cores"; lscpu | grep 'Model name'; } | tee "$OUT_DIR/machine.txt"
+
+for peer in $PEERS; do
+  echo "== $peer"
+  "benches/peers/$peer.sh"
+done
+
+echo "== creditd"
+cargo build --release -q
+OUT="$OUT_DIR/creditd.txt"
+CREDITD_LISTEN=127.0.0.1:$PORT RUST_LOG=warn ./target/release/creditd demo --provider-credits 9000000000000000 >/dev/null 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.1; done
+echo "# creditd $(git rev-parse --short HEAD 2>/dev/null || echo unknown) durable purchases, wrk, ${DURATION}s per run" | tee "$OUT"
+for c in 1 16 64; do
+  threads=$(( c < 2 ? 1 : 2 ))
+  result=$(NONCE="compare-$c-$$" wrk -t"$threads" -c"$c" -d"${DURATION}s" --latency -s benches/purchase.lua "http://127.0.0.1:$PORT")
+  rps=$(echo "$result" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$result" | awk '$1 == "50%" {print $2}')
+  p99=$(echo "$result" | awk '$1 == "99%" {print $2}')
+  failed=$(echo "$result" | awk '/non-200/ {print $3}')
+  echo "clients=$c rps=$rps p50=$p50 p99=$p99 non200=$failed" | tee -a "$OUT"
+done
+curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^creditd_commit_batch_size_(sum|count)' | tee -a "$OUT"
+echo "results in $OUT_DIR"
