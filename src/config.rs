@@ -11,6 +11,11 @@ use serde::Deserialize;
 use crate::domain::{Currency, Levels, Money, Package, PackageId, ProviderCredits, Ratio, UserCredits};
 use crate::store::commit::CommitMode;
 
+/// How long an unused wallet actor lives. Short on purpose: an actor costs
+/// memory, and a user who comes back later is one sled read away (with a
+/// million users at full speed, 60 s kept half of them in memory).
+const WALLET_IDLE_SECS_DEFAULT: u64 = 5;
+
 /// A value that must never reach a log, an answer or an error message.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -88,6 +93,7 @@ struct FileConfig {
     hold_ttl_max_secs: Option<u64>,
     provider_credit_cost_micros: Option<u64>,
     store_cache_mb: Option<u64>,
+    verify_wallets_at_start: Option<bool>,
 }
 
 /// Everything creditd can be told.
@@ -107,6 +113,7 @@ pub struct Config {
     pub levels: Levels,
     /// A sync older than this raises `sync_stale`.
     pub sync_stale_after: Duration,
+    /// An unused wallet actor retires after this long.
     pub wallet_idle: Duration,
     pub commit_mode: CommitMode,
     pub provider_timeout: Duration,
@@ -120,6 +127,8 @@ pub struct Config {
     pub provider_credit_cost_micros: u64,
     /// sled's page cache, in bytes.
     pub store_cache_bytes: u64,
+    /// Sum every wallet on disk at start-up (O(users); `creditd check` always does).
+    pub verify_wallets_at_start: bool,
 }
 
 /// The packages of SPEC §3.
@@ -190,6 +199,13 @@ impl Config {
         if let Some(value) = env("CREDITD_STORE_CACHE_MB") {
             raw.store_cache_mb = Some(number("CREDITD_STORE_CACHE_MB", value)?);
         }
+        if let Some(value) = env("CREDITD_VERIFY_WALLETS_AT_START") {
+            raw.verify_wallets_at_start = Some(match value.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return Err(invalid("CREDITD_VERIFY_WALLETS_AT_START", "expected true or false")),
+            });
+        }
         if let Some(value) = env("CREDITD_WORKERS") {
             raw.workers =
                 Some(usize::try_from(number("CREDITD_WORKERS", value)?).map_err(|e| invalid("CREDITD_WORKERS", e))?);
@@ -234,7 +250,7 @@ impl Config {
             packages,
             levels,
             sync_stale_after: Duration::from_secs(raw.sync_stale_secs.unwrap_or(300).max(1)),
-            wallet_idle: Duration::from_secs(raw.wallet_idle_secs.unwrap_or(60).max(1)),
+            wallet_idle: Duration::from_secs(raw.wallet_idle_secs.unwrap_or(WALLET_IDLE_SECS_DEFAULT).max(1)),
             commit_mode: raw
                 .commit_mode
                 .as_deref()
@@ -247,6 +263,7 @@ impl Config {
             hold_ttl_max_secs,
             provider_credit_cost_micros: raw.provider_credit_cost_micros.unwrap_or(1_000),
             store_cache_bytes: raw.store_cache_mb.unwrap_or(64).max(1).saturating_mul(1024 * 1024),
+            verify_wallets_at_start: raw.verify_wallets_at_start.unwrap_or(false),
         })
     }
 

@@ -53,6 +53,8 @@ pub struct Settings {
     pub sync_stale_after: Duration,
     pub alert_webhook_url: Option<String>,
     pub provider_credit_cost_micros: u64,
+    /// Sum every wallet on disk at start-up, not only the totals and the open holds.
+    pub verify_wallets_at_start: bool,
 }
 
 impl Settings {
@@ -67,6 +69,7 @@ impl Settings {
             sync_stale_after: config.sync_stale_after,
             alert_webhook_url: config.alert_webhook_url.clone(),
             provider_credit_cost_micros: config.provider_credit_cost_micros,
+            verify_wallets_at_start: config.verify_wallets_at_start,
         }
     }
 }
@@ -147,7 +150,10 @@ fn packages_with_overrides(store: &Store, settings: &Settings) -> Result<Vec<Pac
 }
 
 /// Opens the state of a data directory, creating it if it is new, and checks
-/// SPEC §4.5 against the wallets and holds on disk before anything is served.
+/// SPEC §4.5 before anything is served: the reserve against the stored totals,
+/// Σ open holds against the holds on disk, the ledger's tail against the
+/// state, and, if `verify_wallets_at_start`, Σ wallets against every wallet.
+/// Start-up time does not grow with the number of users unless asked to.
 ///
 /// # Errors
 /// The directory is unreadable, was made with another ratio, or its state is
@@ -166,18 +172,8 @@ pub fn recover(store: &Store, settings: &Settings, clock: &dyn Clock) -> Result<
         return Err(StartError::RatioChanged { stored: meta.ratio.get(), configured: settings.ratio.get() });
     }
     let state = store.inventory()?.ok_or_else(|| StartError::Invariant("the inventory record is missing".into()))?;
-    let mut wallets_total = UserCredits::ZERO;
-    for wallet in store.wallets() {
-        let (_, wallet) = wallet?;
-        wallets_total = wallets_total
-            .checked_add(wallet.balance)
-            .map_err(|error| StartError::Invariant(format!("Σ wallets: {error}")))?;
-    }
-    if wallets_total != state.wallets_total {
-        return Err(StartError::Invariant(format!(
-            "Σ wallets on disk is {wallets_total}, the inventory record says {}",
-            state.wallets_total
-        )));
+    if settings.verify_wallets_at_start {
+        verify_wallets(store, &state)?;
     }
     let open_holds = store.open_holds()?;
     let holds_total = open_holds
@@ -190,7 +186,8 @@ pub fn recover(store: &Store, settings: &Settings, clock: &dyn Clock) -> Result<
             state.holds_total
         )));
     }
-    let spoken_for = wallets_total
+    let spoken_for = state
+        .wallets_total
         .checked_add(state.holds_total)
         .and_then(|credits| meta.ratio.backing(credits))
         .map_err(|error| StartError::Invariant(format!("ratio × (Σ wallets + Σ holds): {error}")))?;
@@ -209,6 +206,25 @@ pub fn recover(store: &Store, settings: &Settings, clock: &dyn Clock) -> Result<
     }
     let packages = packages_with_overrides(store, settings)?;
     Ok(Recovered { state, open_holds, packages })
+}
+
+/// Σ wallets on disk against the inventory record's total: O(users), so only
+/// when asked (`verify_wallets_at_start`); `creditd check` always does it.
+fn verify_wallets(store: &Store, state: &InventoryRecord) -> Result<(), StartError> {
+    let mut wallets_total = UserCredits::ZERO;
+    for wallet in store.wallets() {
+        let (_, wallet) = wallet?;
+        wallets_total = wallets_total
+            .checked_add(wallet.balance)
+            .map_err(|error| StartError::Invariant(format!("Σ wallets: {error}")))?;
+    }
+    if wallets_total != state.wallets_total {
+        return Err(StartError::Invariant(format!(
+            "Σ wallets on disk is {wallets_total}, the inventory record says {}",
+            state.wallets_total
+        )));
+    }
+    Ok(())
 }
 
 fn timed_out() -> EngineError {

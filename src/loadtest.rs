@@ -37,8 +37,11 @@ pub struct LoadOptions {
     pub sequential: bool,
     pub admin_token: Option<String>,
     pub package: String,
-    /// Distinguishes this run's idempotency keys and users from earlier runs'.
+    /// Distinguishes this run's idempotency keys from earlier runs'.
     pub run_id: String,
+    /// Users are named `<user_prefix>-<n>`: a later run with the same prefix
+    /// buys for the same users.
+    pub user_prefix: String,
     pub progress: bool,
 }
 
@@ -133,7 +136,7 @@ struct Client {
 
 impl Client {
     fn user(&self, index: u64) -> String {
-        format!("load-{}-{index}", self.options.run_id)
+        format!("{}-{index}", self.options.user_prefix)
     }
 
     async fn call(&self, kind: Kind, request: reqwest::RequestBuilder) -> Option<Value> {
@@ -307,7 +310,11 @@ fn progress_bar(options: &LoadOptions) -> Option<indicatif::ProgressBar> {
 fn summary(options: &LoadOptions, stats: &BTreeMap<Kind, Stats>, elapsed: Duration) -> (String, f64, f64) {
     let seconds = elapsed.as_secs_f64().max(1e-9);
     let mut text = String::new();
-    let distribution = options.zipf.map_or_else(|| "uniform".to_owned(), |s| format!("zipf s={s}"));
+    let distribution = match options.zipf {
+        _ if options.sequential => "in turn".to_owned(),
+        Some(s) => format!("zipf s={s}"),
+        None => "uniform".to_owned(),
+    };
     let _ = writeln!(
         text,
         "{} clients, {:.1} s, {} users ({distribution}), package {}",

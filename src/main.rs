@@ -76,12 +76,24 @@ enum Command {
         /// Admin token, to verify the wallets add up (default: CREDITD_ADMIN_TOKEN).
         #[arg(long)]
         admin_token: Option<String>,
-        /// Names this run's users and keys (default: random).
+        /// Names this run's idempotency keys, and its users unless --user-prefix is given (default: random).
         #[arg(long)]
         run_id: Option<String>,
+        /// Users are named <prefix>-<n> (default: load-<run id>): reuse a prefix to buy for an earlier run's users.
+        #[arg(long)]
+        user_prefix: Option<String>,
         /// No progress bar (for logs).
         #[arg(long)]
         quiet: bool,
+    },
+    /// The simulated NanoBanana alone, for `serve` in load tests and restart measurements (never production).
+    FakeProvider {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:18090")]
+        listen: String,
+        /// Credits it starts with.
+        #[arg(long, default_value_t = 1_000_000_000)]
+        credits: u64,
     },
     /// Verify a stopped server's data directory against its ledger.
     Check {
@@ -104,6 +116,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve => serve(&config),
         Command::Demo { provider_credits } => demo(config, provider_credits),
+        Command::FakeProvider { listen, credits } => fake_provider(&config, &listen, credits),
         Command::Check { data_dir } => return check(&data_dir.unwrap_or_else(|| config.data_dir.clone())),
         Command::Loadtest {
             url,
@@ -117,8 +130,10 @@ fn main() -> ExitCode {
             package,
             admin_token,
             run_id,
+            user_prefix,
             quiet,
         } => {
+            let run_id = run_id.unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::thread_rng(), 6));
             let options = creditd::loadtest::LoadOptions {
                 url: url.trim_end_matches('/').to_owned(),
                 clients: clients.max(1),
@@ -130,7 +145,8 @@ fn main() -> ExitCode {
                 sequential,
                 admin_token: admin_token.or_else(|| config.admin_token.as_ref().map(|token| token.expose().to_owned())),
                 package,
-                run_id: run_id.unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::thread_rng(), 6)),
+                user_prefix: user_prefix.unwrap_or_else(|| format!("load-{run_id}")),
+                run_id,
                 progress: !quiet,
             };
             return loadtest(options);
@@ -143,6 +159,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn fake_provider(config: &Config, listen: &str, credits: u64) -> anyhow::Result<ExitCode> {
+    let Some(key) = config.provider_api_key.as_ref() else {
+        eprintln!("creditd fake-provider: missing configuration: NANOBANANA_API_KEY (the key it accepts)");
+        return Ok(ExitCode::from(EXIT_CONFIGURATION));
+    };
+    let provider = FakeProvider::start_on(listen, credits, key.expose()).context("simulated NanoBanana")?;
+    println!("simulated NanoBanana at {} with {credits} credits; stop it with Ctrl-C or SIGTERM", provider.base_url());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("signal runtime")?;
+    runtime
+        .block_on(async {
+            shutdown_signal()?.await;
+            Ok::<_, std::io::Error>(())
+        })
+        .context("signal handlers")?;
+    drop(provider);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(config: &Config) -> anyhow::Result<ExitCode> {

@@ -167,3 +167,40 @@ async fn the_report_follows_a_synthetic_week_computed_by_hand() {
     let check = creditd::check::check(dir.path()).expect("checks");
     assert!(check.passed(), "{check}");
 }
+
+/// Goal: a wallet changed on disk behind the inventory's back (a bug, or a
+/// hand edit) is caught: at start-up when `verify_wallets_at_start` is set,
+/// and always by `creditd check`. Without the option, start-up does not read
+/// every wallet (it stays fast with a million users; see BENCHMARKS.md).
+#[actix_rt::test]
+async fn a_wallet_tampered_on_disk_is_caught_at_start_when_asked_and_by_check() {
+    use creditd::store::records::WalletRecord;
+    use creditd::store::WriteSet;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (engine, threads) = engine(dir.path(), Duration::from_secs(60)).await;
+    let (user, package, key) = ids("tampered", "k-1");
+    engine.purchase(user.clone(), package, key, [1; 32]).await.expect("buys");
+    tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
+    drop(engine);
+
+    let store = Store::open(dir.path()).expect("store opens");
+    let stored = store.wallet(&user).expect("reads").expect("has a wallet");
+    let tampered = WalletRecord {
+        balance: stored.balance.checked_add(creditd::domain::UserCredits::positive(1).expect("1")).expect("small"),
+        version: stored.version + 1,
+        ..stored
+    };
+    let mut writes = WriteSet::default();
+    writes.put_wallet(&user, &tampered).expect("encodes");
+    store.write_durably([&writes]).expect("writes");
+
+    let config = Config::load_with(None, |_| None).expect("defaults");
+    let mut settings = Settings::from_config(&config);
+    assert!(recover(&store, &settings, &SystemClock).is_ok(), "the totals alone are consistent");
+    settings.verify_wallets_at_start = true;
+    let error = recover(&store, &settings, &SystemClock).expect_err("Σ wallets disagrees");
+    assert!(error.to_string().contains("Σ wallets on disk is 11"), "{error}");
+    drop(store);
+    let report = creditd::check::check(dir.path()).expect("check runs");
+    assert!(!report.passed(), "check must fail on the tampered wallet: {report:?}");
+}

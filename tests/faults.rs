@@ -57,7 +57,8 @@ impl StorageFaults for Armed {
 }
 
 async fn start(dir: &std::path::Path, faults: Option<Arc<dyn StorageFaults>>) -> (Engine, EngineThreads) {
-    let settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
+    let mut settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
+    settings.verify_wallets_at_start = true;
     let mut store = Store::open(dir).expect("opens");
     if let Some(faults) = faults {
         store = store.with_faults(faults);

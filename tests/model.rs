@@ -265,7 +265,10 @@ struct Harness {
 }
 
 fn settings() -> Settings {
-    Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"))
+    let mut settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
+    // Every restart of the model sums the wallets too.
+    settings.verify_wallets_at_start = true;
+    settings
 }
 
 impl Harness {

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# million_users.sh - creditd with 1 000 000 users that have wallets (issue 8,
+# BENCHMARKS.md): resident memory, restart-to-ready time, and purchase
+# throughput with 1 000 vs 1 000 000 users on the same data directory.
+#
+# 1. `creditd serve` on a fresh data directory, against `creditd fake-provider`.
+# 2. `creditd loadtest --sequential` buys once for each of USERS users (every
+#    user gets a wallet, a ledger entry and an idempotency record).
+# 3. RSS (now and peak) of the server, then again after the idle wallet
+#    actors have retired.
+# 4. Restart: SIGTERM and start again, then SIGKILL and start again; each
+#    timed from exec to the first 200 from /readyz.
+# 5. Throughput: uniform purchases over 1 000 users, then over all USERS users.
+#
+# Needs: curl. Env: USERS (1000000), SECONDS_PER_RUN (20), CLIENTS (64),
+# DATA_DIR (/var/tmp/creditd-million, deleted first), PORT (18302),
+# PROVIDER_PORT (18091), OUT (target/million/<time>.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+USERS=${USERS:-1000000}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-20}
+CLIENTS=${CLIENTS:-64}
+DATA_DIR=${DATA_DIR:-/var/tmp/creditd-million}
+PORT=${PORT:-18302}
+PROVIDER_PORT=${PROVIDER_PORT:-18091}
+mkdir -p target/million
+OUT=${OUT:-target/million/$(date -u +%Y%m%dT%H%M%SZ).txt}
+BIN=./target/release/creditd
+cargo build --release -q
+
+NANOBANANA_API_KEY=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+CREDITD_ADMIN_TOKEN=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+export NANOBANANA_API_KEY CREDITD_ADMIN_TOKEN
+export NANOBANANA_BASE_URL=http://127.0.0.1:$PROVIDER_PORT
+export CREDITD_LISTEN=127.0.0.1:$PORT CREDITD_DATA_DIR=$DATA_DIR RUST_LOG=warn
+URL=http://127.0.0.1:$PORT
+
+log() { echo "$*" | tee -a "$OUT"; }
+rss() { awk '/^(VmRSS|VmHWM)/ {printf "%s %d MiB  ", $1, $2 / 1024}' "/proc/$1/status"; }
+ms_now() { date +%s%3N; }
+server=""
+provider=""
+cleanup() {
+  [ -n "$server" ] && kill -9 "$server" 2>/dev/null || true
+  [ -n "$provider" ] && kill "$provider" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# Starts the server; READY_MS is the milliseconds from exec to ready.
+start_server() {
+  local started
+  started=$(ms_now)
+  "$BIN" serve >>"$OUT.server.log" 2>&1 &
+  server=$!
+  until curl -sf "$URL/readyz" >/dev/null 2>&1; do
+    kill -0 "$server" 2>/dev/null || { echo "server exited; see $OUT.server.log" >&2; exit 1; }
+    sleep 0.01
+  done
+  READY_MS=$(( $(ms_now) - started ))
+}
+
+rm -rf "$DATA_DIR"
+"$BIN" fake-provider --listen "127.0.0.1:$PROVIDER_PORT" --credits 9000000000000000 >/dev/null 2>&1 &
+provider=$!
+until curl -sf -H "Authorization: Bearer $NANOBANANA_API_KEY" "$NANOBANANA_BASE_URL/api/v1/common/credit" >/dev/null; do
+  sleep 0.05
+done
+
+log "# million_users.sh $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(nproc) cores, USERS=$USERS CLIENTS=$CLIENTS"
+start_server
+log "fresh start to ready: $READY_MS ms"
+
+log "== populate: one purchase for each of $USERS users (--sequential)"
+"$BIN" loadtest --url "$URL" --clients "$CLIENTS" --sequential --users "$USERS" --operations "$USERS" \
+  --run-id populate --user-prefix million --quiet | tee -a "$OUT"
+log "after populating: $(rss "$server")  data directory $(du -sm "$DATA_DIR" | cut -f1) MiB"
+log "live wallet actors: $(curl -s "$URL/metrics" | awk '$1 == "creditd_wallet_actors" {print $2}')"
+
+log "== restart after SIGTERM"
+kill -TERM "$server"; wait "$server" 2>/dev/null || true
+start_server
+log "restart to ready: $READY_MS ms  $(rss "$server")"
+
+log "== throughput with 1 000 users (uniform), ${SECONDS_PER_RUN}s"
+"$BIN" loadtest --url "$URL" --clients "$CLIENTS" --users 1000 --seconds "$SECONDS_PER_RUN" --run-id few --user-prefix million \
+  --quiet | tee -a "$OUT"
+log "== throughput with $USERS users (uniform), ${SECONDS_PER_RUN}s"
+"$BIN" loadtest --url "$URL" --clients "$CLIENTS" --users "$USERS" --seconds "$SECONDS_PER_RUN" --run-id all --user-prefix million \
+  --quiet | tee -a "$OUT"
+log "after the throughput runs: $(rss "$server")"
+
+log "== restart after SIGKILL"
+kill -9 "$server"; wait "$server" 2>/dev/null || true
+start_server
+log "restart to ready: $READY_MS ms  $(rss "$server")"
+log "results in $OUT"
