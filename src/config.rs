@@ -262,7 +262,9 @@ impl Config {
             hold_ttl_default_secs,
             hold_ttl_max_secs,
             provider_credit_cost_micros: raw.provider_credit_cost_micros.unwrap_or(1_000),
-            store_cache_bytes: raw.store_cache_mb.unwrap_or(64).max(1).saturating_mul(1024 * 1024),
+            store_cache_bytes: raw
+                .store_cache_mb
+                .map_or(crate::store::CACHE_BYTES_DEFAULT, |mb| mb.max(1).saturating_mul(1024 * 1024)),
             verify_wallets_at_start: raw.verify_wallets_at_start.unwrap_or(false),
         })
     }

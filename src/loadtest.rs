@@ -42,6 +42,9 @@ pub struct LoadOptions {
     /// Users are named `<user_prefix>-<n>`: a later run with the same prefix
     /// buys for the same users.
     pub user_prefix: String,
+    /// Operations per second for all clients together, paced; `None`: each
+    /// client sends its next operation as soon as the last one is answered.
+    pub rate: Option<f64>,
     pub progress: bool,
 }
 
@@ -132,6 +135,10 @@ struct Client {
     stats: Shared,
     /// Users this client has credited; spends draw from them.
     funded: Vec<u64>,
+    /// When the next operation was due to start, with `--rate`: its latency is
+    /// counted from then, so a slow answer that delays the following
+    /// operations shows in their latency too (no coordinated omission).
+    due: Option<Instant>,
 }
 
 impl Client {
@@ -139,8 +146,8 @@ impl Client {
         format!("{}-{index}", self.options.user_prefix)
     }
 
-    async fn call(&self, kind: Kind, request: reqwest::RequestBuilder) -> Option<Value> {
-        let started = Instant::now();
+    async fn call(&mut self, kind: Kind, request: reqwest::RequestBuilder) -> Option<Value> {
+        let started = self.due.take().unwrap_or_else(Instant::now);
         let outcome = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -167,8 +174,9 @@ impl Client {
     }
 
     async fn step(&mut self, kind: Kind, user: u64, sequence: u64, client_id: usize) {
-        let base = &self.options.url;
-        let key = format!("{}-{client_id}-{sequence}", self.options.run_id);
+        let options = Arc::clone(&self.options);
+        let base = &options.url;
+        let key = format!("{}-{client_id}-{sequence}", options.run_id);
         match kind {
             Kind::Catalogue => {
                 self.call(kind, self.http.get(format!("{base}/api/credits/purchase"))).await;
@@ -239,7 +247,17 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, String> {
                 options: Arc::clone(&options),
                 stats: Arc::clone(&stats),
                 funded: Vec::new(),
+                due: None,
             };
+            // With --rate, client i starts i/clients of a period late, so the
+            // clients' operations interleave evenly.
+            let period = options.rate.map(|rate| {
+                #[allow(clippy::cast_precision_loss)] // client counts are small
+                let clients = options.clients as f64;
+                Duration::from_secs_f64(clients / rate.max(1e-3))
+            });
+            #[allow(clippy::cast_possible_truncation)] // client ids are small
+            let mut next_due = period.map(|period| started + period.mul_f64(client_id as f64 / options.clients as f64));
             let (choice, done, bar) = (choice.clone(), Arc::clone(&done), bar.clone());
             let seed = u64::try_from(client_id).unwrap_or(0).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED;
             tokio::spawn(async move {
@@ -258,6 +276,11 @@ pub async fn run(options: LoadOptions) -> Result<LoadReport, String> {
                         Some(zipf) => zipf.sample(&mut rng) as u64,
                         None => rng.gen_range(1..=client.options.users),
                     };
+                    if let (Some(period), Some(due)) = (period, next_due.as_mut()) {
+                        tokio::time::sleep_until((*due).into()).await;
+                        client.due = Some(*due);
+                        *due += period;
+                    }
                     client.step(kind, user, sequence, client_id).await;
                     if let Some(bar) = &bar {
                         bar.inc(1);
@@ -315,9 +338,10 @@ fn summary(options: &LoadOptions, stats: &BTreeMap<Kind, Stats>, elapsed: Durati
         Some(s) => format!("zipf s={s}"),
         None => "uniform".to_owned(),
     };
+    let pace = options.rate.map_or_else(String::new, |rate| format!(", paced at {rate:.0} operations/s"));
     let _ = writeln!(
         text,
-        "{} clients, {:.1} s, {} users ({distribution}), package {}",
+        "{} clients, {:.1} s, {} users ({distribution}), package {}{pace}",
         options.clients, seconds, options.users, options.package
     );
     let _ = writeln!(

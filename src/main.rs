@@ -82,6 +82,9 @@ enum Command {
         /// Users are named <prefix>-<n> (default: load-<run id>): reuse a prefix to buy for an earlier run's users.
         #[arg(long)]
         user_prefix: Option<String>,
+        /// Pace all clients together at this many operations per second (latency counts from when each was due).
+        #[arg(long)]
+        rate: Option<f64>,
         /// No progress bar (for logs).
         #[arg(long)]
         quiet: bool,
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
             admin_token,
             run_id,
             user_prefix,
+            rate,
             quiet,
         } => {
             let run_id = run_id.unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::thread_rng(), 6));
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
                 admin_token: admin_token.or_else(|| config.admin_token.as_ref().map(|token| token.expose().to_owned())),
                 package,
                 user_prefix: user_prefix.unwrap_or_else(|| format!("load-{run_id}")),
+                rate: rate.filter(|rate| *rate > 0.0),
                 run_id,
                 progress: !quiet,
             };

@@ -15,6 +15,7 @@ mod grafana;
 mod holds;
 mod idempotency;
 mod lifecycle;
+mod loadtest;
 mod openapi;
 mod prometheus;
 mod spend;
