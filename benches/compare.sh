@@ -33,14 +33,29 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.1; done
 echo "# creditd $(git rev-parse --short HEAD 2>/dev/null || echo unknown) durable purchases, wrk, ${DURATION}s per run" | tee "$OUT"
+batches() { curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^creditd_commit_batch_size_(bucket|sum|count)'; }
 for c in 1 16 64; do
   threads=$(( c < 2 ? 1 : 2 ))
+  batches >"$OUT_DIR/batches-before-$c.txt"
   result=$(NONCE="compare-$c-$$" wrk -t"$threads" -c"$c" -d"${DURATION}s" --latency -s benches/purchase.lua "http://127.0.0.1:$PORT")
+  batches >"$OUT_DIR/batches-after-$c.txt"
   rps=$(echo "$result" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$result" | awk '$1 == "50%" {print $2}')
   p99=$(echo "$result" | awk '$1 == "99%" {print $2}')
   failed=$(echo "$result" | awk '/non-200/ {print $3}')
-  echo "clients=$c rps=$rps p50=$p50 p99=$p99 non200=$failed" | tee -a "$OUT"
+  # Group-commit batch sizes during this run: the histogram's deltas.
+  batch=$(paste "$OUT_DIR/batches-before-$c.txt" "$OUT_DIR/batches-after-$c.txt" | awk '
+    { split($0, f, /[ \t]+/); name = f[1]; delta = f[4] - f[2] }
+    name ~ /_sum$/ { sum = delta } name ~ /_count$/ { count = delta }
+    name ~ /_bucket/ { match(name, /le="[^"]+"/); le = substr(name, RSTART + 4, RLENGTH - 5); buckets = buckets sprintf(" le%s:%d", le, delta) }
+    END { printf "mean_batch=%.1f syncs=%d buckets=%s", (count ? sum / count : 0), count, buckets }')
+  echo "clients=$c rps=$rps p50=$p50 p99=$p99 non200=${failed:-0} $batch" | tee -a "$OUT"
+  peak=$(awk -v a="${peak:-0}" -v b="$rps" 'BEGIN { print (b > a ? b : a) }')
 done
-curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^creditd_commit_batch_size_(sum|count)' | tee -a "$OUT"
+# Latency at half the peak: wrk cannot pace, so creditd loadtest does, with
+# latency counted from when each purchase was due (no coordinated omission).
+half=$(awk -v p="$peak" 'BEGIN { printf "%d", p / 2 }')
+echo "# half of the peak ($peak/s): creditd loadtest --rate $half --clients 64" | tee -a "$OUT"
+./target/release/creditd loadtest --url "http://127.0.0.1:$PORT" --clients 64 --rate "$half" --seconds "$DURATION" \
+  --run-id "half-$$" --quiet | tee -a "$OUT"
 echo "results in $OUT_DIR"
