@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20}
 OUT_DIR=${OUT_DIR:-$PWD/target/compare/$(date -u +%Y%m%dT%H%M%SZ)}
-PEERS=${PEERS:-"fsync postgres redis actix_hello"}
+PEERS=${PEERS-"fsync postgres redis actix_hello"}
 PORT=${PORT:-18300}
 export DURATION OUT_DIR
 mkdir -p "$OUT_DIR"
@@ -33,7 +33,7 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.1; done
 echo "# creditd $(git rev-parse --short HEAD 2>/dev/null || echo unknown) durable purchases, wrk, ${DURATION}s per run" | tee "$OUT"
-batches() { curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^creditd_commit_batch_size_(bucket|sum|count)'; }
+batches() { curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^creditd_commit_batch_size_(bucket|sum|count)' || true; }
 for c in 1 16 64; do
   threads=$(( c < 2 ? 1 : 2 ))
   batches >"$OUT_DIR/batches-before-$c.txt"

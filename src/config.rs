@@ -12,9 +12,11 @@ use crate::domain::{Currency, Levels, Money, Package, PackageId, ProviderCredits
 use crate::store::commit::CommitMode;
 
 /// How long an unused wallet actor lives. Short on purpose: an actor costs
-/// memory, and a user who comes back later is one sled read away (with a
-/// million users at full speed, 60 s kept half of them in memory).
-const WALLET_IDLE_SECS_DEFAULT: u64 = 5;
+/// about 1.5 KiB, and a user who comes back later is one sled read away.
+/// With a million users at full speed, 60 s kept ~400 000 actors alive and
+/// 5 s ~30 000 (45 MiB); 1 s keeps ~5 000 at no cost in throughput
+/// (BENCHMARKS.md).
+const WALLET_IDLE_SECS_DEFAULT: u64 = 1;
 
 /// A value that must never reach a log, an answer or an error message.
 #[derive(Clone, PartialEq, Eq, Deserialize)]

@@ -16,11 +16,6 @@ use creditd::provider::fake::FakeProvider;
 use creditd::provider::NanoBananaClient;
 use creditd::{shutdown_signal, Application};
 
-/// mimalloc instead of glibc's malloc: allocation was a quarter of the CPU
-/// profile of a purchase under load (see BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for missing or invalid configuration (SPEC §11).
 const EXIT_CONFIGURATION: u8 = 2;
 
