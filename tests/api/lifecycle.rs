@@ -82,7 +82,9 @@ async fn sigterm_drains_in_flight_purchases_and_exits_0() {
 
 /// Goal: `creditd check` and the start-up check catch a state that the
 /// ledger does not explain (SPEC §4.5, §4.6). Method: buy, stop the server,
-/// credit a wallet behind the ledger's back, then run `check` and `serve`.
+/// credit a wallet behind the ledger's back, then run `check` and `serve`
+/// with `CREDITD_VERIFY_WALLETS_AT_START` (start-up reads every wallet only
+/// when asked; `tests/engine.rs` shows it does not otherwise).
 #[tokio::test]
 async fn check_and_start_up_refuse_a_wallet_the_ledger_does_not_explain() {
     let provider = provider(938);
@@ -115,6 +117,7 @@ async fn check_and_start_up_refuse_a_wallet_the_ledger_does_not_explain() {
         .env("CREDITD_DATA_DIR", &data_dir)
         .env("CREDITD_LISTEN", "127.0.0.1:0")
         .env("CREDITD_ADMIN_TOKEN", "t")
+        .env("CREDITD_VERIFY_WALLETS_AT_START", "true")
         .env("NANOBANANA_BASE_URL", provider.base_url())
         .env("NANOBANANA_API_KEY", crate::common::PROVIDER_KEY)
         .output()
