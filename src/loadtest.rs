@@ -381,17 +381,15 @@ fn summary(options: &LoadOptions, stats: &BTreeMap<Kind, Stats>, elapsed: Durati
     (text, purchases_per_second, purchase_p99_ms)
 }
 
+/// The JSON body of `request`'s answer.
+async fn json(request: reqwest::RequestBuilder) -> Result<Value, String> {
+    request.send().await.map_err(|error| error.to_string())?.json().await.map_err(|error| error.to_string())
+}
+
 /// Nothing oversold, and `reserved == ratio × (Σ wallets + Σ open holds)`
 /// with Σ wallets as the admin view reports it (needs the admin token).
 async fn verify(http: &reqwest::Client, options: &LoadOptions) -> Result<String, String> {
-    let catalogue: Value = http
-        .get(format!("{}/api/credits/purchase", options.url))
-        .send()
-        .await
-        .map_err(|error| error.to_string())?
-        .json()
-        .await
-        .map_err(|error| error.to_string())?;
+    let catalogue = json(http.get(format!("{}/api/credits/purchase", options.url))).await?;
     let capacity = &catalogue["platformCapacity"];
     let balance = capacity["nanoBananaCredits"].as_u64().ok_or("no balance in the catalogue")?;
     let reserved = capacity["reservedCredits"].as_u64().ok_or("no reserved in the catalogue")?;
@@ -403,15 +401,7 @@ async fn verify(http: &reqwest::Client, options: &LoadOptions) -> Result<String,
             "not oversold (reserved {reserved} ≤ balance {balance}); pass --admin-token to check the wallets"
         ));
     };
-    let admin: Value = http
-        .get(format!("{}/api/admin/credits", options.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .map_err(|error| error.to_string())?
-        .json()
-        .await
-        .map_err(|error| error.to_string())?;
+    let admin = json(http.get(format!("{}/api/admin/credits", options.url)).bearer_auth(token)).await?;
     let wallets = admin["walletsUserCredits"].as_u64().ok_or("no walletsUserCredits (wrong token?)")?;
     let holds = admin["openHoldsUserCredits"].as_u64().ok_or("no openHoldsUserCredits")?;
     let ratio = admin["ratio"].as_u64().ok_or("no ratio")?;

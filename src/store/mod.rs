@@ -235,12 +235,7 @@ impl Store {
     /// A read or decode failure, or an index entry without its open hold.
     pub fn open_holds(&self) -> Result<Vec<HoldRecord>, StoreError> {
         let mut open = Vec::new();
-        for item in self.db.scan_prefix([keys::OPEN_HOLD_PREFIX]) {
-            let (key, _) = item?;
-            let id = std::str::from_utf8(&key[1..])
-                .ok()
-                .and_then(|id| HoldId::parse(id).ok())
-                .ok_or_else(|| StoreError::Layout(format!("bad open-hold key {key:?}")))?;
+        for id in self.open_hold_ids()? {
             let hold = self.hold(&id)?.ok_or_else(|| StoreError::Layout(format!("open hold {id} has no record")))?;
             if hold.state != HoldState::Open {
                 return Err(StoreError::Layout(format!("hold {id} is indexed as open but is {}", hold.state.name())));
