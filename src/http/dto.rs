@@ -203,10 +203,12 @@ pub struct PlatformCapacity {
     pub nano_banana_credits: u64,
     pub reserved_credits: u64,
     pub available_credits: i64,
-    pub can_sell_starter: u64,
-    pub can_sell_creative: u64,
-    pub can_sell_pro: u64,
-    pub can_sell_studio: u64,
+    /// Whether the package can be bought now (a boolean, as in the seed's
+    /// example); how many times is `packages[].sellable`.
+    pub can_sell_starter: bool,
+    pub can_sell_creative: bool,
+    pub can_sell_pro: bool,
+    pub can_sell_studio: bool,
     pub purchases_enabled: bool,
 }
 
@@ -235,7 +237,7 @@ fn status_message(view: &InventoryView) -> String {
 
 impl From<&InventoryView> for CatalogueResponse {
     fn from(view: &InventoryView) -> Self {
-        let sellable = |id: &str| view.packages.iter().find(|p| p.package.id.as_str() == id).map_or(0, |p| p.sellable);
+        let can_sell = |id: &str| view.packages.iter().any(|p| p.package.id.as_str() == id && !p.disabled);
         Self {
             packages: view
                 .packages
@@ -257,10 +259,10 @@ impl From<&InventoryView> for CatalogueResponse {
                 nano_banana_credits: view.capacity.provider_balance.get(),
                 reserved_credits: view.capacity.reserved.get(),
                 available_credits: view.capacity.available(),
-                can_sell_starter: sellable("starter"),
-                can_sell_creative: sellable("creative"),
-                can_sell_pro: sellable("pro"),
-                can_sell_studio: sellable("studio"),
+                can_sell_starter: can_sell("starter"),
+                can_sell_creative: can_sell("creative"),
+                can_sell_pro: can_sell("pro"),
+                can_sell_studio: can_sell("studio"),
                 purchases_enabled: view.purchases_enabled,
             },
         }

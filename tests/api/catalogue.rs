@@ -15,10 +15,19 @@ async fn the_worked_example_of_section_2_holds_exactly() {
     assert_eq!(capacity["totalUserCredits"], 234);
     assert_eq!(capacity["availableCredits"], 938);
     assert_eq!(capacity["reservedCredits"], 0);
-    assert_eq!(capacity["canSellStarter"], 23);
-    assert_eq!(capacity["canSellCreative"], 4);
-    assert_eq!(capacity["canSellPro"], 2);
-    assert_eq!(capacity["canSellStudio"], 0);
+    // Booleans, exactly as in the seed's example: storefronts test them for truth.
+    assert_eq!(capacity["canSellStarter"], true);
+    assert_eq!(capacity["canSellCreative"], true);
+    assert_eq!(capacity["canSellPro"], true);
+    assert_eq!(capacity["canSellStudio"], false);
+    let sellable: Vec<(String, u64)> = start["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .map(|p| (p["id"].as_str().expect("id").to_owned(), p["sellable"].as_u64().expect("a count")))
+        .collect();
+    let counts = [("starter", 23), ("creative", 4), ("pro", 2), ("studio", 0)].map(|(id, n)| (id.to_owned(), n));
+    assert_eq!(sellable, counts, "the counts stay in packages[].sellable");
     assert_eq!(capacity["purchasesEnabled"], true);
     let studio = start["packages"].as_array().expect("packages").iter().find(|p| p["id"] == "studio").expect("studio");
     assert_eq!(studio["disabled"], true);
@@ -46,6 +55,8 @@ async fn the_worked_example_of_section_2_holds_exactly() {
     assert_eq!(after_b["platformCapacity"]["totalUserCredits"], 34);
     assert_eq!(after_b["platformCapacity"]["reservedCredits"], 800);
     assert_eq!(after_b["status"], "limited");
+    assert_eq!(after_b["platformCapacity"]["canSellStarter"], true);
+    assert_eq!(after_b["platformCapacity"]["canSellCreative"], false, "capacity 34 cannot back 50");
 
     let c = purchase(&client, &server.base, "user-c", "creative", "c-1").await;
     assert_eq!((c.status, c.code(), c.message()), (409, "insufficient_capacity", "Service temporarily unavailable"));
