@@ -49,6 +49,9 @@ use crate::store::{keys, Store, WriteSet};
 /// Messages queued for the inventory before senders wait.
 const MAILBOX_CAPACITY: usize = 4_096;
 
+/// The metrics label of a purchase of a package that does not exist.
+const UNKNOWN_PACKAGE_LABEL: &str = "unknown";
+
 /// How often expired holds are written to the ledger when nothing else happens.
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -280,6 +283,15 @@ impl InventoryActor {
             self.observe(false, true);
         }
         decision
+    }
+
+    /// The `package` label of a purchase: a configured package's id, or
+    /// `unknown`, so that request input never makes a new metric series.
+    fn package_label(&self, package_id: &PackageId) -> String {
+        match self.packages.iter().find(|package| &package.id == package_id) {
+            Some(package) => package.id.to_string(),
+            None => UNKNOWN_PACKAGE_LABEL.to_owned(),
+        }
     }
 
     fn capacity(&self) -> Capacity {
@@ -603,7 +615,7 @@ impl Handler<WalletChange> for InventoryActor {
     fn handle(&mut self, message: WalletChange, ctx: &mut Self::Context) -> Self::Result {
         self.expire_due(ctx);
         let counted = match &message.command {
-            WalletCommand::Purchase { package_id, .. } => Some(package_id.to_string()),
+            WalletCommand::Purchase { package_id, .. } => Some(self.package_label(package_id)),
             _ => None,
         };
         let operation = match &message.command {

@@ -1,4 +1,6 @@
-use crate::common::{admin_get, answer, catalogue, client, get, ledger, provider, temp_dir, Server, ADMIN_TOKEN};
+use crate::common::{
+    admin_get, answer, catalogue, client, get, ledger, provider, purchase, temp_dir, Server, ADMIN_TOKEN,
+};
 
 struct Case {
     name: &'static str,
@@ -143,4 +145,28 @@ async fn bad_paths_queries_and_tokens_get_json_errors() {
     assert_eq!(prefix.status, 401, "a prefix of the token is not the token");
     assert!(!format!("{no_token:?}{wrong:?}").contains(ADMIN_TOKEN), "the token is never echoed");
     assert_eq!(admin_get(&client, &ledger_url).await.status, 200);
+}
+
+/// Goal: no metric label takes its value from request input (SPEC §9: bad
+/// input changes nothing, and that includes the number of series Prometheus
+/// must keep). Method: 300 purchases of random, unknown package ids, then
+/// count the `package` label values of `creditd_purchases_total`.
+#[tokio::test]
+async fn unknown_package_ids_do_not_make_new_metric_series() {
+    let provider = provider(938);
+    let dir = temp_dir();
+    let server = Server::start(&provider, dir.path()).await;
+    let client = client();
+    assert_eq!(purchase(&client, &server.base, "buyer", "starter", "known").await.status, 200);
+    for n in 0..300 {
+        let refused = purchase(&client, &server.base, "buyer", &format!("no-such-package-{n}"), &format!("k{n}")).await;
+        assert_eq!((refused.status, refused.code()), (404, "not_found"));
+    }
+    let text = client.get(server.url("/metrics")).send().await.expect("answers").text().await.expect("text");
+    let packages: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("creditd_purchases_total{"))
+        .filter_map(|line| line.split("package=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(packages.into_iter().collect::<Vec<_>>(), ["starter", "unknown"]);
 }
