@@ -11,7 +11,7 @@ use creditd::actors::inventory::{ApplySync, BeginSync};
 use creditd::clock::SystemClock;
 use creditd::config::Config;
 use creditd::domain::{IdempotencyKey, Money, PackageId, ProviderCredits, UserCredits, UserId};
-use creditd::engine::{recover, Engine, EngineThreads, Settings};
+use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
 use creditd::store::codec::{decode, encode};
 use creditd::store::records::{EntryKind, InventoryRecord, LedgerEntry};
 use creditd::store::Store;
@@ -54,8 +54,9 @@ fn codec(c: &mut Criterion) {
 fn engine(system: &actix_rt::SystemRunner, dir: &std::path::Path) -> (Engine, EngineThreads) {
     system.block_on(async {
         let settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
+        init(dir, &settings, &SystemClock).expect("init");
         let store = Store::open(dir).expect("opens");
-        let recovered = recover(&store, &settings, &SystemClock).expect("recovers");
+        let recovered = recover(&store, &settings).expect("recovers");
         let (engine, threads) = Engine::start(recovered, settings, store, Arc::new(SystemClock), None).expect("starts");
         let token = engine.inventory().send(BeginSync).await.expect("answers");
         let real = ProviderCredits::new(9_000_000_000_000_000).expect("bounded");

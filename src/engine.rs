@@ -109,10 +109,31 @@ impl Health {
 pub enum StartError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the data directory was created with ratio {stored}, but ratio {configured} is configured")]
+    #[error(
+        "the store was created with ratio {stored}, but ratio {configured} is configured: \
+         every stored amount was computed with {stored}; configure ratio {stored}"
+    )]
     RatioChanged { stored: u64, configured: u64 },
+    #[error(
+        "the store was created with currency {stored}, but currency {configured} is configured: \
+         its revenue is in {stored}; configure currency {stored}"
+    )]
+    CurrencyChanged { stored: String, configured: String },
     #[error("the stored state breaks an invariant: {0}")]
     Invariant(String),
+}
+
+impl StartError {
+    /// The operator must change the configuration or the directory: `serve`
+    /// exits 2 (SPEC §11) rather than 1.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            Self::RatioChanged { .. }
+                | Self::CurrencyChanged { .. }
+                | Self::Store(StoreError::Uninitialised(_) | StoreError::Foreign(_) | StoreError::NotEmpty(_))
+        )
+    }
 }
 
 /// What a data directory holds at start-up.
@@ -149,29 +170,43 @@ fn packages_with_overrides(store: &Store, settings: &Settings) -> Result<Vec<Pac
         .collect())
 }
 
-/// Opens the state of a data directory, creating it if it is new, and checks
-/// SPEC §4.5 before anything is served: the reserve against the stored totals,
-/// Σ open holds against the holds on disk, the ledger's tail against the
-/// state, and, if `verify_wallets_at_start`, Σ wallets against every wallet.
-/// Start-up time does not grow with the number of users unless asked to.
+/// `creditd init` (SPEC §11): makes a new store in `directory`, which must
+/// be missing or empty, recording the configured ratio (in the meta record)
+/// and currency (in the revenue of the first inventory record).
 ///
 /// # Errors
-/// The directory is unreadable, was made with another ratio, or its state is
-/// inconsistent.
-pub fn recover(store: &Store, settings: &Settings, clock: &dyn Clock) -> Result<Recovered, StartError> {
-    let Some(meta) = store.meta()? else {
-        let meta = MetaRecord { ratio: settings.ratio, created_at_ms: clock.now_ms() };
-        let state = InventoryRecord::empty(settings.revenue_zero);
-        let mut writes = WriteSet::default();
-        writes.put(keys::META, &meta).map_err(StoreError::from)?;
-        writes.put(keys::INVENTORY, &state).map_err(StoreError::from)?;
-        store.write_durably([&writes])?;
-        return Ok(Recovered { state, open_holds: Vec::new(), packages: settings.packages.clone() });
-    };
+/// The directory holds something already, or cannot be written.
+pub fn init(directory: &std::path::Path, settings: &Settings, clock: &dyn Clock) -> Result<(), StartError> {
+    let store = Store::create(directory)?;
+    let meta = MetaRecord { ratio: settings.ratio, created_at_ms: clock.now_ms() };
+    let state = InventoryRecord::empty(settings.revenue_zero);
+    let mut writes = WriteSet::default();
+    writes.put(keys::META, &meta).map_err(StoreError::from)?;
+    writes.put(keys::INVENTORY, &state).map_err(StoreError::from)?;
+    store.write_durably([&writes])?;
+    store.mark()?;
+    Ok(())
+}
+
+/// Opens the state of a store `init` made and checks SPEC §4.5 before
+/// anything is served: the reserve against the stored totals, Σ open holds
+/// against the holds on disk, the ledger's tail against the state, and, if
+/// `verify_wallets_at_start`, Σ wallets against every wallet. Start-up time
+/// does not grow with the number of users unless asked to.
+///
+/// # Errors
+/// The store is unreadable, was made with another ratio or currency, or its
+/// state is inconsistent.
+pub fn recover(store: &Store, settings: &Settings) -> Result<Recovered, StartError> {
+    let meta = store.meta()?.ok_or_else(|| StoreError::Foreign(store.directory().display().to_string()))?;
     if meta.ratio != settings.ratio {
         return Err(StartError::RatioChanged { stored: meta.ratio.get(), configured: settings.ratio.get() });
     }
     let state = store.inventory()?.ok_or_else(|| StartError::Invariant("the inventory record is missing".into()))?;
+    let (stored, configured) = (state.revenue.currency(), settings.revenue_zero.currency());
+    if stored != configured {
+        return Err(StartError::CurrencyChanged { stored: stored.to_string(), configured: configured.to_string() });
+    }
     if settings.verify_wallets_at_start {
         verify_wallets(store, &state)?;
     }

@@ -73,7 +73,7 @@ impl Application {
     ) -> Result<Self, StartError> {
         let store = Store::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
         let settings = Settings::from_config(config);
-        let recovered = engine::recover(&store, &settings, clock.as_ref())?;
+        let recovered = engine::recover(&store, &settings)?;
         let (engine, threads) =
             Engine::start(recovered, settings, store, clock, Some((provider, config.sync_interval)))?;
         let address = listener.local_addr().map_err(store::StoreError::from)?;

@@ -1,4 +1,4 @@
-//! The `creditd` command line (SPEC §11): `demo`, `serve`, `check`.
+//! The `creditd` command line (SPEC §11): `demo`, `init`, `serve`, `check`.
 //! Parsing and process exit codes only; everything else is in the library.
 
 use std::net::TcpListener;
@@ -37,7 +37,13 @@ enum Command {
         #[arg(long, default_value_t = 938)]
         provider_credits: u64,
     },
-    /// Production: needs NANOBANANA_BASE_URL, NANOBANANA_API_KEY and CREDITD_ADMIN_TOKEN.
+    /// Create a new, empty store (once, like `initdb`): records the ratio and the currency.
+    Init {
+        /// Data directory, new or empty (default: CREDITD_DATA_DIR, then ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Production, on a store `init` made: needs NANOBANANA_BASE_URL, NANOBANANA_API_KEY and CREDITD_ADMIN_TOKEN.
     Serve,
     /// Simulated buyers against a running creditd: throughput, latency, errors, then a consistency check.
     Loadtest {
@@ -113,6 +119,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Serve => serve(&config),
+        Command::Init { data_dir } => return init(&config, &data_dir.unwrap_or_else(|| config.data_dir.clone())),
         Command::Demo { provider_credits } => demo(config, provider_credits),
         Command::FakeProvider { listen, credits } => fake_provider(&config, &listen, credits),
         Command::Check { data_dir } => return check(&data_dir.unwrap_or_else(|| config.data_dir.clone())),
@@ -194,9 +201,31 @@ fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     run(config, admin_token, client, None)
 }
 
+fn init(config: &Config, data_dir: &std::path::Path) -> ExitCode {
+    let settings = creditd::engine::Settings::from_config(config);
+    match creditd::engine::init(data_dir, &settings, &SystemClock) {
+        Ok(()) => {
+            println!(
+                "created a creditd store in {} (ratio {}, currency {}); start it with `creditd serve`",
+                data_dir.display(),
+                config.ratio.get(),
+                config.currency
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("creditd init: {error}");
+            ExitCode::from(EXIT_CONFIGURATION)
+        }
+    }
+}
+
 fn demo(mut config: Config, provider_credits: u64) -> anyhow::Result<ExitCode> {
     let data_dir = tempfile::Builder::new().prefix("creditd-demo-").tempdir().context("demo data directory")?;
     config.data_dir = data_dir.path().join("data");
+    // The demo's store is new by construction: `init` is the demo's own first step.
+    creditd::engine::init(&config.data_dir, &creditd::engine::Settings::from_config(&config), &SystemClock)
+        .context("demo store")?;
     let provider_key = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
     let provider = FakeProvider::start(provider_credits, &provider_key).context("simulated NanoBanana")?;
     let admin_token = config
@@ -258,7 +287,14 @@ fn run(
     let listener = TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let app = Application::build(config, admin_token, client, listener, Arc::new(SystemClock))?;
+        let app = match Application::build(config, admin_token, client, listener, Arc::new(SystemClock)) {
+            Ok(app) => app,
+            Err(error) if error.is_configuration() => {
+                eprintln!("creditd: cannot start: {error}");
+                return Ok(ExitCode::from(EXIT_CONFIGURATION));
+            }
+            Err(error) => return Err(error.into()),
+        };
         let base = format!("http://{}", app.address());
         // Tests and scripts read this line to find the port the OS chose.
         println!("creditd listening on {base}");

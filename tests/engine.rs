@@ -8,7 +8,7 @@ use creditd::actors::inventory::{ApplySync, BeginSync};
 use creditd::clock::SystemClock;
 use creditd::config::Config;
 use creditd::domain::{IdempotencyKey, PackageId, ProviderCredits, UserId};
-use creditd::engine::{recover, Engine, EngineThreads, Settings};
+use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
 use creditd::store::Store;
 use futures_util::future::join_all;
 
@@ -16,8 +16,11 @@ async fn engine(dir: &std::path::Path, wallet_idle: Duration) -> (Engine, Engine
     let config = Config::load_with(None, |_| None).expect("defaults");
     let mut settings = Settings::from_config(&config);
     settings.wallet_idle = wallet_idle;
+    if !dir.join("db").exists() {
+        init(dir, &settings, &SystemClock).expect("init");
+    }
     let store = Store::open(dir).expect("store opens");
-    let recovered = recover(&store, &settings, &SystemClock).expect("recovers");
+    let recovered = recover(&store, &settings).expect("recovers");
     let (engine, threads) = Engine::start(recovered, settings, store, Arc::new(SystemClock), None).expect("starts");
     let token = engine.inventory().send(BeginSync).await.expect("answers");
     let real = ProviderCredits::new(1_000_000).expect("small");
@@ -105,8 +108,9 @@ async fn the_report_follows_a_synthetic_week_computed_by_hand() {
     let clock = ManualClock::starting_at(1_750_000_000_000);
     let config = Config::load_with(None, |_| None).expect("defaults");
     let settings = Settings::from_config(&config);
+    init(dir.path(), &settings, &clock).expect("init");
     let store = Store::open(dir.path()).expect("store opens");
-    let recovered = recover(&store, &settings, &clock).expect("recovers");
+    let recovered = recover(&store, &settings).expect("recovers");
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
     let (engine, threads) = Engine::start(recovered, settings, store, shared, None).expect("starts");
     let token = engine.inventory().send(BeginSync).await.expect("answers");
@@ -196,9 +200,9 @@ async fn a_wallet_tampered_on_disk_is_caught_at_start_when_asked_and_by_check() 
 
     let config = Config::load_with(None, |_| None).expect("defaults");
     let mut settings = Settings::from_config(&config);
-    assert!(recover(&store, &settings, &SystemClock).is_ok(), "the totals alone are consistent");
+    assert!(recover(&store, &settings).is_ok(), "the totals alone are consistent");
     settings.verify_wallets_at_start = true;
-    let error = recover(&store, &settings, &SystemClock).expect_err("Σ wallets disagrees");
+    let error = recover(&store, &settings).expect_err("Σ wallets disagrees");
     assert!(error.to_string().contains("Σ wallets on disk is 11"), "{error}");
     drop(store);
     let report = creditd::check::check(dir.path()).expect("check runs");

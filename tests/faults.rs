@@ -17,7 +17,7 @@ use creditd::actors::EngineError;
 use creditd::clock::SystemClock;
 use creditd::config::Config;
 use creditd::domain::{IdempotencyKey, PackageId, ProviderCredits, UserId};
-use creditd::engine::{recover, Engine, EngineThreads, Settings};
+use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
 use creditd::store::{StorageFaults, Store};
 
 /// Once armed, fails the next group commit, before applying it or before
@@ -59,11 +59,14 @@ impl StorageFaults for Armed {
 async fn start(dir: &std::path::Path, faults: Option<Arc<dyn StorageFaults>>) -> (Engine, EngineThreads) {
     let mut settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
     settings.verify_wallets_at_start = true;
+    if !dir.join("db").exists() {
+        init(dir, &settings, &SystemClock).expect("init");
+    }
     let mut store = Store::open(dir).expect("opens");
     if let Some(faults) = faults {
         store = store.with_faults(faults);
     }
-    let recovered = recover(&store, &settings, &SystemClock).expect("the directory is consistent");
+    let recovered = recover(&store, &settings).expect("the directory is consistent");
     let (engine, threads) = Engine::start(recovered, settings, store, Arc::new(SystemClock), None).expect("starts");
     let token = engine.inventory().send(BeginSync).await.expect("answers");
     let real = ProviderCredits::new(1_000_000).expect("small");

@@ -21,7 +21,7 @@ use creditd::actors::EngineError;
 use creditd::clock::{Clock, ManualClock};
 use creditd::config::Config;
 use creditd::domain::{HoldId, IdempotencyKey, PackageId, ProviderCredits, SpendId, UserCredits, UserId};
-use creditd::engine::{recover, Engine, EngineThreads, Settings};
+use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
 use creditd::http::extract::fingerprint;
 use creditd::store::Store;
 
@@ -273,9 +273,12 @@ fn settings() -> Settings {
 
 impl Harness {
     async fn start(&mut self, balance: u64) {
-        let store = Store::open(self.dir.path()).expect("store opens");
         let settings = settings();
-        let recovered = recover(&store, &settings, &self.clock).expect("recovers");
+        if !self.dir.path().join("db").exists() {
+            init(self.dir.path(), &settings, &self.clock).expect("init");
+        }
+        let store = Store::open(self.dir.path()).expect("store opens");
+        let recovered = recover(&store, &settings).expect("recovers");
         let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
         self.running = Some(Engine::start(recovered, settings, store, clock, None).expect("starts"));
         self.sync(balance).await.expect("the first sync succeeds");

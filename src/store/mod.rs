@@ -31,6 +31,12 @@ use records::{
 /// a million users, 32 MiB keeps the process near 250 MiB (BENCHMARKS.md).
 pub const CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
 
+/// The file `creditd init` leaves in a data directory, and its content: a
+/// directory without it is not opened, so sled never writes into a
+/// directory that is not creditd's.
+pub const MARK_FILE: &str = "CREDITD_STORE";
+const MARK: &str = "creditd sled store, layout 1\n";
+
 /// The most ledger entries one read returns.
 pub const LEDGER_PAGE_MAX: usize = 1000;
 
@@ -50,6 +56,18 @@ pub enum StoreError {
     Precondition(String),
     #[error("data directory: {0}")]
     Layout(String),
+    #[error(
+        "data directory {0} does not exist or is empty: create a store there with `creditd init --data-dir {0}` \
+         (creditd never turns a missing directory into a fresh ledger)"
+    )]
+    Uninitialised(String),
+    #[error(
+        "{0} is not a creditd data directory (it holds no creditd store): point CREDITD_DATA_DIR at the store, \
+         or make one in a new, empty directory with `creditd init`"
+    )]
+    Foreign(String),
+    #[error("{0} is not empty: `creditd init` makes a store only in a new or empty directory")]
+    NotEmpty(String),
 }
 
 /// Changes that must reach disk together, or not at all.
@@ -129,33 +147,84 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the data directory.
+    /// Opens the store `creditd init` made in `directory`.
     ///
     /// # Errors
-    /// The directory cannot be created, locked or read.
+    /// See [`Store::open_with_cache`].
     pub fn open(directory: &Path) -> Result<Self, StoreError> {
         Self::open_with_cache(directory, CACHE_BYTES_DEFAULT)
     }
 
-    /// Opens (or creates) the data directory with a page cache of `cache_bytes`.
+    /// Opens the store `creditd init` made in `directory`, with a page cache
+    /// of `cache_bytes`. Never creates anything: a missing or empty directory
+    /// is [`StoreError::Uninitialised`], one without creditd's records is
+    /// [`StoreError::Foreign`], so an unmounted volume is never mistaken for
+    /// a new ledger.
     ///
     /// # Errors
-    /// The directory cannot be created, locked or read.
+    /// Those, or the directory cannot be locked or read.
     pub fn open_with_cache(directory: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
-        let created = !directory.join("db").exists();
+        let shown = directory.display().to_string();
+        let empty = match std::fs::read_dir(directory) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => true,
+            Err(error) => return Err(error.into()),
+            Ok(mut entries) => entries.next().is_none(),
+        };
+        if empty {
+            return Err(StoreError::Uninitialised(shown));
+        }
+        // sled writes to any directory it opens: look for init's mark first.
+        let marked = std::fs::read(directory.join(MARK_FILE)).is_ok_and(|mark| mark == MARK.as_bytes());
+        if !marked || !directory.join("db").is_file() {
+            return Err(StoreError::Foreign(shown));
+        }
+        let store = Self::open_sled(directory, cache_bytes)?;
+        if store.meta()?.is_none() {
+            return Err(StoreError::Foreign(shown));
+        }
+        Ok(store)
+    }
+
+    /// Marks the directory as creditd's, once its first records are durable:
+    /// a crash before this leaves a directory both `init` and `open` refuse.
+    ///
+    /// # Errors
+    /// The mark cannot be written or synced.
+    pub fn mark(&self) -> Result<(), StoreError> {
+        let path = self.directory.join(MARK_FILE);
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        std::io::Write::write_all(&mut file, MARK.as_bytes())?;
+        file.sync_all()?;
+        sync_directory(&self.directory)?;
+        Ok(())
+    }
+
+    /// Makes a new, empty sled store in `directory`, which must be missing
+    /// or empty; the caller writes the first records and then [`Store::mark`]s
+    /// it (`engine::init`).
+    ///
+    /// # Errors
+    /// [`StoreError::NotEmpty`], or the directory cannot be created or synced.
+    pub fn create(directory: &Path) -> Result<Self, StoreError> {
+        if std::fs::read_dir(directory).is_ok_and(|mut entries| entries.next().is_some()) {
+            return Err(StoreError::NotEmpty(directory.display().to_string()));
+        }
         std::fs::create_dir_all(directory)?;
+        let store = Self::open_sled(directory, CACHE_BYTES_DEFAULT)?;
+        // sled fsyncs neither its directory nor the `conf` file it creates there.
+        store.db.flush()?;
+        store.log_file.sync_all()?;
+        File::open(directory.join("conf"))?.sync_all()?;
+        sync_directory(directory)?;
+        if let Some(parent) = directory.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_directory(parent)?;
+        }
+        Ok(store)
+    }
+
+    fn open_sled(directory: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(directory).cache_capacity(cache_bytes).open()?;
         let log_file = OpenOptions::new().read(true).write(true).open(directory.join("db"))?;
-        if created {
-            // sled fsyncs neither its directory nor the `conf` file it creates there.
-            db.flush()?;
-            log_file.sync_all()?;
-            File::open(directory.join("conf"))?.sync_all()?;
-            sync_directory(directory)?;
-            if let Some(parent) = directory.parent().filter(|p| !p.as_os_str().is_empty()) {
-                sync_directory(parent)?;
-            }
-        }
         Ok(Self { db, log_file: Arc::new(log_file), directory: directory.to_owned(), faults: None })
     }
 

@@ -130,11 +130,156 @@ async fn check_and_start_up_refuse_a_wallet_the_ledger_does_not_explain() {
     );
 }
 
-/// Goal: `check` names a directory that is not a creditd data directory.
+/// Goal: `check` names a directory that is not a creditd data directory,
+/// and never creates one (SPEC §11).
 #[test]
-fn check_on_a_missing_directory_exits_2() {
+fn check_on_a_missing_directory_exits_2_and_creates_nothing() {
     let dir = temp_dir();
-    let (code, report) = crate::common::run_check(&dir.path().join("nothing-here"));
+    let missing = dir.path().join("nothing-here");
+    let (code, report) = crate::common::run_check(&missing);
     assert_eq!(code, 2, "{report}");
     assert!(report.contains("not a creditd data directory"), "{report}");
+    assert!(!missing.exists(), "check created {}", missing.display());
+}
+
+/// `creditd serve` on `data_dir` with the test's provider settings, run to
+/// its exit: (exit code, stderr).
+fn serve_to_exit(data_dir: &std::path::Path, config: Option<&std::path::Path>) -> (Option<i32>, String) {
+    let mut command = Command::new(binary());
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let child = command
+        .arg("serve")
+        .env_clear()
+        .env("CREDITD_DATA_DIR", data_dir)
+        .env("CREDITD_LISTEN", "127.0.0.1:0")
+        .env("CREDITD_ADMIN_TOKEN", crate::common::ADMIN_TOKEN)
+        .env("NANOBANANA_BASE_URL", "http://127.0.0.1:9")
+        .env("NANOBANANA_API_KEY", crate::common::PROVIDER_KEY)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("creditd runs");
+    // A server that starts instead of refusing would never exit: give up after a while.
+    let mut guard = crate::common::Guarded(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().expect("waits") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let Some(status) = status else { return (None, "serve started instead of refusing".to_owned()) };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut guard.0.stderr.take().expect("piped"), &mut stderr).expect("reads");
+    (status.code(), stderr)
+}
+
+/// Goal: an unmounted volume or a wrong working directory never silently
+/// becomes a fresh ledger (SPEC §11). Method: `serve` on a missing
+/// directory, an empty one, one holding someone else's files, and a sled
+/// directory without creditd's records; each exits 2 naming `creditd init`
+/// and leaves the directory as it found it.
+#[test]
+fn serve_refuses_a_missing_empty_or_foreign_data_directory_naming_creditd_init() {
+    let dir = temp_dir();
+    let missing = dir.path().join("missing");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("creates");
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).expect("creates");
+    std::fs::write(foreign.join("notes.txt"), "someone else's").expect("writes");
+    let bare_sled = dir.path().join("bare-sled");
+    drop(creditd::store::Store::create(&bare_sled).expect("a sled directory without creditd's records"));
+    for (name, data_dir) in [("missing", &missing), ("empty", &empty), ("foreign", &foreign), ("bare sled", &bare_sled)]
+    {
+        let listing = |path: &std::path::Path| {
+            std::fs::read_dir(path)
+                .map(|entries| entries.filter_map(Result::ok).map(|e| e.file_name()).collect::<Vec<_>>())
+                .ok()
+        };
+        let before = listing(data_dir);
+        let (code, stderr) = serve_to_exit(data_dir, None);
+        assert_eq!(code, Some(2), "{name}: {stderr}");
+        assert!(stderr.contains("creditd init"), "{name}: names creditd init: {stderr}");
+        assert_eq!(listing(data_dir), before, "{name}: serve changed the directory");
+    }
+}
+
+/// Goal: `creditd init` is the deliberate step that makes a store, once
+/// (SPEC §11), and `serve` then starts on it.
+#[tokio::test]
+async fn init_creates_a_store_once_and_serve_starts_on_it() {
+    let provider = provider(938);
+    let dir = temp_dir();
+    let data_dir = dir.path().join("data");
+    let (code, output) = crate::common::run_init(&data_dir, &[]);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("ratio 4") && output.contains("EUR"), "init says what it recorded: {output}");
+    let (code, output) = crate::common::run_init(&data_dir, &[]);
+    assert_eq!(code, 2, "a second init refuses a store that holds data: {output}");
+    let mut server = Server::start(&provider, &data_dir).await;
+    assert_eq!(crate::common::purchase(&client(), &server.base, "u", "starter", "k").await.status, 200);
+    assert!(server.terminate().success());
+    let (code, output) = crate::common::run_init(&data_dir, &[]);
+    assert_eq!(code, 2, "{output}");
+    let (code, report) = crate::common::run_check(&data_dir);
+    assert_eq!(code, 0, "init refused without touching the store: {report}");
+}
+
+/// Goal: a store keeps the ratio and currency it was made with; a server
+/// configured otherwise refuses to start (SPEC §11) instead of answering
+/// every purchase with an error.
+#[test]
+fn serve_refuses_a_ratio_or_currency_other_than_the_stores() {
+    let dir = temp_dir();
+    let data_dir = dir.path().join("data");
+    let (code, output) = crate::common::run_init(&data_dir, &[]);
+    assert_eq!(code, 0, "{output}");
+    for (setting, mentions) in [("ratio = 5", "ratio"), ("currency = \"USD\"", "currency")] {
+        let config = dir.path().join("creditd.toml");
+        std::fs::write(&config, format!("{setting}\n")).expect("writes");
+        let (code, stderr) = serve_to_exit(&data_dir, Some(&config));
+        assert_eq!(code, Some(2), "{setting}: {stderr}");
+        assert!(stderr.contains(mentions), "{setting}: {stderr}");
+    }
+}
+
+/// Goal: `creditd demo` needs no step before it (SPEC §11): it makes its
+/// own fresh store and serves the storefront API at once.
+#[tokio::test]
+async fn demo_needs_no_init_and_sells() {
+    let mut child = Command::new(binary())
+        .arg("demo")
+        .env_clear()
+        .env("CREDITD_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("demo starts");
+    let stdout = child.stdout.take().expect("piped");
+    let base = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("creditd listening on ").map(str::to_owned))
+    })
+    .join()
+    .expect("reads")
+    .expect("demo prints its address");
+    let guard = crate::common::Guarded(child);
+    let client = client();
+    crate::common::eventually("the demo is ready", || {
+        let (client, url) = (client.clone(), format!("{base}/readyz"));
+        async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    let bought = crate::common::purchase(&client, &base, "alice", "pro", "demo-1").await;
+    assert_eq!((bought.status, bought.body["balance"].clone()), (200, 100.into()), "{bought:?}");
+    drop(guard);
 }

@@ -57,6 +57,8 @@ impl Server {
     }
 
     fn spawn(provider_url: String, data_dir: PathBuf, extra_env: Vec<(String, String)>) -> Self {
+        let env: Vec<(&str, &str)> = extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        init_if_new(&data_dir, &env);
         let mut command = Command::new(binary());
         command
             .arg("serve")
@@ -239,6 +241,31 @@ pub fn run_check(data_dir: &Path) -> (i32, String) {
         .expect("creditd check runs");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.code().unwrap_or(-1), text)
+}
+
+/// Runs `creditd init --data-dir` with `env`: (exit code, stdout + stderr).
+pub fn run_init(data_dir: &Path, env: &[(&str, &str)]) -> (i32, String) {
+    let output = Command::new(binary())
+        .arg("init")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("creditd init runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
+/// Creates a store in `data_dir` unless it already holds one, as an
+/// operator runs `creditd init` once before the first `serve` (with the
+/// server's environment: the power-loss test's shim must see init's syncs).
+pub fn init_if_new(data_dir: &Path, env: &[(&str, &str)]) {
+    let fresh = std::fs::read_dir(data_dir).map_or(true, |mut entries| entries.next().is_none());
+    if fresh {
+        let (code, output) = run_init(data_dir, env);
+        assert_eq!(code, 0, "creditd init: {output}");
+    }
 }
 
 pub fn temp_dir() -> tempfile::TempDir {
