@@ -3,7 +3,7 @@
 # BENCHMARKS.md): resident memory, restart-to-ready time, and purchase
 # throughput with 1 000 vs 1 000 000 users on the same data directory.
 #
-# 1. `creditd serve` on a fresh data directory, against `creditd fake-provider`.
+# 1. `creditd init` and `creditd serve` on a fresh data directory, against `creditd fake-provider`.
 # 2. `creditd loadtest --sequential` buys once for each of USERS users (every
 #    user gets a wallet, a ledger entry and an idempotency record).
 # 3. RSS (now and peak) of the server, then again after the idle wallet
@@ -60,6 +60,7 @@ start_server() {
 }
 
 rm -rf "$DATA_DIR"
+"$BIN" init --data-dir "$DATA_DIR" >/dev/null
 "$BIN" fake-provider --listen "127.0.0.1:$PROVIDER_PORT" --credits 9000000000000000 >/dev/null 2>&1 &
 provider=$!
 until curl -sf -H "Authorization: Bearer $NANOBANANA_API_KEY" "$NANOBANANA_BASE_URL/api/v1/common/credit" >/dev/null; do
