@@ -32,7 +32,8 @@ use crate::store::records::{
 };
 use crate::store::{keys, Store, StoreError, WriteSet};
 
-/// How long an HTTP request waits for the engine before answering 503.
+/// How long an HTTP request waits for the engine before answering 503
+/// (`outcome_unknown` for a change, `overloaded` for a read).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often a request asks the directory again after meeting a retiring
@@ -55,6 +56,8 @@ pub struct Settings {
     pub provider_credit_cost_micros: u64,
     /// Sum every wallet on disk at start-up, not only the totals and the open holds.
     pub verify_wallets_at_start: bool,
+    /// How long a request waits for the engine ([`REQUEST_TIMEOUT`]; tests shorten it).
+    pub request_timeout: Duration,
 }
 
 impl Settings {
@@ -70,6 +73,7 @@ impl Settings {
             alert_webhook_url: config.alert_webhook_url.clone(),
             provider_credit_cost_micros: config.provider_credit_cost_micros,
             verify_wallets_at_start: config.verify_wallets_at_start,
+            request_timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -266,6 +270,12 @@ fn timed_out() -> EngineError {
     EngineError::Overloaded("the engine did not answer in time")
 }
 
+/// A change request that gave up waiting: the change may have been decided
+/// and queued, so nothing may be promised (SPEC §9 `outcome_unknown`).
+fn change_timed_out() -> EngineError {
+    EngineError::OutcomeUnknown("no answer in time; retry with the same Idempotency-Key to learn the outcome".into())
+}
+
 /// A wallet actor answered a command with another command's receipt: a bug.
 fn unexpected(receipt: &WalletReceipt) -> EngineError {
     EngineError::Storage(format!("unexpected receipt {receipt:?}"))
@@ -388,23 +398,39 @@ impl Engine {
     async fn on_wallet(&self, user: &UserId, command: WalletCommand) -> Result<WalletReceipt, EngineError> {
         for _ in 0..WALLET_ATTEMPTS_MAX {
             let wallet = self.wallets.wallet(user);
-            match wallet.send(ApplyToWallet(command.clone())).timeout(REQUEST_TIMEOUT).await {
+            match wallet.send(ApplyToWallet(command.clone())).timeout(self.settings.request_timeout).await {
                 Ok(Ok(receipt)) => return Ok(receipt),
                 Ok(Err(WalletError::Engine(error))) => return Err(error),
-                Ok(Err(WalletError::Retired)) | Err(MailboxError::Closed) => {}
-                Err(MailboxError::Timeout) => return Err(timed_out()),
+                // A retired actor refuses before it sends anything to the inventory.
+                Ok(Err(WalletError::Retired)) => {}
+                Err(MailboxError::Closed) => {
+                    return Err(EngineError::OutcomeUnknown("the wallet actor stopped while answering".into()))
+                }
+                Err(MailboxError::Timeout) => return Err(change_timed_out()),
             }
         }
         Err(EngineError::Overloaded("the wallet kept retiring"))
     }
 
+    /// Asks the inventory a question that changes nothing.
     async fn ask<M>(&self, message: M) -> Result<M::Result, EngineError>
     where
         M: Message + Send + 'static,
         M::Result: Send,
         InventoryActor: Handler<M>,
     {
-        self.inventory.send(message).timeout(REQUEST_TIMEOUT).await.map_err(|_| timed_out())
+        self.inventory.send(message).timeout(self.settings.request_timeout).await.map_err(|_| timed_out())
+    }
+
+    /// Asks the inventory for a change: if no answer comes, the change may
+    /// still have been made.
+    async fn change<M>(&self, message: M) -> Result<M::Result, EngineError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        InventoryActor: Handler<M>,
+    {
+        self.inventory.send(message).timeout(self.settings.request_timeout).await.map_err(|_| change_timed_out())
     }
 
     /// Buys `package_id` for `user` (SPEC §5), exactly once per `key`.
@@ -436,7 +462,7 @@ impl Engine {
         key: Option<IdempotencyKey>,
         fingerprint: Fingerprint,
     ) -> Result<HoldReceipt, EngineError> {
-        self.ask(CreateHold { user, package_id, ttl_ms, key, fingerprint }).await?
+        self.change(CreateHold { user, package_id, ttl_ms, key, fingerprint }).await?
     }
 
     /// Turns an open hold into wallet credits; a second capture gets the first answer.
@@ -456,7 +482,7 @@ impl Engine {
     /// # Errors
     /// `UnknownHold`, `HoldCaptured`, `HoldExpired`, or 503-class errors.
     pub async fn release(&self, hold_id: HoldId) -> Result<ReleaseReceipt, EngineError> {
-        self.ask(ReleaseHold { hold_id }).await?
+        self.change(ReleaseHold { hold_id }).await?
     }
 
     /// Spends `credits` of `user`'s wallet (SPEC §5), exactly once per `key`.
@@ -541,7 +567,7 @@ impl Engine {
     /// 503-class errors when the sync actor cannot answer.
     pub async fn sync_status(&self) -> Result<SyncState, EngineError> {
         match &self.sync {
-            Some(sync) => sync.send(SyncStatus).timeout(REQUEST_TIMEOUT).await.map_err(|_| timed_out()),
+            Some(sync) => sync.send(SyncStatus).timeout(self.settings.request_timeout).await.map_err(|_| timed_out()),
             None => Ok(SyncState::default()),
         }
     }
@@ -551,7 +577,7 @@ impl Engine {
     /// # Errors
     /// 503-class errors when the alert actor cannot answer.
     pub async fn alerts(&self) -> Result<AlertsView, EngineError> {
-        self.alerts.send(ListAlerts).timeout(REQUEST_TIMEOUT).await.map_err(|_| timed_out())
+        self.alerts.send(ListAlerts).timeout(self.settings.request_timeout).await.map_err(|_| timed_out())
     }
 
     /// The kill switch (SPEC §5 admin).
@@ -563,7 +589,7 @@ impl Engine {
         enabled: bool,
         reason: Option<String>,
     ) -> Result<PurchasesState, EngineError> {
-        self.ask(SetPurchasesEnabled { enabled, reason }).await?
+        self.change(SetPurchasesEnabled { enabled, reason }).await?
     }
 
     /// Changes a package's settings.
@@ -571,7 +597,7 @@ impl Engine {
     /// # Errors
     /// `UnknownPackage`, or 503-class errors.
     pub async fn update_package(&self, update: UpdatePackage) -> Result<Package, EngineError> {
-        self.ask(update).await?
+        self.change(update).await?
     }
 
     /// The operators' report (SPEC §8) as of now.

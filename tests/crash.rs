@@ -79,10 +79,14 @@ async fn invoke(client: &reqwest::Client, base: &str, op: &Op) -> Outcome {
     let status = response.status().as_u16();
     let Ok(bytes) = response.bytes().await else { return Outcome::Unknown };
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let code = body["error"]["code"].as_str().unwrap_or("");
     if status == 200 {
         Outcome::Ok(body)
+    } else if code == "outcome_unknown" {
+        // SPEC §9: it may or may not be applied; the retry after the restart tells.
+        Outcome::Unknown
     } else {
-        Outcome::Refused(status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+        Outcome::Refused(status, code.to_owned())
     }
 }
 

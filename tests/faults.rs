@@ -10,13 +10,18 @@
 
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
-use creditd::actors::inventory::{ApplySync, BeginSync};
+use futures_util::FutureExt;
+
+use creditd::actors::inventory::{
+    ApplySync, BeginSync, CreateHold, ReleaseHold, SetPurchasesEnabled, Snapshot, UpdatePackage,
+};
 use creditd::actors::EngineError;
 use creditd::clock::SystemClock;
 use creditd::config::Config;
-use creditd::domain::{IdempotencyKey, PackageId, ProviderCredits, UserId};
+use creditd::domain::{IdempotencyKey, PackageId, ProviderCredits, UserCredits, UserId};
 use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
 use creditd::store::{StorageFaults, Store};
 
@@ -56,8 +61,76 @@ impl StorageFaults for Armed {
     }
 }
 
+/// Holds the commit loop inside the sync of the next group, after its
+/// batch is applied, until the test lets it go on or fail: the window in
+/// which a change is decided and visible but not yet durable.
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    armed: bool,
+    holding: bool,
+    /// `Some(true)`: let the held sync succeed; `Some(false)`: fail it.
+    verdict: Option<bool>,
+}
+
+impl Gate {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { state: Mutex::new(GateState::default()), changed: Condvar::new() })
+    }
+
+    fn arm(&self) {
+        *self.state.lock().expect("gate") = GateState { armed: true, ..GateState::default() };
+    }
+
+    /// Waits (off the async workers) until the commit loop is held.
+    async fn held(self: &Arc<Self>) {
+        let gate = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let state = gate.state.lock().expect("gate");
+            drop(gate.changed.wait_while(state, |state| !state.holding).expect("gate"));
+        })
+        .await
+        .expect("waits");
+    }
+
+    fn release(&self, succeed: bool) {
+        self.state.lock().expect("gate").verdict = Some(succeed);
+        self.changed.notify_all();
+    }
+}
+
+impl StorageFaults for Gate {
+    fn before_sync(&self) -> std::io::Result<()> {
+        let mut state = self.state.lock().expect("gate");
+        if !state.armed {
+            return Ok(());
+        }
+        state.armed = false;
+        state.holding = true;
+        self.changed.notify_all();
+        let state = self.changed.wait_while(state, |state| state.verdict.is_none()).expect("gate");
+        match state.verdict {
+            Some(true) => Ok(()),
+            _ => Err(std::io::Error::other("injected: the sync failed after the batch was applied")),
+        }
+    }
+}
+
 async fn start(dir: &std::path::Path, faults: Option<Arc<dyn StorageFaults>>) -> (Engine, EngineThreads) {
+    start_with(dir, faults, |_| {}).await
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    faults: Option<Arc<dyn StorageFaults>>,
+    adjust: impl FnOnce(&mut Settings),
+) -> (Engine, EngineThreads) {
     let mut settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
+    adjust(&mut settings);
     settings.verify_wallets_at_start = true;
     if !dir.join("db").exists() {
         init(dir, &settings, &SystemClock).expect("init");
@@ -141,7 +214,7 @@ async fn a_failed_sync_is_not_acknowledged_and_its_retry_applies_once() {
     assert_eq!(buy(&engine, "a", "k1").await, Ok(10));
     faults.arm();
     let failed = buy(&engine, "a", "k2").await;
-    assert!(matches!(failed, Err(EngineError::Storage(_))), "{failed:?}");
+    assert!(matches!(failed, Err(EngineError::OutcomeUnknown(_))), "not 'nothing applied': {failed:?}");
     assert!(!engine.health().ready());
     let snapshot = engine.snapshot().await.expect("answers");
     assert!(!snapshot.ready, "the catalogue reports not ready too");
@@ -152,6 +225,141 @@ async fn a_failed_sync_is_not_acknowledged_and_its_retry_applies_once() {
     let retried = buy(&engine, "a", "k2").await;
     assert_eq!(retried, Ok(20), "the retry answers the one purchase, applied once");
     assert_eq!(wallet(&engine, "a").await, Some(20));
+    stop(engine, threads).await;
+    check_passes(dir.path());
+}
+
+/// Goal: a replay (a second release, a second kill switch, the same
+/// package settings again) is answered only once the change it repeats is
+/// durable (SPEC §9): a crash in between must not leave a 2xx that the
+/// disk contradicts. Method: hold the commit loop in the sync of the first
+/// change; send the replay; after a later message proves the actor has
+/// decided the replay, its answer must still be pending; fail the held sync:
+/// both answers are `outcome_unknown`, never a success.
+#[actix_rt::test]
+async fn a_replay_waits_for_the_durability_of_the_change_it_repeats() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gate = Gate::new();
+    let (engine, threads) = start(dir.path(), Some(gate.clone())).await;
+    let inventory = engine.inventory().clone();
+    let hold = inventory
+        .send(CreateHold {
+            user: UserId::parse("h").expect("valid"),
+            package_id: PackageId::parse("starter").expect("valid"),
+            ttl_ms: 60_000,
+            key: None,
+            fingerprint: [1; 32],
+        })
+        .await
+        .expect("answers")
+        .expect("holds");
+
+    gate.arm();
+    let first = inventory.send(ReleaseHold { hold_id: hold.hold_id.clone() });
+    gate.held().await;
+    let mut replay = Box::pin(inventory.send(ReleaseHold { hold_id: hold.hold_id.clone() }));
+    let mut kill = Box::pin(inventory.send(SetPurchasesEnabled { enabled: true, reason: None }));
+    let package = UpdatePackage {
+        package_id: PackageId::parse("pro").expect("valid"),
+        enabled: None,
+        credits: None,
+        price_minor_units: None,
+    };
+    let mut unchanged = Box::pin(inventory.send(package));
+    // The actor handles its mailbox in order: once this answers, the three above were decided.
+    inventory.send(Snapshot).await.expect("answers");
+    assert!(replay.as_mut().now_or_never().is_none(), "the second release waits for the first one's sync");
+    assert!(kill.as_mut().now_or_never().is_none(), "a kill-switch replay waits for the sync in flight");
+    assert!(unchanged.as_mut().now_or_never().is_none(), "a package replay waits for the sync in flight");
+
+    gate.release(false);
+    let first = first.await.expect("answers");
+    assert!(matches!(first, Err(EngineError::OutcomeUnknown(_))), "{first:?}");
+    let replay = replay.await.expect("answers");
+    assert!(matches!(replay, Err(EngineError::OutcomeUnknown(_))), "never a success: {replay:?}");
+    assert!(matches!(kill.await.expect("answers"), Err(EngineError::OutcomeUnknown(_))));
+    assert!(matches!(unchanged.await.expect("answers"), Err(EngineError::OutcomeUnknown(_))));
+    stop(engine, threads).await;
+    check_passes(dir.path());
+}
+
+/// Goal: the same, when the held sync succeeds: the replay then answers the
+/// first answer, and a release of a hold whose capture is not yet durable
+/// learns `hold_captured` only once it is.
+#[actix_rt::test]
+async fn a_replay_answers_the_first_answer_once_it_is_durable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gate = Gate::new();
+    let (engine, threads) = start(dir.path(), Some(gate.clone())).await;
+    let inventory = engine.inventory().clone();
+    let hold = |user: &str| CreateHold {
+        user: UserId::parse(user).expect("valid"),
+        package_id: PackageId::parse("starter").expect("valid"),
+        ttl_ms: 60_000,
+        key: None,
+        fingerprint: [1; 32],
+    };
+    let released = inventory.send(hold("r")).await.expect("answers").expect("holds").hold_id;
+    let captured = inventory.send(hold("c")).await.expect("answers").expect("holds").hold_id;
+
+    gate.arm();
+    let first = inventory.send(ReleaseHold { hold_id: released.clone() });
+    gate.held().await;
+    let mut replay = Box::pin(inventory.send(ReleaseHold { hold_id: released.clone() }));
+    inventory.send(Snapshot).await.expect("answers");
+    assert!(replay.as_mut().now_or_never().is_none(), "the replay waits");
+    gate.release(true);
+    let first = first.await.expect("answers").expect("released");
+    assert_eq!(replay.await.expect("answers"), Ok(first), "the first answer, once durable");
+
+    gate.arm();
+    let capture = {
+        let engine = engine.clone();
+        let hold_id = captured.clone();
+        actix_rt::spawn(async move { engine.capture(hold_id).await })
+    };
+    gate.held().await;
+    let mut release = Box::pin(inventory.send(ReleaseHold { hold_id: captured }));
+    inventory.send(Snapshot).await.expect("answers");
+    assert!(release.as_mut().now_or_never().is_none(), "hold_captured is not said before the capture is durable");
+    gate.release(true);
+    assert_eq!(capture.await.expect("joins").expect("captured").credits, UserCredits::new(10).expect("small"));
+    assert_eq!(release.await.expect("answers"), Err(EngineError::HoldCaptured));
+    stop(engine, threads).await;
+    check_passes(dir.path());
+}
+
+/// Goal: a request that gives up waiting for its commit says so: 503
+/// `outcome_unknown` (SPEC §9), never a code that promises nothing was
+/// applied. Method: hold the commit loop past a short request timeout; then
+/// let the sync succeed: the purchase was applied after all, and its retry
+/// with the same key answers it once.
+#[actix_rt::test]
+async fn a_timeout_waiting_for_the_commit_is_outcome_unknown() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gate = Gate::new();
+    let (engine, threads) =
+        start_with(dir.path(), Some(gate.clone()), |settings| settings.request_timeout = Duration::from_millis(100))
+            .await;
+    gate.arm();
+    let waiting = actix_rt::spawn({
+        let engine = engine.clone();
+        async move { buy(&engine, "t", "k-timeout").await }
+    });
+    gate.held().await;
+    let answer = waiting.await.expect("joins");
+    assert!(matches!(answer, Err(EngineError::OutcomeUnknown(_))), "{answer:?}");
+    gate.release(true);
+    // A retry may itself give up while the first is still finishing; a client retries again.
+    let mut retried = buy(&engine, "t", "k-timeout").await;
+    for _ in 0..100 {
+        if !matches!(retried, Err(EngineError::OutcomeUnknown(_) | EngineError::IdempotencyKeyInUse)) {
+            break;
+        }
+        retried = buy(&engine, "t", "k-timeout").await;
+    }
+    assert_eq!(retried, Ok(10), "the retry learns it was applied, once");
+    assert_eq!(wallet(&engine, "t").await, Some(10));
     stop(engine, threads).await;
     check_passes(dir.path());
 }

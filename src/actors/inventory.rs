@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use super::alert::{AlertActor, InventoryObserved};
 use super::EngineError;
@@ -38,7 +39,7 @@ use crate::domain::{
     UserCredits, UserId,
 };
 use crate::engine::{Health, Recovered, Settings};
-use crate::store::commit::{CommitQueue, CommitReceipt};
+use crate::store::commit::{CommitFailed, CommitQueue, CommitReceipt};
 use crate::store::records::{
     CaptureReceipt, EntryKind, HoldReceipt, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry,
     Operation, PackageOverride, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord, SyncRecord,
@@ -456,25 +457,47 @@ impl InventoryActor {
             if let Some(key) = &key {
                 actor.keys_in_flight.remove(key);
             }
-            match result {
-                Ok(Ok(())) => Ok(value),
-                Ok(Err(failed)) => Err(actor.storage_failed(&failed.0)),
-                Err(_) => Err(actor.storage_failed("the commit loop stopped")),
+            actor.durable(result).map(|()| value)
+        }))
+    }
+
+    /// What a commit receipt means for the request waiting on it.
+    fn durable(&self, receipt: Result<Result<(), CommitFailed>, oneshot::error::RecvError>) -> Result<(), EngineError> {
+        let failure = match receipt {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(CommitFailed::NotApplied(reason))) => EngineError::Storage(reason),
+            Ok(Err(CommitFailed::Unconfirmed(reason))) => EngineError::OutcomeUnknown(reason),
+            Err(_) => EngineError::OutcomeUnknown("the commit loop stopped".into()),
+        };
+        self.health.mark_storage_failed();
+        Err(failure)
+    }
+
+    /// Answers `answer` once every change queued so far is durable: a replay
+    /// (or a refusal that names a state) repeats what an earlier change
+    /// decided, and may not be said before that change is on disk (SPEC §9).
+    /// If the wait fails, the earlier change may or may not be applied.
+    fn after_durable<T: 'static>(&mut self, answer: Result<T, EngineError>) -> Reply<T> {
+        let barrier = match self.commits.barrier() {
+            Ok(barrier) => barrier,
+            Err(error) => return ready(Err(error.into())),
+        };
+        Box::pin(barrier.into_actor(self).map(move |result, actor, _| match actor.durable(result) {
+            Ok(()) => answer,
+            Err(EngineError::Storage(reason) | EngineError::OutcomeUnknown(reason)) => {
+                Err(EngineError::OutcomeUnknown(format!("the change this answer repeats: {reason}")))
             }
+            Err(other) => Err(other),
         }))
     }
 
     fn respond<T: 'static>(&mut self, decision: Result<Decision<T>, EngineError>) -> Reply<T> {
         match decision {
+            Err(error) if error.names_a_state() => self.after_durable(Err(error)),
             Err(error) => ready(Err(error)),
-            Ok(Decision::Replay(value)) => ready(Ok(value)),
+            Ok(Decision::Replay(value)) => self.after_durable(Ok(value)),
             Ok(Decision::Apply(change, value)) => self.finish(*change, value),
         }
-    }
-
-    fn storage_failed(&self, reason: &str) -> EngineError {
-        self.health.mark_storage_failed();
-        EngineError::Storage(reason.to_owned())
     }
 
     /// Expires every open hold whose deadline has passed, as one change.

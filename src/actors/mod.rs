@@ -54,8 +54,14 @@ pub enum EngineError {
     IdempotencyKeyInUse,
     #[error("amount: {0}")]
     Quantity(#[from] QuantityError),
+    /// Storage failed and nothing of this request was applied.
     #[error("storage failed: {0}")]
     Storage(String),
+    /// The change was handed to storage, but its durability could not be
+    /// confirmed (a failed sync, or a timeout waiting for the commit): it
+    /// may or may not be applied; a retry with the same key tells.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("overloaded: {0}")]
     Overloaded(&'static str),
 }
@@ -76,6 +82,12 @@ impl From<crate::store::codec::CodecError> for EngineError {
 }
 
 impl EngineError {
+    /// A refusal that names a resource's state (captured, released, expired,
+    /// refunded): like a replay, it may only be said once that state is durable.
+    pub fn names_a_state(&self) -> bool {
+        matches!(self, Self::HoldCaptured | Self::HoldReleased | Self::HoldExpired | Self::AlreadyRefunded)
+    }
+
     /// A short, stable label for metrics (`outcome="insufficient_capacity"`).
     pub fn label(&self) -> &'static str {
         match self {
@@ -97,6 +109,7 @@ impl EngineError {
             Self::IdempotencyKeyInUse => "idempotency_key_in_use",
             Self::Quantity(_) => "invalid_amount",
             Self::Storage(_) => "storage_failed",
+            Self::OutcomeUnknown(_) => "outcome_unknown",
             Self::Overloaded(_) => "overloaded",
         }
     }

@@ -98,7 +98,9 @@ impl Handler<ApplyToWallet> for WalletActor {
         // actor with a wallet older than the disk's.
         let request = self.directory.inventory.send(change);
         AtomicResponse::new(Box::pin(request.into_actor(self).map(|answer, actor, _| {
-            let outcome = answer.map_err(|_| EngineError::Overloaded("inventory unavailable"))??;
+            // The inventory may have decided the change before it stopped answering.
+            let outcome =
+                answer.map_err(|_| EngineError::OutcomeUnknown("the inventory stopped answering".into()))??;
             if let Some(wallet) = outcome.wallet {
                 actor.wallet = Some(wallet);
             }

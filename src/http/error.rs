@@ -31,6 +31,7 @@ pub enum ErrorCode {
     PurchasesDisabled,
     EnhancementUnavailable,
     NotReady,
+    OutcomeUnknown,
     Overloaded,
 }
 
@@ -110,6 +111,11 @@ impl ApiError {
                 EngineError::PurchasesDisabled => "Purchases are temporarily disabled".into(),
                 EngineError::EnhancementUnavailable => "Enhancement temporarily unavailable".into(),
                 EngineError::Storage(_) => "Storage is unavailable; the request was not applied".into(),
+                EngineError::OutcomeUnknown(_) => {
+                    "The change was handed to storage but its durability could not be confirmed: \
+                    it may or may not be applied; retry with the same Idempotency-Key to learn which"
+                        .into()
+                }
                 EngineError::UnknownUser => "unknown user".into(),
                 EngineError::Quantity(reason) => format!("credits: {reason}"),
                 other => other.to_string(),
@@ -123,6 +129,7 @@ fn engine_status_and_code(error: &EngineError) -> (StatusCode, ErrorCode) {
     match error {
         EngineError::NotReady(_) | EngineError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady),
         EngineError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Overloaded),
+        EngineError::OutcomeUnknown(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::OutcomeUnknown),
         EngineError::UnknownPackage(_)
         | EngineError::UnknownUser
         | EngineError::UnknownHold(_)
@@ -165,13 +172,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn storage_failures_and_missing_syncs_are_503_not_ready() {
+    fn storage_failures_are_503_not_ready_and_unconfirmed_changes_503_outcome_unknown() {
         for error in [EngineError::Storage("injected".into()), EngineError::NotReady("waiting")] {
             assert_eq!(
                 ApiError::Engine(error).status_and_code(),
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady)
             );
         }
+        let unknown = ApiError::Engine(EngineError::OutcomeUnknown("sync failed".into()));
+        assert_eq!(unknown.status_and_code(), (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::OutcomeUnknown));
+        assert!(unknown.message().contains("retry with the same Idempotency-Key"), "{}", unknown.message());
         let refused = ApiError::Engine(EngineError::InsufficientCapacity);
         assert_eq!(refused.status_and_code(), (StatusCode::CONFLICT, ErrorCode::InsufficientCapacity));
         assert_eq!(refused.message(), "Service temporarily unavailable");

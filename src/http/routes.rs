@@ -64,7 +64,7 @@ pub async fn status(state: web::Data<AppState>) -> Answer {
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused`: the key was used with another body", body = ErrorBody),
-        (status = 503, description = "`purchases_disabled` (kill switch), `not_ready` or `overloaded`", body = ErrorBody),
+        (status = 503, description = "`purchases_disabled` (kill switch), `not_ready` or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn purchase(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
     let key = required_idempotency_key(&request)?;
@@ -90,7 +90,7 @@ pub async fn purchase(request: HttpRequest, payload: web::Payload, state: web::D
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused`", body = ErrorBody),
-        (status = 503, description = "`purchases_disabled`, `not_ready` or `overloaded`", body = ErrorBody),
+        (status = 503, description = "`purchases_disabled`, `not_ready` or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn create_hold(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
     let key = idempotency_key(&request)?;
@@ -129,7 +129,7 @@ fn hold_id(path: web::Path<String>) -> Result<HoldId, ApiError> {
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown hold", body = ErrorBody),
         (status = 409, description = "`hold_released` or `hold_expired`", body = ErrorBody),
-        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn capture_hold(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
     idempotency_key(&request)?;
@@ -148,7 +148,7 @@ pub async fn capture_hold(request: HttpRequest, path: web::Path<String>, state: 
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown hold", body = ErrorBody),
         (status = 409, description = "`hold_captured` or `hold_expired`", body = ErrorBody),
-        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn release_hold(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
     idempotency_key(&request)?;
@@ -170,7 +170,7 @@ pub async fn release_hold(request: HttpRequest, path: web::Path<String>, state: 
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused`", body = ErrorBody),
-        (status = 503, description = "`enhancement_unavailable` (\"Enhancement temporarily unavailable\"), `not_ready` or `overloaded`", body = ErrorBody),
+        (status = 503, description = "`enhancement_unavailable` (\"Enhancement temporarily unavailable\"), `not_ready` or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
     let key = required_idempotency_key(&request)?;
@@ -198,7 +198,7 @@ pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown spend", body = ErrorBody),
         (status = 409, description = "`already_refunded`", body = ErrorBody),
-        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn refund(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
     idempotency_key(&request)?;
@@ -280,7 +280,7 @@ pub async fn admin_credits(request: HttpRequest, state: web::Data<AppState>) -> 
         (status = 200, description = "Synced", body = SyncResponse),
         (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
         (status = 502, description = "`sync_failed`: the provider could not give a valid answer; the message says why", body = ErrorBody),
-        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn admin_sync(request: HttpRequest, state: web::Data<AppState>) -> Answer {
     require_admin(&request, &state.admin_token)?;
@@ -301,7 +301,7 @@ const REASON_BYTES_MAX: usize = 500;
         (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
-        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn disable_purchases(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
     require_admin(&request, &state.admin_token)?;
@@ -320,7 +320,7 @@ pub async fn disable_purchases(request: HttpRequest, payload: web::Payload, stat
     responses(
         (status = 200, description = "Enabled", body = PurchasesStateResponse),
         (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
-        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn enable_purchases(request: HttpRequest, state: web::Data<AppState>) -> Answer {
     require_admin(&request, &state.admin_token)?;
@@ -340,7 +340,7 @@ pub async fn enable_purchases(request: HttpRequest, state: web::Data<AppState>) 
         (status = 404, description = "`not_found`: unknown package", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
-        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn update_package(
     request: HttpRequest,

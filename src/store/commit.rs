@@ -6,7 +6,11 @@
 //! one atomic sled batch, flushes and syncs once, then answers them all. A
 //! failed write or sync is answered as a failure to every change in the group
 //! and to every change after it: the loop never writes again, so nothing that
-//! was not durable is ever acknowledged.
+//! was not durable is ever acknowledged. The failure says whether the group
+//! may be on disk ([`CommitFailed::Unconfirmed`]: a failed flush or sync) or
+//! is not ([`CommitFailed::NotApplied`]), since only the latter may be
+//! answered "nothing was applied". An empty change is a barrier: it is
+//! answered once every change queued before it is.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::thread::JoinHandle;
@@ -48,9 +52,16 @@ impl std::str::FromStr for CommitMode {
 pub type CommitReceipt = oneshot::Receiver<Result<(), CommitFailed>>;
 
 /// A change could not be made durable; the message says why.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("commit failed: {0}")]
-pub struct CommitFailed(pub String);
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitFailed {
+    /// Nothing of the change reached storage.
+    #[error("not written: {0}")]
+    NotApplied(String),
+    /// The change was handed to storage, but its durability could not be
+    /// confirmed: it may be on disk after a restart, or not.
+    #[error("written but not confirmed durable: {0}")]
+    Unconfirmed(String),
+}
 
 struct Commit {
     writes: WriteSet,
@@ -76,6 +87,15 @@ impl CommitQueue {
         Ok((Self { sender }, thread))
     }
 
+    /// A receipt that resolves once every change queued before it is durable
+    /// (or has failed): what a replay waits for before repeating an answer.
+    ///
+    /// # Errors
+    /// As [`CommitQueue::submit`].
+    pub fn barrier(&self) -> Result<CommitReceipt, StoreError> {
+        self.submit(WriteSet::default())
+    }
+
     /// Queues a change; the receipt resolves once it is on stable storage.
     ///
     /// # Errors
@@ -96,7 +116,8 @@ fn run(store: &Store, receiver: &Receiver<Commit>, mode: CommitMode) {
         CommitMode::Group => GROUP_COMMITS_MAX,
         CommitMode::PerChange => 1,
     };
-    let mut failure: Option<CommitFailed> = None;
+    // The first failure: every later group is refused unwritten.
+    let mut failure: Option<String> = None;
     let mut group = Vec::with_capacity(group_max);
     while let Ok(first) = receiver.recv() {
         group.push(first);
@@ -107,13 +128,15 @@ fn run(store: &Store, receiver: &Receiver<Commit>, mode: CommitMode) {
             }
         }
         let outcome = match &failure {
-            Some(earlier) => Err(earlier.clone()),
+            Some(earlier) => Err(CommitFailed::NotApplied(format!("storage failed earlier: {earlier}"))),
+            // Only barriers: everything queued before them was in an earlier group, already answered.
+            None if group.iter().all(|commit| commit.writes.is_empty()) => Ok(()),
             None => write_group(store, &group),
         };
         if let Err(error) = &outcome {
             if failure.is_none() {
                 tracing::error!(error = %error, changes = group.len(), "storage failed: refusing every further write");
-                failure = Some(error.clone());
+                failure = Some(error.to_string());
             }
         }
         for commit in group.drain(..) {
@@ -129,5 +152,8 @@ fn write_group(store: &Store, group: &[Commit]) -> Result<(), CommitFailed> {
     let size = u32::try_from(group.len()).unwrap_or(u32::MAX);
     metrics::histogram!("creditd_commit_batch_size").record(f64::from(size));
     metrics::histogram!("creditd_commit_duration_seconds").record(started.elapsed().as_secs_f64());
-    result.map_err(|error| CommitFailed(error.to_string()))
+    result.map_err(|error| match error {
+        StoreError::Unconfirmed(reason) => CommitFailed::Unconfirmed(reason),
+        other => CommitFailed::NotApplied(other.to_string()),
+    })
 }

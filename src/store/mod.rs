@@ -54,6 +54,10 @@ pub enum StoreError {
     Failed,
     #[error("refused a write that breaks a precondition: {0}")]
     Precondition(String),
+    /// The batch was handed to sled, but its flush or sync failed: it may or
+    /// may not be on stable storage (SPEC §9 `outcome_unknown`).
+    #[error("written but not confirmed durable: {0}")]
+    Unconfirmed(String),
     #[error("data directory: {0}")]
     Layout(String),
     #[error(
@@ -437,11 +441,13 @@ impl Store {
     }
 
     /// Applies every write set atomically, then makes them durable. Used only
-    /// by the commit loop (and by tests that stage a directory).
+    /// by the commit loop (and by `init`, restore and tests that stage a directory).
     ///
     /// # Errors
     /// A precondition, write, flush or sync failure: then nothing may be
-    /// acknowledged, and the caller must stop writing.
+    /// acknowledged, and the caller must stop writing. A failure once the
+    /// batch was handed to sled is [`StoreError::Unconfirmed`]; any other
+    /// error means nothing was written.
     pub fn write_durably<'a>(&self, sets: impl IntoIterator<Item = &'a WriteSet> + Clone) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for set in sets.clone() {
@@ -467,11 +473,13 @@ impl Store {
         if let Some(faults) = &self.faults {
             faults.before_apply()?;
         }
-        self.db.apply_batch(batch)?;
+        // From here on a failure may leave the batch on disk or not.
+        let unconfirmed = |error: StoreError| StoreError::Unconfirmed(error.to_string());
+        self.db.apply_batch(batch).map_err(|error| unconfirmed(error.into()))?;
         if let Some(faults) = &self.faults {
-            faults.before_sync()?;
+            faults.before_sync().map_err(|error| unconfirmed(error.into()))?;
         }
-        self.sync()
+        self.sync().map_err(unconfirmed)
     }
 
     /// Flushes sled's buffers to its log file, then `fdatasync`s it.
