@@ -43,6 +43,10 @@ pub struct WalletActor {
     /// `None` until loaded from the store.
     wallet: Option<WalletRecord>,
     last_used: Instant,
+    /// An operation is waiting for the inventory: the actor must not retire
+    /// under it, or its caller would see the mailbox close and not know
+    /// whether the change was made.
+    busy: bool,
     retired: bool,
     directory: Arc<WalletDirectory>,
 }
@@ -68,7 +72,8 @@ impl Actor for WalletActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let idle = self.directory.idle;
         ctx.run_interval(idle / 2, move |actor, ctx| {
-            if actor.last_used.elapsed() >= idle && actor.directory.retire(&actor.user, actor.generation) {
+            if !actor.busy && actor.last_used.elapsed() >= idle && actor.directory.retire(&actor.user, actor.generation)
+            {
                 actor.retired = true;
                 ctx.stop();
             }
@@ -97,7 +102,10 @@ impl Handler<ApplyToWallet> for WalletActor {
         // change is durable or failed, and giving up early would leave this
         // actor with a wallet older than the disk's.
         let request = self.directory.inventory.send(change);
+        self.busy = true;
         AtomicResponse::new(Box::pin(request.into_actor(self).map(|answer, actor, _| {
+            actor.busy = false;
+            actor.last_used = Instant::now();
             // The inventory may have decided the change before it stopped answering.
             let outcome =
                 answer.map_err(|_| EngineError::OutcomeUnknown("the inventory stopped answering".into()))??;
@@ -148,6 +156,7 @@ impl WalletDirectory {
             generation,
             wallet: None,
             last_used: Instant::now(),
+            busy: false,
             retired: false,
             directory,
         });
