@@ -71,7 +71,26 @@ impl Application {
         listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartError> {
-        let store = Store::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
+        Self::build_with_faults(config, admin_token, provider, listener, clock, None)
+    }
+
+    /// As [`Application::build`], with `faults` injected into the store
+    /// (tests only: storage failures, and panics to test the panic policy).
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub fn build_with_faults(
+        config: &Config,
+        admin_token: Secret,
+        provider: NanoBananaClient,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+        faults: Option<Arc<dyn store::StorageFaults>>,
+    ) -> Result<Self, StartError> {
+        let mut store = Store::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
+        if let Some(faults) = faults {
+            store = store.with_faults(faults);
+        }
         let settings = Settings::from_config(config);
         let recovered = engine::recover(&store, &settings)?;
         let (engine, threads) =
@@ -134,6 +153,21 @@ impl Application {
         tracing::info!("stopped");
         served
     }
+}
+
+/// The panic policy (ARCHITECTURE.md, "Panics"): a panic is a bug, and a
+/// process with a dead actor or commit loop would answer `/healthz` 200 and
+/// 503 to every purchase forever. So any panic, on any thread, prints its
+/// message and aborts the process (exit by SIGABRT): the supervisor restarts
+/// it and start-up recovery runs. The release profile also sets
+/// `panic = "abort"`; this hook makes every build, tests included, behave so.
+pub fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        eprintln!("creditd: a panic is a bug; aborting so that the supervisor restarts creditd and recovery runs");
+        std::process::abort();
+    }));
 }
 
 /// Resolves on SIGTERM or SIGINT.

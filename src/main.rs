@@ -108,6 +108,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    creditd::abort_on_panic();
     let cli = Cli::parse();
     creditd::telemetry::init();
     let config = match Config::load(cli.config.as_deref()) {
