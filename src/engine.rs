@@ -148,6 +148,8 @@ pub struct Recovered {
     pub open_holds: Vec<HoldRecord>,
     /// The configured packages with the operators' stored changes applied.
     pub packages: Vec<Package>,
+    /// The time of the last ledger entry (0 for an empty ledger).
+    pub last_at_ms: u64,
 }
 
 /// The configured packages, with the operators' stored settings over them.
@@ -237,14 +239,16 @@ pub fn recover(store: &Store, settings: &Settings) -> Result<Recovered, StartErr
         )));
     }
     let last = state.next_seq.saturating_sub(1);
-    if last > 0 && store.ledger_entry(last)?.is_none() {
-        return Err(StartError::Invariant(format!("ledger entry {last} is missing")));
-    }
+    let last_at_ms = match store.ledger_entry(last)? {
+        Some(entry) => entry.at_ms,
+        None if last == 0 => 0,
+        None => return Err(StartError::Invariant(format!("ledger entry {last} is missing"))),
+    };
     if store.ledger_entry(state.next_seq)?.is_some() {
         return Err(StartError::Invariant(format!("ledger entry {} exists beyond the state", state.next_seq)));
     }
     let packages = packages_with_overrides(store, settings)?;
-    Ok(Recovered { state, open_holds, packages })
+    Ok(Recovered { state, open_holds, packages, last_at_ms })
 }
 
 /// Σ wallets on disk against the inventory record's total: O(users), so only

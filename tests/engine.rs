@@ -208,3 +208,74 @@ async fn a_wallet_tampered_on_disk_is_caught_at_start_when_asked_and_by_check() 
     let report = creditd::check::check(dir.path()).expect("check runs");
     assert!(!report.passed(), "check must fail on the tampered wallet: {report:?}");
 }
+
+/// Goal: hold deadlines and sync staleness follow elapsed time, not the wall
+/// clock (issue 13.9): when the wall clock is set back an hour, a 60 s hold
+/// still ends 60 s after it was made, and `sync_stale` still fires after its
+/// age; the ledger's times never go back. Method: an engine on a manual
+/// clock; the wall clock steps back, then time passes.
+#[actix_rt::test]
+async fn a_wall_clock_set_back_neither_stretches_holds_nor_silences_staleness() {
+    use creditd::actors::inventory::{CreateHold, Snapshot};
+    use creditd::clock::{Clock, ManualClock};
+    const HOUR_MS: u64 = 3_600_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::starting_at(1_750_000_000_000);
+    let mut settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
+    settings.sync_stale_after = Duration::from_secs(300);
+    init(dir.path(), &settings, &clock).expect("init");
+    let store = Store::open(dir.path()).expect("store opens");
+    let recovered = recover(&store, &settings).expect("recovers");
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let (engine, threads) = Engine::start(recovered, settings, store, shared, None).expect("starts");
+    let inventory = engine.inventory().clone();
+    let token = inventory.send(BeginSync).await.expect("answers");
+    let real = ProviderCredits::new(10_000).expect("small");
+    inventory.send(ApplySync { real, token }).await.expect("answers").expect("syncs");
+    let hold = CreateHold {
+        user: UserId::parse("h").expect("valid"),
+        package_id: PackageId::parse("starter").expect("valid"),
+        ttl_ms: 60_000,
+        key: None,
+        fingerprint: [3; 32],
+    };
+    let hold = inventory.send(hold).await.expect("answers").expect("holds");
+    assert_eq!(inventory.send(Snapshot).await.expect("answers").open_holds, 1);
+
+    clock.step_wall_back_ms(HOUR_MS);
+    clock.advance_ms(59_999);
+    assert_eq!(inventory.send(Snapshot).await.expect("answers").open_holds, 1, "not yet");
+    clock.advance_ms(1);
+    let view = inventory.send(Snapshot).await.expect("answers");
+    assert_eq!(view.open_holds, 0, "the hold ends 60 s after it was made, an hour 'early' by the wall clock");
+    assert_eq!(view.capacity.reserved, ProviderCredits::ZERO, "its capacity is back");
+
+    clock.advance_ms(300_001);
+    wait_until_async("sync_stale fires after 300 s of elapsed time", || {
+        let engine = engine.clone();
+        async move { engine.alerts().await.expect("answers").open.iter().any(|event| event.kind == "sync_stale") }
+    })
+    .await;
+
+    let entries = engine.ledger_page(0, 100).await.expect("reads");
+    assert!(entries.windows(2).all(|pair| pair[0].at_ms <= pair[1].at_ms), "the ledger's times never go back");
+    let expired = entries.last().expect("the expiry");
+    assert_eq!(expired.kind.name(), "holdExpired");
+    assert!(expired.at_ms >= hold.expires_at_ms, "recorded no earlier than its expiresAt");
+    drop(engine);
+    tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
+    let check = creditd::check::check(dir.path()).expect("checks");
+    assert!(check.passed(), "{check}");
+}
+
+async fn wait_until_async<F, Fut>(what: &str, condition: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -114,7 +114,8 @@ pub struct AlertActor {
     commits: CommitQueue,
     clock: Arc<dyn Clock>,
     webhook: Option<Addr<WebhookActor>>,
-    /// When the last successful sync happened, or when this process started.
+    /// When the last successful sync happened, or when this process started,
+    /// on the monotonic clock: a wall clock set back must not silence `sync_stale`.
     fresh_since_ms: u64,
 }
 
@@ -143,7 +144,7 @@ impl AlertActor {
             }
         }
         let next_id = recent.back().map_or(1, |event| event.id.saturating_add(1));
-        let now = clock.now_ms();
+        let now = clock.monotonic_ms();
         Ok(Self {
             levels,
             stale_after_ms: u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
@@ -222,7 +223,7 @@ impl AlertActor {
     }
 
     fn check_stale(&mut self) {
-        let age_ms = self.clock.now_ms().saturating_sub(self.fresh_since_ms);
+        let age_ms = self.clock.monotonic_ms().saturating_sub(self.fresh_since_ms);
         let stale_after = self.stale_after_ms;
         self.set(AlertKind::SyncStale, age_ms > stale_after, Severity::Warning, || {
             format!("no successful provider sync for {} s", age_ms / 1000)
@@ -320,7 +321,7 @@ impl Handler<SyncObserved> for AlertActor {
     fn handle(&mut self, seen: SyncObserved, _: &mut Self::Context) {
         match seen {
             SyncObserved::Succeeded { drift } => {
-                self.fresh_since_ms = self.clock.now_ms();
+                self.fresh_since_ms = self.clock.monotonic_ms();
                 self.set(AlertKind::SyncFailed, false, Severity::Warning, String::new);
                 let drift = drift.unwrap_or(0);
                 self.set(AlertKind::Drift, drift != 0, Severity::Warning, || {

@@ -79,9 +79,12 @@ pub struct InventoryActor {
     commits: CommitQueue,
     clock: Arc<dyn Clock>,
     health: Arc<Health>,
-    open_holds: HashMap<HoldId, HoldRecord>,
-    /// Open holds by deadline, to find the due ones without a scan.
+    open_holds: HashMap<HoldId, OpenHold>,
+    /// Open holds by monotonic deadline, to find the due ones without a scan.
     deadlines: BTreeSet<(u64, HoldId)>,
+    /// The time of the last ledger entry: entries never go back in time,
+    /// even when the wall clock does.
+    last_at_ms: u64,
     /// Holds closed by a change that is not durable yet: the store still shows them open.
     closing_holds: HashMap<HoldId, HoldRecord>,
     /// Spends whose refund is decided but not durable yet.
@@ -93,12 +96,23 @@ pub struct InventoryActor {
     alerts: Addr<AlertActor>,
 }
 
+/// An open hold and its deadline on the monotonic clock: the wall-clock
+/// `expires_at_ms` is for people, and a wall clock set back must not stretch
+/// the hold.
+struct OpenHold {
+    record: HoldRecord,
+    deadline_ms: u64,
+}
+
 /// A change being built: the next state, its writes, and what the actor
 /// must remember in memory once it is queued.
 struct Change {
     next: InventoryRecord,
     writes: WriteSet,
+    /// Wall time of its ledger entries: never before the previous change's.
     at_ms: u64,
+    /// Monotonic time of the decision, for the deadlines of holds it opens.
+    monotonic_ms: u64,
     holds: Vec<HoldRecord>,
     refunding: Option<SpendId>,
     key_in_flight: Option<(Vec<u8>, Fingerprint)>,
@@ -236,8 +250,20 @@ impl InventoryActor {
         health: Arc<Health>,
         alerts: Addr<AlertActor>,
     ) -> Self {
-        let Recovered { state, open_holds, packages } = recovered;
-        let deadlines = open_holds.iter().map(|hold| (hold.expires_at_ms, hold.hold_id.clone())).collect();
+        let Recovered { state, open_holds, packages, last_at_ms } = recovered;
+        // What is left of each hold, by the wall clock (the monotonic one does
+        // not survive a restart), and never more than its whole TTL.
+        let (wall_ms, monotonic_ms) = (clock.now_ms(), clock.monotonic_ms());
+        let open_holds: HashMap<HoldId, OpenHold> = open_holds
+            .into_iter()
+            .map(|record| {
+                let ttl_ms = record.expires_at_ms.saturating_sub(record.created_at_ms);
+                let left_ms = record.expires_at_ms.saturating_sub(wall_ms).min(ttl_ms);
+                let deadline_ms = monotonic_ms.saturating_add(left_ms);
+                (record.hold_id.clone(), OpenHold { record, deadline_ms })
+            })
+            .collect();
+        let deadlines = open_holds.values().map(|open| (open.deadline_ms, open.record.hold_id.clone())).collect();
         Self {
             state,
             ratio: settings.ratio,
@@ -247,8 +273,9 @@ impl InventoryActor {
             commits,
             clock,
             health,
-            open_holds: open_holds.into_iter().map(|hold| (hold.hold_id.clone(), hold)).collect(),
+            open_holds,
             deadlines,
+            last_at_ms,
             closing_holds: HashMap::new(),
             refunding: HashSet::new(),
             keys_in_flight: HashMap::new(),
@@ -364,7 +391,8 @@ impl InventoryActor {
         Change {
             next: self.state.clone(),
             writes: WriteSet::default(),
-            at_ms: self.clock.now_ms(),
+            at_ms: self.clock.now_ms().max(self.last_at_ms),
+            monotonic_ms: self.clock.monotonic_ms(),
             holds: Vec::new(),
             refunding: None,
             key_in_flight: None,
@@ -376,7 +404,7 @@ impl InventoryActor {
 
     /// The hold as it stands now: open, closing, or as stored.
     fn hold(&self, id: &HoldId) -> Result<HoldRecord, EngineError> {
-        if let Some(hold) = self.open_holds.get(id).or_else(|| self.closing_holds.get(id)) {
+        if let Some(hold) = self.open_holds.get(id).map(|open| &open.record).or_else(|| self.closing_holds.get(id)) {
             return Ok(hold.clone());
         }
         self.store.hold(id)?.ok_or_else(|| EngineError::UnknownHold(id.clone()))
@@ -407,13 +435,16 @@ impl InventoryActor {
                 *slot = package;
             }
         }
+        self.last_at_ms = change.at_ms;
         for hold in change.holds {
             if let Some(open) = self.open_holds.remove(&hold.hold_id) {
-                self.deadlines.remove(&(open.expires_at_ms, open.hold_id));
+                self.deadlines.remove(&(open.deadline_ms, open.record.hold_id));
             }
             if hold.state == HoldState::Open {
-                self.deadlines.insert((hold.expires_at_ms, hold.hold_id.clone()));
-                self.open_holds.insert(hold.hold_id.clone(), hold);
+                let ttl_ms = hold.expires_at_ms.saturating_sub(hold.created_at_ms);
+                let deadline_ms = change.monotonic_ms.saturating_add(ttl_ms);
+                self.deadlines.insert((deadline_ms, hold.hold_id.clone()));
+                self.open_holds.insert(hold.hold_id.clone(), OpenHold { record: hold, deadline_ms });
             } else {
                 self.closing_holds.insert(hold.hold_id.clone(), hold);
             }
@@ -505,7 +536,7 @@ impl InventoryActor {
         if self.health.storage_failed() {
             return;
         }
-        let now = self.clock.now_ms();
+        let now = self.clock.monotonic_ms();
         let due: Vec<HoldId> =
             self.deadlines.iter().take_while(|(deadline, _)| *deadline <= now).map(|(_, id)| id.clone()).collect();
         if due.is_empty() {
@@ -522,10 +553,20 @@ impl InventoryActor {
         }
     }
 
+    /// Whether an open hold's deadline has passed at `monotonic_ms`.
+    fn is_due(&self, id: &HoldId, monotonic_ms: u64) -> bool {
+        self.open_holds.get(id).is_some_and(|open| open.deadline_ms <= monotonic_ms)
+    }
+
     fn decide_expiries(&self, due: &[HoldId]) -> Result<Change, EngineError> {
         let mut change = self.begin();
+        // By the monotonic clock each hold's whole TTL has passed since it was
+        // made, so the ledger's time is at least its `expiresAt`, whatever the
+        // wall clock says now.
+        let latest_deadline = due.iter().filter_map(|id| self.open_holds.get(id)).map(|open| open.record.expires_at_ms);
+        change.at_ms = latest_deadline.fold(change.at_ms, u64::max);
         for id in due {
-            let Some(hold) = self.open_holds.get(id) else { continue };
+            let Some(OpenHold { record: hold, .. }) = self.open_holds.get(id) else { continue };
             change.next.holds_total = change.next.holds_total.checked_sub(hold.credits)?;
             change.next.reserved = change.next.reserved.checked_sub(self.ratio.backing(hold.credits)?)?;
             let kind = EntryKind::HoldExpired {
@@ -742,7 +783,7 @@ impl InventoryActor {
             }
             HoldState::Released => return Err(EngineError::HoldReleased),
             HoldState::Expired => return Err(EngineError::HoldExpired),
-            HoldState::Open if hold.expires_at_ms <= change.at_ms => return Err(EngineError::HoldExpired),
+            HoldState::Open if self.is_due(&hold.hold_id, change.monotonic_ms) => return Err(EngineError::HoldExpired),
             HoldState::Open => {}
         }
         let mut wallet = credited(wallet, hold.credits)?;
@@ -967,7 +1008,7 @@ impl InventoryActor {
             HoldState::Released => return Ok(Decision::Replay(receipt)),
             HoldState::Captured(_) => return Err(EngineError::HoldCaptured),
             HoldState::Expired => return Err(EngineError::HoldExpired),
-            HoldState::Open if hold.expires_at_ms <= change.at_ms => return Err(EngineError::HoldExpired),
+            HoldState::Open if self.is_due(&hold.hold_id, change.monotonic_ms) => return Err(EngineError::HoldExpired),
             HoldState::Open => {}
         }
         change.next.holds_total = change.next.holds_total.checked_sub(hold.credits)?;
