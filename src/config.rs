@@ -91,6 +91,7 @@ struct FileConfig {
     low_level: Option<u64>,
     critical_level: Option<u64>,
     sync_stale_secs: Option<u64>,
+    alert_blocked_clear_secs: Option<u64>,
     wallet_idle_secs: Option<u64>,
     commit_mode: Option<String>,
     provider_timeout_ms: Option<u64>,
@@ -119,6 +120,8 @@ pub struct Config {
     pub levels: Levels,
     /// A sync older than this raises `sync_stale`.
     pub sync_stale_after: Duration,
+    /// `purchase_blocked` clears after this long without a capacity refusal (SPEC §7).
+    pub alert_blocked_clear_after: Duration,
     /// An unused wallet actor retires after this long.
     pub wallet_idle: Duration,
     pub commit_mode: CommitMode,
@@ -198,6 +201,9 @@ impl Config {
         if let Some(value) = env("CREDITD_SYNC_STALE_SECS") {
             raw.sync_stale_secs = Some(number("CREDITD_SYNC_STALE_SECS", value)?);
         }
+        if let Some(value) = env("CREDITD_ALERT_BLOCKED_CLEAR_SECS") {
+            raw.alert_blocked_clear_secs = Some(number("CREDITD_ALERT_BLOCKED_CLEAR_SECS", value)?);
+        }
         if let Some(value) = env("CREDITD_PROVIDER_TIMEOUT_MS") {
             raw.provider_timeout_ms = Some(number("CREDITD_PROVIDER_TIMEOUT_MS", value)?);
         }
@@ -255,6 +261,7 @@ impl Config {
             packages,
             levels,
             sync_stale_after: Duration::from_secs(raw.sync_stale_secs.unwrap_or(300).max(1)),
+            alert_blocked_clear_after: Duration::from_secs(raw.alert_blocked_clear_secs.unwrap_or(300).max(1)),
             wallet_idle: Duration::from_secs(raw.wallet_idle_secs.unwrap_or(WALLET_IDLE_SECS_DEFAULT).max(1)),
             commit_mode: raw
                 .commit_mode

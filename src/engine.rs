@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::actors::alert::{AlertActor, AlertsView, ListAlerts};
+use crate::actors::alert::{AlertActor, AlertSettings, AlertsView, ListAlerts};
 use crate::actors::inventory::{
     CreateHold, Fingerprint, HoldOwner, InventoryActor, InventoryView, ReleaseHold, ReleaseReceipt, Snapshot,
     SpendOwner, WalletCommand, WalletReceipt,
@@ -52,6 +52,8 @@ pub struct Settings {
     pub revenue_zero: Money,
     /// A sync older than this raises `sync_stale`.
     pub sync_stale_after: Duration,
+    /// `purchase_blocked` clears after this long without a capacity refusal.
+    pub alert_blocked_clear_after: Duration,
     pub alert_webhook_url: Option<String>,
     pub provider_credit_cost_micros: u64,
     /// Sum every wallet on disk at start-up, not only the totals and the open holds.
@@ -70,6 +72,7 @@ impl Settings {
             commit_mode: config.commit_mode,
             revenue_zero: Money::zero(config.currency),
             sync_stale_after: config.sync_stale_after,
+            alert_blocked_clear_after: config.alert_blocked_clear_after,
             alert_webhook_url: config.alert_webhook_url.clone(),
             provider_credit_cost_micros: config.provider_credit_cost_micros,
             verify_wallets_at_start: config.verify_wallets_at_start,
@@ -345,14 +348,12 @@ impl Engine {
             }
             None => None,
         };
-        let alert_actor = AlertActor::load(
-            &store,
-            commits.clone(),
-            Arc::clone(&clock),
-            settings.levels,
-            settings.sync_stale_after,
-            webhook,
-        )?;
+        let alert_settings = AlertSettings {
+            levels: settings.levels,
+            stale_after: settings.sync_stale_after,
+            blocked_clear_after: settings.alert_blocked_clear_after,
+        };
+        let alert_actor = AlertActor::load(&store, commits.clone(), Arc::clone(&clock), alert_settings, webhook)?;
         // Beside the inventory: it is told about every change, and a message
         // on the same thread costs no wakeup of another.
         let alerts = AlertActor::start_in_arbiter(&engine_arbiter.handle(), move |_| alert_actor);

@@ -5,7 +5,9 @@
 //! change and capacity refusal, [`SyncObserved`] after every sync attempt)
 //! and checks staleness on a timer. Each kind fires once when its condition
 //! starts and clears once when it stops: only transitions make events, so a
-//! stream of requests on the same side of a level makes none. Events are
+//! stream of requests on the same side of a level makes none. Nothing flaps:
+//! a level alert clears only 10 % above its level ([`under_level`]), and
+//! `purchase_blocked` only after `alert_blocked_clear` without a refusal. Events are
 //! persisted (the last [`RECENT_MAX`]), listed by [`ListAlerts`], counted in
 //! metrics, and handed to the webhook actor, which delivers them off every
 //! request path.
@@ -21,7 +23,7 @@ use actix::prelude::*;
 
 use super::webhook::{Deliver, WebhookActor};
 use crate::clock::Clock;
-use crate::domain::{Levels, ProviderCredits, UserCredits};
+use crate::domain::{under_level, Levels, ProviderCredits, UserCredits};
 use crate::store::commit::CommitQueue;
 use crate::store::records::AlertEventRecord;
 use crate::store::{keys, Store, StoreError, WriteSet};
@@ -29,8 +31,8 @@ use crate::store::{keys, Store, StoreError, WriteSet};
 /// Events kept, listed and persisted.
 pub const RECENT_MAX: usize = 500;
 
-/// How often staleness is checked.
-const STALE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often staleness and `purchase_blocked`'s quiet period are checked.
+const TIMER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `low_capacity`: a sale left fewer user credits than this (SPEC §7).
 const LOW_CAPACITY_USER_CREDITS: u64 = 100;
@@ -105,9 +107,22 @@ impl Severity {
     }
 }
 
+/// What the alert actor is configured with.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertSettings {
+    pub levels: Levels,
+    /// A sync older than this raises `sync_stale`.
+    pub stale_after: Duration,
+    /// `purchase_blocked` clears after this long without a capacity refusal.
+    pub blocked_clear_after: Duration,
+}
+
 pub struct AlertActor {
     levels: Levels,
     stale_after_ms: u64,
+    blocked_clear_after_ms: u64,
+    /// The last capacity refusal (monotonic), or the start of this process.
+    last_refusal_ms: u64,
     open: BTreeMap<AlertKind, AlertEventRecord>,
     recent: VecDeque<AlertEventRecord>,
     next_id: u64,
@@ -128,8 +143,7 @@ impl AlertActor {
         store: &Store,
         commits: CommitQueue,
         clock: Arc<dyn Clock>,
-        levels: Levels,
-        stale_after: Duration,
+        settings: AlertSettings,
         webhook: Option<Addr<WebhookActor>>,
     ) -> Result<Self, StoreError> {
         let recent: VecDeque<AlertEventRecord> = store.recent_alerts(RECENT_MAX)?.into();
@@ -145,9 +159,13 @@ impl AlertActor {
         }
         let next_id = recent.back().map_or(1, |event| event.id.saturating_add(1));
         let now = clock.monotonic_ms();
+        let milliseconds = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         Ok(Self {
-            levels,
-            stale_after_ms: u64::try_from(stale_after.as_millis()).unwrap_or(u64::MAX),
+            levels: settings.levels,
+            stale_after_ms: milliseconds(settings.stale_after),
+            blocked_clear_after_ms: milliseconds(settings.blocked_clear_after),
+            // An open purchase_blocked from before a restart gets a full quiet period.
+            last_refusal_ms: now,
             open,
             recent,
             next_id,
@@ -222,6 +240,15 @@ impl AlertActor {
         }
     }
 
+    /// Clears `purchase_blocked` once no purchase was refused for capacity
+    /// for `blocked_clear_after`.
+    fn check_blocked(&mut self) {
+        let quiet_ms = self.clock.monotonic_ms().saturating_sub(self.last_refusal_ms);
+        if quiet_ms >= self.blocked_clear_after_ms {
+            self.set(AlertKind::PurchaseBlocked, false, Severity::Warning, String::new);
+        }
+    }
+
     fn check_stale(&mut self) {
         let age_ms = self.clock.monotonic_ms().saturating_sub(self.fresh_since_ms);
         let stale_after = self.stale_after_ms;
@@ -235,7 +262,10 @@ impl Actor for AlertActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(STALE_CHECK_INTERVAL, |actor, _| actor.check_stale());
+        ctx.run_interval(TIMER_INTERVAL, |actor, _| {
+            actor.check_stale();
+            actor.check_blocked();
+        });
     }
 }
 
@@ -260,31 +290,22 @@ impl Handler<InventoryObserved> for AlertActor {
     type Result = ();
 
     fn handle(&mut self, seen: InventoryObserved, _: &mut Self::Context) {
-        let level = |credits: ProviderCredits| i64::try_from(credits.get()).unwrap_or(i64::MAX);
         let available = seen.available;
         let levels = self.levels;
-        let under = |name: &'static str, limit: i64| {
+        let under = |name: &'static str, limit: ProviderCredits| {
             move || format!("available provider credits {available} are under the {name} level {limit}")
         };
-        self.set(
-            AlertKind::LevelWarning,
-            available < level(levels.warning),
-            Severity::Warning,
-            under("early-warning", level(levels.warning)),
-        );
-        self.set(
-            AlertKind::LevelLow,
-            available < level(levels.low),
-            Severity::Warning,
-            under("low", level(levels.low)),
-        );
-        self.set(
-            AlertKind::LevelCritical,
-            available < level(levels.critical),
-            Severity::Critical,
-            under("critical", level(levels.critical)),
-        );
-        self.set(AlertKind::LevelEmpty, available <= 0, Severity::Critical, || {
+        for (kind, level, name, severity) in [
+            (AlertKind::LevelWarning, levels.warning, "early-warning", Severity::Warning),
+            (AlertKind::LevelLow, levels.low, "low", Severity::Warning),
+            (AlertKind::LevelCritical, levels.critical, "critical", Severity::Critical),
+        ] {
+            let holds = under_level(available, level.get(), self.open.contains_key(&kind));
+            self.set(kind, holds, severity, under(name, level));
+        }
+        // Empty: nothing available (under 1), clearing as soon as anything is.
+        let empty = under_level(available, 1, self.open.contains_key(&AlertKind::LevelEmpty));
+        self.set(AlertKind::LevelEmpty, empty, Severity::Critical, || {
             format!("no provider credits left to sell (available {available})")
         });
         let (balance, reserved) = (seen.provider_balance, seen.reserved);
@@ -292,13 +313,20 @@ impl Handler<InventoryObserved> for AlertActor {
             format!("provider balance {balance} is below reserved {reserved}: sales stopped")
         });
         let capacity = seen.capacity.get();
-        if seen.sale || capacity >= LOW_CAPACITY_USER_CREDITS {
-            self.set(AlertKind::LowCapacity, capacity < LOW_CAPACITY_USER_CREDITS, Severity::Warning, || {
+        let low = under_level(
+            i64::try_from(capacity).unwrap_or(i64::MAX),
+            LOW_CAPACITY_USER_CREDITS,
+            self.open.contains_key(&AlertKind::LowCapacity),
+        );
+        // It fires after a sale only, and clears whenever capacity is back.
+        if seen.sale || !low {
+            self.set(AlertKind::LowCapacity, low, Severity::Warning, || {
                 format!("Platform running low after sale! {capacity} user credits left")
             });
         }
-        if seen.refused_for_capacity || seen.sale {
-            self.set(AlertKind::PurchaseBlocked, seen.refused_for_capacity, Severity::Warning, || {
+        if seen.refused_for_capacity {
+            self.last_refusal_ms = self.clock.monotonic_ms();
+            self.set(AlertKind::PurchaseBlocked, true, Severity::Warning, || {
                 format!("a purchase was refused for capacity ({capacity} user credits left)")
             });
         }

@@ -74,6 +74,20 @@ impl Levels {
     };
 }
 
+/// How far past its level a value must come back before a level alert
+/// clears (SPEC §7): 10 % of the level.
+pub const CLEAR_MARGIN_PERCENT: u64 = 10;
+
+/// Whether a level alert on `value` holds (SPEC §7): it starts when `value`
+/// goes under `level`, and once `firing` it holds until `value` is back at
+/// `level` plus [`CLEAR_MARGIN_PERCENT`] of it, so a hold and its release
+/// across the level fire and clear it at most once.
+pub fn under_level(value: i64, level: u64, firing: bool) -> bool {
+    let margin = level.saturating_mul(CLEAR_MARGIN_PERCENT).checked_div(100).unwrap_or(0);
+    let threshold = if firing { level.saturating_add(margin) } else { level };
+    value < i64::try_from(threshold).unwrap_or(i64::MAX)
+}
+
 /// The reserve bands operators plan purchases by (SPEC §7), on `available`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ReserveBand {
@@ -201,6 +215,19 @@ mod tests {
         assert_eq!(over.user_credits(), UserCredits::ZERO);
         assert_eq!(over.fits(credits(1)), Ok(None));
         assert_eq!(PlatformStatus::of(&over, true, ProviderCredits::new(500).expect("small")), PlatformStatus::SoldOut);
+    }
+
+    #[test]
+    fn a_level_alert_fires_under_the_level_and_clears_ten_percent_above_it() {
+        assert!(!under_level(500, 500, false), "at the level: not under it");
+        assert!(under_level(499, 500, false));
+        assert!(under_level(549, 500, true), "firing: holds until 550");
+        assert!(!under_level(550, 500, true), "clears at the level plus 10 %");
+        assert!(under_level(43, 40, true) && !under_level(44, 40, true), "10 % of 40 is 4");
+        assert!(under_level(0, 1, false) && under_level(-5, 1, true), "empty: available ≤ 0");
+        assert!(!under_level(1, 1, true), "empty clears once anything is available");
+        assert!(!under_level(i64::MAX, u64::MAX, true), "no overflow at the extremes");
+        assert!(under_level(i64::MIN, 0, false) && !under_level(0, 0, false));
     }
 
     #[test]

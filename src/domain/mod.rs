@@ -14,7 +14,7 @@ mod money;
 mod package;
 pub mod report;
 
-pub use capacity::{Capacity, Levels, PlatformStatus, ReserveBand};
+pub use capacity::{under_level, Capacity, Levels, PlatformStatus, ReserveBand};
 pub use credits::{ProviderCredits, QuantityError, Ratio, UserCredits, QUANTITY_MAX};
 pub use ids::{HoldId, IdError, IdempotencyKey, PackageId, Reason, SpendId, UserId};
 pub use money::{Currency, Money, MoneyError};
