@@ -10,6 +10,7 @@
 //! - [`engine`]: recovery at start-up and the facade the HTTP layer calls.
 //! - [`http`]: routes, JSON shapes, and the one error-to-answer mapping.
 //! - [`provider`]: the NanoBanana client and a fake NanoBanana server.
+//! - [`replay`]: the records the ledger alone describes, for `check` and `restore`.
 //! - [`check`]: the offline `creditd check`.
 //! - [`loadtest`]: `creditd loadtest`, simulated buyers against a running server.
 //! - [`config`], [`clock`], [`telemetry`]: settings, time, logging.
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod http;
 pub mod loadtest;
 pub mod provider;
+pub mod replay;
 pub mod store;
 pub mod telemetry;
 

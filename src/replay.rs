@@ -1,0 +1,340 @@
+//! The state the ledger alone describes (SPEC §4.6): every stored record
+//! rebuilt from the ledger entries, in order, with every rule of SPEC §4
+//! checked on the way. No IO.
+//!
+//! Two users: `creditd check` compares what it rebuilds with what a data
+//! directory stores, and `creditd restore` writes what it rebuilds from a
+//! backup into a new store. One replay for both, so a restored store is by
+//! construction what `check` expects.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::domain::{HoldId, Money, PackageId, ProviderCredits, Ratio, SpendId, UserCredits, UserId};
+use crate::store::records::{
+    CaptureReceipt, EntryKind, HoldReceipt, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry,
+    Operation, PackageOverride, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord, SyncRecord,
+    WalletRecord,
+};
+
+/// The records the ledger describes, and what broke a rule on the way.
+#[derive(Debug)]
+pub struct Replay {
+    ratio: Ratio,
+    pub state: InventoryRecord,
+    pub wallets: BTreeMap<UserId, WalletRecord>,
+    pub holds: BTreeMap<HoldId, HoldRecord>,
+    pub spends: BTreeMap<SpendId, SpendRecord>,
+    /// The operators' package settings, as the last `packageChanged` of each left them.
+    pub packages: BTreeMap<PackageId, PackageOverride>,
+    /// Every violation, in the order found; the first is the first divergence.
+    pub violations: Vec<String>,
+}
+
+impl Replay {
+    /// An empty ledger of a store with `ratio`, whose revenue is in the
+    /// currency of `revenue_zero`.
+    pub fn new(ratio: Ratio, revenue_zero: Money) -> Self {
+        Self {
+            ratio,
+            state: InventoryRecord::empty(revenue_zero),
+            wallets: BTreeMap::new(),
+            holds: BTreeMap::new(),
+            spends: BTreeMap::new(),
+            packages: BTreeMap::new(),
+            violations: Vec::new(),
+        }
+    }
+
+    pub fn ratio(&self) -> Ratio {
+        self.ratio
+    }
+
+    fn violation(&mut self, seq: u64, what: impl fmt::Display) {
+        self.violations.push(format!("ledger entry {seq}: {what}"));
+    }
+
+    fn backing(&mut self, seq: u64, credits: UserCredits) -> ProviderCredits {
+        self.ratio.backing(credits).unwrap_or_else(|error| {
+            self.violation(seq, format!("ratio × {credits}: {error}"));
+            ProviderCredits::ZERO
+        })
+    }
+
+    /// Moves a wallet by `credits` (up or down), as the engine does: its
+    /// version counts the entries that moved it, `recent` keeps the last of
+    /// them. A wallet never goes negative (SPEC §4.4).
+    fn move_wallet(&mut self, seq: u64, user: &UserId, credits: UserCredits, up: bool) -> Option<UserCredits> {
+        let wallet = self.wallets.entry(user.clone()).or_default();
+        let moved = if up { wallet.balance.checked_add(credits) } else { wallet.balance.checked_sub(credits) };
+        let total = &mut self.state.wallets_total;
+        let total_moved = if up { total.checked_add(credits) } else { total.checked_sub(credits) };
+        match (moved, total_moved) {
+            (Ok(after), Ok(total_after)) => {
+                wallet.balance = after;
+                wallet.version = wallet.version.saturating_add(1);
+                wallet.note_entry(seq);
+                *total = total_after;
+                Some(after)
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                self.violation(seq, format!("wallet of {:?} by {credits}: {error}", user.as_str()));
+                None
+            }
+        }
+    }
+
+    fn reserve(&mut self, seq: u64, credits: UserCredits, up: bool) {
+        let provider = self.backing(seq, credits);
+        let reserved = self.state.reserved;
+        match if up { reserved.checked_add(provider) } else { reserved.checked_sub(provider) } {
+            Ok(reserved) => self.state.reserved = reserved,
+            Err(error) => self.violation(seq, format!("reserved by {provider}: {error}")),
+        }
+    }
+
+    fn move_holds_total(&mut self, seq: u64, credits: UserCredits, up: bool) {
+        let total = self.state.holds_total;
+        match if up { total.checked_add(credits) } else { total.checked_sub(credits) } {
+            Ok(total) => self.state.holds_total = total,
+            Err(error) => self.violation(seq, format!("Σ open holds by {credits}: {error}")),
+        }
+    }
+
+    /// Moves the provider balance and the consumption by a spend (down) or a refund (up).
+    fn consume(&mut self, seq: u64, credits: UserCredits, refund: bool) {
+        let provider = self.backing(seq, credits);
+        let balance = self.state.provider_balance;
+        match if refund { balance.checked_add(provider) } else { balance.checked_sub(provider) } {
+            Ok(balance) => self.state.provider_balance = balance,
+            Err(error) => self.violation(seq, format!("provider balance by {provider}: {error}")),
+        }
+        let consumed = self.state.consumed_total;
+        self.state.consumed_total =
+            if refund { consumed.saturating_sub(provider) } else { consumed.checked_add(provider).unwrap_or(consumed) };
+    }
+
+    fn no_oversell(&mut self, seq: u64) {
+        if self.state.reserved > self.state.provider_balance {
+            let what = format!(
+                "oversold: reserved {} > provider balance {}",
+                self.state.reserved, self.state.provider_balance
+            );
+            self.violation(seq, what);
+        }
+    }
+
+    fn earn(&mut self, seq: u64, price: Money) {
+        match self.state.revenue.checked_add(price) {
+            Ok(revenue) => self.state.revenue = revenue,
+            Err(error) => self.violation(seq, format!("revenue by {price:?}: {error:?}")),
+        }
+    }
+
+    /// Closes an open hold into `state`; returns it if it was open.
+    fn close_hold(&mut self, seq: u64, id: &HoldId, state: HoldState) -> Option<HoldRecord> {
+        let name = state.name();
+        match self.holds.get_mut(id) {
+            Some(hold) if hold.state == HoldState::Open => {
+                hold.state = state;
+                Some(hold.clone())
+            }
+            Some(hold) => {
+                let was = hold.state.name();
+                self.violation(seq, format!("hold {id} {name} but it was {was}"));
+                None
+            }
+            None => {
+                self.violation(seq, format!("hold {id} {name} but was never created"));
+                None
+            }
+        }
+    }
+
+    /// Applies the next entry, checking it against the replay.
+    pub fn apply(&mut self, entry: &LedgerEntry) {
+        let seq = entry.seq;
+        if seq != self.state.next_seq {
+            self.violation(seq, format!("expected sequence number {} (gap or disorder)", self.state.next_seq));
+        }
+        self.state.next_seq = seq.saturating_add(1);
+        let wallet_after = self.apply_kind(entry);
+        if wallet_after.is_some() && entry.wallet_after != wallet_after {
+            self.violation(seq, format!("wallet after is {:?}, the replay gives {wallet_after:?}", entry.wallet_after));
+        }
+        if entry.provider_balance_after != self.state.provider_balance {
+            let what = format!(
+                "provider balance after is {}, the replay gives {}",
+                entry.provider_balance_after, self.state.provider_balance
+            );
+            self.violation(seq, what);
+        }
+        if entry.reserved_after != self.state.reserved {
+            let what = format!("reserved after is {}, the replay gives {}", entry.reserved_after, self.state.reserved);
+            self.violation(seq, what);
+        }
+    }
+
+    /// Applies one entry's kind; returns the wallet it moved, if any.
+    fn apply_kind(&mut self, entry: &LedgerEntry) -> Option<UserCredits> {
+        let seq = entry.seq;
+        match &entry.kind {
+            EntryKind::ProviderSync { real, consumed_in_flight, drift, .. } => {
+                self.state.provider_balance = real.saturating_sub(*consumed_in_flight);
+                self.state.last_sync = Some(SyncRecord { at_ms: entry.at_ms, real: *real, drift: *drift });
+                return None;
+            }
+            EntryKind::PurchasesDisabled { reason } => {
+                self.state.purchases_enabled = false;
+                self.state.disabled_reason = Some(reason.clone());
+                return None;
+            }
+            EntryKind::PurchasesEnabled => {
+                self.state.purchases_enabled = true;
+                self.state.disabled_reason = None;
+                return None;
+            }
+            EntryKind::PackageChanged { package_id, enabled, credits, price } => {
+                let stored = PackageOverride { enabled: *enabled, credits: *credits, price: *price };
+                self.packages.insert(package_id.clone(), stored);
+                return None;
+            }
+            _ => {}
+        }
+        let Some(user) = entry.user.clone() else {
+            self.violation(seq, format!("{} without a user", entry.kind.name()));
+            return None;
+        };
+        match &entry.kind {
+            EntryKind::Purchase { credits, price, .. } => {
+                let after = self.move_wallet(seq, &user, *credits, true);
+                self.reserve(seq, *credits, true);
+                self.no_oversell(seq);
+                self.earn(seq, *price);
+                after
+            }
+            EntryKind::HoldCreated { hold_id, package_id, credits, price, expires_at_ms } => {
+                if self.holds.contains_key(hold_id) {
+                    self.violation(seq, format!("hold {hold_id} created twice"));
+                }
+                let hold = HoldRecord {
+                    hold_id: hold_id.clone(),
+                    user,
+                    package_id: package_id.clone(),
+                    credits: *credits,
+                    price: *price,
+                    created_at_ms: entry.at_ms,
+                    expires_at_ms: *expires_at_ms,
+                    state: HoldState::Open,
+                };
+                self.holds.insert(hold_id.clone(), hold);
+                self.move_holds_total(seq, *credits, true);
+                self.reserve(seq, *credits, true);
+                self.no_oversell(seq);
+                None
+            }
+            EntryKind::HoldCaptured { hold_id, package_id, credits, price } => {
+                let after = self.move_wallet(seq, &user, *credits, true);
+                let receipt = CaptureReceipt {
+                    hold_id: hold_id.clone(),
+                    user_id: user,
+                    package_id: package_id.clone(),
+                    credits: *credits,
+                    balance: after.unwrap_or_default(),
+                };
+                self.close_hold(seq, hold_id, HoldState::Captured(receipt));
+                self.move_holds_total(seq, *credits, false);
+                self.earn(seq, *price);
+                after
+            }
+            EntryKind::HoldReleased { hold_id, credits } => {
+                self.close_hold(seq, hold_id, HoldState::Released);
+                self.move_holds_total(seq, *credits, false);
+                self.reserve(seq, *credits, false);
+                None
+            }
+            EntryKind::HoldExpired { hold_id, credits, expires_at_ms } => {
+                self.close_hold(seq, hold_id, HoldState::Expired);
+                if entry.at_ms < *expires_at_ms {
+                    self.violation(seq, format!("hold {hold_id} expired before its deadline"));
+                }
+                self.move_holds_total(seq, *credits, false);
+                self.reserve(seq, *credits, false);
+                None
+            }
+            EntryKind::Spend { spend_id, credits, .. } => {
+                let after = self.move_wallet(seq, &user, *credits, false);
+                self.consume(seq, *credits, false);
+                self.reserve(seq, *credits, false);
+                if self.spends.contains_key(spend_id) {
+                    self.violation(seq, format!("spend {spend_id} made twice"));
+                }
+                let spend = SpendRecord { spend_id: spend_id.clone(), user, credits: *credits, seq, refund: None };
+                self.spends.insert(spend_id.clone(), spend);
+                after
+            }
+            EntryKind::Refund { spend_id, credits } => {
+                let after = self.move_wallet(seq, &user, *credits, true);
+                self.consume(seq, *credits, true);
+                self.reserve(seq, *credits, true);
+                let receipt = RefundReceipt {
+                    spend_id: spend_id.clone(),
+                    user_id: user.clone(),
+                    credits: *credits,
+                    balance: after.unwrap_or_default(),
+                };
+                match self.spends.get_mut(spend_id) {
+                    Some(spend) if spend.refund.is_none() && spend.credits == *credits && spend.user == user => {
+                        spend.refund = Some(receipt);
+                    }
+                    _ => self.violation(seq, format!("refund of {spend_id}, which is unknown, refunded or different")),
+                }
+                after
+            }
+            EntryKind::ProviderSync { .. }
+            | EntryKind::PurchasesDisabled { .. }
+            | EntryKind::PurchasesEnabled
+            | EntryKind::PackageChanged { .. } => None,
+        }
+    }
+}
+
+/// The idempotency record an entry's change left under its key, given the
+/// request's `fingerprint` (kept by the store, carried by a backup): the
+/// receipt is rebuilt from the entry. `None` for an entry without a key.
+pub fn idempotency_record(
+    entry: &LedgerEntry,
+    fingerprint: [u8; 32],
+) -> Option<(Operation, crate::domain::IdempotencyKey, IdempotencyRecord)> {
+    let key = entry.idempotency_key.clone()?;
+    let user = entry.user.clone()?;
+    let balance = entry.wallet_after.unwrap_or_default();
+    let (operation, receipt) = match &entry.kind {
+        EntryKind::Purchase { purchase_id, package_id, credits, .. } => (
+            Operation::Purchase,
+            Receipt::Purchase(PurchaseReceipt {
+                purchase_id: purchase_id.clone(),
+                user_id: user,
+                package_id: package_id.clone(),
+                credits: *credits,
+                balance,
+            }),
+        ),
+        EntryKind::HoldCreated { hold_id, package_id, credits, expires_at_ms, .. } => (
+            Operation::Hold,
+            Receipt::Hold(HoldReceipt {
+                hold_id: hold_id.clone(),
+                user_id: user,
+                package_id: package_id.clone(),
+                credits: *credits,
+                expires_at_ms: *expires_at_ms,
+            }),
+        ),
+        EntryKind::Spend { spend_id, credits, .. } => (
+            Operation::Spend,
+            Receipt::Spend(SpendReceipt { spend_id: spend_id.clone(), user_id: user, credits: *credits, balance }),
+        ),
+        _ => return None,
+    };
+    Some((operation, key, IdempotencyRecord { fingerprint, receipt, at_ms: entry.at_ms }))
+}
