@@ -10,8 +10,8 @@ use actix::prelude::*;
 
 use crate::actors::alert::{AlertActor, AlertSettings, AlertsView, ListAlerts};
 use crate::actors::inventory::{
-    CreateHold, Fingerprint, HoldOwner, InventoryActor, InventoryView, ReleaseHold, ReleaseReceipt, Snapshot,
-    SpendOwner, WalletCommand, WalletReceipt,
+    CreateHold, DurableSequence, Fingerprint, HoldOwner, InventoryActor, InventoryView, ReleaseHold, ReleaseReceipt,
+    Snapshot, SpendOwner, WalletCommand, WalletReceipt,
 };
 use crate::actors::inventory::{PurchasesState, SetPurchasesEnabled, UpdatePackage};
 use crate::actors::sync::{SyncActor, SyncError, SyncNow, SyncReport, SyncState, SyncStatus};
@@ -553,6 +553,40 @@ impl Engine {
     pub async fn ledger_page(&self, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, EngineError> {
         let store = self.store.clone();
         let read = tokio::task::spawn_blocking(move || store.ledger_page(after, limit).map_err(EngineError::from));
+        read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))?
+    }
+
+    /// The last ledger sequence number, once everything up to it is durable.
+    ///
+    /// # Errors
+    /// 503-class errors.
+    pub async fn durable_sequence(&self) -> Result<u64, EngineError> {
+        self.ask(DurableSequence).await?
+    }
+
+    /// Up to `limit` ledger entries with `after < seq <= up_to`, each with the
+    /// fingerprint of the request behind its idempotency key, for a backup.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub async fn backup_page(
+        &self,
+        after: u64,
+        up_to: u64,
+        limit: usize,
+    ) -> Result<Vec<(LedgerEntry, Option<Fingerprint>)>, EngineError> {
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+            let mut page = Vec::new();
+            for entry in store.ledger_page(after, limit)? {
+                if entry.seq > up_to {
+                    break;
+                }
+                let fingerprint = store.fingerprint_of(&entry)?;
+                page.push((entry, fingerprint));
+            }
+            Ok(page)
+        });
         read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))?
     }
 

@@ -12,12 +12,14 @@
 //! - [`provider`]: the NanoBanana client and a fake NanoBanana server.
 //! - [`replay`]: the records the ledger alone describes, for `check` and `restore`.
 //! - [`check`]: the offline `creditd check`.
+//! - [`backup`]: the backup format, `creditd backup` and `creditd restore`.
 //! - [`loadtest`]: `creditd loadtest`, simulated buyers against a running server.
 //! - [`config`], [`clock`], [`telemetry`]: settings, time, logging.
 //!
 //! [`Application`] puts them together; `main.rs` only parses the command line.
 
 pub mod actors;
+pub mod backup;
 pub mod check;
 pub mod clock;
 pub mod config;

@@ -1,4 +1,5 @@
-//! The `creditd` command line (SPEC §11): `demo`, `init`, `serve`, `check`.
+//! The `creditd` command line (SPEC §11): `demo`, `init`, `serve`, `backup`,
+//! `restore`, `check`, and the tools `loadtest` and `fake-provider`.
 //! Parsing and process exit codes only; everything else is in the library.
 
 use std::net::TcpListener;
@@ -99,6 +100,27 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000_000)]
         credits: u64,
     },
+    /// An online, consistent backup of a running server (admin token from CREDITD_ADMIN_TOKEN).
+    Backup {
+        /// The file to write (written as FILE.partial, renamed once complete and verified).
+        #[arg(long)]
+        to: PathBuf,
+        /// Only the entries after this sequence number: an incremental backup.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Base URL of the server (default: http:// + CREDITD_LISTEN).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Rebuild a new store from backups: a full one, then incremental ones, in order.
+    Restore {
+        /// Backup files, full first.
+        #[arg(long = "from", required = true, num_args = 1..)]
+        from: Vec<PathBuf>,
+        /// New or empty data directory (default: CREDITD_DATA_DIR, then ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Verify a stopped server's data directory against its ledger.
     Check {
         /// Data directory (default: CREDITD_DATA_DIR, then ./data).
@@ -124,6 +146,13 @@ fn main() -> ExitCode {
         Command::Demo { provider_credits } => demo(config, provider_credits),
         Command::FakeProvider { listen, credits } => fake_provider(&config, &listen, credits),
         Command::Check { data_dir } => return check(&data_dir.unwrap_or_else(|| config.data_dir.clone())),
+        Command::Backup { to, after, url } => {
+            let url = url.unwrap_or_else(|| format!("http://{}", config.listen));
+            return backup(&config, &to, after, url.trim_end_matches('/'));
+        }
+        Command::Restore { from, data_dir } => {
+            return restore(&from, &data_dir.unwrap_or_else(|| config.data_dir.clone()))
+        }
         Command::Loadtest {
             url,
             clients,
@@ -320,6 +349,96 @@ fn check(data_dir: &std::path::Path) -> ExitCode {
         Err(error) => {
             eprintln!("creditd check: {error}");
             ExitCode::from(EXIT_CONFIGURATION)
+        }
+    }
+}
+
+fn backup(config: &Config, to: &std::path::Path, after: u64, url: &str) -> ExitCode {
+    let Some(token) = config.admin_token.as_ref() else {
+        eprintln!("creditd backup: missing configuration: CREDITD_ADMIN_TOKEN (the server's admin token)");
+        return ExitCode::from(EXIT_CONFIGURATION);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("creditd backup: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(fetch_backup(url, token, after, to)) {
+        Ok(verified) => {
+            let header = &verified.header;
+            println!(
+                "backup of ledger entries {}..={} ({} entries, ratio {}, {}) in {}\nsha256 {}",
+                header.after.saturating_add(1),
+                header.up_to,
+                verified.entries,
+                header.ratio,
+                header.currency,
+                verified.path.display(),
+                verified.sha256
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("creditd backup: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Streams the server's backup into `to`'s partial file, then verifies and renames it.
+async fn fetch_backup(
+    url: &str,
+    token: &Secret,
+    after: u64,
+    to: &std::path::Path,
+) -> anyhow::Result<creditd::backup::Verified> {
+    let mut response = reqwest::Client::new()
+        .get(format!("{url}/api/admin/backup?after={after}"))
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        anyhow::bail!("the server answered {status}: {body}");
+    }
+    let partial = creditd::backup::partial_path(to);
+    let mut file = std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    while let Some(chunk) = response.chunk().await.context("the backup stopped arriving")? {
+        creditd::backup::append(&mut file, &partial, &chunk)?;
+    }
+    Ok(creditd::backup::finish(file, to)?)
+}
+
+fn restore(from: &[PathBuf], data_dir: &std::path::Path) -> ExitCode {
+    use creditd::backup::BackupError;
+    use creditd::store::StoreError;
+    match creditd::backup::restore(from, data_dir, &SystemClock) {
+        Ok(restored) => {
+            for file in &restored.files {
+                let header = &file.header;
+                println!("{}: entries {}..={}", file.path.display(), header.after.saturating_add(1), header.up_to);
+            }
+            println!(
+                "restored {} ledger entries (up to {}) and {} wallets into {}",
+                restored.entries,
+                restored.up_to,
+                restored.wallets,
+                data_dir.display()
+            );
+            print!("{}", restored.check);
+            ExitCode::SUCCESS
+        }
+        Err(error @ BackupError::Store(StoreError::NotEmpty(_))) => {
+            eprintln!("creditd restore: {error}");
+            ExitCode::from(EXIT_CONFIGURATION)
+        }
+        Err(error) => {
+            eprintln!("creditd restore: {error}");
+            ExitCode::FAILURE
         }
     }
 }

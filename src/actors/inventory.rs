@@ -1099,6 +1099,27 @@ impl Handler<Snapshot> for InventoryActor {
 }
 
 // ---------------------------------------------------------------------------
+// Backups (SPEC §11).
+
+/// The last ledger sequence number, answered once everything up to it is
+/// durable: the point a consistent backup stops at.
+#[derive(Debug, Clone, Copy)]
+pub struct DurableSequence;
+
+impl Message for DurableSequence {
+    type Result = Result<u64, EngineError>;
+}
+
+impl Handler<DurableSequence> for InventoryActor {
+    type Result = Reply<u64>;
+
+    fn handle(&mut self, _: DurableSequence, _: &mut Self::Context) -> Self::Result {
+        let last = self.state.next_seq.saturating_sub(1);
+        self.after_durable(Ok(last))
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Provider sync (SPEC §6).
 
 /// Marks the start of a provider request; the token goes back in [`ApplySync`].

@@ -2,6 +2,7 @@
 //! errors to answers. **API Boundary**: everything past here is typed; this
 //! module never opens sled and never decides a balance.
 
+pub mod backup;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -38,6 +39,7 @@ pub const ROUTES: &[&str] = &[
     "/api/credits/spend/{spendId}/refund",
     "/api/users/{userId}/credits",
     "/api/admin/ledger",
+    "/api/admin/backup",
     "/api/admin/credits",
     "/api/admin/credits/sync",
     "/api/admin/purchases/disable",
@@ -86,6 +88,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(resource("/api/credits/spend/{spendId}/refund", vec![(Method::POST, web::post().to(routes::refund))]))
         .service(resource("/api/users/{userId}/credits", vec![(Method::GET, web::get().to(routes::user_credits))]))
         .service(resource("/api/admin/ledger", vec![(Method::GET, web::get().to(routes::ledger))]))
+        .service(resource("/api/admin/backup", vec![(Method::GET, web::get().to(backup::backup))]))
         .service(resource("/api/admin/credits", vec![(Method::GET, web::get().to(routes::admin_credits))]))
         .service(resource("/api/admin/credits/sync", vec![(Method::POST, web::post().to(routes::admin_sync))]))
         .service(resource(

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto;
 use super::error::{ErrorBody, ErrorCode, ErrorDetail};
-use super::{metrics, routes};
+use super::{backup, metrics, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +34,7 @@ use super::{metrics, routes};
         routes::admin_alerts,
         routes::admin_report,
         routes::ledger,
+        backup::backup,
         routes::admin_page,
         metrics::metrics,
         routes::healthz,

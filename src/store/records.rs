@@ -138,6 +138,16 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
+    /// The operation whose idempotency key an entry of this kind carries.
+    pub fn operation(&self) -> Option<Operation> {
+        match self {
+            Self::Purchase { .. } => Some(Operation::Purchase),
+            Self::HoldCreated { .. } => Some(Operation::Hold),
+            Self::Spend { .. } => Some(Operation::Spend),
+            _ => None,
+        }
+    }
+
     /// The stable name used in the ledger export and reports.
     pub fn name(&self) -> &'static str {
         match self {

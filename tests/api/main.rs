@@ -7,6 +7,7 @@ mod common;
 
 mod admin;
 mod alerts;
+mod backup;
 mod bad_input;
 mod browser;
 mod catalogue;

@@ -1,0 +1,406 @@
+//! Backups and restores (SPEC §11): the ledger up to one sequence number,
+//! store-neutral, with a checksum.
+//!
+//! A backup is JSON lines (`docs/backup.md` documents every field): a
+//! header (format, version, ratio, currency, the entries it holds:
+//! `after < seq <= upTo`), one line per ledger entry with the fingerprint
+//! of the request behind its idempotency key, and an end line with the
+//! number of entries and the SHA-256 of every byte before it. The ledger is
+//! the whole truth (SPEC §4.6): wallets, holds, spends, revenue, the kill
+//! switch and the package settings are rebuilt from it ([`crate::replay`]);
+//! the fingerprints let a restored store answer retries of old keys.
+//!
+//! The server writes a backup at a durable sequence number (the admin route
+//! `GET /api/admin/backup`); `creditd backup` saves it and verifies it;
+//! `creditd restore` verifies every file, checks that they chain, replays
+//! them into a new store and runs `check` on it.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+use crate::domain::{Currency, Money, Ratio};
+use crate::replay::{idempotency_record, Replay};
+use crate::store::records::{HoldState, LedgerEntry, MetaRecord};
+use crate::store::{keys, Store, StoreError, WriteSet};
+
+/// The `format` of every backup's header.
+pub const FORMAT: &str = "creditd-backup";
+/// The layout version this build writes and reads.
+pub const VERSION: u32 = 1;
+/// Records written to the new store per durable batch during a restore.
+const RESTORE_BATCH_WRITES: usize = 10_000;
+/// The longest line a backup may hold (an entry is a few hundred bytes).
+const LINE_BYTES_MAX: usize = 64 * 1024;
+
+/// A request fingerprint: SHA-256 of its canonical fields.
+pub type Fingerprint = [u8; 32];
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}, line {line}: {reason}")]
+    Format { path: String, line: u64, reason: String },
+    #[error("{path}: the checksum does not match: the file is damaged or incomplete")]
+    Checksum { path: String },
+    #[error("the backups do not chain: {0}")]
+    Chain(String),
+    #[error("the backups break the ledger's rules, nothing was restored: {0}")]
+    Ledger(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the restored store fails check: {0}")]
+    Check(String),
+}
+
+/// The first line of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Header {
+    pub format: String,
+    pub version: u32,
+    /// The store's ratio: provider credits per user credit.
+    pub ratio: u64,
+    /// The store's currency (ISO 4217).
+    pub currency: String,
+    /// The backup holds the entries with `after < seq <= up_to`.
+    pub after: u64,
+    pub up_to: u64,
+    /// When the backup was taken (RFC 3339), for people.
+    pub created_at: String,
+}
+
+/// One ledger entry, and the fingerprint of the request behind its
+/// idempotency key (hex), when it has one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryLine {
+    pub entry: LedgerEntry,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+/// The last line: how many entries came before, and their checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct End {
+    pub entries: u64,
+    /// SHA-256 (hex) of every byte of the file before this line.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum Line {
+    Header(Header),
+    Entry(EntryLine),
+    End(End),
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Fingerprint> {
+    let mut bytes = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (index, byte) in bytes.iter_mut().enumerate() {
+        let pair = text.get(index.checked_mul(2)?..index.checked_mul(2)?.checked_add(2)?)?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(bytes)
+}
+
+/// Encodes a backup line by line, keeping the checksum of what it wrote.
+pub struct Writer {
+    hash: Sha256,
+    entries: u64,
+}
+
+impl Writer {
+    /// Starts a backup with its header line.
+    pub fn start(header: &Header) -> (Self, Vec<u8>) {
+        let mut writer = Self { hash: Sha256::new(), entries: 0 };
+        let line = writer.line(&Line::Header(header.clone()));
+        (writer, line)
+    }
+
+    fn line(&mut self, line: &Line) -> Vec<u8> {
+        // Plain data with string keys: serialising it cannot fail.
+        let mut bytes = serde_json::to_vec(line).unwrap_or_default();
+        bytes.push(b'\n');
+        self.hash.update(&bytes);
+        bytes
+    }
+
+    /// One entry line.
+    pub fn entry(&mut self, entry: LedgerEntry, fingerprint: Option<Fingerprint>) -> Vec<u8> {
+        self.entries = self.entries.saturating_add(1);
+        self.line(&Line::Entry(EntryLine { entry, fingerprint: fingerprint.as_ref().map(|bytes| hex(bytes)) }))
+    }
+
+    /// The end line, with the checksum of everything before it.
+    pub fn end(self) -> Vec<u8> {
+        let end = End { entries: self.entries, sha256: hex(&self.hash.finalize()) };
+        let mut bytes = serde_json::to_vec(&Line::End(end)).unwrap_or_default();
+        bytes.push(b'\n');
+        bytes
+    }
+}
+
+/// The header of a checked backup file, and how many entries it holds.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub path: PathBuf,
+    pub header: Header,
+    pub entries: u64,
+    pub sha256: String,
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
+    move |source| BackupError::Io { path: path.display().to_string(), source }
+}
+
+/// Reads a backup file line by line, calling `on_entry` for each entry; checks
+/// the header, the sequence numbers, the count and the checksum.
+fn read(
+    path: &Path,
+    mut on_entry: impl FnMut(LedgerEntry, Option<Fingerprint>) -> Result<(), BackupError>,
+) -> Result<Verified, BackupError> {
+    let shown = path.display().to_string();
+    let format = |line: u64, reason: String| BackupError::Format { path: shown.clone(), line, reason };
+    let mut reader = BufReader::new(File::open(path).map_err(io_error(path))?);
+    let mut hash = Sha256::new();
+    let (mut header, mut next_seq, mut count) = (None::<Header>, 0u64, 0u64);
+    let mut buffer = Vec::new();
+    for number in 1u64.. {
+        buffer.clear();
+        let limit = u64::try_from(LINE_BYTES_MAX).unwrap_or(u64::MAX).saturating_add(1);
+        let read = std::io::Read::take(&mut reader, limit).read_until(b'\n', &mut buffer);
+        if read.map_err(io_error(path))? == 0 {
+            return Err(format(number, "the file ends before its end line: incomplete".into()));
+        }
+        if buffer.len() > LINE_BYTES_MAX || buffer.last() != Some(&b'\n') {
+            return Err(format(number, "a line is too long or unterminated".into()));
+        }
+        let line: Line = serde_json::from_slice(&buffer).map_err(|error| format(number, error.to_string()))?;
+        match (line, &header) {
+            (Line::Header(found), None) => {
+                if found.format != FORMAT || found.version != VERSION {
+                    let what = format!("format {:?} version {}", found.format, found.version);
+                    return Err(format(number, format!("{what}, this build reads {FORMAT:?} version {VERSION}")));
+                }
+                if found.after > found.up_to {
+                    return Err(format(number, "after is beyond upTo".into()));
+                }
+                next_seq = found.after.saturating_add(1);
+                header = Some(found);
+            }
+            (Line::Entry(line), Some(_)) => {
+                if line.entry.seq != next_seq {
+                    return Err(format(number, format!("entry {} where {next_seq} was due", line.entry.seq)));
+                }
+                let fingerprint = match line.fingerprint.as_deref() {
+                    Some(text) => Some(unhex(text).ok_or_else(|| format(number, "a bad fingerprint".into()))?),
+                    None => None,
+                };
+                next_seq = next_seq.saturating_add(1);
+                count = count.saturating_add(1);
+                on_entry(line.entry, fingerprint)?;
+            }
+            (Line::End(end), Some(found)) => {
+                if hex(&hash.clone().finalize()) != end.sha256 {
+                    return Err(BackupError::Checksum { path: shown });
+                }
+                if end.entries != count || next_seq != found.up_to.saturating_add(1) {
+                    let what = format!("{count} entries, the header promises {}..={}", found.after, found.up_to);
+                    return Err(format(number, what));
+                }
+                let header = found.clone();
+                return Ok(Verified { path: path.to_owned(), header, entries: count, sha256: end.sha256 });
+            }
+            _ => return Err(format(number, "a line out of place (header first, end last)".into())),
+        }
+        hash.update(&buffer);
+    }
+    Err(format(0, "too many lines".into()))
+}
+
+/// Checks a backup file without restoring it.
+///
+/// # Errors
+/// The file cannot be read, is not a backup of this version, or is damaged.
+pub fn verify(path: &Path) -> Result<Verified, BackupError> {
+    read(path, |_, _| Ok(()))
+}
+
+/// Where `creditd backup` writes while the backup arrives: the file becomes
+/// `to` only once it is complete, verified and synced.
+pub fn partial_path(to: &Path) -> PathBuf {
+    let mut name = to.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Appends to a partial backup file.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn append(file: &mut File, path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
+    file.write_all(bytes).map_err(io_error(path))
+}
+
+/// Finishes a backup: syncs the partial file, verifies it, renames it to
+/// `to` and syncs the directory, so that `to` is only ever a whole,
+/// checked backup.
+///
+/// # Errors
+/// The file does not verify, or cannot be synced or renamed.
+pub fn finish(file: File, to: &Path) -> Result<Verified, BackupError> {
+    let partial = partial_path(to);
+    file.sync_all().map_err(io_error(&partial))?;
+    drop(file);
+    let verified = verify(&partial)?;
+    std::fs::rename(&partial, to).map_err(io_error(to))?;
+    let directory = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    File::open(directory).and_then(|dir| dir.sync_all()).map_err(io_error(directory))?;
+    Ok(Verified { path: to.to_owned(), ..verified })
+}
+
+/// What a restore did.
+#[derive(Debug)]
+pub struct Restored {
+    pub files: Vec<Verified>,
+    pub entries: u64,
+    pub wallets: usize,
+    pub up_to: u64,
+    pub check: crate::check::CheckReport,
+}
+
+/// Checks that verified backups chain: the first starts at the ledger's
+/// beginning, each next one starts at or before where the previous ended,
+/// and all are of one store (ratio and currency).
+fn chain(files: &[Verified]) -> Result<(Ratio, Currency, u64), BackupError> {
+    let first = files.first().ok_or_else(|| BackupError::Chain("no backup given".into()))?;
+    if first.header.after != 0 {
+        return Err(BackupError::Chain(format!(
+            "{} starts after entry {}: the first backup must be a full one (--after 0)",
+            first.path.display(),
+            first.header.after
+        )));
+    }
+    let mut up_to = 0;
+    for file in files {
+        let header = &file.header;
+        if (header.ratio, &header.currency) != (first.header.ratio, &first.header.currency) {
+            return Err(BackupError::Chain(format!("{} is of another store (ratio or currency)", file.path.display())));
+        }
+        if header.after > up_to {
+            return Err(BackupError::Chain(format!(
+                "{} starts after entry {}, but the backups before it end at {up_to}: entries are missing",
+                file.path.display(),
+                header.after
+            )));
+        }
+        up_to = up_to.max(header.up_to);
+    }
+    let ratio = Ratio::new(first.header.ratio).map_err(|error| BackupError::Chain(format!("ratio: {error}")))?;
+    let currency =
+        Currency::parse(&first.header.currency).map_err(|error| BackupError::Chain(format!("currency: {error:?}")))?;
+    Ok((ratio, currency, up_to))
+}
+
+/// Writes `writes` durably once it holds a batch (or when `flush`).
+fn write_batch(store: &Store, writes: &mut WriteSet, flush: bool) -> Result<(), BackupError> {
+    if writes.len() >= RESTORE_BATCH_WRITES || (flush && !writes.is_empty()) {
+        store.write_durably([&*writes])?;
+        *writes = WriteSet::default();
+    }
+    Ok(())
+}
+
+/// Restores `files` (a full backup, then incremental ones) into a new store
+/// in `directory`, which must be missing or empty, and checks the result.
+///
+/// # Errors
+/// A file that does not verify, backups that do not chain or break the
+/// ledger's rules, a directory that is not empty, a storage failure.
+pub fn restore(files: &[PathBuf], directory: &Path, clock: &dyn Clock) -> Result<Restored, BackupError> {
+    let verified = files.iter().map(|path| verify(path)).collect::<Result<Vec<_>, _>>()?;
+    let (ratio, currency, up_to) = chain(&verified)?;
+    let store = Store::create(directory)?;
+    let mut replay = Replay::new(ratio, Money::zero(currency));
+    let mut writes = WriteSet::default();
+    let mut entries = 0u64;
+    for file in &verified {
+        read(&file.path, |entry, fingerprint| {
+            if entry.seq < replay.state.next_seq {
+                return Ok(()); // Already restored from an earlier, overlapping backup.
+            }
+            replay.apply(&entry);
+            if let Some(first) = replay.violations.first() {
+                return Err(BackupError::Ledger(first.clone()));
+            }
+            if let Some((operation, key, record)) = fingerprint.and_then(|print| idempotency_record(&entry, print)) {
+                writes.put(keys::idempotency(operation, &key), &record).map_err(StoreError::from)?;
+            }
+            writes.put(keys::ledger(entry.seq), &entry).map_err(StoreError::from)?;
+            entries = entries.saturating_add(1);
+            write_batch(&store, &mut writes, false)
+        })?;
+    }
+    write_records(&store, &replay, &mut writes)?;
+    let meta = MetaRecord { ratio, created_at_ms: clock.now_ms() };
+    writes.put(keys::META, &meta).map_err(StoreError::from)?;
+    writes.put(keys::INVENTORY, &replay.state).map_err(StoreError::from)?;
+    write_batch(&store, &mut writes, true)?;
+    store.mark()?;
+    let wallets = replay.wallets.len();
+    drop(store);
+    let check = crate::check::check(directory).map_err(|error| BackupError::Check(error.to_string()))?;
+    if !check.passed() {
+        return Err(BackupError::Check(check.to_string()));
+    }
+    Ok(Restored { files: verified, entries, wallets, up_to, check })
+}
+
+/// Every record the ledger describes besides the entries themselves.
+fn write_records(store: &Store, replay: &Replay, writes: &mut WriteSet) -> Result<(), BackupError> {
+    for (user, wallet) in &replay.wallets {
+        writes.put(keys::wallet(user), wallet).map_err(StoreError::from)?;
+        write_batch(store, writes, false)?;
+    }
+    for hold in replay.holds.values() {
+        writes.put(keys::hold(&hold.hold_id), hold).map_err(StoreError::from)?;
+        if hold.state == HoldState::Open {
+            writes.put_empty(keys::open_hold(&hold.hold_id));
+        }
+        write_batch(store, writes, false)?;
+    }
+    for spend in replay.spends.values() {
+        writes.put(keys::spend(&spend.spend_id), spend).map_err(StoreError::from)?;
+        write_batch(store, writes, false)?;
+    }
+    for (package, settings) in &replay.packages {
+        writes.put(keys::package(package), settings).map_err(StoreError::from)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_survive_hex() {
+        let print: Fingerprint = std::array::from_fn(|index| u8::try_from(index * 7 % 256).unwrap_or(0));
+        assert_eq!(unhex(&hex(&print)), Some(print));
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex(&"g".repeat(64)), None);
+    }
+}
