@@ -240,6 +240,42 @@ mod tests {
         assert_eq!(ReserveBand::of(10_000), ReserveBand::Ideal);
     }
 
+    /// The boundary where sales must stop (SPEC §6): a balance equal to
+    /// `reserved` is fully spoken for but not overcommitted; one credit less is.
+    #[test]
+    fn overcommitted_starts_one_credit_below_reserved() {
+        assert!(!capacity(100, 100).overcommitted(), "balance = reserved: sold out, not overcommitted");
+        assert!(capacity(99, 100).overcommitted());
+        assert!(!capacity(101, 100).overcommitted());
+        assert!(!capacity(0, 0).overcommitted());
+        assert_eq!(capacity(100, 100).fits(credits(1)), Ok(None));
+        assert_eq!(capacity(104, 100).fits(credits(1)), Ok(Some(ProviderCredits::new(4).expect("small"))));
+    }
+
+    /// The band names are a contract of the admin API and the report (SPEC §7).
+    #[test]
+    fn reserve_bands_have_their_wire_names() {
+        let names = [ReserveBand::BelowMinimum, ReserveBand::Minimum, ReserveBand::Comfortable, ReserveBand::Ideal]
+            .map(ReserveBand::as_str);
+        assert_eq!(names, ["belowMinimum", "minimum", "comfortable", "ideal"]);
+    }
+
+    /// What the storefront shows for each status (SPEC §5), and its wire name.
+    #[test]
+    fn each_status_has_its_wire_name_and_the_storefronts_message() {
+        let statuses = [
+            (PlatformStatus::Operational, "operational", "All systems operational"),
+            (PlatformStatus::Limited, "limited", "Limited availability"),
+            (PlatformStatus::SoldOut, "soldOut", "Sold out for now: new credits will be available soon"),
+            (PlatformStatus::Dead, "dead", "Service temporarily unavailable"),
+            (PlatformStatus::Disabled, "disabled", "Purchases are temporarily disabled"),
+        ];
+        for (status, name, message) in statuses {
+            assert_eq!((status.as_str(), status.message()), (name, message));
+            assert_eq!(serde_json::to_value(status).expect("serialises"), serde_json::json!(name));
+        }
+    }
+
     #[test]
     fn status_precedence_is_disabled_dead_sold_out_limited_operational() {
         let warn = ProviderCredits::new(500).expect("small");
