@@ -71,10 +71,11 @@ fn consumed_since(consumption: &[(u64, i64)], since_ms: u64) -> i64 {
 }
 
 fn runway(burn_per_day: u64, available: i64, provider_balance: ProviderCredits) -> Runway {
+    // No burn, no runway to speak of: `checked_div` by zero is `None`.
     let seconds_until_zero = |amount: u64| {
-        (burn_per_day > 0)
-            .then(|| u128::from(amount).saturating_mul(86_400).checked_div(u128::from(burn_per_day)))
-            .flatten()
+        u128::from(amount)
+            .saturating_mul(86_400)
+            .checked_div(u128::from(burn_per_day))
             .map(|seconds| u64::try_from(seconds).unwrap_or(u64::MAX))
     };
     Runway {
