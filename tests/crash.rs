@@ -23,7 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use common::{capacity, ledger, provider, run_check, temp_dir, Server};
+use common::{capacity, provider, run_check, temp_dir, Server};
 
 const CLIENTS: usize = 64;
 const PACKAGES: [&str; 3] = ["starter", "creative", "pro"];
@@ -179,29 +179,50 @@ fn extend_index(index: &mut LedgerIndex, entries: &[Value]) {
     }
 }
 
-/// The ledger entries after `after`, through the admin API, page by page.
-async fn ledger_after(client: &reqwest::Client, server: &Server, mut after: u64) -> Vec<Value> {
-    let mut entries = Vec::new();
+/// Reads the ledger entries after `after` through the admin API, page by
+/// page, handing each page to `each` (a long run's ledger never sits in
+/// memory whole); returns the last sequence number read.
+async fn ledger_after(
+    client: &reqwest::Client,
+    server: &Server,
+    mut after: u64,
+    mut each: impl FnMut(&[Value]),
+) -> u64 {
     loop {
         let url = server.url(&format!("/api/admin/ledger?after={after}&limit=1000"));
         let page = common::admin_get(client, &url).await;
         assert_eq!(page.status, 200, "{page:?}");
-        entries.extend(page.body["entries"].as_array().cloned().unwrap_or_default());
-        match page.body["nextAfter"].as_u64() {
-            Some(next) => after = next,
-            None => return entries,
+        let entries = page.body["entries"].as_array().map_or(&[][..], Vec::as_slice);
+        for (expected, entry) in (after + 1..).zip(entries) {
+            assert_eq!(entry["seq"].as_u64(), Some(expected), "the ledger has a gap before {expected}");
+        }
+        each(entries);
+        after += entries.len() as u64;
+        if page.body["nextAfter"].as_u64().is_none() {
+            return after;
         }
     }
 }
 
+/// What an acknowledged operation's answer named: the id it made, if any.
+fn made_id(op: &Op, body: &Value) -> Option<String> {
+    let field = match op {
+        Op::Purchase { .. } => "purchaseId",
+        Op::Hold { .. } => "holdId",
+        Op::Spend { .. } => "spendId",
+        _ => return None,
+    };
+    body[field].as_str().map(str::to_owned)
+}
+
 /// Checks one acknowledged operation against the ledger: applied exactly once.
-fn applied_once(index: &LedgerIndex, op: &Op, body: &Value) -> Result<(), String> {
+fn applied_once(index: &LedgerIndex, op: &Op, made: Option<&str>) -> Result<(), String> {
     let once = |kind: &str, key: &str| match index.keys.get(&(kind.to_owned(), key.to_owned())) {
         Some(1) => Ok(()),
         other => Err(format!("{kind} with key {key} is in the ledger {other:?} times")),
     };
-    let has = |kind: &str, field: &str| {
-        let id = body[field].as_str().unwrap_or("");
+    let has = |kind: &str| {
+        let id = made.unwrap_or("");
         if index.ids.contains(&format!("{kind}/{id}")) {
             Ok(())
         } else {
@@ -209,9 +230,9 @@ fn applied_once(index: &LedgerIndex, op: &Op, body: &Value) -> Result<(), String
         }
     };
     match op {
-        Op::Purchase { key, .. } => once("purchase", key).and_then(|()| has("purchase", "purchaseId")),
-        Op::Hold { key, .. } => once("holdCreated", key).and_then(|()| has("holdCreated", "holdId")),
-        Op::Spend { key, .. } => once("spend", key).and_then(|()| has("spend", "spendId")),
+        Op::Purchase { key, .. } => once("purchase", key).and_then(|()| has("purchase")),
+        Op::Hold { key, .. } => once("holdCreated", key).and_then(|()| has("holdCreated")),
+        Op::Spend { key, .. } => once("spend", key).and_then(|()| has("spend")),
         Op::Capture { hold } | Op::Release { hold } => {
             let expected = if matches!(op, Op::Capture { .. }) { "holdCaptured" } else { "holdReleased" };
             match index.closes.get(hold).map(Vec::as_slice) {
@@ -254,7 +275,8 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
     let mut states: Vec<ClientState> = (0..CLIENTS)
         .map(|i| ClientState { user: format!("crash-{i}"), holds: Vec::new(), spends: Vec::new(), balance: 0, next: 0 })
         .collect();
-    let mut acknowledged: Vec<(Op, Value)> = Vec::new();
+    // Only what the final check needs of each answer: a long run acknowledges millions.
+    let mut acknowledged: Vec<(Op, Option<String>)> = Vec::new();
     let mut index = LedgerIndex::default();
     let mut last_seq = 0u64;
     let mut verified = 0usize;
@@ -279,7 +301,10 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
             for (op, outcome) in history {
                 operations += 1;
                 match outcome {
-                    Outcome::Ok(body) => acknowledged.push((op, body)),
+                    Outcome::Ok(body) => {
+                        let made = made_id(&op, &body);
+                        acknowledged.push((op, made));
+                    }
                     Outcome::Refused(..) => refused_total += 1,
                     Outcome::Unknown => unknown.push((states.len() - 1, op)),
                 }
@@ -295,7 +320,8 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
             match invoke(&client, &server.base, &op).await {
                 Outcome::Ok(body) => {
                     learn(&mut states[owner], &op, &body);
-                    acknowledged.push((op, body));
+                    let made = made_id(&op, &body);
+                    acknowledged.push((op, made));
                 }
                 // Not applied before, and refused now (a hold that expired meanwhile, a spend refunded...),
                 // or applied before: `already_refunded`. Either way at most once, checked below.
@@ -307,15 +333,10 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
         }
 
         // The ledger is append-only and gap-free: read only what is new.
-        let entries = ledger_after(&client, &server, last_seq).await;
-        for (expected, entry) in (last_seq + 1..).zip(&entries) {
-            assert_eq!(entry["seq"].as_u64(), Some(expected), "cycle {cycle}: the ledger has a gap");
-        }
-        last_seq += entries.len() as u64;
-        extend_index(&mut index, &entries);
+        last_seq = ledger_after(&client, &server, last_seq, |page| extend_index(&mut index, page)).await;
         nothing_twice(&index).unwrap_or_else(|error| panic!("cycle {cycle}: {error}"));
-        for (op, body) in &acknowledged[verified..] {
-            applied_once(&index, op, body).unwrap_or_else(|error| panic!("cycle {cycle}: {error}"));
+        for (op, made) in &acknowledged[verified..] {
+            applied_once(&index, op, made.as_deref()).unwrap_or_else(|error| panic!("cycle {cycle}: {error}"));
         }
         verified = acknowledged.len();
         let capacity = capacity(&client, &server).await;
@@ -328,12 +349,12 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
     }
     // Everything again, against the whole ledger: an acknowledged operation
     // must still be there, once, however many crashes came after it.
-    let entries = ledger(&client, &server).await;
+    drop(index);
     let mut whole = LedgerIndex::default();
-    extend_index(&mut whole, &entries);
+    ledger_after(&client, &server, 0, |page| extend_index(&mut whole, page)).await;
     nothing_twice(&whole).unwrap_or_else(|error| panic!("at the end: {error}"));
-    for (op, body) in &acknowledged {
-        applied_once(&whole, op, body).unwrap_or_else(|error| panic!("at the end: {error}"));
+    for (op, made) in &acknowledged {
+        applied_once(&whole, op, made.as_deref()).unwrap_or_else(|error| panic!("at the end: {error}"));
     }
     server.kill9();
     let (code, report) = run_check(dir.path());
