@@ -262,16 +262,18 @@ async fn demo_needs_no_init_and_sells() {
         .spawn()
         .expect("demo starts");
     let stdout = child.stdout.take().expect("piped");
-    let base = std::thread::spawn(move || {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    // Read to the end: the demo prints its banner after the address, and a
+    // closed pipe would fail that print.
+    std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| line.strip_prefix("creditd listening on ").map(str::to_owned))
-    })
-    .join()
-    .expect("reads")
-    .expect("demo prints its address");
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(base) = line.strip_prefix("creditd listening on ") {
+                let _ = sender.send(base.to_owned());
+            }
+        }
+    });
+    let base = receiver.recv_timeout(std::time::Duration::from_secs(60)).expect("demo prints its address");
     let guard = crate::common::Guarded(child);
     let client = client();
     crate::common::eventually("the demo is ready", || {
