@@ -17,6 +17,17 @@ use creditd::provider::fake::FakeProvider;
 use creditd::provider::NanoBananaClient;
 use creditd::{shutdown_signal, Application};
 
+/// `println!` for the long-running commands (`serve`, `demo`, `fake-provider`):
+/// a closed or full standard output must not stop a server (with the panic
+/// policy, `println!`'s panic on a write error would abort it), so the
+/// error is ignored.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Exit code for missing or invalid configuration (SPEC §11).
 const EXIT_CONFIGURATION: u8 = 2;
 
@@ -204,7 +215,7 @@ fn fake_provider(config: &Config, listen: &str, credits: u64) -> anyhow::Result<
         return Ok(ExitCode::from(EXIT_CONFIGURATION));
     };
     let provider = FakeProvider::start_on(listen, credits, key.expose()).context("simulated NanoBanana")?;
-    println!("simulated NanoBanana at {} with {credits} credits; stop it with Ctrl-C or SIGTERM", provider.base_url());
+    say!("simulated NanoBanana at {} with {credits} credits; stop it with Ctrl-C or SIGTERM", provider.base_url());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("signal runtime")?;
     runtime
         .block_on(async {
@@ -284,7 +295,7 @@ struct DemoBanner {
 impl DemoBanner {
     fn print(&self, base: &str) {
         let token = self.admin_token.expose();
-        println!(
+        say!(
             "\ncreditd demo\n\
              \n  storefront API   {base}/api/credits/purchase\
              \n  status           {base}/api/credits/status\
@@ -327,7 +338,7 @@ fn run(
         };
         let base = format!("http://{}", app.address());
         // Tests and scripts read this line to find the port the OS chose.
-        println!("creditd listening on {base}");
+        say!("creditd listening on {base}");
         if let Some(banner) = banner {
             banner.print(&base);
         }

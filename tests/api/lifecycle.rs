@@ -285,3 +285,37 @@ async fn demo_needs_no_init_and_sells() {
     assert_eq!((bought.status, bought.body["balance"].clone()), (200, 100.into()), "{bought:?}");
     drop(guard);
 }
+
+/// Goal: a server whose standard output is closed (a supervisor that drops
+/// it, a full disk under a redirect) keeps serving: printing its address
+/// must not fail it (with the panic policy, a failed `println!` would abort).
+#[tokio::test]
+async fn serve_keeps_serving_when_its_standard_output_is_closed() {
+    let provider = provider(938);
+    let dir = temp_dir();
+    crate::common::init_if_new(dir.path(), &[]);
+    let port = crate::common::free_port();
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .env_clear()
+        .env("CREDITD_DATA_DIR", dir.path())
+        .env("CREDITD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CREDITD_ADMIN_TOKEN", crate::common::ADMIN_TOKEN)
+        .env("NANOBANANA_BASE_URL", provider.base_url())
+        .env("NANOBANANA_API_KEY", crate::common::PROVIDER_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    drop(child.stdout.take());
+    let guard = crate::common::Guarded(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = client();
+    crate::common::eventually("the server is ready", || {
+        let (client, url) = (client.clone(), format!("{base}/readyz"));
+        async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    assert_eq!(crate::common::purchase(&client, &base, "u", "starter", "k").await.status, 200);
+    drop(guard);
+}
