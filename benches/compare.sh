@@ -12,6 +12,7 @@
 #      PEERS ("fsync postgres redis actix_hello"), PORT for creditd (18300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/api_key.sh
 DURATION=${DURATION:-20}
 OUT_DIR=${OUT_DIR:-$PWD/target/compare/$(date -u +%Y%m%dT%H%M%SZ)}
 PEERS=${PEERS-"fsync postgres redis actix_hello"}
@@ -32,6 +33,7 @@ CREDITD_LISTEN=127.0.0.1:$PORT RUST_LOG=warn ./target/release/creditd demo --pro
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.1; done
+make_key "http://127.0.0.1:$PORT"
 echo "# creditd $(git rev-parse --short HEAD 2>/dev/null || echo unknown) durable purchases, wrk, ${DURATION}s per run" | tee "$OUT"
 batches() { curl -s "http://127.0.0.1:$PORT/metrics" | grep -E '^creditd_commit_batch_size_(bucket|sum|count)' || true; }
 for c in 1 16 64; do
@@ -56,6 +58,6 @@ done
 # latency counted from when each purchase was due (no coordinated omission).
 half=$(awk -v p="$peak" 'BEGIN { printf "%d", p / 2 }')
 echo "# half of the peak ($peak/s): creditd loadtest --rate $half --clients 64" | tee -a "$OUT"
-./target/release/creditd loadtest --url "http://127.0.0.1:$PORT" --clients 64 --rate "$half" --seconds "$DURATION" \
+./target/release/creditd loadtest --url "http://127.0.0.1:$PORT" --api-key "$API_KEY" --clients 64 --rate "$half" --seconds "$DURATION" \
   --run-id "half-$$" --quiet | tee -a "$OUT"
 echo "results in $OUT_DIR"

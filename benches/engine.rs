@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use creditd::actors::inventory::{ApplySync, BeginSync};
 use creditd::clock::SystemClock;
 use creditd::config::Config;
-use creditd::domain::{IdempotencyKey, Money, PackageId, ProviderCredits, UserCredits, UserId};
+use creditd::domain::{IdempotencyKey, KeyId, Money, PackageId, ProviderCredits, ScopedKey, UserCredits, UserId};
 use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
 use creditd::store::codec::{decode, encode};
 use creditd::store::records::{EntryKind, InventoryRecord, LedgerEntry};
@@ -31,7 +31,13 @@ fn ledger_entry() -> LedgerEntry {
         provider_balance_after: ProviderCredits::new(938_000).expect("small"),
         reserved_after: ProviderCredits::new(400_000).expect("small"),
         wallet_after: Some(UserCredits::new(110).expect("small")),
+        caller: Some(KeyId::parse("key_12").expect("valid")),
     }
+}
+
+/// `key` as the benchmark's API key sent it.
+fn scoped(key: &str) -> ScopedKey {
+    ScopedKey::new(KeyId::parse("key_bench").expect("valid"), IdempotencyKey::parse(key).expect("valid"))
 }
 
 fn codec(c: &mut Criterion) {
@@ -73,7 +79,7 @@ async fn purchases(engine: &Engine, clients: u64, count: u64, users: u64, round:
             actix_rt::spawn(async move {
                 for n in (client..count).step_by(usize::try_from(clients).expect("small")) {
                     let user = UserId::parse(&format!("bench-{}", n % users)).expect("valid");
-                    let key = IdempotencyKey::parse(&format!("r{round}-{n}")).expect("valid");
+                    let key = scoped(&format!("r{round}-{n}"));
                     let package = PackageId::parse("starter").expect("valid");
                     engine.purchase(user, package, key, [0; 32]).await.expect("buys");
                 }
@@ -107,7 +113,7 @@ fn reserve_and_commit(c: &mut Criterion) {
             || (UserId::parse("refused").expect("valid"), PackageId::parse("platinum").expect("valid")),
             |(user, package)| {
                 system.block_on(async {
-                    let key = IdempotencyKey::parse("unknown-package").expect("valid");
+                    let key = scoped("unknown-package");
                     let _ = engine.purchase(user, package, key, [1; 32]).await;
                 });
             },

@@ -1,6 +1,7 @@
 -- wrk script: two-phase purchases. Each connection-slot alternates: create a
 -- hold, then capture it. A "flow" is one hold plus its capture; Requests/sec
 -- counts both requests. Non-200 answers are counted.
+local auth = "Bearer " .. (os.getenv("API_KEY") or "")
 local users = tonumber(os.getenv("USERS") or "100000")
 local threads = {}
 local pending = {}
@@ -18,11 +19,11 @@ end
 function request()
   local hold = table.remove(pending)
   if hold then
-    return wrk.format("POST", "/api/credits/holds/" .. hold .. "/capture")
+    return wrk.format("POST", "/api/credits/holds/" .. hold .. "/capture", { ["Authorization"] = auth })
   end
   local user = "bench-" .. math.random(1, users)
   local body = '{"userId":"' .. user .. '","packageId":"starter","ttlSeconds":600}'
-  return wrk.format("POST", "/api/credits/holds", { ["Content-Type"] = "application/json" }, body)
+  return wrk.format("POST", "/api/credits/holds", { ["Content-Type"] = "application/json", ["Authorization"] = auth }, body)
 end
 
 function response(status, headers, body)

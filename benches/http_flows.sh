@@ -5,6 +5,7 @@
 # Env: DURATION (s, default 20), CONNS (default 64), PORT (default 18182).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/api_key.sh
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
 cargo build --release --quiet
 DURATION=${DURATION:-20}
@@ -16,6 +17,7 @@ CREDITD_LISTEN=127.0.0.1:$PORT RUST_LOG=warn \
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until curl -sf "$URL/readyz" >/dev/null; do sleep 0.1; done
+make_key "$URL"
 report() { grep -E "Requests/sec|Latency|50%|90%|99%|non-200|requests in|captures"; }
 
 echo "== hold + capture, $CONNS connections, ${DURATION}s"

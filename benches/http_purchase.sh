@@ -5,6 +5,7 @@
 # Env: DURATION (s, default 20), CONNS (default "1 16 64"), PORT (default 18181).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/api_key.sh
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
 cargo build --release --quiet
 DURATION=${DURATION:-20}
@@ -16,6 +17,7 @@ for mode in group per-change; do
   pid=$!
   trap 'kill $pid 2>/dev/null || true' EXIT
   until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.1; done
+  make_key "http://127.0.0.1:$PORT"
   for c in $CONNS; do
     threads=$(( c < 2 ? 1 : 2 ))
     echo "== commit mode $mode, $c connections, ${DURATION}s"

@@ -2,6 +2,7 @@
 -- uniformly from USERS (default 100000). Non-200 answers are counted.
 local users = tonumber(os.getenv("USERS") or "100000")
 local nonce = os.getenv("NONCE") or tostring(os.time())
+local auth = "Bearer " .. (os.getenv("API_KEY") or "")
 local threads = {}
 local counter = 0
 
@@ -20,7 +21,7 @@ function request()
   local key = nonce .. "-" .. id .. "-" .. counter
   local body = '{"userId":"' .. user .. '","packageId":"starter"}'
   return wrk.format("POST", "/api/credits/purchase",
-    { ["Content-Type"] = "application/json", ["Idempotency-Key"] = key }, body)
+    { ["Content-Type"] = "application/json", ["Idempotency-Key"] = key, ["Authorization"] = auth }, body)
 end
 
 function response(status, headers, body)

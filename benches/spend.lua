@@ -2,6 +2,7 @@
 -- with purchase.lua and the same USERS), each with a unique idempotency key.
 local users = tonumber(os.getenv("USERS") or "1000")
 local nonce = os.getenv("NONCE") or tostring(os.time())
+local auth = "Bearer " .. (os.getenv("API_KEY") or "")
 local threads = {}
 local counter = 0
 
@@ -20,7 +21,7 @@ function request()
   local key = nonce .. "-" .. id .. "-" .. counter
   local body = '{"userId":"' .. user .. '","credits":1,"reason":"bench"}'
   return wrk.format("POST", "/api/credits/spend",
-    { ["Content-Type"] = "application/json", ["Idempotency-Key"] = key }, body)
+    { ["Content-Type"] = "application/json", ["Idempotency-Key"] = key, ["Authorization"] = auth }, body)
 end
 
 function response(status, headers, body)

@@ -30,8 +30,11 @@ use crate::store::{keys, Store, StoreError, WriteSet};
 
 /// The `format` of every backup's header.
 pub const FORMAT: &str = "creditd-backup";
-/// The layout version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The layout version this build writes. It also reads version 1, whose
+/// entries have no `caller` and no API key kinds (written before SPEC §9.1).
+pub const VERSION: u32 = 2;
+/// The oldest layout version this build reads.
+pub const VERSION_OLDEST: u32 = 1;
 /// Records written to the new store per durable batch during a restore.
 const RESTORE_BATCH_WRITES: usize = 10_000;
 /// The longest line a backup may hold (an entry is a few hundred bytes).
@@ -191,9 +194,10 @@ fn read(
         let line: Line = serde_json::from_slice(&buffer).map_err(|error| format(number, error.to_string()))?;
         match (line, &header) {
             (Line::Header(found), None) => {
-                if found.format != FORMAT || found.version != VERSION {
+                if found.format != FORMAT || !(VERSION_OLDEST..=VERSION).contains(&found.version) {
                     let what = format!("format {:?} version {}", found.format, found.version);
-                    return Err(format(number, format!("{what}, this build reads {FORMAT:?} version {VERSION}")));
+                    let reads = format!("this build reads {FORMAT:?} versions {VERSION_OLDEST} to {VERSION}");
+                    return Err(format(number, format!("{what}, {reads}")));
                 }
                 if found.after > found.up_to {
                     return Err(format(number, "after is beyond upTo".into()));
@@ -346,8 +350,8 @@ pub fn restore(files: &[PathBuf], directory: &Path, clock: &dyn Clock) -> Result
             if let Some(first) = replay.violations.first() {
                 return Err(BackupError::Ledger(first.clone()));
             }
-            if let Some((operation, key, record)) = fingerprint.and_then(|print| idempotency_record(&entry, print)) {
-                writes.put(keys::idempotency(operation, &key), &record).map_err(StoreError::from)?;
+            if let Some((store_key, record)) = fingerprint.and_then(|print| idempotency_record(&entry, print)) {
+                writes.put(store_key, &record).map_err(StoreError::from)?;
             }
             writes.put(keys::ledger(entry.seq), &entry).map_err(StoreError::from)?;
             entries = entries.saturating_add(1);
@@ -388,6 +392,10 @@ fn write_records(store: &Store, replay: &Replay, writes: &mut WriteSet) -> Resul
     }
     for (package, settings) in &replay.packages {
         writes.put(keys::package(package), settings).map_err(StoreError::from)?;
+    }
+    // Revoked keys too: a revocation survives a restore (SPEC §9.1).
+    for (id, key) in &replay.api_keys {
+        writes.put(keys::api_key(id), key).map_err(StoreError::from)?;
     }
     Ok(())
 }

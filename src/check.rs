@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use crate::domain::{HoldId, Money, SpendId, UserCredits, UserId};
+use crate::domain::{HoldId, KeyId, Money, SpendId, UserCredits, UserId};
 use crate::replay::Replay;
-use crate::store::records::{HoldState, InventoryRecord, PackageOverride};
+use crate::store::records::{ApiKeyRecord, HoldState, InventoryRecord, PackageOverride};
 use crate::store::{Store, StoreError};
 
 /// What `check` found.
@@ -136,6 +136,22 @@ fn compare(replay: &Replay, stored: &Stored) -> Vec<String> {
     for id in stored.packages.keys().filter(|id| !replay.packages.keys().any(|known| known.as_str() == *id)) {
         push(format!("package {id}: stored settings, but no ledger entry changed it"));
     }
+    // `lastUsedAt` is not a ledger fact: everything else of a key is.
+    for (id, replayed) in &replay.api_keys {
+        let without_use = |key: &ApiKeyRecord| ApiKeyRecord { last_used_at_ms: None, ..key.clone() };
+        match stored.api_keys.get(id) {
+            Some(key) if without_use(key) == *replayed => {}
+            Some(key) => push(format!(
+                "API key {id}: stored revoked={}, the ledger gives revoked={} (or another name, scopes or hash)",
+                key.revoked_at_ms.is_some(),
+                replayed.revoked_at_ms.is_some()
+            )),
+            None => push(format!("API key {id}: missing")),
+        }
+    }
+    for id in stored.api_keys.keys().filter(|id| !replay.api_keys.contains_key(*id)) {
+        push(format!("API key {id}: stored, but the ledger never created it"));
+    }
     let stored_total = stored.wallets.values().try_fold(UserCredits::ZERO, |sum, credits| sum.checked_add(*credits));
     match stored_total {
         Ok(total) if total == state.wallets_total => {}
@@ -163,6 +179,7 @@ struct Stored {
     stale_recent: Vec<String>,
     spends: BTreeMap<SpendId, bool>,
     packages: BTreeMap<String, PackageOverride>,
+    api_keys: BTreeMap<KeyId, ApiKeyRecord>,
 }
 
 fn read_stored(store: &Store, state: InventoryRecord) -> Result<Stored, StoreError> {
@@ -174,6 +191,7 @@ fn read_stored(store: &Store, state: InventoryRecord) -> Result<Stored, StoreErr
         stale_recent: Vec::new(),
         spends: BTreeMap::new(),
         packages: store.package_overrides()?.into_iter().collect(),
+        api_keys: store.api_keys()?.into_iter().map(|key| (key.id.clone(), key)).collect(),
     };
     for item in store.wallets() {
         let (user, wallet) = item?;

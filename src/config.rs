@@ -73,6 +73,9 @@ fn enabled_by_default() -> bool {
     true
 }
 
+/// SPEC §9.2: idempotency keys are remembered at least this long.
+pub const IDEMPOTENCY_RETENTION_HOURS_MIN: u64 = 24;
+
 /// The TOML file: every field optional, unknown fields refused.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,10 +83,12 @@ struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     admin_token: Option<Secret>,
+    metrics_token: Option<Secret>,
     nanobanana_base_url: Option<String>,
     nanobanana_api_key: Option<Secret>,
     sync_interval_secs: Option<u64>,
     alert_webhook_url: Option<String>,
+    alert_webhook_secret: Option<Secret>,
     ratio: Option<u64>,
     currency: Option<String>,
     packages: Option<Vec<PackageConfig>>,
@@ -101,6 +106,11 @@ struct FileConfig {
     provider_credit_cost_micros: Option<u64>,
     store_cache_mb: Option<u64>,
     verify_wallets_at_start: Option<bool>,
+    max_open_holds_per_user: Option<u32>,
+    rate_limit_per_key: Option<u32>,
+    body_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    idempotency_retention_hours: Option<u64>,
 }
 
 /// Everything creditd can be told.
@@ -109,10 +119,14 @@ pub struct Config {
     pub listen: String,
     pub data_dir: PathBuf,
     pub admin_token: Option<Secret>,
+    /// When set, `/metrics` needs `Authorization: Bearer <this>` (SPEC §9.1).
+    pub metrics_token: Option<Secret>,
     pub provider_base_url: Option<String>,
     pub provider_api_key: Option<Secret>,
     pub sync_interval: Duration,
     pub alert_webhook_url: Option<String>,
+    /// Signs every alert webhook POST (`Creditd-Signature`, HMAC-SHA256) when set.
+    pub alert_webhook_secret: Option<Secret>,
     pub ratio: Ratio,
     pub currency: Currency,
     pub packages: Vec<Package>,
@@ -138,6 +152,16 @@ pub struct Config {
     pub store_cache_bytes: u64,
     /// Sum every wallet on disk at start-up (O(users); `creditd check` always does).
     pub verify_wallets_at_start: bool,
+    /// Open holds one user may have at once (SPEC §9.2); one more is 409 `too_many_holds`.
+    pub max_open_holds_per_user: u32,
+    /// Requests per second per API key, a token bucket with one second of burst; 0 = off (SPEC §9.2).
+    pub rate_limit_per_key: u32,
+    /// A request body not received within this long is 408 `request_timeout` (SPEC §9.2).
+    pub body_timeout: Duration,
+    /// Open connections at most, over all workers (SPEC §9.2).
+    pub max_connections: usize,
+    /// Idempotency records are kept this long, then pruned (SPEC §9.2; at least 24 h).
+    pub idempotency_retention: Duration,
 }
 
 /// The packages of SPEC §3.
@@ -180,6 +204,9 @@ impl Config {
         if let Some(value) = env("CREDITD_ADMIN_TOKEN") {
             raw.admin_token = Some(Secret(value));
         }
+        if let Some(value) = env("CREDITD_METRICS_TOKEN") {
+            raw.metrics_token = Some(Secret(value));
+        }
         if let Some(value) = env("NANOBANANA_BASE_URL") {
             raw.nanobanana_base_url = Some(value);
         }
@@ -192,8 +219,31 @@ impl Config {
         if let Some(value) = env("CREDITD_ALERT_WEBHOOK_URL") {
             raw.alert_webhook_url = Some(value);
         }
+        if let Some(value) = env("CREDITD_ALERT_WEBHOOK_SECRET") {
+            raw.alert_webhook_secret = Some(Secret(value));
+        }
         if let Some(value) = env("CREDITD_COMMIT_MODE") {
             raw.commit_mode = Some(value);
+        }
+        if let Some(value) = env("CREDITD_MAX_OPEN_HOLDS_PER_USER") {
+            let holds = number("CREDITD_MAX_OPEN_HOLDS_PER_USER", value)?;
+            raw.max_open_holds_per_user =
+                Some(u32::try_from(holds).map_err(|e| invalid("CREDITD_MAX_OPEN_HOLDS_PER_USER", e))?);
+        }
+        if let Some(value) = env("CREDITD_RATE_LIMIT_PER_KEY") {
+            let rate = number("CREDITD_RATE_LIMIT_PER_KEY", value)?;
+            raw.rate_limit_per_key = Some(u32::try_from(rate).map_err(|e| invalid("CREDITD_RATE_LIMIT_PER_KEY", e))?);
+        }
+        if let Some(value) = env("CREDITD_BODY_TIMEOUT_MS") {
+            raw.body_timeout_ms = Some(number("CREDITD_BODY_TIMEOUT_MS", value)?);
+        }
+        if let Some(value) = env("CREDITD_MAX_CONNECTIONS") {
+            let connections = number("CREDITD_MAX_CONNECTIONS", value)?;
+            raw.max_connections =
+                Some(usize::try_from(connections).map_err(|e| invalid("CREDITD_MAX_CONNECTIONS", e))?);
+        }
+        if let Some(value) = env("CREDITD_IDEMPOTENCY_RETENTION_HOURS") {
+            raw.idempotency_retention_hours = Some(number("CREDITD_IDEMPOTENCY_RETENTION_HOURS", value)?);
         }
         if let Some(value) = env("CREDITD_HOLD_TTL_MAX_SECS") {
             raw.hold_ttl_max_secs = Some(number("CREDITD_HOLD_TTL_MAX_SECS", value)?);
@@ -247,15 +297,33 @@ impl Config {
         if hold_ttl_max_secs == 0 || hold_ttl_default_secs == 0 || hold_ttl_default_secs > hold_ttl_max_secs {
             return Err(invalid("hold_ttl_default_secs", "hold TTLs must satisfy 1 ≤ default ≤ max"));
         }
+        let retention_hours = raw.idempotency_retention_hours.unwrap_or(IDEMPOTENCY_RETENTION_HOURS_MIN);
+        if retention_hours < IDEMPOTENCY_RETENTION_HOURS_MIN {
+            return Err(invalid("idempotency_retention_hours", "must be at least 24 (SPEC §9.2)"));
+        }
+        let max_open_holds_per_user = raw.max_open_holds_per_user.unwrap_or(5);
+        if max_open_holds_per_user == 0 {
+            return Err(invalid("max_open_holds_per_user", "must be at least 1"));
+        }
+        let body_timeout_ms = raw.body_timeout_ms.unwrap_or(5_000);
+        if body_timeout_ms == 0 {
+            return Err(invalid("body_timeout_ms", "must be at least 1"));
+        }
+        let max_connections = raw.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
         let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
         Ok(Self {
             listen: raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
             admin_token: raw.admin_token.filter(|token| !token.0.is_empty()),
+            metrics_token: raw.metrics_token.filter(|token| !token.0.is_empty()),
             provider_base_url: non_empty(raw.nanobanana_base_url),
             provider_api_key: raw.nanobanana_api_key.filter(|key| !key.0.is_empty()),
             sync_interval: Duration::from_secs(sync_interval_secs),
             alert_webhook_url: non_empty(raw.alert_webhook_url),
+            alert_webhook_secret: raw.alert_webhook_secret.filter(|secret| !secret.0.is_empty()),
             ratio: Ratio::new(raw.ratio.unwrap_or(4)).map_err(|e| invalid("ratio", e))?,
             currency,
             packages,
@@ -278,6 +346,11 @@ impl Config {
                 .store_cache_mb
                 .map_or(crate::store::CACHE_BYTES_DEFAULT, |mb| mb.max(1).saturating_mul(1024 * 1024)),
             verify_wallets_at_start: raw.verify_wallets_at_start.unwrap_or(false),
+            max_open_holds_per_user,
+            rate_limit_per_key: raw.rate_limit_per_key.unwrap_or(0),
+            body_timeout: Duration::from_millis(body_timeout_ms),
+            max_connections,
+            idempotency_retention: Duration::from_secs(retention_hours.saturating_mul(3_600)),
         })
     }
 

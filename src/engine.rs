@@ -10,10 +10,13 @@ use actix::prelude::*;
 
 use crate::actors::alert::{AlertActor, AlertSettings, AlertsView, ListAlerts};
 use crate::actors::inventory::{
+    ApiKeys, CreateApiKey, ListApiKeys, PurchasesState, RevokeApiKey, SetPurchasesEnabled, UpdatePackage,
+};
+use crate::actors::inventory::{
     CreateHold, DurableSequence, Fingerprint, HoldOwner, InventoryActor, InventoryView, ReleaseHold, ReleaseReceipt,
     Snapshot, SpendOwner, WalletCommand, WalletReceipt,
 };
-use crate::actors::inventory::{PurchasesState, SetPurchasesEnabled, UpdatePackage};
+use crate::actors::prune::{PruneActor, PruneNow};
 use crate::actors::sync::{SyncActor, SyncError, SyncNow, SyncReport, SyncState, SyncStatus};
 use crate::actors::wallet::{ApplyToWallet, WalletDirectory, WalletError};
 use crate::actors::webhook::WebhookActor;
@@ -22,12 +25,13 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::domain::report::{report, Report, ReportInput, WEEK_MS};
 use crate::domain::{
-    HoldId, IdempotencyKey, Levels, Money, Package, PackageId, Ratio, Reason, SpendId, UserCredits, UserId,
+    HoldId, KeyId, KeyName, Levels, Money, Package, PackageId, Ratio, Reason, ScopedKey, Scopes, SpendId, UserCredits,
+    UserId,
 };
 use crate::provider::NanoBananaClient;
 use crate::store::commit::{CommitMode, CommitQueue};
 use crate::store::records::{
-    CaptureReceipt, HoldReceipt, HoldRecord, InventoryRecord, LedgerEntry, MetaRecord, PackageOverride,
+    ApiKeyRecord, CaptureReceipt, HoldReceipt, HoldRecord, InventoryRecord, LedgerEntry, MetaRecord, PackageOverride,
     PurchaseReceipt, RefundReceipt, SpendReceipt, WalletRecord,
 };
 use crate::store::{keys, Store, StoreError, WriteSet};
@@ -55,11 +59,16 @@ pub struct Settings {
     /// `purchase_blocked` clears after this long without a capacity refusal.
     pub alert_blocked_clear_after: Duration,
     pub alert_webhook_url: Option<String>,
+    pub alert_webhook_secret: Option<crate::config::Secret>,
     pub provider_credit_cost_micros: u64,
     /// Sum every wallet on disk at start-up, not only the totals and the open holds.
     pub verify_wallets_at_start: bool,
     /// How long a request waits for the engine ([`REQUEST_TIMEOUT`]; tests shorten it).
     pub request_timeout: Duration,
+    /// Idempotency records are forgotten after this long (SPEC §9.2).
+    pub idempotency_retention: Duration,
+    /// Open holds one user may have at once (SPEC §9.2).
+    pub max_open_holds_per_user: u32,
 }
 
 impl Settings {
@@ -74,9 +83,12 @@ impl Settings {
             sync_stale_after: config.sync_stale_after,
             alert_blocked_clear_after: config.alert_blocked_clear_after,
             alert_webhook_url: config.alert_webhook_url.clone(),
+            alert_webhook_secret: config.alert_webhook_secret.clone(),
             provider_credit_cost_micros: config.provider_credit_cost_micros,
             verify_wallets_at_start: config.verify_wallets_at_start,
             request_timeout: REQUEST_TIMEOUT,
+            idempotency_retention: config.idempotency_retention,
+            max_open_holds_per_user: config.max_open_holds_per_user,
         }
     }
 }
@@ -153,6 +165,8 @@ pub struct Recovered {
     pub packages: Vec<Package>,
     /// The time of the last ledger entry (0 for an empty ledger).
     pub last_at_ms: u64,
+    /// Every API key ever made (SPEC §9.1), revoked ones included.
+    pub api_keys: Vec<crate::store::records::ApiKeyRecord>,
 }
 
 /// The configured packages, with the operators' stored settings over them.
@@ -251,7 +265,8 @@ pub fn recover(store: &Store, settings: &Settings) -> Result<Recovered, StartErr
         return Err(StartError::Invariant(format!("ledger entry {} exists beyond the state", state.next_seq)));
     }
     let packages = packages_with_overrides(store, settings)?;
-    Ok(Recovered { state, open_holds, packages, last_at_ms })
+    let api_keys = store.api_keys()?;
+    Ok(Recovered { state, open_holds, packages, last_at_ms, api_keys })
 }
 
 /// Σ wallets on disk against the inventory record's total: O(users), so only
@@ -299,6 +314,11 @@ pub struct Engine {
     health: Arc<Health>,
     settings: Arc<Settings>,
     clock: Arc<dyn Clock>,
+    /// The live API keys, as the inventory last published them.
+    keys: tokio::sync::watch::Receiver<Arc<crate::access::KeyRing>>,
+    pruner: Addr<PruneActor>,
+    /// What the inventory's view is made of after its last change (`None` until it started).
+    views: tokio::sync::watch::Receiver<Option<Arc<crate::actors::inventory::ViewInputs>>>,
 }
 
 /// The threads behind an engine, stopped by [`EngineThreads::stop`].
@@ -343,7 +363,11 @@ impl Engine {
         let operations_arbiter = Arbiter::new();
         let webhook = match &settings.alert_webhook_url {
             Some(url) => {
-                let actor = WebhookActor::new(url.clone()).map_err(|error| StartError::Invariant(error.to_string()))?;
+                if settings.alert_webhook_secret.is_none() {
+                    tracing::warn!("CREDITD_ALERT_WEBHOOK_SECRET is not set: alert webhooks are sent unsigned");
+                }
+                let actor = WebhookActor::new(url.clone(), settings.alert_webhook_secret.clone())
+                    .map_err(|error| StartError::Invariant(error.to_string()))?;
                 Some(WebhookActor::start_in_arbiter(&operations_arbiter.handle(), move |_| actor))
             }
             None => None,
@@ -357,11 +381,20 @@ impl Engine {
         // Beside the inventory: it is told about every change, and a message
         // on the same thread costs no wakeup of another.
         let alerts = AlertActor::start_in_arbiter(&engine_arbiter.handle(), move |_| alert_actor);
+        let pruner = {
+            let (store, commits, clock, retention) =
+                (store.clone(), commits.clone(), Arc::clone(&clock), settings.idempotency_retention);
+            PruneActor::start_in_arbiter(&operations_arbiter.handle(), move |_| {
+                PruneActor::new(store, commits, clock, retention)
+            })
+        };
+        let (api_keys, keys) = ApiKeys::load(recovered.api_keys.clone());
+        let (published, views) = tokio::sync::watch::channel(None);
         let inventory = {
             let (settings, store, health, clock, alerts) =
                 (settings.clone(), store.clone(), Arc::clone(&health), Arc::clone(&clock), alerts.clone());
             InventoryActor::start_in_arbiter(&engine_arbiter.handle(), move |_| {
-                InventoryActor::new(recovered, &settings, store, commits, clock, health, alerts)
+                InventoryActor::new(recovered, &settings, store, commits, clock, health, alerts, api_keys, published)
             })
         };
         let engine_clock = Arc::clone(&clock);
@@ -382,6 +415,9 @@ impl Engine {
             health,
             settings: Arc::new(settings),
             clock: engine_clock,
+            keys,
+            views,
+            pruner,
         };
         let arbiters = vec![operations_arbiter, engine_arbiter];
         Ok((engine, EngineThreads { arbiters, commit_thread, store }))
@@ -446,7 +482,7 @@ impl Engine {
         &self,
         user: UserId,
         package_id: PackageId,
-        key: IdempotencyKey,
+        key: ScopedKey,
         fingerprint: Fingerprint,
     ) -> Result<PurchaseReceipt, EngineError> {
         match self.on_wallet(&user, WalletCommand::Purchase { package_id, key, fingerprint }).await? {
@@ -464,7 +500,7 @@ impl Engine {
         user: UserId,
         package_id: PackageId,
         ttl_ms: u64,
-        key: Option<IdempotencyKey>,
+        key: Option<ScopedKey>,
         fingerprint: Fingerprint,
     ) -> Result<HoldReceipt, EngineError> {
         self.change(CreateHold { user, package_id, ttl_ms, key, fingerprint }).await?
@@ -499,7 +535,7 @@ impl Engine {
         user: UserId,
         credits: UserCredits,
         reason: Option<Reason>,
-        key: IdempotencyKey,
+        key: ScopedKey,
         fingerprint: Fingerprint,
     ) -> Result<SpendReceipt, EngineError> {
         match self.on_wallet(&user, WalletCommand::Spend { credits, reason, key, fingerprint }).await? {
@@ -526,6 +562,21 @@ impl Engine {
     /// 503-class errors when the inventory cannot answer.
     pub async fn snapshot(&self) -> Result<InventoryView, EngineError> {
         self.ask(Snapshot).await
+    }
+
+    /// The view the inventory published after its last change, for the
+    /// public reads (SPEC §9.2): no message, so any number of them never
+    /// delays a purchase. A hold past its deadline shows until the next
+    /// change or the expiry sweep (within [`crate::actors::inventory::EXPIRY_SWEEP_INTERVAL`]).
+    ///
+    /// # Errors
+    /// As [`Engine::snapshot`], before the first publication.
+    pub async fn published_view(&self) -> Result<InventoryView, EngineError> {
+        let published = self.views.borrow().clone();
+        match published {
+            Some(inputs) => Ok(InventoryView::of(&inputs, self.health.ready())),
+            None => self.snapshot().await,
+        }
     }
 
     /// A user's wallet and their `limit` most recent ledger entries.
@@ -637,6 +688,52 @@ impl Engine {
     /// `UnknownPackage`, or 503-class errors.
     pub async fn update_package(&self, update: UpdatePackage) -> Result<Package, EngineError> {
         self.change(update).await?
+    }
+
+    /// The caller a presented API key stands for, if it is live; notes the
+    /// use (coarsely, in memory). Reads the latest published ring: no message.
+    pub fn authenticate(&self, hash: &crate::access::KeyHash) -> Option<Arc<crate::access::LiveKey>> {
+        let ring = Arc::clone(&self.keys.borrow());
+        let key = Arc::clone(ring.find(hash)?);
+        key.touch(self.clock.now_ms());
+        Some(key)
+    }
+
+    /// Makes an API key (SPEC §9.1): the key is made here, only its hash
+    /// goes to the inventory, and the key is returned this once.
+    ///
+    /// # Errors
+    /// 503-class errors.
+    pub async fn create_api_key(&self, name: KeyName, scopes: Scopes) -> Result<(ApiKeyRecord, String), EngineError> {
+        let key = crate::access::new_key();
+        let key_hash = crate::access::hash_key(&key);
+        let record = self.change(CreateApiKey { name, scopes, key_hash }).await??;
+        Ok((record, key))
+    }
+
+    /// Revokes an API key, at once and for good.
+    ///
+    /// # Errors
+    /// `UnknownApiKey`, or 503-class errors.
+    pub async fn revoke_api_key(&self, id: KeyId) -> Result<ApiKeyRecord, EngineError> {
+        self.change(RevokeApiKey { id }).await?
+    }
+
+    /// Forgets the idempotency records past their retention now, instead of
+    /// at the next pass; answers how many.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub async fn prune_now(&self) -> Result<u64, EngineError> {
+        Ok(self.pruner.send(PruneNow).await.map_err(|_| timed_out())??)
+    }
+
+    /// Every API key, revoked ones included (never the key itself).
+    ///
+    /// # Errors
+    /// 503-class errors.
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, EngineError> {
+        self.inventory.send(ListApiKeys).timeout(self.settings.request_timeout).await.map_err(|_| timed_out())
     }
 
     /// The operators' report (SPEC §8) as of now.

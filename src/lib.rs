@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //!
+//! - [`access`]: API keys, their hashes and the ring of live keys (SPEC §9.1).
 //! - [`domain`]: quantities, money, identifiers, packages, capacity rules. No IO.
 //! - [`store`]: sled storage, the record codec, and the group-commit loop.
 //! - [`actors`]: the inventory, wallet and sync actors and their messages.
@@ -18,6 +19,7 @@
 //!
 //! [`Application`] puts them together; `main.rs` only parses the command line.
 
+pub mod access;
 pub mod actors;
 pub mod backup;
 pub mod check;
@@ -44,8 +46,8 @@ use engine::{Engine, EngineThreads, Settings, StartError};
 use provider::NanoBananaClient;
 use store::Store;
 
-/// Connections kept open at once per worker; beyond it, new ones wait.
-const CONNECTIONS_PER_WORKER_MAX: usize = 25_000;
+/// An idle keep-alive connection is closed after this long (SPEC §9.2).
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often the metrics recorder drains its histograms.
 const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
@@ -70,7 +72,7 @@ impl Application {
     /// cannot listen.
     pub fn build(
         config: &Config,
-        admin_token: Secret,
+        admin_token: &Secret,
         provider: NanoBananaClient,
         listener: TcpListener,
         clock: Arc<dyn Clock>,
@@ -85,7 +87,7 @@ impl Application {
     /// As [`Application::build`].
     pub fn build_with_faults(
         config: &Config,
-        admin_token: Secret,
+        admin_token: &Secret,
         provider: NanoBananaClient,
         listener: TcpListener,
         clock: Arc<dyn Clock>,
@@ -102,8 +104,14 @@ impl Application {
         let address = listener.local_addr().map_err(store::StoreError::from)?;
         let state = web::Data::new(http::AppState {
             engine: engine.clone(),
-            admin_token,
+            admin_key_hash: access::hash_key(admin_token.expose()),
+            metrics_key_hash: config.metrics_token.as_ref().map(|token| access::hash_key(token.expose())),
+            admin_key_id: domain::KeyId::parse(access::ADMIN_TOKEN_ID)
+                .map_err(|error| StartError::Invariant(error.to_string()))?,
             hold_ttl_default_secs: config.hold_ttl_default_secs,
+            body_timeout: config.body_timeout,
+            rate_limit_per_key: config.rate_limit_per_key,
+            admin_bucket: access::TokenBucket::default(),
             hold_ttl_max_secs: config.hold_ttl_max_secs,
             metrics: telemetry::metrics(),
             openapi: http::openapi::document(&config.packages.iter().map(|p| p.id.to_string()).collect::<Vec<_>>()),
@@ -116,6 +124,9 @@ impl Application {
                 upkeep.run_upkeep();
             }
         });
+        let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        // actix bounds connections per worker; `max_connections` is for the whole server.
+        let connections_per_worker = config.max_connections.div_ceil(workers.max(1)).max(1);
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -123,11 +134,12 @@ impl Application {
                 .configure(http::configure)
         })
         .disable_signals()
-        .max_connections(CONNECTIONS_PER_WORKER_MAX)
+        // Slow or idle headers are cut like slow bodies (SPEC §9.2).
+        .client_request_timeout(config.body_timeout)
+        .keep_alive(KEEP_ALIVE)
+        .max_connections(connections_per_worker)
         .shutdown_timeout(SHUTDOWN_GRACE_SECS);
-        if let Some(workers) = config.workers {
-            server = server.workers(workers);
-        }
+        server = server.workers(workers);
         let server = server.listen(listener).map_err(store::StoreError::from)?.run();
         Ok(Self { server, address, engine, threads })
     }

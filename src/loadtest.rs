@@ -36,6 +36,9 @@ pub struct LoadOptions {
     /// population a wallet.
     pub sequential: bool,
     pub admin_token: Option<String>,
+    /// The API key purchases, holds and spends are sent with (SPEC §9.1):
+    /// `storefront` and `enhancement` scopes, or `admin`.
+    pub api_key: Option<String>,
     pub package: String,
     /// Distinguishes this run's idempotency keys from earlier runs'.
     pub run_id: String,
@@ -222,7 +225,15 @@ impl Client {
 /// The HTTP client cannot be built or the server cannot be reached at all.
 pub async fn run(options: LoadOptions) -> Result<LoadReport, String> {
     let options = Arc::new(options);
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &options.api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| "the API key is not a valid header value".to_owned())?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(options.clients.max(1))
         .timeout(Duration::from_secs(30))
         .build()

@@ -89,6 +89,9 @@ enum Command {
         /// Admin token, to verify the wallets add up (default: CREDITD_ADMIN_TOKEN).
         #[arg(long)]
         admin_token: Option<String>,
+        /// API key with the storefront and enhancement scopes (default: CREDITD_API_KEY, then the admin token).
+        #[arg(long, env = "CREDITD_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
         /// Names this run's idempotency keys, and its users unless --user-prefix is given (default: random).
         #[arg(long)]
         run_id: Option<String>,
@@ -175,6 +178,7 @@ fn main() -> ExitCode {
             sequential,
             package,
             admin_token,
+            api_key,
             run_id,
             user_prefix,
             rate,
@@ -191,12 +195,15 @@ fn main() -> ExitCode {
                 zipf,
                 sequential,
                 admin_token: admin_token.or_else(|| config.admin_token.as_ref().map(|token| token.expose().to_owned())),
+                api_key: None,
                 package,
                 user_prefix: user_prefix.unwrap_or_else(|| format!("load-{run_id}")),
                 rate: rate.filter(|rate| *rate > 0.0),
                 run_id,
                 progress: !quiet,
             };
+            let options =
+                creditd::loadtest::LoadOptions { api_key: api_key.or_else(|| options.admin_token.clone()), ..options };
             return loadtest(options);
         }
     };
@@ -293,20 +300,22 @@ struct DemoBanner {
 }
 
 impl DemoBanner {
-    fn print(&self, base: &str) {
+    fn print(&self, base: &str, key: &str) {
         let token = self.admin_token.expose();
         say!(
             "\ncreditd demo\n\
              \n  storefront API   {base}/api/credits/purchase\
              \n  status           {base}/api/credits/status\
              \n  health           {base}/healthz  {base}/readyz\
+             \n  API key          {key}   (scopes storefront, enhancement)\
              \n  admin token      {token}\
              \n  NanoBanana (simulated)  {provider}\
              \n  data directory   {data} (deleted on exit)\
              \n\nTry:\
              \n  curl -s {base}/api/credits/purchase\
-             \n  curl -s -X POST {base}/api/credits/purchase -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{\"userId\":\"alice\",\"packageId\":\"pro\"}}'\
-             \n  curl -s {base}/api/users/alice/credits\
+             \n  curl -s -X POST {base}/api/credits/purchase -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{\"userId\":\"alice\",\"packageId\":\"pro\"}}'\
+             \n  curl -s -H 'Authorization: Bearer {key}' {base}/api/users/alice/credits\
+             \n  curl -s -X POST {base}/api/credits/spend -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-spend-1' -d '{{\"userId\":\"alice\",\"credits\":5}}'\
              \n  curl -s -H 'Authorization: Bearer {token}' {base}/api/admin/alerts\
              \n  curl -s -H 'Authorization: Bearer {token}' {base}/api/admin/credits\
              \n  curl -s -X POST {provider}/demo/balance -H 'Content-Type: application/json' -d '{{\"balance\":5000}}'   # demo only: refill the simulated NanoBanana\
@@ -328,7 +337,7 @@ fn run(
     let listener = TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let app = match Application::build(config, admin_token, client, listener, Arc::new(SystemClock)) {
+        let app = match Application::build(config, &admin_token, client, listener, Arc::new(SystemClock)) {
             Ok(app) => app,
             Err(error) if error.is_configuration() => {
                 eprintln!("creditd: cannot start: {error}");
@@ -340,7 +349,13 @@ fn run(
         // Tests and scripts read this line to find the port the OS chose.
         say!("creditd listening on {base}");
         if let Some(banner) = banner {
-            banner.print(&base);
+            // SPEC §9.1: the demo makes a storefront + enhancement key and prints it.
+            let name = creditd::domain::KeyName::parse("demo storefront").context("key name")?;
+            let scopes =
+                creditd::domain::Scopes::new([creditd::domain::Scope::Storefront, creditd::domain::Scope::Enhancement])
+                    .context("key scopes")?;
+            let (_, key) = app.engine().create_api_key(name, scopes).await.context("the demo's API key")?;
+            banner.print(&base, &key);
         }
         app.run_until(shutdown_signal()?).await?;
         Ok(ExitCode::SUCCESS)

@@ -10,11 +10,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::domain::{HoldId, Money, PackageId, ProviderCredits, Ratio, SpendId, UserCredits, UserId};
+use crate::domain::{HoldId, KeyId, Money, PackageId, ProviderCredits, Ratio, SpendId, UserCredits, UserId};
 use crate::store::records::{
-    CaptureReceipt, EntryKind, HoldReceipt, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry,
-    Operation, PackageOverride, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord, SyncRecord,
-    WalletRecord,
+    ApiKeyRecord, CaptureReceipt, EntryKind, HoldReceipt, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord,
+    LedgerEntry, Operation, PackageOverride, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord,
+    SyncRecord, WalletRecord,
 };
 
 /// The records the ledger describes, and what broke a rule on the way.
@@ -27,6 +27,8 @@ pub struct Replay {
     pub spends: BTreeMap<SpendId, SpendRecord>,
     /// The operators' package settings, as the last `packageChanged` of each left them.
     pub packages: BTreeMap<PackageId, PackageOverride>,
+    /// The API keys (SPEC §9.1), as their `apiKeyCreated` and `apiKeyRevoked` entries left them.
+    pub api_keys: BTreeMap<KeyId, ApiKeyRecord>,
     /// Every violation, in the order found; the first is the first divergence.
     pub violations: Vec<String>,
 }
@@ -42,6 +44,7 @@ impl Replay {
             holds: BTreeMap::new(),
             spends: BTreeMap::new(),
             packages: BTreeMap::new(),
+            api_keys: BTreeMap::new(),
             violations: Vec::new(),
         }
     }
@@ -199,6 +202,29 @@ impl Replay {
                 self.packages.insert(package_id.clone(), stored);
                 return None;
             }
+            EntryKind::ApiKeyCreated { key_id, name, scopes, key_hash } => {
+                let record = ApiKeyRecord {
+                    id: key_id.clone(),
+                    name: name.clone(),
+                    scopes: *scopes,
+                    key_hash: *key_hash,
+                    created_at_ms: entry.at_ms,
+                    last_used_at_ms: None,
+                    revoked_at_ms: None,
+                };
+                if self.api_keys.insert(key_id.clone(), record).is_some() {
+                    self.violation(seq, format!("API key {key_id} created twice"));
+                }
+                return None;
+            }
+            EntryKind::ApiKeyRevoked { key_id } => {
+                match self.api_keys.get_mut(key_id) {
+                    Some(record) if record.revoked_at_ms.is_none() => record.revoked_at_ms = Some(entry.at_ms),
+                    Some(_) => self.violation(seq, format!("API key {key_id} revoked twice")),
+                    None => self.violation(seq, format!("API key {key_id} revoked but never created")),
+                }
+                return None;
+            }
             _ => {}
         }
         let Some(user) = entry.user.clone() else {
@@ -294,18 +320,18 @@ impl Replay {
             EntryKind::ProviderSync { .. }
             | EntryKind::PurchasesDisabled { .. }
             | EntryKind::PurchasesEnabled
-            | EntryKind::PackageChanged { .. } => None,
+            | EntryKind::PackageChanged { .. }
+            | EntryKind::ApiKeyCreated { .. }
+            | EntryKind::ApiKeyRevoked { .. } => None,
         }
     }
 }
 
-/// The idempotency record an entry's change left under its key, given the
+/// The idempotency record an entry's change left, and the store key it is
+/// kept under (scoped to the entry's caller), given the
 /// request's `fingerprint` (kept by the store, carried by a backup): the
 /// receipt is rebuilt from the entry. `None` for an entry without a key.
-pub fn idempotency_record(
-    entry: &LedgerEntry,
-    fingerprint: [u8; 32],
-) -> Option<(Operation, crate::domain::IdempotencyKey, IdempotencyRecord)> {
+pub fn idempotency_record(entry: &LedgerEntry, fingerprint: [u8; 32]) -> Option<(Vec<u8>, IdempotencyRecord)> {
     let key = entry.idempotency_key.clone()?;
     let user = entry.user.clone()?;
     let balance = entry.wallet_after.unwrap_or_default();
@@ -336,5 +362,6 @@ pub fn idempotency_record(
         ),
         _ => return None,
     };
-    Some((operation, key, IdempotencyRecord { fingerprint, receipt, at_ms: entry.at_ms }))
+    let store_key = crate::store::keys::idempotency(operation, entry.caller.as_ref(), &key);
+    Some((store_key, IdempotencyRecord { fingerprint, receipt, at_ms: entry.at_ms }))
 }

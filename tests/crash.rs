@@ -271,7 +271,9 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
     let provider = provider(1_000_000_000);
     let dir = temp_dir();
     let mut server = Server::start(&provider, dir.path()).await;
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    // As a storefront and an enhancement service would: one key with both scopes (SPEC §9.1).
+    let (_, key) = common::create_key(&server, "crash harness", &["storefront", "enhancement"]).await;
+    let client = common::client_with_key(&key);
     let mut states: Vec<ClientState> = (0..CLIENTS)
         .map(|i| ClientState { user: format!("crash-{i}"), holds: Vec::new(), spends: Vec::new(), balance: 0, next: 0 })
         .collect();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use creditd::actors::inventory::{ApplySync, BeginSync};
 use creditd::clock::SystemClock;
 use creditd::config::Config;
-use creditd::domain::{IdempotencyKey, PackageId, ProviderCredits, UserId};
+use creditd::domain::{IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, UserId};
 use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
 use creditd::store::Store;
 use futures_util::future::join_all;
@@ -19,7 +19,7 @@ async fn engine(dir: &std::path::Path, wallet_idle: Duration) -> (Engine, Engine
     if !dir.join("db").exists() {
         init(dir, &settings, &SystemClock).expect("init");
     }
-    let store = Store::open(dir).expect("store opens");
+    let store = Store::when_unlocked(std::time::Duration::from_secs(30), || Store::open(dir)).expect("store opens");
     let recovered = recover(&store, &settings).expect("recovers");
     let (engine, threads) = Engine::start(recovered, settings, store, Arc::new(SystemClock), None).expect("starts");
     let token = engine.inventory().send(BeginSync).await.expect("answers");
@@ -28,12 +28,13 @@ async fn engine(dir: &std::path::Path, wallet_idle: Duration) -> (Engine, Engine
     (engine, threads)
 }
 
-fn ids(user: &str, key: &str) -> (UserId, PackageId, IdempotencyKey) {
-    (
-        UserId::parse(user).expect("valid"),
-        PackageId::parse("starter").expect("valid"),
-        IdempotencyKey::parse(key).expect("valid"),
-    )
+fn ids(user: &str, key: &str) -> (UserId, PackageId, ScopedKey) {
+    (UserId::parse(user).expect("valid"), PackageId::parse("starter").expect("valid"), scoped(key))
+}
+
+/// `key` as the storefront's API key sent it.
+fn scoped(key: &str) -> ScopedKey {
+    ScopedKey::new(KeyId::parse("key_storefront").expect("valid"), IdempotencyKey::parse(key).expect("valid"))
 }
 
 async fn wait_until(what: &str, condition: impl Fn() -> bool) {
@@ -92,7 +93,8 @@ async fn retiring_wallet_actors_under_load_lose_no_update() {
     assert!(engine.health().ready(), "no stale wallet write was attempted");
     drop(engine);
     tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
-    let report = creditd::check::check(dir.path()).expect("checks");
+    let report =
+        Store::when_unlocked(std::time::Duration::from_secs(30), || creditd::check::check(dir.path())).expect("checks");
     assert!(report.passed(), "{report}");
 }
 
@@ -109,7 +111,8 @@ async fn the_report_follows_a_synthetic_week_computed_by_hand() {
     let config = Config::load_with(None, |_| None).expect("defaults");
     let settings = Settings::from_config(&config);
     init(dir.path(), &settings, &clock).expect("init");
-    let store = Store::open(dir.path()).expect("store opens");
+    let store =
+        Store::when_unlocked(std::time::Duration::from_secs(30), || Store::open(dir.path())).expect("store opens");
     let recovered = recover(&store, &settings).expect("recovers");
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
     let (engine, threads) = Engine::start(recovered, settings, store, shared, None).expect("starts");
@@ -120,18 +123,14 @@ async fn the_report_follows_a_synthetic_week_computed_by_hand() {
     let buy = |user: &str, package: &str, key: &str| {
         let (engine, user, package, key) = (engine.clone(), user.to_owned(), package.to_owned(), key.to_owned());
         async move {
-            let ids = (
-                UserId::parse(&user).expect("valid"),
-                PackageId::parse(&package).expect("valid"),
-                IdempotencyKey::parse(&key).expect("valid"),
-            );
+            let ids = (UserId::parse(&user).expect("valid"), PackageId::parse(&package).expect("valid"), scoped(&key));
             engine.purchase(ids.0, ids.1, ids.2, [9; 32]).await.expect("buys")
         }
     };
     let spend = |user: &str, credits: u64, key: &str| {
         let (engine, user, key) = (engine.clone(), user.to_owned(), key.to_owned());
         async move {
-            let (user, key) = (UserId::parse(&user).expect("valid"), IdempotencyKey::parse(&key).expect("valid"));
+            let (user, key) = (UserId::parse(&user).expect("valid"), scoped(&key));
             let credits = creditd::domain::UserCredits::positive(credits).expect("positive");
             engine.spend(user, credits, None, key, [8; 32]).await.expect("spends")
         }
@@ -168,7 +167,8 @@ async fn the_report_follows_a_synthetic_week_computed_by_hand() {
     assert_eq!((report.to_reach_minimum, report.to_reach_comfortable, report.to_reach_ideal), (0, 0, 2_400));
     drop(engine);
     tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
-    let check = creditd::check::check(dir.path()).expect("checks");
+    let check =
+        Store::when_unlocked(std::time::Duration::from_secs(30), || creditd::check::check(dir.path())).expect("checks");
     assert!(check.passed(), "{check}");
 }
 
@@ -187,7 +187,8 @@ async fn a_wallet_tampered_on_disk_is_caught_at_start_when_asked_and_by_check() 
     tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
     drop(engine);
 
-    let store = Store::open(dir.path()).expect("store opens");
+    let store =
+        Store::when_unlocked(std::time::Duration::from_secs(30), || Store::open(dir.path())).expect("store opens");
     let stored = store.wallet(&user).expect("reads").expect("has a wallet");
     let tampered = WalletRecord {
         balance: stored.balance.checked_add(creditd::domain::UserCredits::positive(1).expect("1")).expect("small"),
@@ -205,7 +206,8 @@ async fn a_wallet_tampered_on_disk_is_caught_at_start_when_asked_and_by_check() 
     let error = recover(&store, &settings).expect_err("Σ wallets disagrees");
     assert!(error.to_string().contains("Σ wallets on disk is 11"), "{error}");
     drop(store);
-    let report = creditd::check::check(dir.path()).expect("check runs");
+    let report = Store::when_unlocked(std::time::Duration::from_secs(30), || creditd::check::check(dir.path()))
+        .expect("check runs");
     assert!(!report.passed(), "check must fail on the tampered wallet: {report:?}");
 }
 
@@ -224,7 +226,8 @@ async fn a_wall_clock_set_back_neither_stretches_holds_nor_silences_staleness() 
     let mut settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
     settings.sync_stale_after = Duration::from_secs(300);
     init(dir.path(), &settings, &clock).expect("init");
-    let store = Store::open(dir.path()).expect("store opens");
+    let store =
+        Store::when_unlocked(std::time::Duration::from_secs(30), || Store::open(dir.path())).expect("store opens");
     let recovered = recover(&store, &settings).expect("recovers");
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
     let (engine, threads) = Engine::start(recovered, settings, store, shared, None).expect("starts");
@@ -264,7 +267,8 @@ async fn a_wall_clock_set_back_neither_stretches_holds_nor_silences_staleness() 
     assert!(expired.at_ms >= hold.expires_at_ms, "recorded no earlier than its expiresAt");
     drop(engine);
     tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
-    let check = creditd::check::check(dir.path()).expect("checks");
+    let check =
+        Store::when_unlocked(std::time::Duration::from_secs(30), || creditd::check::check(dir.path())).expect("checks");
     assert!(check.passed(), "{check}");
 }
 
@@ -278,4 +282,66 @@ where
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Goal: idempotency records are kept for `idempotency_retention_hours`
+/// and then forgotten (SPEC §9.2): a retry inside the window gets the first
+/// answer, also after a restart; after it, the key is free again; the ledger
+/// keeps every key, and `check` passes. Method: a manual clock and a pass
+/// of the pruner run on demand.
+#[actix_rt::test]
+async fn idempotency_records_are_kept_for_the_retention_then_pruned() {
+    use creditd::clock::{Clock, ManualClock};
+    const HOUR: u64 = 3_600_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::starting_at(1_750_000_000_000);
+    let settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
+    assert_eq!(settings.idempotency_retention, Duration::from_secs(24 * 3600), "the default is 24 hours");
+    init(dir.path(), &settings, &clock).expect("init");
+    let start = |settings: Settings| {
+        let (dir, clock) = (dir.path().to_owned(), clock.clone());
+        async move {
+            let store = Store::when_unlocked(Duration::from_secs(30), || Store::open(&dir)).expect("store opens");
+            let recovered = recover(&store, &settings).expect("recovers");
+            let shared: Arc<dyn Clock> = Arc::new(clock);
+            let (engine, threads) = Engine::start(recovered, settings, store, shared, None).expect("starts");
+            let token = engine.inventory().send(BeginSync).await.expect("answers");
+            let real = ProviderCredits::new(1_000_000).expect("small");
+            engine.inventory().send(ApplySync { real, token }).await.expect("answers").expect("syncs");
+            (engine, threads)
+        }
+    };
+    let buy = |engine: &Engine, key: &str| {
+        let (engine, (user, package, key)) = (engine.clone(), ids("kept", key));
+        async move { engine.purchase(user, package, key, [5; 32]).await.expect("buys") }
+    };
+
+    let (engine, threads) = start(settings.clone()).await;
+    let first = buy(&engine, "order-1").await;
+    let _ = buy(&engine, "order-2").await;
+    clock.advance_ms(23 * HOUR);
+    assert_eq!(engine.prune_now().await.expect("prunes"), 0, "nothing is old enough");
+    assert_eq!(buy(&engine, "order-1").await, first, "a retry inside the window gets the first answer");
+    drop(engine);
+    tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
+
+    let (engine, threads) = start(settings.clone()).await;
+    assert_eq!(buy(&engine, "order-1").await, first, "also after a restart");
+    let young = buy(&engine, "order-3").await;
+    clock.advance_ms(2 * HOUR);
+    assert_eq!(engine.prune_now().await.expect("prunes"), 2, "order-1 and order-2 are past 24 hours");
+    assert_eq!(engine.prune_now().await.expect("prunes"), 0, "a second pass has nothing left");
+    assert_eq!(buy(&engine, "order-3").await, young, "order-3 is 2 hours old: kept");
+    let again = buy(&engine, "order-1").await;
+    assert_ne!(again.purchase_id, first.purchase_id, "past the retention the key is free: a new purchase");
+    assert_eq!(again.balance.get(), 40);
+    drop(engine);
+    tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
+
+    let report = Store::when_unlocked(Duration::from_secs(30), || creditd::check::check(dir.path())).expect("checks");
+    assert!(report.passed(), "{report}");
+    let store = Store::when_unlocked(Duration::from_secs(30), || Store::open(dir.path())).expect("opens");
+    let keys: Vec<String> =
+        store.ledger().filter_map(|item| item.expect("reads").1.idempotency_key.map(String::from)).collect();
+    assert_eq!(keys, ["order-1", "order-2", "order-3", "order-1"], "the ledger keeps every key");
 }

@@ -21,7 +21,7 @@ use creditd::actors::inventory::{
 use creditd::actors::EngineError;
 use creditd::clock::SystemClock;
 use creditd::config::Config;
-use creditd::domain::{IdempotencyKey, PackageId, ProviderCredits, UserCredits, UserId};
+use creditd::domain::{IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, UserCredits, UserId};
 use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
 use creditd::store::{StorageFaults, Store};
 
@@ -135,7 +135,7 @@ async fn start_with(
     if !dir.join("db").exists() {
         init(dir, &settings, &SystemClock).expect("init");
     }
-    let mut store = Store::open(dir).expect("opens");
+    let mut store = Store::when_unlocked(std::time::Duration::from_secs(30), || Store::open(dir)).expect("opens");
     if let Some(faults) = faults {
         store = store.with_faults(faults);
     }
@@ -157,7 +157,7 @@ async fn buy(engine: &Engine, user: &str, key: &str) -> Result<u64, EngineError>
         .purchase(
             UserId::parse(user).expect("valid"),
             PackageId::parse("starter").expect("valid"),
-            IdempotencyKey::parse(key).expect("valid"),
+            ScopedKey::new(KeyId::parse("key_shop").expect("valid"), IdempotencyKey::parse(key).expect("valid")),
             [7; 32],
         )
         .await?;
@@ -169,7 +169,8 @@ async fn wallet(engine: &Engine, user: &str) -> Option<u64> {
 }
 
 fn check_passes(dir: &std::path::Path) {
-    let report = creditd::check::check(dir).expect("check runs");
+    let report =
+        Store::when_unlocked(std::time::Duration::from_secs(30), || creditd::check::check(dir)).expect("check runs");
     assert!(report.passed(), "{report}");
 }
 

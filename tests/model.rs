@@ -20,13 +20,18 @@ use creditd::actors::inventory::{ApplySync, BeginSync};
 use creditd::actors::EngineError;
 use creditd::clock::{Clock, ManualClock};
 use creditd::config::Config;
-use creditd::domain::{HoldId, IdempotencyKey, PackageId, ProviderCredits, SpendId, UserCredits, UserId};
+use creditd::domain::{
+    HoldId, IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, SpendId, UserCredits, UserId,
+};
 use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
 use creditd::http::extract::fingerprint;
 use creditd::store::Store;
 
 const RATIO: u64 = 4;
 const USERS: [&str; 4] = ["ann", "bob", "cy", "dee"];
+/// Open holds per user (SPEC §9.2), low so that sequences reach it.
+const MAX_OPEN_HOLDS: u32 = 2;
+
 /// The four default packages, then one that does not exist.
 const PACKAGES: [(&str, u64); 5] = [("starter", 10), ("creative", 50), ("pro", 100), ("studio", 500), ("platinum", 0)];
 
@@ -166,6 +171,10 @@ impl Model {
         if let Some(answer) = key.and_then(|key| self.replay('h', key, &request)) {
             return answer;
         }
+        let open = self.holds.iter().filter(|hold| hold.user == user && self.open(hold)).count();
+        if open >= MAX_OPEN_HOLDS as usize {
+            return Expect::Refused(EngineError::TooManyHolds(MAX_OPEN_HOLDS));
+        }
         match self.sale(package) {
             Err(error) => Expect::Refused(error),
             Ok(credits) => {
@@ -268,6 +277,7 @@ fn settings() -> Settings {
     let mut settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
     // Every restart of the model sums the wallets too.
     settings.verify_wallets_at_start = true;
+    settings.max_open_holds_per_user = MAX_OPEN_HOLDS;
     settings
 }
 
@@ -277,7 +287,8 @@ impl Harness {
         if !self.dir.path().join("db").exists() {
             init(self.dir.path(), &settings, &self.clock).expect("init");
         }
-        let store = Store::open(self.dir.path()).expect("store opens");
+        let store = Store::when_unlocked(std::time::Duration::from_secs(30), || Store::open(self.dir.path()))
+            .expect("store opens");
         let recovered = recover(&store, &settings).expect("recovers");
         let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
         self.running = Some(Engine::start(recovered, settings, store, clock, None).expect("starts"));
@@ -303,8 +314,13 @@ impl Harness {
     }
 }
 
-fn key(op: char, n: u8) -> IdempotencyKey {
-    IdempotencyKey::parse(&format!("{op}{n}")).expect("valid")
+/// The model's key `n` is the key `{op}{n / 2}` sent by caller `n % 2`: two
+/// API keys sending the same `Idempotency-Key` are two operations (SPEC
+/// §9.1), which the model, keyed by `n`, expects; an engine that ignored
+/// the caller would replay one caller's answer to the other.
+fn key(op: char, n: u8) -> ScopedKey {
+    let caller = KeyId::parse(&format!("key_caller{}", n % 2)).expect("valid");
+    ScopedKey::new(caller, IdempotencyKey::parse(&format!("{op}{}", n / 2)).expect("valid"))
 }
 
 fn user(index: usize) -> UserId {
@@ -458,7 +474,9 @@ fn check_case(initial: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         harness.stop().await;
         if outcome.is_ok() {
-            let report = creditd::check::check(harness.dir.path()).expect("check runs");
+            let report =
+                Store::when_unlocked(std::time::Duration::from_secs(30), || creditd::check::check(harness.dir.path()))
+                    .expect("check runs");
             prop_assert!(report.passed(), "creditd check:\n{}", report);
         }
         outcome

@@ -30,6 +30,8 @@ use creditd::provider::NanoBananaClient;
 use creditd::store::StorageFaults;
 use creditd::Application;
 
+/// The child's admin token: an `admin` key, so its purchase reaches the commit loop.
+const ADMIN_TOKEN: &str = "panic-test-admin-token";
 const CHILD: &str = "CREDITD_PANIC_CHILD";
 const PROVIDER_KEY: &str = "panic-test-provider-key";
 /// How long the parent waits for the child to die after the fault fires.
@@ -105,15 +107,9 @@ fn child(place: Where) {
     };
     let system = actix_rt::System::new();
     let served = system.block_on(async move {
-        let app = Application::build_with_faults(
-            &config,
-            Secret::new("panic-test-admin-token"),
-            client,
-            listener,
-            clock.clone(),
-            faults,
-        )
-        .expect("builds");
+        let app =
+            Application::build_with_faults(&config, &Secret::new(ADMIN_TOKEN), client, listener, clock.clone(), faults)
+                .expect("builds");
         println!("listening http://{}", app.address());
         let engine = app.engine().clone();
         actix_rt::spawn(async move {
@@ -151,6 +147,7 @@ fn a_panic_ends_the_process(place: Where) {
     // The answer does not matter (the commit loop dies under it): what follows does.
     let _ = client
         .post(format!("{base}/api/credits/purchase"))
+        .bearer_auth(ADMIN_TOKEN)
         .header("Idempotency-Key", "after-the-fault")
         .json(&serde_json::json!({"userId": "u", "packageId": "starter"}))
         .send();

@@ -2,14 +2,14 @@
 //! allocates beyond the codec's limit; what decodes re-encodes to the same bytes.
 #![no_main]
 
-use creditd::store::codec::{decode, encode};
+use creditd::store::codec::{decode, encode, Record};
 use creditd::store::records::{
-    AlertEventRecord, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry, MetaRecord, PackageOverride,
+    AlertEventRecord, ApiKeyRecord, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry, MetaRecord, PackageOverride,
     SpendRecord, WalletRecord,
 };
 use libfuzzer_sys::fuzz_target;
 
-fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(data: &[u8]) {
+fn round_trip<T: Record>(data: &[u8]) {
     if let Ok(record) = decode::<T>(data) {
         let bytes = encode(&record).expect("a decoded record encodes");
         let again: T = decode(&bytes).expect("an encoded record decodes");
@@ -27,4 +27,5 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<AlertEventRecord>(data);
     round_trip::<MetaRecord>(data);
     round_trip::<PackageOverride>(data);
+    round_trip::<ApiKeyRecord>(data);
 });

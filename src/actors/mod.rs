@@ -7,14 +7,16 @@
 //!   operations and lives only while the user is active.
 //! - [`sync::SyncActor`] fetches the real provider balance.
 //! - [`alert::AlertActor`] owns the alerts; [`webhook::WebhookActor`] delivers them.
+//! - [`prune::PruneActor`] forgets idempotency records past their retention.
 
 pub mod alert;
 pub mod inventory;
+pub mod prune;
 pub mod sync;
 pub mod wallet;
 pub mod webhook;
 
-use crate::domain::{HoldId, PackageId, QuantityError, SpendId};
+use crate::domain::{HoldId, KeyId, PackageId, QuantityError, SpendId};
 
 /// Why the engine refused or could not perform an operation. Each variant is
 /// mapped to an HTTP status and error code in `http::error`, and nowhere else.
@@ -30,6 +32,8 @@ pub enum EngineError {
     UnknownHold(HoldId),
     #[error("unknown spend {0}")]
     UnknownSpend(SpendId),
+    #[error("unknown API key {0}")]
+    UnknownApiKey(KeyId),
     #[error("the hold was captured")]
     HoldCaptured,
     #[error("the hold was released")]
@@ -52,6 +56,8 @@ pub enum EngineError {
     IdempotencyKeyReused,
     #[error("a request with this idempotency key is still in flight")]
     IdempotencyKeyInUse,
+    #[error("the user already holds {0} open holds, the most allowed")]
+    TooManyHolds(u32),
     #[error("amount: {0}")]
     Quantity(#[from] QuantityError),
     /// Storage failed and nothing of this request was applied.
@@ -96,6 +102,7 @@ impl EngineError {
             Self::UnknownUser => "unknown_user",
             Self::UnknownHold(_) => "unknown_hold",
             Self::UnknownSpend(_) => "unknown_spend",
+            Self::UnknownApiKey(_) => "unknown_api_key",
             Self::HoldCaptured => "hold_captured",
             Self::HoldReleased => "hold_released",
             Self::HoldExpired => "hold_expired",
@@ -107,6 +114,7 @@ impl EngineError {
             Self::PurchasesDisabled => "purchases_disabled",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::IdempotencyKeyInUse => "idempotency_key_in_use",
+            Self::TooManyHolds(_) => "too_many_holds",
             Self::Quantity(_) => "invalid_amount",
             Self::Storage(_) => "storage_failed",
             Self::OutcomeUnknown(_) => "outcome_unknown",

@@ -105,6 +105,32 @@ identifier!(
     Reason,
     256
 );
+identifier!(
+    /// An API key's id (`key_…`), as named in `/api/admin/keys/{id}`; never the key itself.
+    KeyId,
+    128
+);
+identifier!(
+    /// An API key's name, as the operator who made it called it (at most 128 bytes).
+    KeyName,
+    128
+);
+
+/// An `Idempotency-Key` as one caller sent it (SPEC §9.1): the same key from
+/// two API keys is two operations, and no caller can replay or block
+/// another's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScopedKey {
+    /// The API key that sent it.
+    pub caller: KeyId,
+    pub key: IdempotencyKey,
+}
+
+impl ScopedKey {
+    pub fn new(caller: KeyId, key: IdempotencyKey) -> Self {
+        Self { caller, key }
+    }
+}
 
 #[cfg(test)]
 mod tests {

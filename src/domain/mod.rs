@@ -7,6 +7,7 @@
 
 #![deny(clippy::arithmetic_side_effects)]
 
+mod access;
 mod capacity;
 mod credits;
 mod ids;
@@ -14,8 +15,9 @@ mod money;
 mod package;
 pub mod report;
 
+pub use access::{Needs, NoScopes, Scope, Scopes, UnknownScope};
 pub use capacity::{under_level, Capacity, Levels, PlatformStatus, ReserveBand};
 pub use credits::{ProviderCredits, QuantityError, Ratio, UserCredits, QUANTITY_MAX};
-pub use ids::{HoldId, IdError, IdempotencyKey, PackageId, Reason, SpendId, UserId};
+pub use ids::{HoldId, IdError, IdempotencyKey, KeyId, KeyName, PackageId, Reason, ScopedKey, SpendId, UserId};
 pub use money::{Currency, Money, MoneyError};
 pub use package::{Package, PackageError};

@@ -8,10 +8,10 @@ use futures_util::stream;
 use serde::Deserialize;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::require_admin;
+use super::extract::authorize;
 use super::AppState;
 use crate::backup::{Header, Writer, FORMAT, VERSION};
-use crate::domain::QUANTITY_MAX;
+use crate::domain::{Needs, QUANTITY_MAX};
 use crate::engine::Engine;
 
 /// Ledger entries read per page while streaming.
@@ -60,15 +60,17 @@ async fn next_chunk(
     params(
         ("after" = Option<u64>, Query, description = "Only entries after this sequence number: an incremental backup (default 0, a full one)", minimum = 0, maximum = 9007199254740991_i64),
     ),
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The backup: a header line, one line per entry, an end line with the SHA-256 of what precedes it", content_type = "application/x-ndjson"),
         (status = 400, description = "`invalid_request`: a bad query, or `after` beyond the ledger's end", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` or `overloaded`, or `outcome_unknown` (the last changes could not be confirmed durable)", body = ErrorBody),
     ))]
 pub async fn backup(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    require_admin(&request, &state.admin_token)?;
+    authorize(&request, &state, Needs::Admin)?;
     let query = web::Query::<BackupQuery>::from_query(request.query_string())
         .map_err(|error| ApiError::invalid("query", error))?
         .into_inner();

@@ -318,6 +318,13 @@ pub struct LedgerEntryResponse {
     pub consumed_in_flight: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<i64>,
+    /// The API key an `apiKeyCreated` or `apiKeyRevoked` entry is about (never the key itself, nor its hash).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
     pub provider_balance_after: u64,
     pub reserved_after: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -345,6 +352,9 @@ impl From<LedgerEntry> for LedgerEntryResponse {
             real_balance: None,
             consumed_in_flight: None,
             drift: None,
+            key_id: None,
+            key_name: None,
+            scopes: None,
             provider_balance_after: entry.provider_balance_after.get(),
             reserved_after: entry.reserved_after.get(),
             wallet_after: entry.wallet_after.map(|credits| credits.get()),
@@ -407,6 +417,12 @@ impl From<LedgerEntry> for LedgerEntryResponse {
                 response.price = Some(price.minor_units());
                 response.currency = Some(price.currency().to_string());
             }
+            EntryKind::ApiKeyCreated { key_id, name, scopes, .. } => {
+                response.key_id = Some(key_id.into());
+                response.key_name = Some(name.into());
+                response.scopes = Some(scopes.list().into_iter().map(|scope| scope.as_str().to_owned()).collect());
+            }
+            EntryKind::ApiKeyRevoked { key_id } => response.key_id = Some(key_id.into()),
         }
         response
     }

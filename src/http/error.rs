@@ -14,8 +14,10 @@ pub enum ErrorCode {
     InvalidRequest,
     MissingIdempotencyKey,
     Unauthorized,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
+    RequestTimeout,
     InsufficientCapacity,
     PackageDisabled,
     InsufficientFunds,
@@ -24,9 +26,11 @@ pub enum ErrorCode {
     HoldExpired,
     AlreadyRefunded,
     IdempotencyKeyInUse,
+    TooManyHolds,
     PayloadTooLarge,
     UnsupportedMediaType,
     IdempotencyKeyReused,
+    RateLimited,
     SyncFailed,
     PurchasesDisabled,
     EnhancementUnavailable,
@@ -56,14 +60,20 @@ pub enum ApiError {
     InvalidRequest { field: String, reason: String },
     #[error("the Idempotency-Key header is required")]
     MissingIdempotencyKey,
-    #[error("missing or wrong admin token")]
+    #[error("a valid API key is required: Authorization: Bearer <key>")]
     Unauthorized,
+    #[error("this API key lacks the scope this route needs ({0})")]
+    Forbidden(&'static str),
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed; this resource serves {allow}")]
     MethodNotAllowed { allow: String },
     #[error("the request body is larger than 64 KiB")]
     PayloadTooLarge,
+    #[error("the request body did not arrive in time; the connection is closed")]
+    RequestTimeout,
+    #[error("this API key's rate limit is reached; retry after the Retry-After header's seconds")]
+    RateLimited(std::time::Duration),
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
     #[error("{0}")]
@@ -92,9 +102,12 @@ impl ApiError {
             Self::InvalidRequest { .. } => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
             Self::MissingIdempotencyKey => (StatusCode::BAD_REQUEST, ErrorCode::MissingIdempotencyKey),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType),
             Self::SyncFailed(_) => (StatusCode::BAD_GATEWAY, ErrorCode::SyncFailed),
             Self::Engine(error) => engine_status_and_code(error),
@@ -133,7 +146,8 @@ fn engine_status_and_code(error: &EngineError) -> (StatusCode, ErrorCode) {
         EngineError::UnknownPackage(_)
         | EngineError::UnknownUser
         | EngineError::UnknownHold(_)
-        | EngineError::UnknownSpend(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+        | EngineError::UnknownSpend(_)
+        | EngineError::UnknownApiKey(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
         EngineError::HoldCaptured => (StatusCode::CONFLICT, ErrorCode::HoldCaptured),
         EngineError::HoldReleased => (StatusCode::CONFLICT, ErrorCode::HoldReleased),
         EngineError::HoldExpired => (StatusCode::CONFLICT, ErrorCode::HoldExpired),
@@ -145,6 +159,7 @@ fn engine_status_and_code(error: &EngineError) -> (StatusCode, ErrorCode) {
         EngineError::PurchasesDisabled => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::PurchasesDisabled),
         EngineError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::IdempotencyKeyReused),
         EngineError::IdempotencyKeyInUse => (StatusCode::CONFLICT, ErrorCode::IdempotencyKeyInUse),
+        EngineError::TooManyHolds(_) => (StatusCode::CONFLICT, ErrorCode::TooManyHolds),
         EngineError::Quantity(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
     }
 }
@@ -162,6 +177,18 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         if let Self::MethodNotAllowed { allow } = self {
             response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
+        }
+        if let Self::Unauthorized = self {
+            response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Self::RateLimited(wait) = self {
+            // Whole seconds, rounded up: a client that waits that long gets a token.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.max(1).to_string()));
+        }
+        if let Self::RequestTimeout = self {
+            // The rest of a trickled body would be read as the next request.
+            response.force_close();
         }
         response.json(ErrorBody { error: ErrorDetail { code, message: self.message() } })
     }

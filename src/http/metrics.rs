@@ -8,7 +8,7 @@ use std::time::Instant;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::error::ApiError;
 use super::AppState;
@@ -88,11 +88,16 @@ fn signed_gauge_value(value: i64) -> f64 {
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     summary = "Prometheus metrics (text exposition format)",
+    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`: `CREDITD_METRICS_TOKEN` is set and this is not it", body = super::error::ErrorBody),
         (status = 503, description = "`overloaded`", body = super::error::ErrorBody),
     ))]
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn metrics(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if let Some(expected) = &state.metrics_key_hash {
+        super::extract::require_token(&request, expected)?;
+    }
     let view = state.engine.snapshot().await?;
     let alerts = state.engine.alerts().await?;
     let capacity = view.capacity;

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -13,14 +14,26 @@ pub mod routes;
 use actix_web::http::Method;
 use actix_web::{web, Route};
 
-use crate::config::Secret;
+use crate::access::KeyHash;
+use crate::domain::KeyId;
 use crate::engine::Engine;
 
 /// What every handler can reach.
 pub struct AppState {
     pub engine: Engine,
-    pub admin_token: Secret,
+    /// SHA-256 of the configured admin token, a key with the `admin` scope (SPEC §9.1).
+    pub admin_key_hash: KeyHash,
+    /// SHA-256 of `CREDITD_METRICS_TOKEN`: when set, `/metrics` needs it.
+    pub metrics_key_hash: Option<KeyHash>,
+    /// `rate_limit_per_key` (SPEC §9.2): requests per second per key; 0 = off.
+    pub rate_limit_per_key: u32,
+    /// The admin token's bucket (API keys carry their own).
+    pub admin_bucket: crate::access::TokenBucket,
+    /// The id the admin token acts under ([`crate::access::ADMIN_TOKEN_ID`]).
+    pub admin_key_id: KeyId,
     pub hold_ttl_default_secs: u64,
+    /// A request body must arrive within this (SPEC §9.2, `body_timeout_ms`).
+    pub body_timeout: std::time::Duration,
     pub hold_ttl_max_secs: u64,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// `openapi::document`, rendered once at start-up.
@@ -47,6 +60,8 @@ pub const ROUTES: &[&str] = &[
     "/api/admin/packages/{packageId}",
     "/api/admin/alerts",
     "/api/admin/report",
+    "/api/admin/keys",
+    "/api/admin/keys/{id}",
     "/metrics",
     "/admin",
     "/openapi.json",
@@ -105,6 +120,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
         ))
         .service(resource("/api/admin/alerts", vec![(Method::GET, web::get().to(routes::admin_alerts))]))
         .service(resource("/api/admin/report", vec![(Method::GET, web::get().to(routes::admin_report))]))
+        .service(resource(
+            "/api/admin/keys",
+            vec![(Method::GET, web::get().to(keys::list_keys)), (Method::POST, web::post().to(keys::create_key))],
+        ))
+        .service(resource("/api/admin/keys/{id}", vec![(Method::DELETE, web::delete().to(keys::revoke_key))]))
         .service(resource("/metrics", vec![(Method::GET, web::get().to(metrics::metrics))]))
         .service(resource("/admin", vec![(Method::GET, web::get().to(routes::admin_page))]))
         .service(resource("/openapi.json", vec![(Method::GET, web::get().to(routes::openapi))]))

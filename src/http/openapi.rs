@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto;
 use super::error::{ErrorBody, ErrorCode, ErrorDetail};
-use super::{backup, metrics, routes};
+use super::{backup, keys, metrics, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +35,9 @@ use super::{backup, metrics, routes};
         routes::admin_report,
         routes::ledger,
         backup::backup,
+        keys::create_key,
+        keys::list_keys,
+        keys::revoke_key,
         routes::admin_page,
         metrics::metrics,
         routes::healthz,
@@ -45,13 +48,15 @@ use super::{backup, metrics, routes};
     tags(
         (name = "storefront", description = "Purchases, holds and wallets"),
         (name = "enhancement", description = "Spends and refunds"),
-        (name = "admin", description = "Operators; `Authorization: Bearer <admin token>`"),
+        (name = "admin", description = "Operators; `Authorization: Bearer <key>` with the `admin` scope (the configured admin token is one)"),
         (name = "operations", description = "Health, readiness, metrics, dashboard"),
     ),
 )]
 pub struct ApiDoc;
 
-/// The admin routes' `bearer` security scheme.
+/// The `bearer` security scheme of SPEC §9.1: `Authorization: Bearer <key>`;
+/// each protected route lists the scopes that let a key in (any one of them;
+/// `admin` always does).
 struct BearerAuth;
 
 impl Modify for BearerAuth {

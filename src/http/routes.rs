@@ -10,11 +10,11 @@ use super::dto::{
     ReportResponse, SpendRequest, SpendResponse, StatusResponse, SyncResponse, UserCreditsResponse,
 };
 use super::error::{ApiError, ErrorBody};
-use super::extract::{fingerprint, idempotency_key, json_body, require_admin, required_idempotency_key};
+use super::extract::{authorize, fingerprint, idempotency_key, json_body, required_idempotency_key};
 use super::AppState;
 use crate::actors::inventory::UpdatePackage;
 use crate::actors::EngineError;
-use crate::domain::{HoldId, PackageId, Reason, SpendId, UserCredits, UserId, QUANTITY_MAX};
+use crate::domain::{HoldId, Needs, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId, QUANTITY_MAX};
 
 /// Entries shown with a wallet.
 const USER_ENTRIES_DEFAULT: usize = crate::store::records::WalletRecord::RECENT_MAX;
@@ -29,7 +29,7 @@ type Answer = Result<HttpResponse, ApiError>;
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
     ))]
 pub async fn catalogue(state: web::Data<AppState>) -> Answer {
-    let view = state.engine.snapshot().await?;
+    let view = state.engine.published_view().await?;
     if !view.ready {
         return Err(EngineError::NotReady("waiting for the first provider sync").into());
     }
@@ -43,7 +43,7 @@ pub async fn catalogue(state: web::Data<AppState>) -> Answer {
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
     ))]
 pub async fn status(state: web::Data<AppState>) -> Answer {
-    let view = state.engine.snapshot().await?;
+    let view = state.engine.published_view().await?;
     if !view.ready {
         return Err(EngineError::NotReady("waiting for the first provider sync").into());
     }
@@ -56,23 +56,29 @@ pub async fn status(state: web::Data<AppState>) -> Answer {
         ("Idempotency-Key" = String, Header, description = "Required. 1–255 printable bytes; a retry with the same key and body gets the first answer", min_length = 1, max_length = 255),
     ),
     request_body(content = PurchaseRequest, content_type = "application/json"),
+    security(("bearer" = ["storefront", "admin"])),
     responses(
         (status = 200, description = "Bought (or the first answer to this key)", body = PurchaseResponse),
         (status = 400, description = "`invalid_request` (the message names the field) or `missing_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key has none of the scopes `storefront` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown package", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `body_timeout_ms`; the connection is closed", body = ErrorBody),
         (status = 409, description = "`insufficient_capacity` (\"Service temporarily unavailable\"), `package_disabled` (\"Temporarily unavailable\") or `idempotency_key_in_use`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused`: the key was used with another body", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`purchases_disabled` (kill switch), `not_ready` or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn purchase(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
+    let caller = authorize(&request, &state, Needs::Storefront)?;
     let key = required_idempotency_key(&request)?;
     let body: PurchaseRequest = json_body(&request, payload).await?;
     let user = UserId::parse(&body.user_id).map_err(|error| ApiError::invalid("userId", error))?;
     let package = PackageId::parse(&body.package_id).map_err(|error| ApiError::invalid("packageId", error))?;
     let fingerprint = fingerprint(&[b"purchase", user.as_str().as_bytes(), package.as_str().as_bytes()]);
-    let receipt = state.engine.purchase(user, package, key, fingerprint).await?;
+    let receipt = state.engine.purchase(user, package, ScopedKey::new(caller.id, key), fingerprint).await?;
     Ok(HttpResponse::Ok().json(PurchaseResponse::from(receipt)))
 }
 
@@ -82,17 +88,23 @@ pub async fn purchase(request: HttpRequest, payload: web::Payload, state: web::D
         ("Idempotency-Key" = Option<String>, Header, description = "Optional. 1–255 printable bytes", min_length = 1, max_length = 255),
     ),
     request_body(content = HoldRequest, content_type = "application/json"),
+    security(("bearer" = ["storefront", "admin"])),
     responses(
         (status = 200, description = "Held until `expiresAt` (or the first answer to this key)", body = HoldResponse),
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key has none of the scopes `storefront` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown package", body = ErrorBody),
-        (status = 409, description = "`insufficient_capacity`, `package_disabled` or `idempotency_key_in_use`", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `body_timeout_ms`; the connection is closed", body = ErrorBody),
+        (status = 409, description = "`insufficient_capacity`, `package_disabled`, `idempotency_key_in_use`, or `too_many_holds` (the user already holds `max_open_holds_per_user` open holds)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`purchases_disabled`, `not_ready` or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn create_hold(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
+    let caller = authorize(&request, &state, Needs::Storefront)?;
     let key = idempotency_key(&request)?;
     let body: HoldRequest = json_body(&request, payload).await?;
     let user = UserId::parse(&body.user_id).map_err(|error| ApiError::invalid("userId", error))?;
@@ -108,6 +120,7 @@ pub async fn create_hold(request: HttpRequest, payload: web::Payload, state: web
     let ttl = ttl_seconds.to_be_bytes();
     let fingerprint = fingerprint(&[b"hold", user.as_str().as_bytes(), package.as_str().as_bytes(), &ttl]);
     let ttl_ms = ttl_seconds.saturating_mul(1000);
+    let key = key.map(|key| ScopedKey::new(caller.id, key));
     let receipt = state.engine.create_hold(user, package, ttl_ms, key, fingerprint).await?;
     Ok(HttpResponse::Ok().json(HoldResponse::from(receipt)))
 }
@@ -124,14 +137,19 @@ fn hold_id(path: web::Path<String>) -> Result<HoldId, ApiError> {
         ("holdId" = String, Path, min_length = 1, max_length = 128),
         ("Idempotency-Key" = Option<String>, Header, description = "Optional. 1–255 printable bytes", min_length = 1, max_length = 255),
     ),
+    security(("bearer" = ["storefront", "admin"])),
     responses(
         (status = 200, description = "Captured", body = CaptureResponse),
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key has none of the scopes `storefront` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown hold", body = ErrorBody),
         (status = 409, description = "`hold_released` or `hold_expired`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn capture_hold(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+    authorize(&request, &state, Needs::Storefront)?;
     idempotency_key(&request)?;
     let receipt = state.engine.capture(hold_id(path)?).await?;
     Ok(HttpResponse::Ok().json(CaptureResponse::from(receipt)))
@@ -143,14 +161,19 @@ pub async fn capture_hold(request: HttpRequest, path: web::Path<String>, state: 
         ("holdId" = String, Path, min_length = 1, max_length = 128),
         ("Idempotency-Key" = Option<String>, Header, description = "Optional. 1–255 printable bytes", min_length = 1, max_length = 255),
     ),
+    security(("bearer" = ["storefront", "admin"])),
     responses(
         (status = 200, description = "Released", body = ReleaseResponse),
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key has none of the scopes `storefront` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown hold", body = ErrorBody),
         (status = 409, description = "`hold_captured` or `hold_expired`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn release_hold(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+    authorize(&request, &state, Needs::Storefront)?;
     idempotency_key(&request)?;
     let receipt = state.engine.release(hold_id(path)?).await?;
     Ok(HttpResponse::Ok().json(ReleaseResponse::from(receipt)))
@@ -162,17 +185,23 @@ pub async fn release_hold(request: HttpRequest, path: web::Path<String>, state: 
         ("Idempotency-Key" = String, Header, description = "Required. 1–255 printable bytes; a retry with the same key and body gets the first answer", min_length = 1, max_length = 255),
     ),
     request_body(content = SpendRequest, content_type = "application/json"),
+    security(("bearer" = ["enhancement", "admin"])),
     responses(
         (status = 200, description = "Spent (or the first answer to this key)", body = SpendResponse),
         (status = 400, description = "`invalid_request` (the message names the field) or `missing_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key has none of the scopes `enhancement` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: a user who never had a wallet", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `body_timeout_ms`; the connection is closed", body = ErrorBody),
         (status = 409, description = "`insufficient_funds` or `idempotency_key_in_use`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`enhancement_unavailable` (\"Enhancement temporarily unavailable\"), `not_ready` or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
+    let caller = authorize(&request, &state, Needs::Enhancement)?;
     let key = required_idempotency_key(&request)?;
     let body: SpendRequest = json_body(&request, payload).await?;
     let user = UserId::parse(&body.user_id).map_err(|error| ApiError::invalid("userId", error))?;
@@ -182,7 +211,7 @@ pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data
     let amount = credits.get().to_be_bytes();
     let reason_bytes = reason.as_ref().map_or(&b""[..], |reason| reason.as_str().as_bytes());
     let fingerprint = fingerprint(&[b"spend", user.as_str().as_bytes(), &amount, reason_bytes]);
-    let receipt = state.engine.spend(user, credits, reason, key, fingerprint).await?;
+    let receipt = state.engine.spend(user, credits, reason, ScopedKey::new(caller.id, key), fingerprint).await?;
     Ok(HttpResponse::Ok().json(SpendResponse::from(receipt)))
 }
 
@@ -193,14 +222,19 @@ pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data
         ("spendId" = String, Path, min_length = 1, max_length = 128),
         ("Idempotency-Key" = Option<String>, Header, description = "Optional. 1–255 printable bytes", min_length = 1, max_length = 255),
     ),
+    security(("bearer" = ["enhancement", "admin"])),
     responses(
         (status = 200, description = "Refunded", body = RefundResponse),
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key has none of the scopes `enhancement` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown spend", body = ErrorBody),
         (status = 409, description = "`already_refunded`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn refund(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+    authorize(&request, &state, Needs::Enhancement)?;
     idempotency_key(&request)?;
     let spend_id = SpendId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("spendId", error))?;
     let receipt = state.engine.refund(spend_id).await?;
@@ -210,13 +244,18 @@ pub async fn refund(request: HttpRequest, path: web::Path<String>, state: web::D
 #[utoipa::path(get, path = "/api/users/{userId}/credits", tag = "storefront",
     summary = "A user's wallet and recent ledger entries",
     params(("userId" = String, Path, min_length = 1, max_length = 128)),
+    security(("bearer" = ["storefront", "enhancement", "read", "admin"])),
     responses(
         (status = 200, description = "The wallet", body = UserCreditsResponse),
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key has none of the scopes `storefront`, `enhancement` or `read` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: a user who never had a wallet", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
     ))]
-pub async fn user_credits(path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+pub async fn user_credits(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+    authorize(&request, &state, Needs::WalletRead)?;
     let user = UserId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("userId", error))?;
     let (wallet, entries) = state.engine.user_credits(user.clone(), USER_ENTRIES_DEFAULT).await?;
     Ok(HttpResponse::Ok().json(UserCreditsResponse {
@@ -232,15 +271,17 @@ pub async fn user_credits(path: web::Path<String>, state: web::Data<AppState>) -
         ("after" = Option<u64>, Query, description = "Entries after this sequence number (default 0)", minimum = 0, maximum = 9007199254740991_i64),
         ("limit" = Option<u64>, Query, description = "At most this many (1–1000, default 100)", minimum = 1, maximum = 1000),
     ),
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "A page of the ledger", body = LedgerPageResponse),
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
     ))]
 pub async fn ledger(request: HttpRequest, state: web::Data<AppState>) -> Answer {
-    require_admin(&request, &state.admin_token)?;
+    authorize(&request, &state, Needs::Admin)?;
     let query = web::Query::<LedgerQuery>::from_query(request.query_string())
         .map_err(|error| ApiError::invalid("query", error))?
         .into_inner();
@@ -260,14 +301,16 @@ pub async fn ledger(request: HttpRequest, state: web::Data<AppState>) -> Answer 
 
 #[utoipa::path(get, path = "/api/admin/credits", tag = "admin",
     summary = "Real vs database balance, drift, last sync, levels, reserve band",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The operators' view", body = AdminCreditsResponse),
-        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
     ))]
 pub async fn admin_credits(request: HttpRequest, state: web::Data<AppState>) -> Answer {
-    require_admin(&request, &state.admin_token)?;
+    authorize(&request, &state, Needs::Admin)?;
     let view = state.engine.snapshot().await?;
     let sync = state.engine.sync_status().await?;
     Ok(HttpResponse::Ok().json(AdminCreditsResponse::new(&view, &sync, state.engine.settings().levels)))
@@ -275,15 +318,17 @@ pub async fn admin_credits(request: HttpRequest, state: web::Data<AppState>) -> 
 
 #[utoipa::path(post, path = "/api/admin/credits/sync", tag = "admin",
     summary = "Sync Real Credits: fetch the provider balance now",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "Synced", body = SyncResponse),
-        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 502, description = "`sync_failed`: the provider could not give a valid answer; the message says why", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn admin_sync(request: HttpRequest, state: web::Data<AppState>) -> Answer {
-    require_admin(&request, &state.admin_token)?;
+    authorize(&request, &state, Needs::Admin)?;
     let report = state.engine.sync_now().await?;
     Ok(HttpResponse::Ok().json(SyncResponse::from(report)))
 }
@@ -294,17 +339,20 @@ const REASON_BYTES_MAX: usize = 500;
 #[utoipa::path(post, path = "/api/admin/purchases/disable", tag = "admin",
     summary = "Kill switch on: purchases and holds answer 503",
     request_body(content = DisableRequest, content_type = "application/json"),
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "Disabled", body = PurchasesStateResponse),
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `body_timeout_ms`; the connection is closed", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn disable_purchases(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
-    require_admin(&request, &state.admin_token)?;
+    authorize(&request, &state, Needs::Admin)?;
     let body: DisableRequest = json_body(&request, payload).await?;
     let reason = body.reason.trim().to_owned();
     if reason.is_empty() || reason.len() > REASON_BYTES_MAX || reason.chars().any(char::is_control) {
@@ -316,14 +364,16 @@ pub async fn disable_purchases(request: HttpRequest, payload: web::Payload, stat
 
 #[utoipa::path(post, path = "/api/admin/purchases/enable", tag = "admin",
     summary = "Kill switch off",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "Enabled", body = PurchasesStateResponse),
-        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn enable_purchases(request: HttpRequest, state: web::Data<AppState>) -> Answer {
-    require_admin(&request, &state.admin_token)?;
+    authorize(&request, &state, Needs::Admin)?;
     let answer = state.engine.set_purchases_enabled(true, None).await?;
     Ok(HttpResponse::Ok().json(PurchasesStateResponse::from(answer)))
 }
@@ -332,14 +382,17 @@ pub async fn enable_purchases(request: HttpRequest, state: web::Data<AppState>) 
     summary = "Enable, disable, re-price or resize a package",
     params(("packageId" = String, Path, min_length = 1, max_length = 128)),
     request_body(content = PackageUpdateRequest, content_type = "application/json"),
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The package's new settings", body = AdminPackageResponse),
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown package", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the body did not arrive within `body_timeout_ms`; the connection is closed", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn update_package(
@@ -348,7 +401,7 @@ pub async fn update_package(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Answer {
-    require_admin(&request, &state.admin_token)?;
+    authorize(&request, &state, Needs::Admin)?;
     let package_id = PackageId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("packageId", error))?;
     let body: PackageUpdateRequest = json_body(&request, payload).await?;
     if body.enabled.is_none() && body.price.is_none() && body.credits.is_none() {
@@ -374,28 +427,32 @@ pub async fn update_package(
 
 #[utoipa::path(get, path = "/api/admin/alerts", tag = "admin",
     summary = "Open alerts and the most recent events (at most 500, oldest first)",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "Alerts", body = AlertsResponse),
-        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
     ))]
 pub async fn admin_alerts(request: HttpRequest, state: web::Data<AppState>) -> Answer {
-    require_admin(&request, &state.admin_token)?;
+    authorize(&request, &state, Needs::Admin)?;
     let view = state.engine.alerts().await?;
     Ok(HttpResponse::Ok().json(AlertsResponse::from(view)))
 }
 
 #[utoipa::path(get, path = "/api/admin/report", tag = "admin",
     summary = "Revenue, cost, margin, burn rate, runway and what to buy (SPEC §8)",
-    security(("bearer" = [])),
+    security(("bearer" = ["admin"])),
     responses(
         (status = 200, description = "The report", body = ReportResponse),
-        (status = 401, description = "`unauthorized`: missing or wrong admin token", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
     ))]
 pub async fn admin_report(request: HttpRequest, state: web::Data<AppState>) -> Answer {
-    require_admin(&request, &state.admin_token)?;
+    authorize(&request, &state, Needs::Admin)?;
     let report = state.engine.report().await?;
     Ok(HttpResponse::Ok().json(ReportResponse::new(&report)))
 }

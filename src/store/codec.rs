@@ -1,14 +1,44 @@
 //! The one place where stored records are encoded and decoded.
 //!
 //! Every record starts with a format version byte, then its bincode 2
-//! encoding (standard configuration, serde path). Decoding refuses an unknown
-//! version, trailing bytes, and anything that would allocate more than
+//! encoding (standard configuration, serde path). Each record type has its
+//! own version ([`Record::VERSION`]); a record written by an older version
+//! decodes through [`Record::upgrade`]. Decoding refuses an unknown version,
+//! trailing bytes, and anything that would allocate more than
 //! [`RECORD_BYTES_MAX`]: a damaged record becomes an error, never a panic.
 
 use serde::{de::DeserializeOwned, Serialize};
 
-/// The version written in front of every record today.
+/// The version of every record type that has never changed its layout.
 pub const FORMAT_VERSION: u8 = 1;
+
+/// A stored record type and the version of its layout.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The version written in front of this type's records today.
+    const VERSION: u8 = FORMAT_VERSION;
+
+    /// Decodes the body of a record written with an older `version`.
+    ///
+    /// # Errors
+    /// [`CodecError::UnknownVersion`] unless the type knows that version.
+    fn upgrade(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        let _ = body;
+        Err(CodecError::UnknownVersion(version))
+    }
+}
+
+/// Decodes a whole body as `T`, refusing trailing bytes.
+///
+/// # Errors
+/// The reason the bytes are not a valid `T`.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
+    let (record, read) = bincode::serde::decode_from_slice(body, configuration())?;
+    let trailing = body.len().saturating_sub(read);
+    if trailing != 0 {
+        return Err(CodecError::TrailingBytes(trailing));
+    }
+    Ok(record)
+}
 
 /// No stored record is larger; a length prefix claiming more is corruption.
 pub const RECORD_BYTES_MAX: usize = 1 << 20;
@@ -35,9 +65,9 @@ fn configuration() -> impl bincode::config::Config {
 ///
 /// # Errors
 /// [`CodecError::Encode`] if the record is larger than [`RECORD_BYTES_MAX`].
-pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, CodecError> {
+pub fn encode<T: Record>(record: &T) -> Result<Vec<u8>, CodecError> {
     let mut bytes = Vec::with_capacity(64);
-    bytes.push(FORMAT_VERSION);
+    bytes.push(T::VERSION);
     bincode::serde::encode_into_std_write(record, &mut bytes, configuration())?;
     if bytes.len() > RECORD_BYTES_MAX {
         return Err(CodecError::Encode(bincode::error::EncodeError::Other("record too large")));
@@ -49,17 +79,13 @@ pub fn encode<T: Serialize>(record: &T) -> Result<Vec<u8>, CodecError> {
 ///
 /// # Errors
 /// The reason the bytes are not a valid record of this version.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if version != FORMAT_VERSION {
-        return Err(CodecError::UnknownVersion(version));
+    if version == T::VERSION {
+        decode_body(body)
+    } else {
+        T::upgrade(version, body)
     }
-    let (record, read) = bincode::serde::decode_from_slice(body, configuration())?;
-    let trailing = body.len().saturating_sub(read);
-    if trailing != 0 {
-        return Err(CodecError::TrailingBytes(trailing));
-    }
-    Ok(record)
 }
 
 #[cfg(test)]

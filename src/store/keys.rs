@@ -1,12 +1,14 @@
 //! The key space of the one sled tree creditd uses. A single tree keeps every
 //! commit one atomic `apply_batch`; the first byte says what a key holds.
 
-use crate::domain::{HoldId, IdempotencyKey, SpendId, UserId};
+use crate::domain::{HoldId, IdempotencyKey, KeyId, ScopedKey, SpendId, UserId};
 
 use super::records::Operation;
 
 pub const META: &[u8] = b"m";
 pub const INVENTORY: &[u8] = b"s";
+/// `PruneCursor`: where the pruning of idempotency records stopped.
+pub const PRUNE_CURSOR: &[u8] = b"r";
 pub const LEDGER_PREFIX: u8 = b'l';
 pub const WALLET_PREFIX: u8 = b'w';
 pub const IDEMPOTENCY_PREFIX: u8 = b'i';
@@ -15,6 +17,7 @@ pub const SPEND_PREFIX: u8 = b'p';
 pub const PACKAGE_PREFIX: u8 = b'c';
 pub const ALERT_PREFIX: u8 = b'a';
 pub const OPEN_HOLD_PREFIX: u8 = b'o';
+pub const API_KEY_PREFIX: u8 = b'k';
 
 /// `l` + big-endian sequence number, so that keys sort in ledger order.
 pub fn ledger(seq: u64) -> [u8; 9] {
@@ -34,12 +37,26 @@ pub fn wallet(user: &UserId) -> Vec<u8> {
     prefixed(WALLET_PREFIX, user.as_str())
 }
 
-pub fn idempotency(operation: Operation, key: &IdempotencyKey) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(2 + key.as_str().len());
+/// `i` + operation + caller + NUL + key: a key is scoped to the API key that
+/// sent it (SPEC §9.1). Without a caller (entries from before API keys):
+/// `i` + operation + key, which no scoped key can equal, since ids never
+/// hold a NUL.
+pub fn idempotency(operation: Operation, caller: Option<&KeyId>, key: &IdempotencyKey) -> Vec<u8> {
+    let caller_len = caller.map_or(0, |caller| caller.as_str().len() + 1);
+    let mut bytes = Vec::with_capacity(2 + caller_len + key.as_str().len());
     bytes.push(IDEMPOTENCY_PREFIX);
     bytes.push(operation.tag());
+    if let Some(caller) = caller {
+        bytes.extend_from_slice(caller.as_str().as_bytes());
+        bytes.push(0);
+    }
     bytes.extend_from_slice(key.as_str().as_bytes());
     bytes
+}
+
+/// The idempotency key of a caller's request.
+pub fn scoped_idempotency(operation: Operation, key: &ScopedKey) -> Vec<u8> {
+    idempotency(operation, Some(&key.caller), &key.key)
 }
 
 pub fn hold(id: &HoldId) -> Vec<u8> {
@@ -72,4 +89,9 @@ pub fn alert(id: u64) -> [u8; 9] {
 /// open holds without scanning every hold ever made.
 pub fn open_hold(id: &HoldId) -> Vec<u8> {
     prefixed(OPEN_HOLD_PREFIX, id.as_str())
+}
+
+/// `k` + key id: one API key's record.
+pub fn api_key(id: &KeyId) -> Vec<u8> {
+    prefixed(API_KEY_PREFIX, id.as_str())
 }

@@ -16,9 +16,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Serialize;
-
-use crate::domain::{HoldId, IdempotencyKey, SpendId, UserId};
+use crate::domain::{HoldId, IdempotencyKey, KeyId, SpendId, UserId};
 use codec::CodecError;
 use records::{
     HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry, MetaRecord, Operation, SpendRecord,
@@ -86,7 +84,7 @@ pub struct WriteSet {
 impl WriteSet {
     /// # Errors
     /// The record does not encode.
-    pub fn put<T: Serialize>(&mut self, key: impl Into<Vec<u8>>, record: &T) -> Result<(), CodecError> {
+    pub fn put<T: codec::Record>(&mut self, key: impl Into<Vec<u8>>, record: &T) -> Result<(), CodecError> {
         self.writes.push((key.into(), Some(codec::encode(record)?)));
         Ok(())
     }
@@ -157,6 +155,32 @@ impl Store {
     /// See [`Store::open_with_cache`].
     pub fn open(directory: &Path) -> Result<Self, StoreError> {
         Self::open_with_cache(directory, CACHE_BYTES_DEFAULT)
+    }
+
+    /// Runs `open` (of a store or of `check`) again while sled's file lock
+    /// is still held by a store of this process that is closing: sled
+    /// releases it once its last background write ends, a moment after the
+    /// last handle is dropped, and later on a loaded machine. For in-process
+    /// restarts (tests, tools); a second process gets the error at once.
+    ///
+    /// # Errors
+    /// `open`'s error, once it is not the lock or `wait` has passed.
+    pub fn when_unlocked<T, E: std::fmt::Display>(
+        wait: std::time::Duration,
+        mut open: impl FnMut() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match open() {
+                Err(error) if error.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(error);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Opens the store `creditd init` made in `directory`, with a page cache
@@ -243,7 +267,7 @@ impl Store {
         &self.directory
     }
 
-    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
+    fn get<T: codec::Record>(&self, key: &[u8]) -> Result<Option<T>, StoreError> {
         match self.db.get(key)? {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
             None => Ok(None),
@@ -273,9 +297,10 @@ impl Store {
     pub fn idempotency(
         &self,
         operation: Operation,
+        caller: Option<&KeyId>,
         key: &IdempotencyKey,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        self.get(&keys::idempotency(operation, key))
+        self.get(&keys::idempotency(operation, caller, key))
     }
 
     /// The fingerprint of the request behind an entry's idempotency key, if
@@ -287,7 +312,7 @@ impl Store {
         let (Some(key), Some(operation)) = (&entry.idempotency_key, entry.kind.operation()) else {
             return Ok(None);
         };
-        Ok(self.idempotency(operation, key)?.map(|record| record.fingerprint))
+        Ok(self.idempotency(operation, entry.caller.as_ref(), key)?.map(|record| record.fingerprint))
     }
 
     /// # Errors
@@ -399,6 +424,22 @@ impl Store {
                     .ok_or_else(|| StoreError::Layout(format!("bad open-hold key {key:?}")))
             })
             .collect()
+    }
+
+    /// Where the pruning of idempotency records stopped, if it ever ran.
+    ///
+    /// # Errors
+    /// A read or decode failure.
+    pub fn prune_cursor(&self) -> Result<Option<records::PruneCursor>, StoreError> {
+        self.get(keys::PRUNE_CURSOR)
+    }
+
+    /// Every API key ever made, revoked ones included.
+    ///
+    /// # Errors
+    /// A read or decode failure.
+    pub fn api_keys(&self) -> Result<Vec<records::ApiKeyRecord>, StoreError> {
+        self.db.scan_prefix([keys::API_KEY_PREFIX]).map(|item| Ok(codec::decode(&item?.1)?)).collect()
     }
 
     /// Every spend.

@@ -62,8 +62,8 @@ fn contents(data_dir: &Path) -> Contents {
     let ledger: Vec<LedgerEntry> = store.ledger().map(|item| item.expect("reads").1).collect();
     let idempotency = ledger
         .iter()
-        .filter_map(|entry| Some((entry.kind.operation()?, entry.idempotency_key.clone()?)))
-        .map(|(operation, key)| store.idempotency(operation, &key).expect("reads"))
+        .filter_map(|entry| Some((entry.kind.operation()?, entry.caller.clone(), entry.idempotency_key.clone()?)))
+        .map(|(operation, caller, key)| store.idempotency(operation, caller.as_ref(), &key).expect("reads"))
         .collect();
     Contents {
         inventory: store.inventory().expect("reads").expect("exists"),

@@ -137,7 +137,7 @@ async fn bad_paths_queries_and_tokens_get_json_errors() {
         assert_eq!((page.status, page.code()), (400, "invalid_request"), "{query}: {page:?}");
     }
     let ledger_url = server.url("/api/admin/ledger");
-    let no_token = get(&client, &ledger_url).await;
+    let no_token = get(&reqwest::Client::new(), &ledger_url).await;
     assert_eq!((no_token.status, no_token.code()), (401, "unauthorized"));
     let wrong = answer(client.get(&ledger_url).bearer_auth("wrong-token").send().await.expect("answers")).await;
     assert_eq!((wrong.status, wrong.code()), (401, "unauthorized"));

@@ -15,10 +15,18 @@ async fn text_of(browser: &fantoccini::Client, css: &str) -> String {
 }
 
 async fn wait_for_text(browser: &fantoccini::Client, css: &str, expected: &str) {
+    wait_for(browser, css, expected, |got| got == expected).await;
+}
+
+async fn wait_for_start(browser: &fantoccini::Client, css: &str, expected: &str) {
+    wait_for(browser, css, expected, |got| got.starts_with(expected)).await;
+}
+
+async fn wait_for(browser: &fantoccini::Client, css: &str, expected: &str, shows: impl Fn(&str) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got = text_of(browser, css).await;
-        if got == expected {
+        if shows(&got) {
             return;
         }
         assert!(Instant::now() < deadline, "{css} shows {got:?}, expected {expected:?}");
@@ -107,6 +115,25 @@ async fn the_admin_page_syncs_and_disables_in_a_real_browser() {
     std::fs::write(&path, &png).expect("saves the screenshot");
     eprintln!("admin page screenshot: {}", path.display());
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
+
+    // The API keys tab (SPEC §9.1): make a key, use it, revoke it.
+    browser.find(Locator::Css("nav button[data-tab=keys]")).await.expect("tab").click().await.expect("clicks");
+    browser.find(Locator::Id("key-name")).await.expect("field").send_keys("made in the browser").await.expect("types");
+    browser.find(Locator::Id("create-key")).await.expect("button").click().await.expect("clicks");
+    wait_for_start(&browser, "#new-key", "ck_").await;
+    let key = text_of(&browser, "#new-key").await;
+    let made = crate::common::client_with_key(&key);
+    assert_eq!(
+        purchase(&made, &server.base, "cy", "starter", "b-3").await.status,
+        503,
+        "a storefront key: the kill switch answers"
+    );
+    let row = "#keys tr:first-child";
+    wait_for_text(&browser, &format!("{row} td:nth-child(2)"), "made in the browser").await;
+    wait_for_text(&browser, &format!("{row} td:nth-child(6)"), "active").await;
+    browser.find(Locator::Css(&format!("{row} button"))).await.expect("revoke").click().await.expect("clicks");
+    wait_for_start(&browser, &format!("{row} td:nth-child(6)"), "revoked").await;
+    assert_eq!(purchase(&made, &server.base, "cy", "starter", "b-4").await.status, 401, "revoked from the page");
     browser.close().await.expect("closes");
     drop(driver);
 }

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use serde_json::json;
 
 use crate::common::{
     capacity, capture, client, epoch_ms, get, hold, ledger, now_ms, post, provider, purchase, release, run_check,
@@ -225,4 +226,50 @@ async fn holds_survive_kill_9_with_their_deadlines() {
     assert!(server.terminate().success());
     let (code, report) = run_check(dir.path());
     assert_eq!(code, 0, "{report}");
+}
+
+/// Goal: a user holds at most `max_open_holds_per_user` open holds (SPEC
+/// §9.2, default 5): the 6th is 409 `too_many_holds` and changes nothing; a
+/// retry of an earlier hold still gets its first answer; closing one (a
+/// capture, a release) makes room; other users are not affected; the count
+/// survives a restart.
+#[tokio::test]
+async fn the_sixth_open_hold_of_one_user_is_too_many() {
+    let provider = provider(100_000);
+    let dir = temp_dir();
+    let mut server = Server::start(&provider, dir.path()).await;
+    let client = client();
+    let url = server.url("/api/credits/holds");
+    let hold = |user: &str, key: &str| {
+        let (client, url, body) = (client.clone(), url.clone(), json!({"userId": user, "packageId": "starter"}));
+        let key = key.to_owned();
+        async move { post(&client, &url, Some(&key), Some(body)).await }
+    };
+    let mut ids = Vec::new();
+    for n in 1..=5 {
+        let made = hold("h", &format!("h-{n}")).await;
+        assert_eq!(made.status, 200, "hold {n}: {made:?}");
+        ids.push(made.body["holdId"].as_str().expect("an id").to_owned());
+    }
+    let before = capacity(&client, &server).await;
+    let sixth = hold("h", "h-6").await;
+    assert_eq!((sixth.status, sixth.code()), (409, "too_many_holds"), "{sixth:?}");
+    assert_eq!(capacity(&client, &server).await, before, "a refused hold reserves nothing");
+    assert_eq!(hold("h", "h-5").await.body["holdId"], ids[4].as_str(), "a retry still gets its first answer");
+    assert_eq!(hold("other", "o-1").await.status, 200, "another user is not affected");
+
+    server.kill9();
+    server.restart().await;
+    let hold = |user: &str, key: &str| {
+        let (client, url, body) =
+            (client.clone(), server.url("/api/credits/holds"), json!({"userId": user, "packageId": "starter"}));
+        let key = key.to_owned();
+        async move { post(&client, &url, Some(&key), Some(body)).await }
+    };
+    assert_eq!(hold("h", "h-7").await.code(), "too_many_holds", "the count survives a restart");
+    assert_eq!(release(&client, &server, &ids[0]).await.status, 200);
+    assert_eq!(hold("h", "h-8").await.status, 200, "a release makes room");
+    assert_eq!(hold("h", "h-9").await.code(), "too_many_holds");
+    assert_eq!(capture(&client, &server, &ids[1]).await.status, 200);
+    assert_eq!(hold("h", "h-10").await.status, 200, "a capture makes room");
 }

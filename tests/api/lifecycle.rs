@@ -271,18 +271,25 @@ async fn demo_needs_no_init_and_sells() {
             if let Some(base) = line.strip_prefix("creditd listening on ") {
                 let _ = sender.send(base.to_owned());
             }
+            if let Some(key) = line.trim().strip_prefix("API key") {
+                let _ = sender.send(key.split_whitespace().next().unwrap_or_default().to_owned());
+            }
         }
     });
-    let base = receiver.recv_timeout(std::time::Duration::from_secs(60)).expect("demo prints its address");
+    let wait = std::time::Duration::from_secs(60);
+    let base = receiver.recv_timeout(wait).expect("demo prints its address");
+    let key = receiver.recv_timeout(wait).expect("demo prints its API key");
     let guard = crate::common::Guarded(child);
-    let client = client();
+    let client = crate::common::client_with_key(&key);
     crate::common::eventually("the demo is ready", || {
         let (client, url) = (client.clone(), format!("{base}/readyz"));
         async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
     })
     .await;
+    let anonymous = crate::common::purchase(&reqwest::Client::new(), &base, "alice", "pro", "demo-0").await;
+    assert_eq!(anonymous.status, 401, "no purchase without a key: {anonymous:?}");
     let bought = crate::common::purchase(&client, &base, "alice", "pro", "demo-1").await;
-    assert_eq!((bought.status, bought.body["balance"].clone()), (200, 100.into()), "{bought:?}");
+    assert_eq!((bought.status, bought.body["balance"].clone()), (200, 100.into()), "with the printed key: {bought:?}");
     drop(guard);
 }
 

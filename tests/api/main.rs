@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod access;
 mod admin;
 mod alerts;
 mod backup;
@@ -16,6 +17,7 @@ mod grafana;
 mod holds;
 mod idempotency;
 mod lifecycle;
+mod limits;
 mod loadtest;
 mod openapi;
 mod prometheus;

@@ -26,12 +26,16 @@ async fn the_openapi_document_matches_the_served_routes() {
             assert_ne!(got.status, 405, "{method} {path} is documented but not served");
             assert!(!got.message().starts_with("no route"), "{method} {path} is documented but not served");
             let responses = operation["responses"].as_object().expect("responses");
-            if path.starts_with("/api/admin") {
-                assert!(
-                    operation["security"].to_string().contains("bearer"),
-                    "{method} {path} declares the bearer scheme"
-                );
+            let public = path == "/api/credits/purchase" && method == reqwest::Method::GET
+                || path == "/api/credits/status"
+                || !path.starts_with("/api/");
+            if !public {
+                let scopes = operation["security"][0]["bearer"].to_string();
+                assert!(scopes.contains("\"admin\""), "{method} {path} declares the bearer scheme and its scopes");
+                let needs = if path.starts_with("/api/admin") { 1 } else { 2 };
+                assert!(scopes.matches('"').count() >= 2 * needs, "{method} {path}: a scope besides admin: {scopes}");
                 assert!(responses.contains_key("401"), "{method} {path} documents 401");
+                assert!(responses.contains_key("403"), "{method} {path} documents 403");
             }
             if path.starts_with("/api/") {
                 assert!(responses.contains_key("503"), "{method} {path} documents 503");
@@ -43,12 +47,16 @@ async fn the_openapi_document_matches_the_served_routes() {
             );
         }
     }
-    assert_eq!(operations, 22, "every route of SPEC §9 and §11 (backup) is documented");
+    assert_eq!(operations, 25, "every route of SPEC §9, §9.1 (keys) and §11 (backup) is documented");
     let codes = document.body["components"]["schemas"]["ErrorCode"]["enum"].to_string();
     for code in [
         "invalid_request",
         "missing_idempotency_key",
         "unauthorized",
+        "forbidden",
+        "request_timeout",
+        "too_many_holds",
+        "rate_limited",
         "not_found",
         "insufficient_capacity",
         "package_disabled",

@@ -56,7 +56,21 @@ impl Server {
         Self::spawn(provider.base_url(), data_dir.to_owned(), extra_env)
     }
 
+    /// Starts `creditd serve` with `env`, its standard error written to `log`, and waits until it is ready.
+    pub async fn start_logged(provider: &FakeProvider, data_dir: &Path, env: &[(&str, &str)], log: &Path) -> Self {
+        let extra_env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let stderr = std::fs::File::create(log).expect("the log file");
+        let server = Self::spawn_to(provider.base_url(), data_dir.to_owned(), extra_env, stderr.into());
+        server.wait_ready().await;
+        server
+    }
+
     fn spawn(provider_url: String, data_dir: PathBuf, extra_env: Vec<(String, String)>) -> Self {
+        let stderr = if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() };
+        Self::spawn_to(provider_url, data_dir, extra_env, stderr)
+    }
+
+    fn spawn_to(provider_url: String, data_dir: PathBuf, extra_env: Vec<(String, String)>, stderr: Stdio) -> Self {
         let env: Vec<(&str, &str)> = extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         init_if_new(&data_dir, &env);
         let mut command = Command::new(binary());
@@ -73,7 +87,7 @@ impl Server {
             .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()))
             .envs(extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() });
+            .stderr(stderr);
         let mut child = command.spawn().expect("creditd starts");
         let stdout = child.stdout.take().expect("stdout is piped");
         let (sender, receiver) = mpsc::channel();
@@ -145,9 +159,21 @@ pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(pid, signal).expect("the signal is delivered");
 }
 
-/// A client with keep-alive and a generous timeout.
+/// A client with keep-alive and a generous timeout, sending the admin
+/// token, which SPEC §9.1 lets do everything; `tests/api/access.rs` tests
+/// the routes with no key and with keys of each scope.
 pub fn client() -> reqwest::Client {
+    client_with_key(ADMIN_TOKEN)
+}
+
+/// A client that sends `key` as its bearer key.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("a header value");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
     reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(256)
         .build()
@@ -228,6 +254,15 @@ pub async fn ledger(client: &reqwest::Client, server: &Server) -> Vec<Value> {
             None => return entries,
         }
     }
+}
+
+/// Makes an API key through the admin API; returns (id, key).
+pub async fn create_key(server: &Server, name: &str, scopes: &[&str]) -> (String, String) {
+    let made =
+        admin_post(&client(), &server.url("/api/admin/keys"), Some(json!({"name": name, "scopes": scopes}))).await;
+    assert_eq!(made.status, 201, "{made:?}");
+    let id = made.body["id"].as_str().expect("an id").to_owned();
+    (id, made.body["key"].as_str().expect("the key").to_owned())
 }
 
 /// Runs `creditd check` on a data directory: (exit code, stdout + stderr).
@@ -404,4 +439,10 @@ impl Drop for Guarded {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// SHA-256 of `text`, in lower-case hex.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
 }

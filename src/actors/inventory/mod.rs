@@ -29,21 +29,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+
+mod api_keys;
+
+pub use api_keys::{ApiKeys, CreateApiKey, ListApiKeys, RevokeApiKey};
 
 use super::alert::{AlertActor, InventoryObserved};
 use super::EngineError;
 use crate::clock::Clock;
 use crate::domain::{
-    Capacity, HoldId, IdempotencyKey, Package, PackageId, PlatformStatus, ProviderCredits, Ratio, Reason, SpendId,
+    Capacity, HoldId, Package, PackageId, PlatformStatus, ProviderCredits, Ratio, Reason, ScopedKey, SpendId,
     UserCredits, UserId,
 };
 use crate::engine::{Health, Recovered, Settings};
 use crate::store::commit::{CommitFailed, CommitQueue, CommitReceipt};
 use crate::store::records::{
-    CaptureReceipt, EntryKind, HoldReceipt, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry,
-    Operation, PackageOverride, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord, SyncRecord,
-    WalletRecord,
+    ApiKeyRecord, CaptureReceipt, EntryKind, HoldReceipt, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord,
+    LedgerEntry, Operation, PackageOverride, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord,
+    SyncRecord, WalletRecord,
 };
 use crate::store::{keys, Store, WriteSet};
 
@@ -73,7 +77,8 @@ struct SyncWindow {
 pub struct InventoryActor {
     state: InventoryRecord,
     ratio: Ratio,
-    packages: Vec<Package>,
+    /// Shared with the published inputs; copied only when an operator changes one.
+    packages: Arc<Vec<Package>>,
     warning_level: ProviderCredits,
     store: Store,
     commits: CommitQueue,
@@ -94,6 +99,15 @@ pub struct InventoryActor {
     sync_window: Option<SyncWindow>,
     next_sync_token: u64,
     alerts: Addr<AlertActor>,
+    /// The API keys (SPEC §9.1): their changes are ledger entries too.
+    keys: ApiKeys,
+    /// Open holds by user, for `max_open_holds_per_user` (SPEC §9.2).
+    holds_per_user: HashMap<UserId, u32>,
+    max_open_holds_per_user: u32,
+    /// What the view is made of after the last change, published for the
+    /// public reads (catalogue, status) so that they never queue for this
+    /// actor (SPEC §9.2).
+    views: watch::Sender<Option<Arc<ViewInputs>>>,
 }
 
 /// An open hold and its deadline on the monotonic clock: the wall-clock
@@ -121,6 +135,8 @@ struct Change {
     sale: bool,
     /// A package's new settings, adopted once the change is queued.
     package: Option<Package>,
+    /// An API key's new record, adopted once the change is queued.
+    api_key: Option<ApiKeyRecord>,
 }
 
 /// How a change moves the consumption that a sync in flight must keep.
@@ -136,7 +152,7 @@ impl Change {
     fn record(
         &mut self,
         user: Option<&UserId>,
-        key: Option<&IdempotencyKey>,
+        key: Option<&ScopedKey>,
         kind: EntryKind,
         wallet_after: Option<UserCredits>,
     ) -> Result<u64, EngineError> {
@@ -146,11 +162,12 @@ impl Change {
             seq,
             at_ms: self.at_ms,
             user: user.cloned(),
-            idempotency_key: key.cloned(),
+            idempotency_key: key.map(|key| key.key.clone()),
             kind,
             provider_balance_after: self.next.provider_balance,
             reserved_after: self.next.reserved,
             wallet_after,
+            caller: key.map(|key| key.caller.clone()),
         };
         self.writes.put(keys::ledger(seq), &entry)?;
         Ok(seq)
@@ -182,11 +199,11 @@ impl Change {
     fn remember(
         &mut self,
         operation: Operation,
-        key: &IdempotencyKey,
+        key: &ScopedKey,
         fingerprint: Fingerprint,
         receipt: Receipt,
     ) -> Result<(), EngineError> {
-        let store_key = keys::idempotency(operation, key);
+        let store_key = keys::scoped_idempotency(operation, key);
         let record = IdempotencyRecord { fingerprint, receipt, at_ms: self.at_ms };
         self.writes.put(store_key.clone(), &record)?;
         self.key_in_flight = Some((store_key, fingerprint));
@@ -241,6 +258,7 @@ fn id_from_seq<T>(
 
 impl InventoryActor {
     /// Starts from what `engine::recover` found on disk.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         recovered: Recovered,
         settings: &Settings,
@@ -249,8 +267,10 @@ impl InventoryActor {
         clock: Arc<dyn Clock>,
         health: Arc<Health>,
         alerts: Addr<AlertActor>,
+        keys: ApiKeys,
+        views: watch::Sender<Option<Arc<ViewInputs>>>,
     ) -> Self {
-        let Recovered { state, open_holds, packages, last_at_ms } = recovered;
+        let Recovered { state, open_holds, packages, last_at_ms, .. } = recovered;
         // What is left of each hold, by the wall clock (the monotonic one does
         // not survive a restart), and never more than its whole TTL.
         let (wall_ms, monotonic_ms) = (clock.now_ms(), clock.monotonic_ms());
@@ -264,10 +284,15 @@ impl InventoryActor {
             })
             .collect();
         let deadlines = open_holds.values().map(|open| (open.deadline_ms, open.record.hold_id.clone())).collect();
+        let mut holds_per_user: HashMap<UserId, u32> = HashMap::new();
+        for open in open_holds.values() {
+            let count = holds_per_user.entry(open.record.user.clone()).or_default();
+            *count = count.saturating_add(1);
+        }
         Self {
             state,
             ratio: settings.ratio,
-            packages,
+            packages: Arc::new(packages),
             warning_level: settings.levels.warning,
             store,
             commits,
@@ -282,6 +307,10 @@ impl InventoryActor {
             sync_window: None,
             next_sync_token: 1,
             alerts,
+            keys,
+            holds_per_user,
+            max_open_holds_per_user: settings.max_open_holds_per_user,
+            views,
         }
     }
 
@@ -369,10 +398,10 @@ impl InventoryActor {
     fn check_key(
         &self,
         operation: Operation,
-        key: &IdempotencyKey,
+        key: &ScopedKey,
         fingerprint: &Fingerprint,
     ) -> Result<Option<Receipt>, EngineError> {
-        let store_key = keys::idempotency(operation, key);
+        let store_key = keys::scoped_idempotency(operation, key);
         if let Some(in_flight) = self.keys_in_flight.get(&store_key) {
             return Err(if in_flight == fingerprint {
                 EngineError::IdempotencyKeyInUse
@@ -380,7 +409,7 @@ impl InventoryActor {
                 EngineError::IdempotencyKeyReused
             });
         }
-        match self.store.idempotency(operation, key)? {
+        match self.store.idempotency(operation, Some(&key.caller), &key.key)? {
             Some(record) if &record.fingerprint == fingerprint => Ok(Some(record.receipt)),
             Some(_) => Err(EngineError::IdempotencyKeyReused),
             None => Ok(None),
@@ -399,6 +428,7 @@ impl InventoryActor {
             consumption: Consumption::None,
             sale: false,
             package: None,
+            api_key: None,
         }
     }
 
@@ -430,8 +460,11 @@ impl InventoryActor {
             Consumption::None => {}
         }
         self.state = change.next;
+        if let Some(record) = change.api_key {
+            self.adopt_api_key(record);
+        }
         if let Some(package) = change.package {
-            if let Some(slot) = self.packages.iter_mut().find(|slot| slot.id == package.id) {
+            if let Some(slot) = Arc::make_mut(&mut self.packages).iter_mut().find(|slot| slot.id == package.id) {
                 *slot = package;
             }
         }
@@ -439,8 +472,10 @@ impl InventoryActor {
         for hold in change.holds {
             if let Some(open) = self.open_holds.remove(&hold.hold_id) {
                 self.deadlines.remove(&(open.deadline_ms, open.record.hold_id));
+                self.count_hold(&open.record.user, false);
             }
             if hold.state == HoldState::Open {
+                self.count_hold(&hold.user, true);
                 let ttl_ms = hold.expires_at_ms.saturating_sub(hold.created_at_ms);
                 let deadline_ms = change.monotonic_ms.saturating_add(ttl_ms);
                 self.deadlines.insert((deadline_ms, hold.hold_id.clone()));
@@ -465,7 +500,26 @@ impl InventoryActor {
             }
         }
         self.observe(change.sale, false);
+        self.publish_view();
         Ok(durable)
+    }
+
+    /// Publishes what the view is made of, as it stands, for the public reads.
+    fn publish_view(&self) {
+        self.views.send_replace(Some(Arc::new(self.view_inputs())));
+    }
+
+    /// Keeps `holds_per_user` as `open_holds` moves.
+    fn count_hold(&mut self, user: &UserId, opened: bool) {
+        if opened {
+            let count = self.holds_per_user.entry(user.clone()).or_default();
+            *count = count.saturating_add(1);
+        } else if let Some(count) = self.holds_per_user.get_mut(user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.holds_per_user.remove(user);
+            }
+        }
     }
 
     /// Commits `change` and answers `value` once it is durable.
@@ -581,17 +635,47 @@ impl InventoryActor {
     }
 
     fn view(&self) -> InventoryView {
-        let capacity = self.capacity();
-        let status = PlatformStatus::of(&capacity, self.state.purchases_enabled, self.warning_level);
-        let limited = capacity.available() < i64::try_from(self.warning_level.get()).unwrap_or(i64::MAX);
-        let packages = self
+        InventoryView::of(&self.view_inputs(), self.ensure_ready().is_ok())
+    }
+
+    /// What the view is computed from: a few numbers and shared packages, so
+    /// that publishing them after every change costs one small allocation.
+    fn view_inputs(&self) -> ViewInputs {
+        ViewInputs {
+            state: self.state.clone(),
+            packages: Arc::clone(&self.packages),
+            ratio: self.ratio,
+            warning_level: self.warning_level,
+            open_holds: self.open_holds.len(),
+        }
+    }
+}
+
+/// The inventory as of one change, published for the public reads.
+#[derive(Debug, Clone)]
+pub struct ViewInputs {
+    state: InventoryRecord,
+    packages: Arc<Vec<Package>>,
+    ratio: Ratio,
+    warning_level: ProviderCredits,
+    open_holds: usize,
+}
+
+impl InventoryView {
+    /// The view of `inputs`; `ready` as the engine's health says.
+    pub fn of(inputs: &ViewInputs, ready: bool) -> Self {
+        let state = &inputs.state;
+        let capacity =
+            Capacity { provider_balance: state.provider_balance, reserved: state.reserved, ratio: inputs.ratio };
+        let status = PlatformStatus::of(&capacity, state.purchases_enabled, inputs.warning_level);
+        let limited = capacity.available() < i64::try_from(inputs.warning_level.get()).unwrap_or(i64::MAX);
+        let packages = inputs
             .packages
             .iter()
             .map(|package| {
                 let sellable = capacity.times_sellable(package.credits);
-                let buyable =
-                    package.enabled && sellable > 0 && self.state.purchases_enabled && !capacity.overcommitted();
-                let message = if !self.state.purchases_enabled {
+                let buyable = package.enabled && sellable > 0 && state.purchases_enabled && !capacity.overcommitted();
+                let message = if !state.purchases_enabled {
                     Some(PlatformStatus::Disabled.message())
                 } else if !buyable {
                     Some(PACKAGE_UNAVAILABLE)
@@ -603,19 +687,19 @@ impl InventoryActor {
                 PackageView { package: package.clone(), sellable, disabled: !buyable, message }
             })
             .collect();
-        InventoryView {
+        Self {
             capacity,
             status,
-            purchases_enabled: self.state.purchases_enabled,
-            disabled_reason: self.state.disabled_reason.clone(),
+            purchases_enabled: state.purchases_enabled,
+            disabled_reason: state.disabled_reason.clone(),
             packages,
-            last_sync: self.state.last_sync,
-            wallets_total: self.state.wallets_total,
-            holds_total: self.state.holds_total,
-            revenue: self.state.revenue,
-            consumed_total: self.state.consumed_total,
-            open_holds: self.open_holds.len(),
-            ready: self.ensure_ready().is_ok(),
+            last_sync: state.last_sync,
+            wallets_total: state.wallets_total,
+            holds_total: state.holds_total,
+            revenue: state.revenue,
+            consumed_total: state.consumed_total,
+            open_holds: inputs.open_holds,
+            ready,
         }
     }
 }
@@ -628,7 +712,10 @@ impl Actor for InventoryActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.publish_view();
         ctx.run_interval(EXPIRY_SWEEP_INTERVAL, |actor, ctx| actor.expire_due(ctx));
+        let every = Duration::from_millis(crate::access::LAST_USED_GRANULARITY_MS);
+        ctx.run_interval(every, |actor, _| actor.persist_key_uses());
     }
 }
 
@@ -639,9 +726,9 @@ impl Actor for InventoryActor {
 /// What a wallet actor asks the inventory to do.
 #[derive(Debug, Clone)]
 pub enum WalletCommand {
-    Purchase { package_id: PackageId, key: IdempotencyKey, fingerprint: Fingerprint },
+    Purchase { package_id: PackageId, key: ScopedKey, fingerprint: Fingerprint },
     Capture { hold_id: HoldId },
-    Spend { credits: UserCredits, reason: Option<Reason>, key: IdempotencyKey, fingerprint: Fingerprint },
+    Spend { credits: UserCredits, reason: Option<Reason>, key: ScopedKey, fingerprint: Fingerprint },
     Refund { spend_id: SpendId },
 }
 
@@ -727,7 +814,7 @@ impl InventoryActor {
         user: &UserId,
         wallet: WalletRecord,
         package_id: &PackageId,
-        key: &IdempotencyKey,
+        key: &ScopedKey,
         fingerprint: Fingerprint,
     ) -> Result<Decision<WalletOutcome>, EngineError> {
         match self.check_key(Operation::Purchase, key, &fingerprint)? {
@@ -816,7 +903,7 @@ impl InventoryActor {
         wallet: WalletRecord,
         credits: UserCredits,
         reason: Option<Reason>,
-        key: &IdempotencyKey,
+        key: &ScopedKey,
         fingerprint: Fingerprint,
     ) -> Result<Decision<WalletOutcome>, EngineError> {
         match self.check_key(Operation::Spend, key, &fingerprint)? {
@@ -895,7 +982,7 @@ pub struct CreateHold {
     pub user: UserId,
     pub package_id: PackageId,
     pub ttl_ms: u64,
-    pub key: Option<IdempotencyKey>,
+    pub key: Option<ScopedKey>,
     pub fingerprint: Fingerprint,
 }
 
@@ -924,6 +1011,10 @@ impl InventoryActor {
                 Some(_) => return Err(EngineError::IdempotencyKeyReused),
                 None => {}
             }
+        }
+        let open = self.holds_per_user.get(&message.user).copied().unwrap_or(0);
+        if open >= self.max_open_holds_per_user {
+            return Err(EngineError::TooManyHolds(self.max_open_holds_per_user));
         }
         let (package, needed) = self.sellable_package(&message.package_id)?;
         let mut change = self.begin();

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# keys_ab.sh - issue 14's two measurements, in one run on this machine:
+#  1. A/B: durable purchases/s at 64 connections (wrk, benches/purchase.lua)
+#     of the build before API keys (BEFORE, no key) and of this build (a
+#     storefront key on every request), alternating, ROUNDS rounds each;
+#  2. this build's purchases/s alone and beside 2,000 catalogue reads/s
+#     (creditd loadtest --mix catalogue=100 --rate 2000, paced), alternating.
+# Needs: wrk, curl, git. Env: BEFORE (git rev, default b7c47dc), DURATION (10),
+# ROUNDS (3), PORT (18400).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. benches/api_key.sh
+command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
+BEFORE=${BEFORE:-b7c47dc}
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+PORT=${PORT:-18400}
+URL="http://127.0.0.1:$PORT"
+OUT=${OUT:-target/keys_ab.txt}
+
+cargo build --release -q
+NOW=./target/release/creditd
+BEFORE_DIR=target/ab-before
+if [ ! -x "$BEFORE_DIR/bin/creditd" ]; then
+  rm -rf "$BEFORE_DIR/src" && git worktree add -f "$BEFORE_DIR/src" "$BEFORE" >/dev/null 2>&1
+  (cd "$BEFORE_DIR/src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release -q)
+  mkdir -p "$BEFORE_DIR/bin" && cp "$BEFORE_DIR/target/release/creditd" "$BEFORE_DIR/bin/creditd"
+  git worktree remove --force "$BEFORE_DIR/src"
+fi
+
+pid=""
+start() { # binary
+  CREDITD_LISTEN=127.0.0.1:$PORT RUST_LOG=warn "$1" demo --provider-credits 9000000000000000 >/dev/null 2>&1 &
+  pid=$!
+  until curl -sf "$URL/readyz" >/dev/null; do sleep 0.1; done
+}
+stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
+trap 'kill $pid 2>/dev/null || true' EXIT
+purchases() { # label
+  NONCE="$1-$RANDOM-$$" wrk -t2 -c64 -d"${DURATION}s" --latency -s benches/purchase.lua "$URL" |
+    awk -v label="$1" '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2} /Non-2xx/ {bad=$4} END {printf "%s %s req/s p99 %s non-2xx %s\n", label, rps, p99, bad+0}'
+}
+
+{
+  echo "# keys_ab.sh $(date -u +%FT%TZ) $(uname -r) $(nproc) cores; before=$BEFORE now=$(git rev-parse --short HEAD); ${DURATION}s per run"
+  for round in $(seq 1 "$ROUNDS"); do
+    start "$BEFORE_DIR/bin/creditd"; API_KEY="" purchases "before-keys"; stop
+    start "$NOW"; make_key "$URL"; purchases "with-keys"; stop
+  done
+  start "$NOW"; make_key "$URL"
+  for round in $(seq 1 "$ROUNDS"); do
+    purchases "alone"
+    "$NOW" loadtest --url "$URL" --api-key "$API_KEY" --mix catalogue=100,purchase=0,hold=0,spend=0 --clients 64 \
+      --rate 2000 --seconds $((DURATION + 2)) --quiet > target/keys_ab_reads.txt 2>&1 &
+    reads=$!
+    sleep 1
+    purchases "beside-2000-reads/s"
+    wait "$reads" || true
+    grep -E "catalogue|operations/s|ops/s" target/keys_ab_reads.txt | head -3 | sed 's/^/  reads: /'
+  done
+  stop
+} | tee "$OUT"

@@ -1,0 +1,199 @@
+//! API keys at the edge (SPEC §9.1): making a key, hashing it, and the ring
+//! of live keys the HTTP layer authenticates against.
+//!
+//! The inventory actor owns the keys (they are ledger entries, so that a
+//! backup and a replay carry them) and publishes an immutable [`KeyRing`]
+//! after every change; requests read the latest ring without asking it.
+//! A key is never stored or logged: only its SHA-256, which is also what a
+//! presented key is looked up by, so the lookup's timing depends on the
+//! hash of a guess, never on how much of a real key it matches.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::domain::{KeyId, Scopes};
+
+/// What every key made by creditd starts with, so that a leaked one is
+/// recognisable (by secret scanners too).
+pub const KEY_PREFIX: &str = "ck_";
+
+/// Random bytes in a key: 256 bits.
+const KEY_RANDOM_BYTES: usize = 32;
+
+/// `lastUsedAt` moves at most this often per key: a request does not write.
+pub const LAST_USED_GRANULARITY_MS: u64 = 60_000;
+
+/// The id under which the configured admin token acts (idempotency, logs).
+pub const ADMIN_TOKEN_ID: &str = "admin";
+
+pub type KeyHash = [u8; 32];
+
+/// SHA-256 of a key, as stored and as looked up.
+pub fn hash_key(key: &str) -> KeyHash {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// A new key: [`KEY_PREFIX`] and 256 random bits from the operating system, in hex.
+pub fn new_key() -> String {
+    let mut random = [0u8; KEY_RANDOM_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    let mut key = String::with_capacity(KEY_PREFIX.len() + 2 * KEY_RANDOM_BYTES);
+    key.push_str(KEY_PREFIX);
+    for byte in random {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key
+}
+
+/// A key that may be used now.
+#[derive(Debug)]
+pub struct LiveKey {
+    pub id: KeyId,
+    pub scopes: Scopes,
+    hash: KeyHash,
+    /// Wall-clock ms of the last use, moved at most once per
+    /// [`LAST_USED_GRANULARITY_MS`]; 0 for never. Shared by every ring that
+    /// holds the key, so a new ring does not forget it.
+    last_used_ms: AtomicU64,
+    /// `rate_limit_per_key` (SPEC §9.2).
+    pub bucket: TokenBucket,
+}
+
+impl LiveKey {
+    pub fn new(id: KeyId, scopes: Scopes, hash: KeyHash, last_used_ms: Option<u64>) -> Self {
+        Self {
+            id,
+            scopes,
+            hash,
+            last_used_ms: AtomicU64::new(last_used_ms.unwrap_or(0)),
+            bucket: TokenBucket::default(),
+        }
+    }
+
+    /// Notes a use at `now_ms`, without a write while the last one is recent.
+    pub fn touch(&self, now_ms: u64) {
+        let last = self.last_used_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= LAST_USED_GRANULARITY_MS {
+            self.last_used_ms.fetch_max(now_ms, Ordering::Relaxed);
+        }
+    }
+
+    pub fn last_used_ms(&self) -> Option<u64> {
+        Some(self.last_used_ms.load(Ordering::Relaxed)).filter(|ms| *ms != 0)
+    }
+}
+
+/// A token bucket of `rate` tokens a second holding at most `rate` (one
+/// second of burst), as SPEC §9.2 says of `rate_limit_per_key`. Starts full.
+#[derive(Debug, Default)]
+pub struct TokenBucket {
+    /// Tokens left and when they were counted; `None` until first used.
+    state: Mutex<Option<(f64, Instant)>>,
+}
+
+impl TokenBucket {
+    /// Takes a token at `now`, or says how long until one is there.
+    ///
+    /// # Errors
+    /// The wait until the next token, when the bucket is empty.
+    pub fn take(&self, rate: u32, now: Instant) -> Result<(), Duration> {
+        let rate = f64::from(rate.max(1));
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, counted) = state.unwrap_or((rate, now));
+        let refilled = (tokens + now.saturating_duration_since(counted).as_secs_f64() * rate).min(rate);
+        if refilled >= 1.0 {
+            *state = Some((refilled - 1.0, now));
+            Ok(())
+        } else {
+            *state = Some((refilled, now));
+            Err(Duration::from_secs_f64((1.0 - refilled) / rate))
+        }
+    }
+}
+
+/// Who is calling: the key's id and scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub id: KeyId,
+    pub scopes: Scopes,
+}
+
+/// The live keys at one moment, by hash. Revoked keys are not in it.
+#[derive(Debug, Default)]
+pub struct KeyRing {
+    by_hash: HashMap<KeyHash, Arc<LiveKey>>,
+}
+
+impl KeyRing {
+    pub fn new(keys: impl IntoIterator<Item = Arc<LiveKey>>) -> Self {
+        Self { by_hash: keys.into_iter().map(|key| (key.hash, key)).collect() }
+    }
+
+    /// The live key whose hash is `hash`, compared in constant time.
+    pub fn find(&self, hash: &KeyHash) -> Option<&Arc<LiveKey>> {
+        self.by_hash.get(hash).filter(|key| bool::from(key.hash.ct_eq(hash)))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Scope;
+
+    #[test]
+    fn keys_are_prefixed_random_and_found_only_by_their_own_hash() {
+        let (one, two) = (new_key(), new_key());
+        assert!(one.starts_with(KEY_PREFIX) && one.len() == KEY_PREFIX.len() + 64, "{one}");
+        assert_ne!(one, two);
+        let scopes = Scopes::new([Scope::Read]).expect("one scope");
+        let live = Arc::new(LiveKey::new(KeyId::parse("key_1").expect("id"), scopes, hash_key(&one), None));
+        let ring = KeyRing::new([live]);
+        assert_eq!(ring.find(&hash_key(&one)).map(|key| key.id.as_str()), Some("key_1"));
+        assert!(ring.find(&hash_key(&two)).is_none());
+        assert!(ring.find(&hash_key(&one[..one.len() - 1])).is_none());
+    }
+
+    /// Goal: `rate_limit_per_key` is a token bucket with one second of burst.
+    #[test]
+    fn the_bucket_allows_one_second_of_burst_then_the_rate() {
+        let bucket = TokenBucket::default();
+        let start = Instant::now();
+        for n in 0..10 {
+            assert_eq!(bucket.take(10, start), Ok(()), "burst request {n}");
+        }
+        let wait = bucket.take(10, start).expect_err("the 11th within the second waits");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100), "{wait:?}");
+        assert_eq!(bucket.take(10, start + Duration::from_millis(100)), Ok(()), "one token per 100 ms");
+        assert!(bucket.take(10, start + Duration::from_millis(150)).is_err());
+        assert_eq!(bucket.take(10, start + Duration::from_secs(60)), Ok(()));
+        let full = (0..20).filter(|_| bucket.take(10, start + Duration::from_secs(60)).is_ok()).count();
+        assert_eq!(full, 9, "an idle key refills to one second's worth, not more");
+    }
+
+    #[test]
+    fn last_used_moves_at_most_once_a_minute() {
+        let scopes = Scopes::new([Scope::Read]).expect("one scope");
+        let key = LiveKey::new(KeyId::parse("key_1").expect("id"), scopes, [0; 32], None);
+        assert_eq!(key.last_used_ms(), None);
+        key.touch(1_000_000);
+        assert_eq!(key.last_used_ms(), Some(1_000_000));
+        key.touch(1_000_000 + LAST_USED_GRANULARITY_MS - 1);
+        assert_eq!(key.last_used_ms(), Some(1_000_000), "not within the minute");
+        key.touch(1_000_000 + LAST_USED_GRANULARITY_MS);
+        assert_eq!(key.last_used_ms(), Some(1_000_000 + LAST_USED_GRANULARITY_MS));
+    }
+}

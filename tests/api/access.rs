@@ -1,0 +1,312 @@
+//! API keys and scopes (SPEC §9.1): every route answers as the table says
+//! to no key, a revoked key, a key without the route's scope, a key with
+//! it, and the admin token; revocations last; keys never leak.
+
+use serde_json::{json, Value};
+
+use crate::common::{admin_get, answer, client, create_key, provider, temp_dir, Answer, Server, ADMIN_TOKEN};
+
+/// What a route needs, as in §9.1's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    Public,
+    Storefront,
+    Enhancement,
+    WalletRead,
+    Admin,
+}
+
+/// Every route of §9 with a request that, once let in, reaches its handler.
+fn routes() -> Vec<(&'static str, &'static str, Option<Value>, Needs)> {
+    vec![
+        ("GET", "/api/credits/purchase", None, Needs::Public),
+        ("GET", "/api/credits/status", None, Needs::Public),
+        ("GET", "/healthz", None, Needs::Public),
+        ("GET", "/readyz", None, Needs::Public),
+        ("GET", "/openapi.json", None, Needs::Public),
+        ("GET", "/admin", None, Needs::Public),
+        ("GET", "/metrics", None, Needs::Public),
+        ("POST", "/api/credits/purchase", Some(json!({"userId": "m", "packageId": "starter"})), Needs::Storefront),
+        ("POST", "/api/credits/holds", Some(json!({"userId": "m", "packageId": "starter"})), Needs::Storefront),
+        ("POST", "/api/credits/holds/no-such-hold/capture", None, Needs::Storefront),
+        ("POST", "/api/credits/holds/no-such-hold/release", None, Needs::Storefront),
+        ("POST", "/api/credits/spend", Some(json!({"userId": "nobody", "credits": 1})), Needs::Enhancement),
+        ("POST", "/api/credits/spend/no-such-spend/refund", None, Needs::Enhancement),
+        ("GET", "/api/users/m/credits", None, Needs::WalletRead),
+        ("GET", "/api/admin/credits", None, Needs::Admin),
+        ("POST", "/api/admin/credits/sync", None, Needs::Admin),
+        ("POST", "/api/admin/purchases/disable", Some(json!({"reason": "access matrix"})), Needs::Admin),
+        ("POST", "/api/admin/purchases/enable", None, Needs::Admin),
+        ("PUT", "/api/admin/packages/starter", Some(json!({"enabled": true})), Needs::Admin),
+        ("GET", "/api/admin/alerts", None, Needs::Admin),
+        ("GET", "/api/admin/report", None, Needs::Admin),
+        ("GET", "/api/admin/ledger", None, Needs::Admin),
+        ("GET", "/api/admin/backup", None, Needs::Admin),
+        ("GET", "/api/admin/keys", None, Needs::Admin),
+        ("POST", "/api/admin/keys", Some(json!({"name": "made in the matrix", "scopes": ["read"]})), Needs::Admin),
+        ("DELETE", "/api/admin/keys/key_999999", None, Needs::Admin),
+    ]
+}
+
+async fn call(server: &Server, method: &str, path: &str, body: Option<&Value>, key: Option<&str>, n: usize) -> Answer {
+    let bare = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut request = bare.request(method, server.url(path)).header("Idempotency-Key", format!("matrix-{n}"));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    answer(request.send().await.expect("the server answers")).await
+}
+
+/// Goal: the whole matrix of §9.1. Method: for each route, each caller;
+/// a refusal is exactly 401 `unauthorized` or 403 `forbidden`, and a
+/// caller who is let in never gets either.
+#[tokio::test]
+async fn every_route_answers_each_kind_of_caller_as_section_9_1_says() {
+    let provider = provider(938);
+    let dir = temp_dir();
+    let server = Server::start(&provider, dir.path()).await;
+    let (_, storefront) = create_key(&server, "storefront", &["storefront"]).await;
+    let (_, enhancement) = create_key(&server, "enhancement", &["enhancement"]).await;
+    let (_, read) = create_key(&server, "read", &["read"]).await;
+    let (_, admin_key) = create_key(&server, "second admin", &["admin"]).await;
+    let (revoked_id, revoked) = create_key(&server, "revoked", &["storefront", "enhancement", "read", "admin"]).await;
+    let gone =
+        answer(client().delete(server.url(&format!("/api/admin/keys/{revoked_id}"))).send().await.expect("answers"))
+            .await;
+    assert_eq!(gone.status, 200, "{gone:?}");
+    assert!(gone.body["revokedAt"].is_string(), "{gone:?}");
+
+    let mut n = 0;
+    for (method, path, body, needs) in routes() {
+        let let_in: Vec<&str> = match needs {
+            Needs::Public | Needs::WalletRead => vec![&storefront, &enhancement, &read, &admin_key, ADMIN_TOKEN],
+            Needs::Storefront => vec![&storefront, &admin_key, ADMIN_TOKEN],
+            Needs::Enhancement => vec![&enhancement, &admin_key, ADMIN_TOKEN],
+            Needs::Admin => vec![&admin_key, ADMIN_TOKEN],
+        };
+        let kept_out: Vec<&str> = [&storefront, &enhancement, &read]
+            .into_iter()
+            .map(String::as_str)
+            .filter(|key| !let_in.contains(key))
+            .collect();
+        for key in let_in {
+            n += 1;
+            let got = call(&server, method, path, body.as_ref(), Some(key), n).await;
+            assert!(![401, 403].contains(&got.status), "{method} {path} with a key that may: {got:?}");
+        }
+        for key in kept_out {
+            n += 1;
+            let got = call(&server, method, path, body.as_ref(), Some(key), n).await;
+            assert_eq!((got.status, got.code()), (403, "forbidden"), "{method} {path} with a key of another scope");
+        }
+        for key in [None, Some(revoked.as_str()), Some("ck_not-a-key"), Some(&ADMIN_TOKEN[..5])] {
+            n += 1;
+            let got = call(&server, method, path, body.as_ref(), key, n).await;
+            if needs == Needs::Public {
+                assert!(![401, 403].contains(&got.status), "{method} {path} is public: {got:?}");
+            } else {
+                assert_eq!((got.status, got.code()), (401, "unauthorized"), "{method} {path} with {key:?}");
+            }
+        }
+    }
+}
+
+/// Goal: a key is shown once, stored only as a hash, listed without the
+/// key, and its revocation holds at once and after a restart.
+#[tokio::test]
+async fn keys_are_shown_once_listed_without_the_key_and_revoked_for_good() {
+    let provider = provider(938);
+    let dir = temp_dir();
+    let mut server = Server::start(&provider, dir.path()).await;
+    let (id, key) = create_key(&server, "the shop", &["storefront", "enhancement"]).await;
+    assert!(key.starts_with("ck_") && key.len() >= 40, "{key}");
+    let shop = crate::common::client_with_key(&key);
+    let bought = crate::common::purchase(&shop, &server.base, "s", "starter", "k-1").await;
+    assert_eq!(bought.status, 200, "{bought:?}");
+
+    let listed = admin_get(&client(), &server.url("/api/admin/keys")).await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert!(!listed.body.to_string().contains(&key), "a listing never shows a key");
+    let entry = listed.body["keys"].as_array().expect("keys").iter().find(|k| k["id"] == id.as_str()).cloned();
+    let entry = entry.expect("the key is listed");
+    assert_eq!(entry["name"], "the shop");
+    assert_eq!(entry["scopes"], json!(["storefront", "enhancement"]));
+    assert!(entry["lastUsedAt"].is_string(), "its use is noted: {entry}");
+    assert!(entry["revokedAt"].is_null());
+    let ledger = crate::common::ledger(&client(), &server).await;
+    assert!(!serde_json::to_string(&ledger).expect("json").contains(&key), "the ledger never holds a key");
+
+    let revoked = answer(client().delete(server.url(&format!("/api/admin/keys/{id}"))).send().await.expect("answers"));
+    assert_eq!(revoked.await.status, 200);
+    let refused = crate::common::purchase(&shop, &server.base, "s", "starter", "k-2").await;
+    assert_eq!((refused.status, refused.code()), (401, "unauthorized"), "revoked at once");
+    let again = answer(client().delete(server.url(&format!("/api/admin/keys/{id}"))).send().await.expect("answers"));
+    assert_eq!(again.await.status, 200, "revoking twice is harmless");
+    let unknown = answer(client().delete(server.url("/api/admin/keys/key_424242")).send().await.expect("answers"));
+    assert_eq!(unknown.await.status, 404);
+
+    server.kill9();
+    server.restart().await;
+    let refused = crate::common::purchase(&shop, &server.base, "s", "starter", "k-3").await;
+    assert_eq!((refused.status, refused.code()), (401, "unauthorized"), "revoked after a restart too");
+    let (_, other) = create_key(&server, "after the restart", &["read"]).await;
+    let wallet = crate::common::get(&crate::common::client_with_key(&other), &server.url("/api/users/s/credits")).await;
+    assert_eq!(wallet.status, 200, "a key made after the restart works: {wallet:?}");
+    server.terminate();
+    let (code, output) = crate::common::run_check(&server.data_dir);
+    assert_eq!(code, 0, "check passes with keys made and revoked: {output}");
+}
+
+/// Goal: bad key requests are refused with the field named, and change nothing.
+#[tokio::test]
+async fn a_bad_key_request_names_the_field_and_makes_no_key() {
+    let provider = provider(938);
+    let dir = temp_dir();
+    let server = Server::start(&provider, dir.path()).await;
+    let url = server.url("/api/admin/keys");
+    for (body, field) in [
+        (json!({"name": "x", "scopes": []}), "scopes"),
+        (json!({"name": "x", "scopes": ["root"]}), "scopes"),
+        (json!({"name": "", "scopes": ["read"]}), "name"),
+        (json!({"name": "x".repeat(129), "scopes": ["read"]}), "name"),
+        (json!({"name": "x", "scopes": ["read"], "key": "ck_mine"}), "key"),
+        (json!({"scopes": ["read"]}), "name"),
+    ] {
+        let got = crate::common::admin_post(&client(), &url, Some(body.clone())).await;
+        assert_eq!((got.status, got.code()), (400, "invalid_request"), "{body}: {got:?}");
+        assert!(got.message().contains(field), "{body}: the message names {field}: {got:?}");
+    }
+    let listed = admin_get(&client(), &url).await;
+    assert_eq!(listed.body["keys"], json!([]), "no key was made");
+}
+
+/// Goal: `/metrics` is public unless `CREDITD_METRICS_TOKEN` is set, and
+/// then answers only to that token (SPEC §9.1).
+#[tokio::test]
+async fn metrics_need_the_metrics_token_only_when_one_is_set() {
+    let provider = provider(938);
+    let dir = temp_dir();
+    let token = "metrics-token-for-the-scraper";
+    let server = Server::start_with(&provider, dir.path(), &[("CREDITD_METRICS_TOKEN", token)]).await;
+    let url = server.url("/metrics");
+    let bare = reqwest::Client::new();
+    for key in [None, Some("wrong"), Some(ADMIN_TOKEN)] {
+        let mut request = bare.get(&url);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let got = answer(request.send().await.expect("answers")).await;
+        assert_eq!((got.status, got.code()), (401, "unauthorized"), "/metrics with {key:?}");
+    }
+    let scraped = bare.get(&url).bearer_auth(token).send().await.expect("answers");
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped.text().await.expect("text").contains("creditd_available_credits"));
+
+    let open_dir = temp_dir();
+    let open = Server::start(&provider, open_dir.path()).await;
+    let public = bare.get(open.url("/metrics")).send().await.expect("answers");
+    assert_eq!(public.status(), 200, "public without CREDITD_METRICS_TOKEN");
+}
+
+/// Goal: `Idempotency-Key`s are scoped to the API key that sent them (SPEC
+/// §9.1): the same key from two callers is two operations, each caller's
+/// retry gets its own first answer, and one caller can neither replay nor
+/// block (422) another's key.
+#[tokio::test]
+async fn the_same_idempotency_key_from_two_callers_is_two_operations() {
+    let provider = provider(938);
+    let dir = temp_dir();
+    let mut server = Server::start(&provider, dir.path()).await;
+    let (_, first) = create_key(&server, "shop one", &["storefront", "enhancement"]).await;
+    let (_, second) = create_key(&server, "shop two", &["storefront", "enhancement"]).await;
+    let (one, two) = (crate::common::client_with_key(&first), crate::common::client_with_key(&second));
+    let buy = |client: &reqwest::Client, package: &'static str| {
+        let (client, base) = (client.clone(), server.base.clone());
+        async move { crate::common::purchase(&client, &base, "shared", package, "order-1").await }
+    };
+
+    let a = buy(&one, "starter").await;
+    assert_eq!((a.status, a.body["balance"].clone()), (200, json!(10)), "{a:?}");
+    let b = buy(&two, "creative").await;
+    assert_eq!(
+        (b.status, b.body["balance"].clone()),
+        (200, json!(60)),
+        "another caller's key: a new purchase, not 422"
+    );
+    assert_ne!(a.body["purchaseId"], b.body["purchaseId"]);
+    let a_again = buy(&one, "starter").await;
+    assert_eq!(a_again.body, a.body, "each caller's retry gets its own first answer");
+    let b_again = buy(&two, "creative").await;
+    assert_eq!(b_again.body, b.body);
+    let a_other = buy(&one, "creative").await;
+    assert_eq!(
+        (a_other.status, a_other.code()),
+        (422, "idempotency_key_reused"),
+        "within one caller, reuse is refused"
+    );
+
+    let spend = |client: reqwest::Client| {
+        let url = server.url("/api/credits/spend");
+        async move {
+            crate::common::post(&client, &url, Some("job-1"), Some(json!({"userId": "shared", "credits": 5}))).await
+        }
+    };
+    let (s1, s2) = (spend(one.clone()).await, spend(two.clone()).await);
+    assert_eq!((s1.status, s2.status), (200, 200), "{s1:?} {s2:?}");
+    assert_eq!((s1.body["balance"].clone(), s2.body["balance"].clone()), (json!(55), json!(50)));
+
+    server.kill9();
+    server.restart().await;
+    let buy = |client: &reqwest::Client, package: &'static str| {
+        let (client, base) = (client.clone(), server.base.clone());
+        async move { crate::common::purchase(&client, &base, "shared", package, "order-1").await }
+    };
+    assert_eq!(buy(&one, "starter").await.body, a.body, "after a restart, still each caller's own answer");
+    assert_eq!(buy(&two, "creative").await.body, b.body);
+    let wallet = crate::common::get(&one, &server.url("/api/users/shared/credits")).await;
+    assert_eq!(wallet.body["balance"], json!(50), "two purchases and two spends, each once");
+}
+
+/// Goal: no secret reaches the logs (SPEC §9.1, and the rules of the
+/// build): with `RUST_LOG=debug`, neither the admin token, an API key, the
+/// metrics token nor the provider key appears, whatever the requests do.
+#[tokio::test]
+async fn no_key_or_token_is_ever_logged_even_at_debug() {
+    let provider = provider(938);
+    let dir = temp_dir();
+    let log = dir.path().join("creditd.log");
+    let data = dir.path().join("data");
+    let metrics_token = "metrics-token-never-logged";
+    let env = [("RUST_LOG", "debug"), ("CREDITD_METRICS_TOKEN", metrics_token)];
+    let mut server = Server::start_logged(&provider, &data, &env, &log).await;
+    let (id, key) = create_key(&server, "logged shop", &["storefront", "enhancement"]).await;
+    let shop = crate::common::client_with_key(&key);
+    assert_eq!(crate::common::purchase(&shop, &server.base, "l", "starter", "log-1").await.status, 200);
+    let wrong = format!("{key}x");
+    let stranger = crate::common::client_with_key(&wrong);
+    assert_eq!(crate::common::purchase(&stranger, &server.base, "l", "pro", "log-2").await.status, 401);
+    let scraped = reqwest::Client::new().get(server.url("/metrics")).bearer_auth(metrics_token).send().await;
+    assert_eq!(scraped.expect("answers").status(), 200);
+    let revoked = client().delete(server.url(&format!("/api/admin/keys/{id}"))).send().await.expect("answers");
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(crate::common::sync_now(&client(), &server).await.status, 200);
+    server.terminate();
+
+    let logged = std::fs::read_to_string(&log).expect("the log");
+    assert!(logged.contains("DEBUG"), "debug logging was on: {} bytes", logged.len());
+    let hash: String = crate::common::sha256_hex(&key);
+    for (what, secret) in [
+        ("the admin token", ADMIN_TOKEN),
+        ("the API key", key.as_str()),
+        ("the wrong key", wrong.as_str()),
+        ("the API key's hash", hash.as_str()),
+        ("the metrics token", metrics_token),
+        ("the provider key", crate::common::PROVIDER_KEY),
+    ] {
+        assert!(!logged.contains(secret), "{what} is in the log");
+    }
+}
