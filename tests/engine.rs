@@ -16,14 +16,25 @@ async fn engine(dir: &std::path::Path, wallet_idle: Duration) -> (Engine, Engine
     let config = Config::load_with(None, |_| None).expect("defaults");
     let mut settings = Settings::from_config(&config);
     settings.wallet_idle = wallet_idle;
+    start_on(dir, settings, Arc::new(SystemClock), 1_000_000).await
+}
+
+/// Starts an engine on `dir` (made by `init` first if new) with `clock`,
+/// synced to a provider balance of `balance`.
+async fn start_on(
+    dir: &std::path::Path,
+    settings: Settings,
+    clock: Arc<dyn creditd::clock::Clock>,
+    balance: u64,
+) -> (Engine, EngineThreads) {
     if !dir.join("db").exists() {
-        init(dir, &settings, &SystemClock).expect("init");
+        init(dir, &settings, clock.as_ref()).expect("init");
     }
-    let store = Store::when_unlocked(std::time::Duration::from_secs(30), || Store::open(dir)).expect("store opens");
+    let store = Store::when_unlocked(Duration::from_secs(30), || Store::open(dir)).expect("store opens");
     let recovered = recover(&store, &settings).expect("recovers");
-    let (engine, threads) = Engine::start(recovered, settings, store, Arc::new(SystemClock), None).expect("starts");
+    let (engine, threads) = Engine::start(recovered, settings, store, clock, None).expect("starts");
     let token = engine.inventory().send(BeginSync).await.expect("answers");
-    let real = ProviderCredits::new(1_000_000).expect("small");
+    let real = ProviderCredits::new(balance).expect("small");
     engine.inventory().send(ApplySync { real, token }).await.expect("answers").expect("syncs");
     (engine, threads)
 }
@@ -103,22 +114,14 @@ async fn retiring_wallet_actors_under_load_lose_no_update() {
 /// refund at chosen instants; every figure is computed by hand below.
 #[actix_rt::test]
 async fn the_report_follows_a_synthetic_week_computed_by_hand() {
-    use creditd::clock::{Clock, ManualClock};
+    use creditd::clock::ManualClock;
     const HOUR: u64 = 3_600_000;
     const DAY: u64 = 24 * HOUR;
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = ManualClock::starting_at(1_750_000_000_000);
     let config = Config::load_with(None, |_| None).expect("defaults");
     let settings = Settings::from_config(&config);
-    init(dir.path(), &settings, &clock).expect("init");
-    let store =
-        Store::when_unlocked(std::time::Duration::from_secs(30), || Store::open(dir.path())).expect("store opens");
-    let recovered = recover(&store, &settings).expect("recovers");
-    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-    let (engine, threads) = Engine::start(recovered, settings, store, shared, None).expect("starts");
-    let token = engine.inventory().send(BeginSync).await.expect("answers");
-    let real = ProviderCredits::new(10_000).expect("small");
-    engine.inventory().send(ApplySync { real, token }).await.expect("answers").expect("syncs");
+    let (engine, threads) = start_on(dir.path(), settings, Arc::new(clock.clone()), 10_000).await;
 
     let buy = |user: &str, package: &str, key: &str| {
         let (engine, user, package, key) = (engine.clone(), user.to_owned(), package.to_owned(), key.to_owned());
@@ -219,22 +222,14 @@ async fn a_wallet_tampered_on_disk_is_caught_at_start_when_asked_and_by_check() 
 #[actix_rt::test]
 async fn a_wall_clock_set_back_neither_stretches_holds_nor_silences_staleness() {
     use creditd::actors::inventory::{CreateHold, Snapshot};
-    use creditd::clock::{Clock, ManualClock};
+    use creditd::clock::ManualClock;
     const HOUR_MS: u64 = 3_600_000;
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = ManualClock::starting_at(1_750_000_000_000);
     let mut settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
     settings.sync_stale_after = Duration::from_secs(300);
-    init(dir.path(), &settings, &clock).expect("init");
-    let store =
-        Store::when_unlocked(std::time::Duration::from_secs(30), || Store::open(dir.path())).expect("store opens");
-    let recovered = recover(&store, &settings).expect("recovers");
-    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-    let (engine, threads) = Engine::start(recovered, settings, store, shared, None).expect("starts");
+    let (engine, threads) = start_on(dir.path(), settings, Arc::new(clock.clone()), 10_000).await;
     let inventory = engine.inventory().clone();
-    let token = inventory.send(BeginSync).await.expect("answers");
-    let real = ProviderCredits::new(10_000).expect("small");
-    inventory.send(ApplySync { real, token }).await.expect("answers").expect("syncs");
     let hold = CreateHold {
         user: UserId::parse("h").expect("valid"),
         package_id: PackageId::parse("starter").expect("valid"),
@@ -291,26 +286,13 @@ where
 /// of the pruner run on demand.
 #[actix_rt::test]
 async fn idempotency_records_are_kept_for_the_retention_then_pruned() {
-    use creditd::clock::{Clock, ManualClock};
+    use creditd::clock::ManualClock;
     const HOUR: u64 = 3_600_000;
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = ManualClock::starting_at(1_750_000_000_000);
     let settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
     assert_eq!(settings.idempotency_retention, Duration::from_secs(24 * 3600), "the default is 24 hours");
-    init(dir.path(), &settings, &clock).expect("init");
-    let start = |settings: Settings| {
-        let (dir, clock) = (dir.path().to_owned(), clock.clone());
-        async move {
-            let store = Store::when_unlocked(Duration::from_secs(30), || Store::open(&dir)).expect("store opens");
-            let recovered = recover(&store, &settings).expect("recovers");
-            let shared: Arc<dyn Clock> = Arc::new(clock);
-            let (engine, threads) = Engine::start(recovered, settings, store, shared, None).expect("starts");
-            let token = engine.inventory().send(BeginSync).await.expect("answers");
-            let real = ProviderCredits::new(1_000_000).expect("small");
-            engine.inventory().send(ApplySync { real, token }).await.expect("answers").expect("syncs");
-            (engine, threads)
-        }
-    };
+    let start = |settings: Settings| start_on(dir.path(), settings, Arc::new(clock.clone()), 1_000_000);
     let buy = |engine: &Engine, key: &str| {
         let (engine, (user, package, key)) = (engine.clone(), ids("kept", key));
         async move { engine.purchase(user, package, key, [5; 32]).await.expect("buys") }

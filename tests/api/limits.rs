@@ -7,6 +7,19 @@ use std::time::{Duration, Instant};
 
 use crate::common::{client, provider, purchase, temp_dir, Server};
 
+/// A connection that sent a purchase's head and the first byte of a
+/// 100-byte body, and then nothing.
+fn slow_body(address: &str, n: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(address).expect("connects");
+    let head = format!(
+        "POST /api/credits/purchase HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
+         Idempotency-Key: slow-{n}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        crate::common::ADMIN_TOKEN
+    );
+    stream.write_all(head.as_bytes()).expect("writes");
+    stream
+}
+
 /// The server's address as `host:port`.
 fn address(server: &Server) -> String {
     server.base.trim_start_matches("http://").to_owned()
@@ -80,22 +93,9 @@ async fn two_thousand_slow_bodies_do_not_stop_a_purchase() {
     let dir = temp_dir();
     let server = Server::start_with(&provider, dir.path(), &[("CREDITD_BODY_TIMEOUT_MS", "30000")]).await;
     let address = address(&server);
-    let opened = tokio::task::spawn_blocking(move || {
-        (0..SLOW)
-            .map(|n| {
-                let mut stream = TcpStream::connect(&address).expect("connects");
-                let head = format!(
-                    "POST /api/credits/purchase HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
-                     Idempotency-Key: slow-{n}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
-                    crate::common::ADMIN_TOKEN
-                );
-                stream.write_all(head.as_bytes()).expect("writes");
-                stream
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .expect("joins");
+    let opened = tokio::task::spawn_blocking(move || (0..SLOW).map(|n| slow_body(&address, n)).collect::<Vec<_>>())
+        .await
+        .expect("joins");
     assert_eq!(opened.len(), SLOW);
     let started = Instant::now();
     let bought = purchase(&client(), &server.base, "prompt", "starter", "prompt-1").await;
@@ -148,18 +148,7 @@ async fn max_connections_bounds_the_open_connections() {
     let env = [("CREDITD_MAX_CONNECTIONS", "4"), ("CREDITD_WORKERS", "2"), ("CREDITD_BODY_TIMEOUT_MS", "60000")];
     let server = Server::start_with(&provider, dir.path(), &env).await;
     let address = address(&server);
-    let held: Vec<TcpStream> = (0..4)
-        .map(|n| {
-            let mut stream = TcpStream::connect(&address).expect("connects");
-            let head = format!(
-                "POST /api/credits/purchase HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n\
-                 Idempotency-Key: held-{n}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
-                crate::common::ADMIN_TOKEN
-            );
-            stream.write_all(head.as_bytes()).expect("writes");
-            stream
-        })
-        .collect();
+    let held: Vec<TcpStream> = (0..4).map(|n| slow_body(&address, n)).collect();
     let fifth = tokio::spawn({
         let url = server.url("/healthz");
         async move { reqwest::Client::new().get(url).send().await.map(|response| response.status().as_u16()) }
