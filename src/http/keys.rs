@@ -16,12 +16,37 @@ type Answer = Result<HttpResponse, ApiError>;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
-    /// For people: who or what uses the key.
-    #[schema(min_length = 1, max_length = 128)]
+    /// For people: who or what uses the key (printable, at most 128 bytes).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f]*[^\\s\\u0000-\\u001f\\u007f][^\\u0000-\\u001f\\u007f]*$"
+    )]
     pub name: String,
-    /// At least one of `storefront`, `enhancement`, `read`, `admin`.
+    /// At least one scope (SPEC §9.1).
     #[schema(min_items = 1)]
-    pub scopes: Vec<String>,
+    pub scopes: Vec<ScopeName>,
+}
+
+/// A scope as the API names it.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeName {
+    Storefront,
+    Enhancement,
+    Read,
+    Admin,
+}
+
+impl From<ScopeName> for Scope {
+    fn from(name: ScopeName) -> Self {
+        match name {
+            ScopeName::Storefront => Self::Storefront,
+            ScopeName::Enhancement => Self::Enhancement,
+            ScopeName::Read => Self::Read,
+            ScopeName::Admin => Self::Admin,
+        }
+    }
 }
 
 /// A key as listed: never the key itself.
@@ -86,13 +111,8 @@ pub async fn create_key(request: HttpRequest, payload: web::Payload, state: web:
     authorize(&request, &state, Needs::Admin)?;
     let body: CreateKeyRequest = json_body(&request, payload).await?;
     let name = KeyName::parse(body.name.trim()).map_err(|error| ApiError::invalid("name", error))?;
-    let scopes = body
-        .scopes
-        .iter()
-        .map(|scope| Scope::parse(scope))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| ApiError::invalid("scopes", error))?;
-    let scopes = Scopes::new(scopes).map_err(|error| ApiError::invalid("scopes", error))?;
+    let scopes =
+        Scopes::new(body.scopes.into_iter().map(Scope::from)).map_err(|error| ApiError::invalid("scopes", error))?;
     let (record, key) = state.engine.create_api_key(name, scopes).await?;
     let listed = KeyResponse::from(record);
     Ok(HttpResponse::Created().json(KeyCreatedResponse {
