@@ -82,6 +82,7 @@ pub const IDEMPOTENCY_RETENTION_HOURS_MIN: u64 = 24;
 struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    store: Option<Secret>,
     admin_token: Option<Secret>,
     metrics_token: Option<Secret>,
     nanobanana_base_url: Option<String>,
@@ -118,6 +119,9 @@ struct FileConfig {
 pub struct Config {
     pub listen: String,
     pub data_dir: PathBuf,
+    /// `CREDITD_STORE`: a `postgres://…` URL for cluster mode (SPEC §12);
+    /// `None`: the sled directory. A secret, since a URL may hold a password.
+    pub store_url: Option<Secret>,
     pub admin_token: Option<Secret>,
     /// When set, `/metrics` needs `Authorization: Bearer <this>` (SPEC §9.1).
     pub metrics_token: Option<Secret>,
@@ -200,6 +204,9 @@ impl Config {
         }
         if let Some(value) = env("CREDITD_DATA_DIR") {
             raw.data_dir = Some(value.into());
+        }
+        if let Some(value) = env("CREDITD_STORE") {
+            raw.store = Some(Secret(value));
         }
         if let Some(value) = env("CREDITD_ADMIN_TOKEN") {
             raw.admin_token = Some(Secret(value));
@@ -317,6 +324,7 @@ impl Config {
         Ok(Self {
             listen: raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
+            store_url: raw.store.filter(|url| !url.0.trim().is_empty()),
             admin_token: raw.admin_token.filter(|token| !token.0.is_empty()),
             metrics_token: raw.metrics_token.filter(|token| !token.0.is_empty()),
             provider_base_url: non_empty(raw.nanobanana_base_url),

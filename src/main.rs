@@ -52,8 +52,11 @@ enum Command {
     /// Create a new, empty store (once, like `initdb`): records the ratio and the currency.
     Init {
         /// Data directory, new or empty (default: CREDITD_DATA_DIR, then ./data).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "store")]
         data_dir: Option<PathBuf>,
+        /// A PostgreSQL database for cluster mode, postgres://user@host:port/database (default: CREDITD_STORE).
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Production, on a store `init` made: needs NANOBANANA_BASE_URL, NANOBANANA_API_KEY and CREDITD_ADMIN_TOKEN.
     Serve,
@@ -156,7 +159,13 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Serve => serve(&config),
-        Command::Init { data_dir } => return init(&config, &data_dir.unwrap_or_else(|| config.data_dir.clone())),
+        Command::Init { data_dir, store } => {
+            let store = store.or_else(|| config.store_url.as_ref().map(|url| url.expose().to_owned()));
+            return match (store, data_dir) {
+                (Some(url), None) => init_postgres(&config, &url),
+                (_, data_dir) => init(&config, &data_dir.unwrap_or_else(|| config.data_dir.clone())),
+            };
+        }
         Command::Demo { provider_credits } => demo(config, provider_credits),
         Command::FakeProvider { listen, credits } => fake_provider(&config, &listen, credits),
         Command::Check { data_dir } => return check(&data_dir.unwrap_or_else(|| config.data_dir.clone())),
@@ -245,6 +254,16 @@ fn serve(config: &Config) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_CONFIGURATION));
     };
+    if let Some(url) = &config.store_url {
+        // Never fall back to a sled directory when a database was asked for.
+        eprintln!(
+            "creditd serve: CREDITD_STORE names PostgreSQL at {}, but this build serves only from a sled \
+             directory (cluster mode, SPEC §12, is being built: `creditd init --store` works); unset CREDITD_STORE \
+             to serve from CREDITD_DATA_DIR",
+            creditd::store::postgres::target(url.expose())
+        );
+        return Ok(ExitCode::from(EXIT_CONFIGURATION));
+    }
     let client = NanoBananaClient::new(&base_url, key, config.provider_timeout).context("provider client")?;
     run(config, admin_token, client, None)
 }
@@ -256,6 +275,33 @@ fn init(config: &Config, data_dir: &std::path::Path) -> ExitCode {
             println!(
                 "created a creditd store in {} (ratio {}, currency {}); start it with `creditd serve`",
                 data_dir.display(),
+                config.ratio.get(),
+                config.currency
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("creditd init: {error}");
+            ExitCode::from(EXIT_CONFIGURATION)
+        }
+    }
+}
+
+/// `creditd init --store postgres://…`: the schema and the store's facts.
+fn init_postgres(config: &Config, url: &str) -> ExitCode {
+    let settings = creditd::engine::Settings::from_config(config);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("creditd init: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let target = creditd::store::postgres::target(url);
+    match runtime.block_on(creditd::store::postgres::init(url, &settings, &SystemClock)) {
+        Ok(()) => {
+            say!(
+                "created a creditd store in PostgreSQL at {target} (ratio {}, currency {})",
                 config.ratio.get(),
                 config.currency
             );

@@ -10,6 +10,7 @@
 pub mod codec;
 pub mod commit;
 pub mod keys;
+pub mod postgres;
 pub mod records;
 
 use std::fs::{File, OpenOptions};
