@@ -328,18 +328,50 @@ fn write_batch(store: &Store, writes: &mut WriteSet, flush: bool) -> Result<(), 
     Ok(())
 }
 
-/// Restores `files` (a full backup, then incremental ones) into a new store
-/// in `directory`, which must be missing or empty, and checks the result.
+/// Where a restore writes: a sled directory or a PostgreSQL database.
+pub trait Sink {
+    /// One ledger entry, in order, with the fingerprint behind its
+    /// idempotency key when the backup carries one.
+    ///
+    /// # Errors
+    /// The store refused the write.
+    fn entry(&mut self, entry: &LedgerEntry, fingerprint: Option<Fingerprint>) -> Result<(), BackupError>;
+
+    /// Every record the replay rebuilt and the store's facts, written last:
+    /// the store is whole, and marked as creditd's, only once this returns.
+    ///
+    /// # Errors
+    /// The store refused the write.
+    fn finish(&mut self, replay: &Replay, meta: &MetaRecord) -> Result<(), BackupError>;
+}
+
+/// What [`restore_into`] did.
+pub struct Replayed {
+    pub files: Vec<Verified>,
+    pub entries: u64,
+    pub wallets: usize,
+    pub up_to: u64,
+}
+
+/// Verifies `files` (a full backup, then incremental ones) and checks that
+/// they chain, before anything is written anywhere.
 ///
 /// # Errors
-/// A file that does not verify, backups that do not chain or break the
-/// ledger's rules, a directory that is not empty, a storage failure.
-pub fn restore(files: &[PathBuf], directory: &Path, clock: &dyn Clock) -> Result<Restored, BackupError> {
+/// A file that does not verify, or backups that do not chain.
+pub fn verify_all(files: &[PathBuf]) -> Result<Vec<Verified>, BackupError> {
     let verified = files.iter().map(|path| verify(path)).collect::<Result<Vec<_>, _>>()?;
+    chain(&verified)?;
+    Ok(verified)
+}
+
+/// Replays the entries of `verified` (from [`verify_all`]) with every rule
+/// of SPEC §4 checked, and writes them and what they describe into `sink`.
+///
+/// # Errors
+/// Backups that break the ledger's rules, or the sink's failure.
+pub fn restore_into(verified: Vec<Verified>, sink: &mut dyn Sink, clock: &dyn Clock) -> Result<Replayed, BackupError> {
     let (ratio, currency, up_to) = chain(&verified)?;
-    let store = Store::create(directory)?;
     let mut replay = Replay::new(ratio, Money::zero(currency));
-    let mut writes = WriteSet::default();
     let mut entries = 0u64;
     for file in &verified {
         read(&file.path, |entry, fingerprint| {
@@ -350,27 +382,58 @@ pub fn restore(files: &[PathBuf], directory: &Path, clock: &dyn Clock) -> Result
             if let Some(first) = replay.violations.first() {
                 return Err(BackupError::Ledger(first.clone()));
             }
-            if let Some((store_key, record)) = fingerprint.and_then(|print| idempotency_record(&entry, print)) {
-                writes.put(store_key, &record).map_err(StoreError::from)?;
-            }
-            writes.put(keys::ledger(entry.seq), &entry).map_err(StoreError::from)?;
             entries = entries.saturating_add(1);
-            write_batch(&store, &mut writes, false)
+            sink.entry(&entry, fingerprint)
         })?;
     }
-    write_records(&store, &replay, &mut writes)?;
     let meta = MetaRecord { ratio, created_at_ms: clock.now_ms() };
-    writes.put(keys::META, &meta).map_err(StoreError::from)?;
-    writes.put(keys::INVENTORY, &replay.state).map_err(StoreError::from)?;
-    write_batch(&store, &mut writes, true)?;
-    store.mark()?;
-    let wallets = replay.wallets.len();
-    drop(store);
+    sink.finish(&replay, &meta)?;
+    Ok(Replayed { files: verified, entries, wallets: replay.wallets.len(), up_to })
+}
+
+/// A sled directory being restored into, in durable batches.
+struct SledSink {
+    store: Store,
+    writes: WriteSet,
+}
+
+impl Sink for SledSink {
+    fn entry(&mut self, entry: &LedgerEntry, fingerprint: Option<Fingerprint>) -> Result<(), BackupError> {
+        if let Some((store_key, record)) = fingerprint.and_then(|print| idempotency_record(entry, print)) {
+            self.writes.put(store_key, &record).map_err(StoreError::from)?;
+        }
+        self.writes.put(keys::ledger(entry.seq), entry).map_err(StoreError::from)?;
+        write_batch(&self.store, &mut self.writes, false)
+    }
+
+    fn finish(&mut self, replay: &Replay, meta: &MetaRecord) -> Result<(), BackupError> {
+        write_records(&self.store, replay, &mut self.writes)?;
+        self.writes.put(keys::META, meta).map_err(StoreError::from)?;
+        self.writes.put(keys::INVENTORY, &replay.state).map_err(StoreError::from)?;
+        write_batch(&self.store, &mut self.writes, true)?;
+        self.store.mark()?;
+        Ok(())
+    }
+}
+
+/// Restores `files` (a full backup, then incremental ones) into a new store
+/// in `directory`, which must be missing or empty, and checks the result.
+///
+/// # Errors
+/// A file that does not verify, backups that do not chain or break the
+/// ledger's rules, a directory that is not empty, a storage failure.
+pub fn restore(files: &[PathBuf], directory: &Path, clock: &dyn Clock) -> Result<Restored, BackupError> {
+    let verified = verify_all(files)?;
+    let store = Store::create(directory)?;
+    let mut sink = SledSink { store, writes: WriteSet::default() };
+    let replayed = restore_into(verified, &mut sink, clock)?;
+    drop(sink);
     let check = crate::check::check(directory).map_err(|error| BackupError::Check(error.to_string()))?;
     if !check.passed() {
         return Err(BackupError::Check(check.to_string()));
     }
-    Ok(Restored { files: verified, entries, wallets, up_to, check })
+    let Replayed { files, entries, wallets, up_to } = replayed;
+    Ok(Restored { files, entries, wallets, up_to, check })
 }
 
 /// Every record the ledger describes besides the entries themselves.

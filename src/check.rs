@@ -168,18 +168,32 @@ fn compare(replay: &Replay, stored: &Stored) -> Vec<String> {
     violations
 }
 
-/// What the data directory stores besides the ledger.
-struct Stored {
-    state: InventoryRecord,
-    wallets: BTreeMap<UserId, UserCredits>,
-    holds: BTreeMap<HoldId, &'static str>,
+/// What a store holds besides the ledger (a sled directory, or PostgreSQL).
+pub(crate) struct Stored {
+    pub(crate) state: InventoryRecord,
+    pub(crate) wallets: BTreeMap<UserId, UserCredits>,
+    pub(crate) holds: BTreeMap<HoldId, &'static str>,
     /// The open-hold index.
-    open_index: std::collections::BTreeSet<HoldId>,
+    pub(crate) open_index: std::collections::BTreeSet<HoldId>,
     /// Wallets whose latest entry does not show their balance.
-    stale_recent: Vec<String>,
-    spends: BTreeMap<SpendId, bool>,
-    packages: BTreeMap<String, PackageOverride>,
-    api_keys: BTreeMap<KeyId, ApiKeyRecord>,
+    pub(crate) stale_recent: Vec<String>,
+    pub(crate) spends: BTreeMap<SpendId, bool>,
+    pub(crate) packages: BTreeMap<String, PackageOverride>,
+    pub(crate) api_keys: BTreeMap<KeyId, ApiKeyRecord>,
+}
+
+/// The report on a store whose ledger made `replay` (`entries` of them,
+/// `misfiled` violations found while reading) and which holds `stored`.
+pub(crate) fn report(entries: u64, mut misfiled: Vec<String>, mut replay: Replay, stored: &Stored) -> CheckReport {
+    misfiled.append(&mut replay.violations);
+    misfiled.extend(compare(&replay, stored));
+    CheckReport {
+        entries,
+        wallets: stored.wallets.len(),
+        provider_balance: stored.state.provider_balance.get(),
+        reserved: stored.state.reserved.get(),
+        violations: misfiled,
+    }
 }
 
 fn read_stored(store: &Store, state: InventoryRecord) -> Result<Stored, StoreError> {
@@ -247,14 +261,5 @@ pub fn check(directory: &Path) -> Result<CheckReport, CheckError> {
         entries = entries.saturating_add(1);
     }
     let stored = read_stored(&store, state)?;
-    let mut violations = misfiled;
-    violations.append(&mut replay.violations);
-    violations.extend(compare(&replay, &stored));
-    Ok(CheckReport {
-        entries,
-        wallets: stored.wallets.len(),
-        provider_balance: stored.state.provider_balance.get(),
-        reserved: stored.state.reserved.get(),
-        violations,
-    })
+    Ok(report(entries, misfiled, replay, &stored))
 }

@@ -135,14 +135,20 @@ enum Command {
         #[arg(long = "from", required = true, num_args = 1..)]
         from: Vec<PathBuf>,
         /// New or empty data directory (default: CREDITD_DATA_DIR, then ./data).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "store")]
         data_dir: Option<PathBuf>,
+        /// A PostgreSQL database without a store, postgres://user@host:port/database (default: CREDITD_STORE).
+        #[arg(long)]
+        store: Option<String>,
     },
-    /// Verify a stopped server's data directory against its ledger.
+    /// Verify a stopped server's data directory (or a PostgreSQL store) against its ledger.
     Check {
         /// Data directory (default: CREDITD_DATA_DIR, then ./data).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "store")]
         data_dir: Option<PathBuf>,
+        /// A PostgreSQL store, postgres://user@host:port/database (default: CREDITD_STORE).
+        #[arg(long)]
+        store: Option<String>,
     },
 }
 
@@ -168,13 +174,23 @@ fn main() -> ExitCode {
         }
         Command::Demo { provider_credits } => demo(config, provider_credits),
         Command::FakeProvider { listen, credits } => fake_provider(&config, &listen, credits),
-        Command::Check { data_dir } => return check(&data_dir.unwrap_or_else(|| config.data_dir.clone())),
+        Command::Check { data_dir, store } => {
+            let store = store.or_else(|| config.store_url.as_ref().map(|url| url.expose().to_owned()));
+            return match (store, data_dir) {
+                (Some(url), None) => check_postgres(&url),
+                (_, data_dir) => check(&data_dir.unwrap_or_else(|| config.data_dir.clone())),
+            };
+        }
         Command::Backup { to, after, url } => {
             let url = url.unwrap_or_else(|| format!("http://{}", config.listen));
             return backup(&config, &to, after, url.trim_end_matches('/'));
         }
-        Command::Restore { from, data_dir } => {
-            return restore(&from, &data_dir.unwrap_or_else(|| config.data_dir.clone()))
+        Command::Restore { from, data_dir, store } => {
+            let store = store.or_else(|| config.store_url.as_ref().map(|url| url.expose().to_owned()));
+            return match (store, data_dir) {
+                (Some(url), None) => restore_postgres(&from, &url),
+                (_, data_dir) => restore(&from, &data_dir.unwrap_or_else(|| config.data_dir.clone())),
+            };
         }
         Command::Loadtest {
             url,
@@ -290,7 +306,7 @@ fn init(config: &Config, data_dir: &std::path::Path) -> ExitCode {
 /// `creditd init --store postgres://…`: the schema and the store's facts.
 fn init_postgres(config: &Config, url: &str) -> ExitCode {
     let settings = creditd::engine::Settings::from_config(config);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match one_shot_runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("creditd init: {error}");
@@ -406,6 +422,69 @@ fn run(
         app.run_until(shutdown_signal()?).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A runtime for a one-shot command that talks to PostgreSQL.
+fn one_shot_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+/// `creditd check --store postgres://…`.
+fn check_postgres(url: &str) -> ExitCode {
+    let checked = one_shot_runtime()
+        .map_err(|error| error.to_string())
+        .and_then(|runtime| runtime.block_on(creditd::store::postgres::check::check(url)).map_err(|e| e.to_string()));
+    match checked {
+        Ok(report) => {
+            print!("{report}");
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            eprintln!("creditd check: {error}");
+            ExitCode::from(EXIT_CONFIGURATION)
+        }
+    }
+}
+
+/// `creditd restore --from FILE... --store postgres://…`: the backups into a
+/// database without a store, then `check --store` on it.
+fn restore_postgres(from: &[PathBuf], url: &str) -> ExitCode {
+    use creditd::store::postgres::{restore::PostgresSink, target};
+    let verified = match creditd::backup::verify_all(from) {
+        Ok(verified) => verified,
+        Err(error) => {
+            eprintln!("creditd restore: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut sink = match PostgresSink::open(url) {
+        Ok(sink) => sink,
+        Err(error) => {
+            eprintln!("creditd restore: {error}");
+            return ExitCode::from(EXIT_CONFIGURATION);
+        }
+    };
+    match creditd::backup::restore_into(verified, &mut sink, &SystemClock) {
+        Ok(replayed) => {
+            say!(
+                "restored {} ledger entries (up to {}) and {} wallets into PostgreSQL at {}",
+                replayed.entries,
+                replayed.up_to,
+                replayed.wallets,
+                target(url)
+            );
+            drop(sink);
+            check_postgres(url)
+        }
+        Err(error) => {
+            eprintln!("creditd restore: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check(data_dir: &std::path::Path) -> ExitCode {

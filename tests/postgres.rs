@@ -117,3 +117,105 @@ fn init_on_an_unreachable_database_names_it_without_the_password() {
     assert!(output.contains(&format!("127.0.0.1:{port}/creditd")), "{output}");
     assert!(!output.contains("pw-never-shown"), "{output}");
 }
+
+/// Goal: a backup of a sled node under load, restored into PostgreSQL
+/// (`creditd restore --store`), passes `creditd check --store` and holds the
+/// same wallets, holds, spends, revenue, kill switch, API keys and
+/// idempotency records (SPEC §11, §12); a changed balance makes `check
+/// --store` fail; a database that already holds a store is refused.
+#[tokio::test]
+async fn a_sled_backup_restored_into_postgres_passes_check_and_holds_the_same_wallets() {
+    use common::{admin_post, capture, client, hold, purchase, refund, release, spend, ADMIN_TOKEN};
+    let Some(database) = Postgres::start() else { return };
+    let provider = common::provider(100_000);
+    let dir = common::temp_dir();
+    let server = common::Server::start(&provider, &dir.path().join("sled")).await;
+    let admin = client();
+    let (key_id, key) = common::create_key(&server, "shop", &["storefront", "enhancement"]).await;
+    let (revoked_id, _) = common::create_key(&server, "old shop", &["read"]).await;
+    let gone = admin.delete(server.url(&format!("/api/admin/keys/{revoked_id}"))).send().await.expect("answers");
+    assert_eq!(gone.status(), 200);
+    let shop = common::client_with_key(&key);
+    for n in 0..40 {
+        let bought = purchase(&shop, &server.base, &format!("u{}", n % 7), "starter", &format!("p-{n}")).await;
+        assert_eq!(bought.status, 200, "{bought:?}");
+    }
+    let held = |answer: common::Answer| answer.body["holdId"].as_str().expect("hold id").to_owned();
+    let _open = held(hold(&shop, &server, "u1", "creative", 600).await);
+    let captured = held(hold(&shop, &server, "u2", "starter", 600).await);
+    assert_eq!(capture(&shop, &server, &captured).await.status, 200);
+    let released = held(hold(&shop, &server, "u3", "starter", 600).await);
+    assert_eq!(release(&shop, &server, &released).await.status, 200);
+    let spent = spend(&shop, &server, "u4", 7, "s-1").await;
+    assert_eq!(refund(&shop, &server, spent.body["spendId"].as_str().expect("id")).await.status, 200);
+    assert_eq!(spend(&shop, &server, "u5", 3, "s-2").await.status, 200);
+    let price = serde_json::json!({"price": 7_999});
+    let repriced = admin.put(server.url("/api/admin/packages/pro")).bearer_auth(ADMIN_TOKEN).json(&price);
+    assert_eq!(repriced.send().await.expect("answers").status(), 200);
+    let reason = serde_json::json!({"reason": "moving to PostgreSQL"});
+    assert_eq!(admin_post(&admin, &server.url("/api/admin/purchases/disable"), Some(reason)).await.status, 200);
+    let mut wallets = Vec::new();
+    for n in 0..7 {
+        let wallet = common::get(&shop, &server.url(&format!("/api/users/u{n}/credits"))).await;
+        wallets.push((format!("u{n}"), wallet.body["balance"].as_i64().expect("a balance")));
+    }
+
+    let backup = dir.path().join("full.ndjson");
+    let output = Command::new(common::binary())
+        .args(["backup", "--url", &server.base, "--to"])
+        .arg(&backup)
+        .env_clear()
+        .env("CREDITD_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .expect("backup runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let backup = backup.display().to_string();
+
+    let url = database.url();
+    let (code, output) = creditd(&["restore", "--from", &backup, "--store", &url], &[]);
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("OK"), "restore runs check --store: {output}");
+    let (code, output) = creditd(&["check"], &[("CREDITD_STORE", &url)]);
+    assert_eq!(code, 0, "{output}");
+
+    let client = creditd::store::postgres::connect(&url).await.expect("connects");
+    for (user, balance) in &wallets {
+        let row = client.query_one("SELECT balance FROM wallets WHERE user_id = $1", &[user]).await.expect("wallet");
+        assert_eq!(row.get::<_, i64>(0), *balance, "wallet {user}");
+    }
+    let inventory =
+        client.query_one("SELECT purchases_enabled, disabled_reason FROM inventory", &[]).await.expect("row");
+    assert_eq!(
+        (inventory.get::<_, bool>(0), inventory.get::<_, Option<String>>(1)),
+        (false, Some("moving to PostgreSQL".to_owned()))
+    );
+    let keys = client.query("SELECT id, revoked_at IS NOT NULL FROM api_keys ORDER BY id", &[]).await.expect("keys");
+    let keys: Vec<(String, bool)> = keys.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert!(keys.contains(&(key_id.clone(), false)) && keys.contains(&(revoked_id, true)), "{keys:?}");
+    let scoped: i64 = client
+        .query_one("SELECT count(*) FROM idempotency WHERE caller = $1", &[&key_id])
+        .await
+        .expect("idempotency")
+        .get(0);
+    assert_eq!(scoped, 40 + 2, "every purchase and spend of the shop (its holds had no key), scoped to its key");
+    let states =
+        client.query("SELECT state, count(*) FROM holds GROUP BY state ORDER BY state", &[]).await.expect("holds");
+    let states: Vec<(String, i64)> = states.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(states, [("captured".into(), 1), ("open".into(), 1), ("released".into(), 1)]);
+
+    let (code, output) = creditd(&["restore", "--from", &backup, "--store", &url], &[]);
+    assert_eq!(code, 2, "a database that holds a store is refused: {output}");
+    client.execute("UPDATE wallets SET balance = balance + 1 WHERE user_id = 'u1'", &[]).await.expect("tampers");
+    let (code, output) = creditd(&["check", "--store", &url], &[]);
+    assert_eq!(code, 1, "a balance the ledger does not explain fails check: {output}");
+    assert!(output.contains("wallet \"u1\""), "{output}");
+}
+
+/// Goal: `check --store` on a database without a store says so (exit 2).
+#[tokio::test]
+async fn check_on_a_database_without_a_store_says_so() {
+    let Some(database) = Postgres::start() else { return };
+    let (code, output) = creditd(&["check", "--store", &database.url()], &[]);
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains("holds no creditd store"), "{output}");
+}

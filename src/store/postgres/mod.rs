@@ -6,6 +6,10 @@
 //! the lease and recovery on PostgreSQL come with the store boundary of
 //! issue 15.
 
+pub mod check;
+pub mod ledger;
+pub mod restore;
+
 use tokio_postgres::NoTls;
 
 use crate::clock::Clock;
@@ -32,6 +36,12 @@ pub enum PostgresError {
     AlreadyInitialised(String),
     #[error("not a PostgreSQL URL (expected postgres://user@host:port/database): {0}")]
     NotAUrl(String),
+    #[error(
+        "the database at {0} holds no creditd store: make one with `creditd init --store` or `creditd restore --store`"
+    )]
+    NotAStore(String),
+    #[error("the store holds a value creditd never writes: {0}")]
+    Corrupt(String),
 }
 
 /// `host:port/database` of `url`, for messages: never the user's password.
@@ -69,6 +79,23 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client, PostgresError>
         }
     });
     Ok(client)
+}
+
+/// Refuses a database that already holds a store, then brings the schema up
+/// to the newest migration.
+///
+/// # Errors
+/// [`PostgresError::AlreadyInitialised`], or a query or migration failed.
+pub async fn migrate(client: &mut tokio_postgres::Client, url: &str) -> Result<(), PostgresError> {
+    let exists = client.query_one("SELECT to_regclass('public.meta') IS NOT NULL", &[]).await?.get::<_, bool>(0);
+    if exists {
+        let rows: i64 = client.query_one("SELECT count(*) FROM meta", &[]).await?.get(0);
+        if rows > 0 {
+            return Err(PostgresError::AlreadyInitialised(target(url)));
+        }
+    }
+    embedded::migrations::runner().run_async(client).await?;
+    Ok(())
 }
 
 /// Makes a creditd store in the database at `url` (`creditd init --store`):

@@ -1,0 +1,190 @@
+//! `creditd check --store postgres://…`: the checks of `creditd check`
+//! (SPEC §4.5, §4.6) on a PostgreSQL store: the state rebuilt from the
+//! `ledger` table alone, compared with every other table.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio_postgres::{Client, Row};
+
+use super::{connect, ledger, target, PostgresError};
+use crate::check::{report, CheckReport, Stored};
+use crate::domain::{
+    Currency, HoldId, KeyId, KeyName, Money, ProviderCredits, Ratio, Scope, Scopes, SpendId, UserCredits, UserId,
+};
+use crate::replay::Replay;
+use crate::store::records::{ApiKeyRecord, InventoryRecord, PackageOverride, SyncRecord};
+
+/// Ledger rows read per query.
+const PAGE: i64 = 10_000;
+
+/// Milliseconds since the epoch of a TIMESTAMPTZ column, in SQL.
+fn ms(column: &str) -> String {
+    format!("(extract(epoch FROM {column}) * 1000)::BIGINT")
+}
+
+fn bad(what: impl std::fmt::Display) -> PostgresError {
+    PostgresError::Corrupt(what.to_string())
+}
+
+fn unsigned(value: i64, name: &str) -> Result<u64, PostgresError> {
+    u64::try_from(value).map_err(|_| bad(format!("{name} is negative")))
+}
+
+fn user_credits(value: i64, name: &str) -> Result<UserCredits, PostgresError> {
+    UserCredits::new(unsigned(value, name)?).map_err(|e| bad(format!("{name}: {e}")))
+}
+
+fn provider_credits(value: i64, name: &str) -> Result<ProviderCredits, PostgresError> {
+    ProviderCredits::new(unsigned(value, name)?).map_err(|e| bad(format!("{name}: {e}")))
+}
+
+/// Checks the store in the database at `url`.
+///
+/// # Errors
+/// The database cannot be read, holds no store, or holds a value no
+/// creditd wrote; a store that reads but is inconsistent is a report with
+/// violations.
+pub async fn check(url: &str) -> Result<CheckReport, PostgresError> {
+    let client = connect(url).await?;
+    let has_meta = client.query_one("SELECT to_regclass('public.meta') IS NOT NULL", &[]).await?.get::<_, bool>(0);
+    let meta = if has_meta { client.query_opt("SELECT ratio, currency FROM meta", &[]).await? } else { None };
+    let meta = meta.ok_or_else(|| PostgresError::NotAStore(target(url)))?;
+    let ratio = Ratio::new(unsigned(meta.get(0), "ratio")?).map_err(|e| bad(format!("ratio: {e}")))?;
+    let currency = Currency::parse(meta.get::<_, String>(1).trim()).map_err(|e| bad(format!("currency: {e:?}")))?;
+    let mut replay = Replay::new(ratio, Money::zero(currency));
+    let (mut entries, mut misfiled, mut after) = (0u64, Vec::new(), 0i64);
+    let page = format!("{} WHERE seq > $1 ORDER BY seq LIMIT $2", ledger::SELECT);
+    loop {
+        let rows = client.query(page.as_str(), &[&after, &PAGE]).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.get(0);
+        for row in &rows {
+            match ledger::entry(row, currency) {
+                Ok(entry) => replay.apply(&entry),
+                Err(error) => misfiled.push(error.to_string()),
+            }
+            entries = entries.saturating_add(1);
+        }
+    }
+    let stored = read_stored(&client, currency).await?;
+    Ok(report(entries, misfiled, replay, &stored))
+}
+
+async fn read_stored(client: &Client, currency: Currency) -> Result<Stored, PostgresError> {
+    let state = inventory(client, currency).await?;
+    let mut stored = Stored {
+        state,
+        wallets: BTreeMap::new(),
+        holds: BTreeMap::new(),
+        open_index: BTreeSet::new(),
+        stale_recent: Vec::new(),
+        spends: BTreeMap::new(),
+        packages: BTreeMap::new(),
+        api_keys: BTreeMap::new(),
+    };
+    // Each wallet with the entry its last recent sequence number names.
+    let wallets = client
+        .query(
+            "SELECT w.user_id, w.balance, l.seq, l.user_id, l.wallet_after FROM wallets w \
+             LEFT JOIN ledger l ON l.seq = w.recent[array_length(w.recent, 1)]",
+            &[],
+        )
+        .await?;
+    for row in wallets {
+        let user = UserId::parse(&row.get::<_, String>(0)).map_err(|e| bad(format!("wallet user: {e}")))?;
+        let balance = user_credits(row.get(1), "wallet balance")?;
+        let (seq, entry_user, after): (Option<i64>, Option<String>, Option<i64>) = (row.get(2), row.get(3), row.get(4));
+        let consistent = entry_user.as_deref() == Some(user.as_str()) && after == i64::try_from(balance.get()).ok();
+        if !consistent {
+            stored.stale_recent.push(format!(
+                "wallet {:?}: its latest recent entry {seq:?} does not show its balance {balance}",
+                user.as_str()
+            ));
+        }
+        stored.wallets.insert(user, balance);
+    }
+    for row in client.query("SELECT hold_id, state FROM holds", &[]).await? {
+        let id = HoldId::parse(&row.get::<_, String>(0)).map_err(|e| bad(format!("hold id: {e}")))?;
+        let state = match row.get::<_, String>(1).as_str() {
+            "open" => "open",
+            "captured" => "captured",
+            "released" => "released",
+            "expired" => "expired",
+            other => return Err(bad(format!("hold {id}: state {other:?}"))),
+        };
+        if state == "open" {
+            stored.open_index.insert(id.clone());
+        }
+        stored.holds.insert(id, state);
+    }
+    for row in client.query("SELECT spend_id, refunded_balance IS NOT NULL FROM spends", &[]).await? {
+        let id = SpendId::parse(&row.get::<_, String>(0)).map_err(|e| bad(format!("spend id: {e}")))?;
+        stored.spends.insert(id, row.get(1));
+    }
+    for row in client
+        .query("SELECT package_id, enabled, credits, price_minor_units, currency FROM package_overrides", &[])
+        .await?
+    {
+        let price_currency = Currency::parse(row.get::<_, String>(4).trim()).map_err(|e| bad(format!("{e:?}")))?;
+        let price = Money::new(unsigned(row.get(3), "price")?, price_currency).map_err(|e| bad(format!("{e:?}")))?;
+        let settings = PackageOverride { enabled: row.get(1), credits: user_credits(row.get(2), "credits")?, price };
+        stored.packages.insert(row.get(0), settings);
+    }
+    let keys = format!(
+        "SELECT id, name, scopes, key_hash, {}, {}, {} FROM api_keys",
+        ms("created_at"),
+        ms("last_used_at"),
+        ms("revoked_at")
+    );
+    for row in client.query(keys.as_str(), &[]).await? {
+        let record = api_key(&row)?;
+        stored.api_keys.insert(record.id.clone(), record);
+    }
+    Ok(stored)
+}
+
+fn api_key(row: &Row) -> Result<ApiKeyRecord, PostgresError> {
+    let id = KeyId::parse(&row.get::<_, String>(0)).map_err(|e| bad(format!("key id: {e}")))?;
+    let scopes: Vec<String> = row.get(2);
+    let scopes = scopes.iter().map(|scope| Scope::parse(scope)).collect::<Result<Vec<_>, _>>().map_err(bad)?;
+    let hash: Vec<u8> = row.get(3);
+    let optional = |value: Option<i64>, name: &str| value.map(|ms| unsigned(ms, name)).transpose();
+    Ok(ApiKeyRecord {
+        name: KeyName::parse(&row.get::<_, String>(1)).map_err(|e| bad(format!("key {id} name: {e}")))?,
+        scopes: Scopes::new(scopes).map_err(bad)?,
+        key_hash: hash.try_into().map_err(|_| bad(format!("key {id}: the hash is not 32 bytes")))?,
+        created_at_ms: unsigned(row.get(4), "created_at")?,
+        last_used_at_ms: optional(row.get(5), "last_used_at")?,
+        revoked_at_ms: optional(row.get(6), "revoked_at")?,
+        id,
+    })
+}
+
+async fn inventory(client: &Client, currency: Currency) -> Result<InventoryRecord, PostgresError> {
+    let query = format!(
+        "SELECT provider_balance, reserved, wallets_total, holds_total, next_seq, {}, last_sync_real, \
+         last_sync_drift, purchases_enabled, disabled_reason, revenue_minor_units, consumed_total FROM inventory",
+        ms("last_sync_at")
+    );
+    let row = client.query_opt(query.as_str(), &[]).await?.ok_or_else(|| bad("the inventory row is missing"))?;
+    let last_sync = match (row.get::<_, Option<i64>>(5), row.get::<_, Option<i64>>(6)) {
+        (Some(at), Some(real)) => Some(SyncRecord {
+            at_ms: unsigned(at, "last_sync_at")?,
+            real: provider_credits(real, "last_sync_real")?,
+            drift: row.get(7),
+        }),
+        _ => None,
+    };
+    Ok(InventoryRecord {
+        provider_balance: provider_credits(row.get(0), "provider_balance")?,
+        reserved: provider_credits(row.get(1), "reserved")?,
+        wallets_total: user_credits(row.get(2), "wallets_total")?,
+        holds_total: user_credits(row.get(3), "holds_total")?,
+        next_seq: unsigned(row.get(4), "next_seq")?,
+        last_sync,
+        purchases_enabled: row.get(8),
+        disabled_reason: row.get(9),
+        revenue: Money::new(unsigned(row.get(10), "revenue")?, currency).map_err(|e| bad(format!("{e:?}")))?,
+        consumed_total: provider_credits(row.get(11), "consumed_total")?,
+    })
+}

@@ -1,0 +1,292 @@
+//! Ledger entries as rows of the `ledger` table, and back: one typed column
+//! per field, the columns a kind does not use left NULL.
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use crate::domain::{
+    Currency, HoldId, IdempotencyKey, KeyId, KeyName, Money, PackageId, ProviderCredits, Reason, Scope, Scopes,
+    SpendId, UserCredits, UserId,
+};
+use crate::store::records::{EntryKind, LedgerEntry};
+
+/// Inserts one entry; times are milliseconds since the epoch in, TIMESTAMPTZ stored.
+pub const INSERT: &str = "INSERT INTO ledger (seq, at, kind, user_id, idempotency_key, caller, package_id, credits, \
+     price_minor_units, purchase_id, hold_id, spend_id, expires_at, reason, enabled, real_balance, \
+     previous_balance, consumed_in_flight, drift, key_id, key_name, scopes, key_hash, provider_balance_after, \
+     reserved_after, wallet_after) VALUES ($1, to_timestamp($2::BIGINT / 1000.0), $3, $4, $5, $6, $7, $8, $9, \
+     $10, $11, $12, to_timestamp($13::BIGINT / 1000.0), $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, \
+     $25, $26)";
+
+/// Selects entries with times as milliseconds since the epoch.
+pub const SELECT: &str = "SELECT seq, (extract(epoch FROM at) * 1000)::BIGINT, kind, user_id, idempotency_key, \
+     caller, package_id, credits, price_minor_units, purchase_id, hold_id, spend_id, \
+     (extract(epoch FROM expires_at) * 1000)::BIGINT, reason, enabled, real_balance, previous_balance, \
+     consumed_in_flight, drift, key_id, key_name, scopes, key_hash, provider_balance_after, reserved_after, \
+     wallet_after FROM ledger";
+
+/// A row that does not make a valid entry.
+#[derive(Debug, thiserror::Error)]
+#[error("ledger entry {seq}: {reason}")]
+pub struct BadRow {
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// One entry's values, as owned SQL parameters.
+#[derive(Debug, Default)]
+pub struct Values {
+    seq: i64,
+    at_ms: i64,
+    kind: &'static str,
+    user_id: Option<String>,
+    idempotency_key: Option<String>,
+    caller: Option<String>,
+    package_id: Option<String>,
+    credits: Option<i64>,
+    price_minor_units: Option<i64>,
+    purchase_id: Option<String>,
+    hold_id: Option<String>,
+    spend_id: Option<String>,
+    expires_at_ms: Option<i64>,
+    reason: Option<String>,
+    enabled: Option<bool>,
+    real_balance: Option<i64>,
+    previous_balance: Option<i64>,
+    consumed_in_flight: Option<i64>,
+    drift: Option<i64>,
+    key_id: Option<String>,
+    key_name: Option<String>,
+    scopes: Option<Vec<String>>,
+    key_hash: Option<Vec<u8>>,
+    provider_balance_after: i64,
+    reserved_after: i64,
+    wallet_after: Option<i64>,
+}
+
+impl Values {
+    /// The parameters of [`INSERT`], in order.
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 26] {
+        [
+            &self.seq,
+            &self.at_ms,
+            &self.kind,
+            &self.user_id,
+            &self.idempotency_key,
+            &self.caller,
+            &self.package_id,
+            &self.credits,
+            &self.price_minor_units,
+            &self.purchase_id,
+            &self.hold_id,
+            &self.spend_id,
+            &self.expires_at_ms,
+            &self.reason,
+            &self.enabled,
+            &self.real_balance,
+            &self.previous_balance,
+            &self.consumed_in_flight,
+            &self.drift,
+            &self.key_id,
+            &self.key_name,
+            &self.scopes,
+            &self.key_hash,
+            &self.provider_balance_after,
+            &self.reserved_after,
+            &self.wallet_after,
+        ]
+    }
+}
+
+/// Every stored quantity is below 2^53, so it fits a BIGINT.
+fn big(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The values of `entry`'s row.
+pub fn values(entry: &LedgerEntry) -> Values {
+    let mut row = Values {
+        seq: big(entry.seq),
+        at_ms: big(entry.at_ms),
+        kind: entry.kind.name(),
+        user_id: entry.user.as_ref().map(|user| user.as_str().to_owned()),
+        idempotency_key: entry.idempotency_key.as_ref().map(|key| key.as_str().to_owned()),
+        caller: entry.caller.as_ref().map(|caller| caller.as_str().to_owned()),
+        provider_balance_after: big(entry.provider_balance_after.get()),
+        reserved_after: big(entry.reserved_after.get()),
+        wallet_after: entry.wallet_after.map(|credits| big(credits.get())),
+        ..Values::default()
+    };
+    let text = |value: &str| Some(value.to_owned());
+    match &entry.kind {
+        EntryKind::Purchase { purchase_id, package_id, credits, price } => {
+            row.purchase_id = text(purchase_id);
+            row.package_id = text(package_id.as_str());
+            row.credits = Some(big(credits.get()));
+            row.price_minor_units = Some(big(price.minor_units()));
+        }
+        EntryKind::ProviderSync { real, previous, consumed_in_flight, drift } => {
+            row.real_balance = Some(big(real.get()));
+            row.previous_balance = Some(big(previous.get()));
+            row.consumed_in_flight = Some(big(consumed_in_flight.get()));
+            row.drift = *drift;
+        }
+        EntryKind::HoldCreated { hold_id, package_id, credits, price, expires_at_ms } => {
+            row.hold_id = text(hold_id.as_str());
+            row.package_id = text(package_id.as_str());
+            row.credits = Some(big(credits.get()));
+            row.price_minor_units = Some(big(price.minor_units()));
+            row.expires_at_ms = Some(big(*expires_at_ms));
+        }
+        EntryKind::HoldCaptured { hold_id, package_id, credits, price } => {
+            row.hold_id = text(hold_id.as_str());
+            row.package_id = text(package_id.as_str());
+            row.credits = Some(big(credits.get()));
+            row.price_minor_units = Some(big(price.minor_units()));
+        }
+        EntryKind::HoldReleased { hold_id, credits } => {
+            row.hold_id = text(hold_id.as_str());
+            row.credits = Some(big(credits.get()));
+        }
+        EntryKind::HoldExpired { hold_id, credits, expires_at_ms } => {
+            row.hold_id = text(hold_id.as_str());
+            row.credits = Some(big(credits.get()));
+            row.expires_at_ms = Some(big(*expires_at_ms));
+        }
+        EntryKind::Spend { spend_id, credits, reason } => {
+            row.spend_id = text(spend_id.as_str());
+            row.credits = Some(big(credits.get()));
+            row.reason = reason.as_ref().map(|reason| reason.as_str().to_owned());
+        }
+        EntryKind::Refund { spend_id, credits } => {
+            row.spend_id = text(spend_id.as_str());
+            row.credits = Some(big(credits.get()));
+        }
+        EntryKind::PurchasesDisabled { reason } => {
+            row.reason = text(reason);
+            row.enabled = Some(false);
+        }
+        EntryKind::PurchasesEnabled => row.enabled = Some(true),
+        EntryKind::PackageChanged { package_id, enabled, credits, price } => {
+            row.package_id = text(package_id.as_str());
+            row.enabled = Some(*enabled);
+            row.credits = Some(big(credits.get()));
+            row.price_minor_units = Some(big(price.minor_units()));
+        }
+        EntryKind::ApiKeyCreated { key_id, name, scopes, key_hash } => {
+            row.key_id = text(key_id.as_str());
+            row.key_name = text(name.as_str());
+            row.scopes = Some(scopes.list().into_iter().map(|scope| scope.as_str().to_owned()).collect());
+            row.key_hash = Some(key_hash.to_vec());
+        }
+        EntryKind::ApiKeyRevoked { key_id } => row.key_id = text(key_id.as_str()),
+    }
+    row
+}
+
+/// Reads a row of [`SELECT`] back into an entry; prices are in `currency`.
+///
+/// # Errors
+/// A missing column for the kind, or a value the domain refuses.
+pub fn entry(row: &Row, currency: Currency) -> Result<LedgerEntry, BadRow> {
+    let seq: i64 = row.get(0);
+    let bad = |reason: String| BadRow { seq, reason };
+    let need = |index: usize, name: &str| -> Result<i64, BadRow> {
+        row.get::<_, Option<i64>>(index).ok_or_else(|| bad(format!("{name} is missing")))
+    };
+    let need_text = |index: usize, name: &str| -> Result<String, BadRow> {
+        row.get::<_, Option<String>>(index).ok_or_else(|| bad(format!("{name} is missing")))
+    };
+    let unsigned = |value: i64, name: &str| u64::try_from(value).map_err(|_| bad(format!("{name} is negative")));
+    let credits = || -> Result<UserCredits, BadRow> {
+        UserCredits::new(unsigned(need(7, "credits")?, "credits")?).map_err(|e| bad(format!("credits: {e}")))
+    };
+    let provider = |value: i64, name: &str| -> Result<ProviderCredits, BadRow> {
+        ProviderCredits::new(unsigned(value, name)?).map_err(|e| bad(format!("{name}: {e}")))
+    };
+    let price = || -> Result<Money, BadRow> {
+        Money::new(unsigned(need(8, "price")?, "price")?, currency).map_err(|e| bad(format!("price: {e:?}")))
+    };
+    let package = || PackageId::parse(&need_text(6, "package_id")?).map_err(|e| bad(format!("package_id: {e}")));
+    let hold = || HoldId::parse(&need_text(10, "hold_id")?).map_err(|e| bad(format!("hold_id: {e}")));
+    let spend = || SpendId::parse(&need_text(11, "spend_id")?).map_err(|e| bad(format!("spend_id: {e}")));
+    let expires = || -> Result<u64, BadRow> { unsigned(need(12, "expires_at")?, "expires_at") };
+    let key_id = || KeyId::parse(&need_text(19, "key_id")?).map_err(|e| bad(format!("key_id: {e}")));
+    let kind_name: String = row.get(2);
+    let kind = match kind_name.as_str() {
+        "purchase" => EntryKind::Purchase {
+            purchase_id: need_text(9, "purchase_id")?,
+            package_id: package()?,
+            credits: credits()?,
+            price: price()?,
+        },
+        "providerSync" => EntryKind::ProviderSync {
+            real: provider(need(15, "real_balance")?, "real_balance")?,
+            previous: provider(need(16, "previous_balance")?, "previous_balance")?,
+            consumed_in_flight: provider(need(17, "consumed_in_flight")?, "consumed_in_flight")?,
+            drift: row.get(18),
+        },
+        "holdCreated" => EntryKind::HoldCreated {
+            hold_id: hold()?,
+            package_id: package()?,
+            credits: credits()?,
+            price: price()?,
+            expires_at_ms: expires()?,
+        },
+        "holdCaptured" => {
+            EntryKind::HoldCaptured { hold_id: hold()?, package_id: package()?, credits: credits()?, price: price()? }
+        }
+        "holdReleased" => EntryKind::HoldReleased { hold_id: hold()?, credits: credits()? },
+        "holdExpired" => EntryKind::HoldExpired { hold_id: hold()?, credits: credits()?, expires_at_ms: expires()? },
+        "spend" => EntryKind::Spend {
+            spend_id: spend()?,
+            credits: credits()?,
+            reason: row
+                .get::<_, Option<String>>(13)
+                .map(|reason| Reason::parse(&reason))
+                .transpose()
+                .map_err(|e| bad(format!("reason: {e}")))?,
+        },
+        "refund" => EntryKind::Refund { spend_id: spend()?, credits: credits()? },
+        "purchasesDisabled" => EntryKind::PurchasesDisabled { reason: need_text(13, "reason")? },
+        "purchasesEnabled" => EntryKind::PurchasesEnabled,
+        "packageChanged" => EntryKind::PackageChanged {
+            package_id: package()?,
+            enabled: row.get::<_, Option<bool>>(14).ok_or_else(|| bad("enabled is missing".into()))?,
+            credits: credits()?,
+            price: price()?,
+        },
+        "apiKeyCreated" => {
+            let scopes: Vec<String> = row.get::<_, Option<Vec<String>>>(21).ok_or_else(|| bad("no scopes".into()))?;
+            let scopes = scopes.iter().map(|scope| Scope::parse(scope)).collect::<Result<Vec<_>, _>>();
+            let scopes = Scopes::new(scopes.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+            let hash: Vec<u8> = row.get::<_, Option<Vec<u8>>>(22).ok_or_else(|| bad("no key_hash".into()))?;
+            EntryKind::ApiKeyCreated {
+                key_id: key_id()?,
+                name: KeyName::parse(&need_text(20, "key_name")?).map_err(|e| bad(format!("key_name: {e}")))?,
+                scopes,
+                key_hash: hash.try_into().map_err(|_| bad("key_hash is not 32 bytes".into()))?,
+            }
+        }
+        "apiKeyRevoked" => EntryKind::ApiKeyRevoked { key_id: key_id()? },
+        other => return Err(bad(format!("unknown kind {other:?}"))),
+    };
+    let text_id = |index: usize| row.get::<_, Option<String>>(index);
+    Ok(LedgerEntry {
+        seq: unsigned(seq, "seq")?,
+        at_ms: unsigned(row.get(1), "at")?,
+        user: text_id(3).map(|id| UserId::parse(&id)).transpose().map_err(|e| bad(format!("user_id: {e}")))?,
+        idempotency_key: text_id(4)
+            .map(|key| IdempotencyKey::parse(&key))
+            .transpose()
+            .map_err(|e| bad(format!("idempotency_key: {e}")))?,
+        kind,
+        provider_balance_after: provider(row.get(23), "provider_balance_after")?,
+        reserved_after: provider(row.get(24), "reserved_after")?,
+        wallet_after: row
+            .get::<_, Option<i64>>(25)
+            .map(|credits| UserCredits::new(unsigned(credits, "wallet_after")?).map_err(|e| bad(e.to_string())))
+            .transpose()?,
+        caller: text_id(5).map(|id| KeyId::parse(&id)).transpose().map_err(|e| bad(format!("caller: {e}")))?,
+    })
+}

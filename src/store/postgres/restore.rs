@@ -1,0 +1,224 @@
+//! `creditd restore --store postgres://…`: a backup (of a sled node, say)
+//! loaded into a new PostgreSQL store (SPEC §11, §12): the migrations first,
+//! then the entries in transactions of [`BATCH`], then every record the
+//! replay rebuilt, and the `meta` row last, in one transaction with them,
+//! so that a store is whole or is not one.
+
+use tokio_postgres::Client;
+
+use super::{connect, ledger, migrate, target, PostgresError};
+use crate::backup::{BackupError, Sink};
+use crate::replay::Replay;
+use crate::store::records::{HoldState, LedgerEntry, MetaRecord};
+use crate::store::StoreError;
+
+/// Ledger entries per transaction.
+pub const BATCH: usize = 1_000;
+
+/// A PostgreSQL database being restored into.
+pub struct PostgresSink {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    pending: Vec<(LedgerEntry, Option<[u8; 32]>)>,
+}
+
+fn failed(error: impl std::fmt::Display) -> BackupError {
+    BackupError::Store(StoreError::Layout(format!("PostgreSQL: {error}")))
+}
+
+fn big(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl PostgresSink {
+    /// Connects, runs the migrations, and refuses a database that already
+    /// holds a store.
+    ///
+    /// # Errors
+    /// [`PostgresError::AlreadyInitialised`], or the database cannot be reached.
+    pub fn open(url: &str) -> Result<Self, PostgresError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| PostgresError::Unreachable { target: target(url), reason: error.to_string() })?;
+        let client = runtime.block_on(async {
+            let mut client = connect(url).await?;
+            migrate(&mut client, url).await?;
+            Ok::<_, PostgresError>(client)
+        })?;
+        Ok(Self { runtime, client, pending: Vec::new() })
+    }
+
+    fn flush(&mut self) -> Result<(), BackupError> {
+        let pending = std::mem::take(&mut self.pending);
+        let client = &mut self.client;
+        self.runtime
+            .block_on(async {
+                let transaction = client.transaction().await?;
+                let insert = transaction.prepare(ledger::INSERT).await?;
+                let remember = transaction
+                    .prepare(
+                        "INSERT INTO idempotency (operation, caller, key, fingerprint, seq, at) \
+                     VALUES ($1, $2, $3, $4, $5, to_timestamp($6::BIGINT / 1000.0))",
+                    )
+                    .await?;
+                for (entry, fingerprint) in &pending {
+                    transaction.execute(&insert, &ledger::values(entry).params()).await?;
+                    if let (Some(print), Some(operation), Some(key)) =
+                        (fingerprint, entry.kind.operation(), &entry.idempotency_key)
+                    {
+                        let tag = char::from(operation.tag()).to_string();
+                        let caller = entry.caller.as_ref().map_or("", |caller| caller.as_str());
+                        let (seq, at) = (big(entry.seq), big(entry.at_ms));
+                        transaction
+                            .execute(&remember, &[&tag, &caller, &key.as_str(), &print.as_slice(), &seq, &at])
+                            .await?;
+                    }
+                }
+                transaction.commit().await
+            })
+            .map_err(failed)
+    }
+}
+
+impl Sink for PostgresSink {
+    fn entry(&mut self, entry: &LedgerEntry, fingerprint: Option<[u8; 32]>) -> Result<(), BackupError> {
+        self.pending.push((entry.clone(), fingerprint));
+        if self.pending.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, replay: &Replay, meta: &MetaRecord) -> Result<(), BackupError> {
+        self.flush()?;
+        let client = &mut self.client;
+        self.runtime.block_on(write_records(client, replay, meta)).map_err(failed)
+    }
+}
+
+/// Every record `replay` rebuilt, the inventory, an unheld lease, and `meta`
+/// last, in one transaction.
+async fn write_records(client: &mut Client, replay: &Replay, meta: &MetaRecord) -> Result<(), tokio_postgres::Error> {
+    let currency = replay.state.revenue.currency().to_string();
+    let transaction = client.transaction().await?;
+    let wallet =
+        transaction.prepare("INSERT INTO wallets (user_id, balance, version, recent) VALUES ($1, $2, $3, $4)").await?;
+    for (user, record) in &replay.wallets {
+        let recent: Vec<i64> = record.recent.iter().map(|seq| big(*seq)).collect();
+        transaction
+            .execute(&wallet, &[&user.as_str(), &big(record.balance.get()), &big(record.version), &recent])
+            .await?;
+    }
+    let hold = transaction
+        .prepare(
+            "INSERT INTO holds (hold_id, user_id, package_id, credits, price_minor_units, created_at, expires_at, \
+             state, captured_balance) VALUES ($1, $2, $3, $4, $5, to_timestamp($6::BIGINT / 1000.0), \
+             to_timestamp($7::BIGINT / 1000.0), $8, $9)",
+        )
+        .await?;
+    for record in replay.holds.values() {
+        let captured = match &record.state {
+            HoldState::Captured(receipt) => Some(big(receipt.balance.get())),
+            _ => None,
+        };
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            &record.hold_id.as_str(),
+            &record.user.as_str(),
+            &record.package_id.as_str(),
+            &big(record.credits.get()),
+            &big(record.price.minor_units()),
+            &big(record.created_at_ms),
+            &big(record.expires_at_ms),
+            &record.state.name(),
+            &captured,
+        ];
+        transaction.execute(&hold, &params).await?;
+    }
+    let spend = transaction
+        .prepare("INSERT INTO spends (spend_id, user_id, credits, seq, refunded_balance) VALUES ($1, $2, $3, $4, $5)")
+        .await?;
+    for record in replay.spends.values() {
+        let refunded = record.refund.as_ref().map(|receipt| big(receipt.balance.get()));
+        transaction
+            .execute(
+                &spend,
+                &[
+                    &record.spend_id.as_str(),
+                    &record.user.as_str(),
+                    &big(record.credits.get()),
+                    &big(record.seq),
+                    &refunded,
+                ],
+            )
+            .await?;
+    }
+    for (package, settings) in &replay.packages {
+        transaction
+            .execute(
+                "INSERT INTO package_overrides (package_id, enabled, credits, price_minor_units, currency) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &package.as_str(),
+                    &settings.enabled,
+                    &big(settings.credits.get()),
+                    &big(settings.price.minor_units()),
+                    &settings.price.currency().to_string(),
+                ],
+            )
+            .await?;
+    }
+    for key in replay.api_keys.values() {
+        let scopes: Vec<String> = key.scopes.list().into_iter().map(|scope| scope.as_str().to_owned()).collect();
+        let revoked = key.revoked_at_ms.map(big);
+        transaction
+            .execute(
+                "INSERT INTO api_keys (id, name, scopes, key_hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, \
+                 to_timestamp($5::BIGINT / 1000.0), to_timestamp($6::BIGINT / 1000.0))",
+                &[
+                    &key.id.as_str(),
+                    &key.name.as_str(),
+                    &scopes,
+                    &key.key_hash.as_slice(),
+                    &big(key.created_at_ms),
+                    &revoked,
+                ],
+            )
+            .await?;
+    }
+    let state = &replay.state;
+    let (sync_at, sync_real, sync_drift) = match state.last_sync {
+        Some(sync) => (Some(big(sync.at_ms)), Some(big(sync.real.get())), sync.drift),
+        None => (None, None, None),
+    };
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
+        &big(state.provider_balance.get()),
+        &big(state.reserved.get()),
+        &big(state.wallets_total.get()),
+        &big(state.holds_total.get()),
+        &big(state.next_seq),
+        &sync_at,
+        &sync_real,
+        &sync_drift,
+        &state.purchases_enabled,
+        &state.disabled_reason,
+        &big(state.revenue.minor_units()),
+        &big(state.consumed_total.get()),
+    ];
+    transaction
+        .execute(
+            "INSERT INTO inventory (provider_balance, reserved, wallets_total, holds_total, next_seq, last_sync_at, \
+             last_sync_real, last_sync_drift, purchases_enabled, disabled_reason, revenue_minor_units, \
+             consumed_total) VALUES ($1, $2, $3, $4, $5, to_timestamp($6::BIGINT / 1000.0), $7, $8, $9, $10, $11, $12)",
+            &params,
+        )
+        .await?;
+    transaction.execute("INSERT INTO lease (epoch, expires_at) VALUES (0, to_timestamp(0))", &[]).await?;
+    transaction
+        .execute(
+            "INSERT INTO meta (ratio, currency, created_at) VALUES ($1, $2, to_timestamp($3::BIGINT / 1000.0))",
+            &[&big(meta.ratio.get()), &currency, &big(meta.created_at_ms)],
+        )
+        .await?;
+    transaction.commit().await
+}
