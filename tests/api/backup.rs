@@ -234,4 +234,34 @@ async fn a_backup_under_load_is_consistent_at_its_sequence_number() {
         then.wallets.len(),
         now.ledger.len() - point_index
     );
+
+    // The way from a sled node to cluster mode (SPEC §11, §12): the same backups into PostgreSQL.
+    let Some(database) = crate::postgres::Postgres::start() else { return };
+    let url = database.url();
+    let restore = Command::new(binary())
+        .args(["restore", "--store", &url, "--from"])
+        .args([&full, &incremental])
+        .env_clear()
+        .output()
+        .expect("restore runs");
+    let text = String::from_utf8_lossy(&restore.stdout).into_owned() + &String::from_utf8_lossy(&restore.stderr);
+    assert!(restore.status.success(), "restore --store: {text}");
+    assert!(text.contains("OK"), "restore --store ran check --store: {text}");
+    let client = creditd::store::postgres::connect(&url).await.expect("connects");
+    let rows =
+        client.query("SELECT user_id, balance, version FROM wallets ORDER BY user_id", &[]).await.expect("reads");
+    let in_postgres: Vec<(String, i64, i64)> = rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect();
+    let mut in_sled: Vec<(String, i64, i64)> = now
+        .wallets
+        .iter()
+        .map(|(user, wallet)| {
+            let big = |value: u64| i64::try_from(value).expect("small");
+            (user.clone(), big(wallet.balance.get()), big(wallet.version))
+        })
+        .collect();
+    in_sled.sort();
+    assert_eq!(in_postgres, in_sled, "PostgreSQL holds the sled node's wallets");
+    let entries: i64 = client.query_one("SELECT count(*) FROM ledger", &[]).await.expect("counts").get(0);
+    assert_eq!(usize::try_from(entries).expect("small"), now.ledger.len(), "and every ledger entry");
+    eprintln!("restored into PostgreSQL: {entries} entries, {} wallets, check --store passed", in_postgres.len());
 }

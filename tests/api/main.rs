@@ -4,6 +4,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/postgres.rs"]
+mod postgres;
 
 mod access;
 mod admin;
