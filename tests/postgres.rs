@@ -219,3 +219,62 @@ async fn check_on_a_database_without_a_store_says_so() {
     assert_eq!(code, 2, "{output}");
     assert!(output.contains("holds no creditd store"), "{output}");
 }
+
+/// Goal: the lease of SPEC §12. One holder at a time; another node takes it
+/// only once it has expired by the database's clock, with the next epoch;
+/// the old holder can neither renew nor commit (its group's fence fails),
+/// while the new one can; a takeover waits for a group in flight instead of
+/// slipping under it.
+#[tokio::test]
+async fn the_lease_has_one_holder_and_fences_the_old_one() {
+    use creditd::store::postgres::lease::{fence, leader, renew, try_acquire, Fenced};
+    use std::time::Duration;
+    let Some(database) = Postgres::start() else { return };
+    let (code, output) = creditd(&["init", "--store", &database.url()], &[]);
+    assert_eq!(code, 0, "{output}");
+    let mut a = creditd::store::postgres::connect(&database.url()).await.expect("a connects");
+    let b = creditd::store::postgres::connect(&database.url()).await.expect("b connects");
+    let ttl = Duration::from_millis(400);
+
+    let first = try_acquire(&a, "a", "http://a:8080", ttl).await.expect("query").expect("a takes the free lease");
+    assert_eq!(first.epoch, 1);
+    assert_eq!(try_acquire(&b, "b", "http://b:8080", ttl).await.expect("query"), None, "held: b waits");
+    assert_eq!(leader(&b).await.expect("query"), Some(("a".into(), Some("http://a:8080".into()))));
+    let renewed = renew(&a, "a", first.epoch, ttl).await.expect("query").expect("a renews");
+    assert!(renewed.expires_at_ms >= first.expires_at_ms);
+    assert_eq!(renew(&b, "b", first.epoch, ttl).await.expect("query"), None, "only the holder renews");
+
+    // a stops renewing (paused): b takes over once the lease has expired.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        if let Some(lease) = try_acquire(&b, "b", "http://b:8080", ttl).await.expect("query") {
+            break lease;
+        }
+        assert!(std::time::Instant::now() < deadline, "b never took the expired lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(second.epoch, 2, "the next epoch");
+    assert_eq!(renew(&a, "a", first.epoch, ttl).await.expect("query"), None, "a lost it");
+
+    // a resumes and tries to commit a group under its old epoch: fenced.
+    let transaction = a.transaction().await.expect("begins");
+    assert_eq!(fence(&transaction, first.epoch).await.expect("query"), Err(Fenced { ours: 1, current: Some(2) }));
+    transaction.rollback().await.expect("rolls back");
+    let mut b = b;
+    let transaction = b.transaction().await.expect("begins");
+    assert_eq!(fence(&transaction, second.epoch).await.expect("query"), Ok(()), "the new leader commits");
+
+    // While b's group holds the fence, a takeover (after expiry) waits for it.
+    let c = creditd::store::postgres::connect(&database.url()).await.expect("c connects");
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while leader(&c).await.expect("query").is_some() {
+        assert!(std::time::Instant::now() < until, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let takeover = tokio::spawn(async move { try_acquire(&c, "c", "http://c:8080", ttl).await.map(|lease| (lease, c)) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!takeover.is_finished(), "the takeover waits for the group in flight");
+    transaction.commit().await.expect("b's group commits under its epoch");
+    let (third, _c) = takeover.await.expect("joins").expect("query");
+    assert_eq!(third.map(|lease| lease.epoch), Some(3), "then c takes it, with the next epoch");
+}
