@@ -271,7 +271,8 @@ async fn the_lease_has_one_holder_and_fences_the_old_one() {
         assert!(std::time::Instant::now() < until, "the lease never expired");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let takeover = tokio::spawn(async move { try_acquire(&c, "c", "http://c:8080", ttl).await.map(|lease| (lease, c)) });
+    let takeover =
+        tokio::spawn(async move { try_acquire(&c, "c", "http://c:8080", ttl).await.map(|lease| (lease, c)) });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!takeover.is_finished(), "the takeover waits for the group in flight");
     transaction.commit().await.expect("b's group commits under its epoch");
