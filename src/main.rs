@@ -434,20 +434,7 @@ fn check_postgres(url: &str) -> ExitCode {
     let checked = one_shot_runtime()
         .map_err(|error| error.to_string())
         .and_then(|runtime| runtime.block_on(creditd::store::postgres::check::check(url)).map_err(|e| e.to_string()));
-    match checked {
-        Ok(report) => {
-            print!("{report}");
-            if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(error) => {
-            eprintln!("creditd check: {error}");
-            ExitCode::from(EXIT_CONFIGURATION)
-        }
-    }
+    report_check(checked)
 }
 
 /// `creditd restore --from FILE... --store postgres://…`: the backups into a
@@ -488,7 +475,13 @@ fn restore_postgres(from: &[PathBuf], url: &str) -> ExitCode {
 }
 
 fn check(data_dir: &std::path::Path) -> ExitCode {
-    match creditd::check::check(data_dir) {
+    report_check(creditd::check::check(data_dir))
+}
+
+/// Prints a check's report: exit 0 when it passed, 1 on a violation, 2
+/// when the store could not be read as one.
+fn report_check(checked: Result<creditd::check::CheckReport, impl std::fmt::Display>) -> ExitCode {
+    match checked {
         Ok(report) => {
             print!("{report}");
             if report.passed() {
