@@ -286,11 +286,16 @@ fn serve(config: &Config) -> anyhow::Result<ExitCode> {
 
 fn init(config: &Config, data_dir: &std::path::Path) -> ExitCode {
     let settings = creditd::engine::Settings::from_config(config);
-    match creditd::engine::init(data_dir, &settings, &SystemClock) {
+    let made = creditd::engine::init(data_dir, &settings, &SystemClock);
+    report_init(config, made, &format!("{}", data_dir.display()), "; start it with `creditd serve`")
+}
+
+/// Prints what `init` made (in `place`), or why not: exit 2.
+fn report_init(config: &Config, made: Result<(), impl std::fmt::Display>, place: &str, next: &str) -> ExitCode {
+    match made {
         Ok(()) => {
-            println!(
-                "created a creditd store in {} (ratio {}, currency {}); start it with `creditd serve`",
-                data_dir.display(),
+            say!(
+                "created a creditd store in {place} (ratio {}, currency {}){next}",
                 config.ratio.get(),
                 config.currency
             );
@@ -313,21 +318,8 @@ fn init_postgres(config: &Config, url: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let target = creditd::store::postgres::target(url);
-    match runtime.block_on(creditd::store::postgres::init(url, &settings, &SystemClock)) {
-        Ok(()) => {
-            say!(
-                "created a creditd store in PostgreSQL at {target} (ratio {}, currency {})",
-                config.ratio.get(),
-                config.currency
-            );
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("creditd init: {error}");
-            ExitCode::from(EXIT_CONFIGURATION)
-        }
-    }
+    let made = runtime.block_on(creditd::store::postgres::init(url, &settings, &SystemClock));
+    report_init(config, made, &format!("PostgreSQL at {}", creditd::store::postgres::target(url)), "")
 }
 
 fn demo(mut config: Config, provider_credits: u64) -> anyhow::Result<ExitCode> {

@@ -212,6 +212,11 @@ async fn metrics_need_the_metrics_token_only_when_one_is_set() {
     assert_eq!(public.status(), 200, "public without CREDITD_METRICS_TOKEN");
 }
 
+/// `shared` buys `package` as `client`, always with `Idempotency-Key: order-1`.
+async fn order_1(server: &Server, client: &reqwest::Client, package: &str) -> Answer {
+    crate::common::purchase(client, &server.base, "shared", package, "order-1").await
+}
+
 /// Goal: `Idempotency-Key`s are scoped to the API key that sent them (SPEC
 /// §9.1): the same key from two callers is two operations, each caller's
 /// retry gets its own first answer, and one caller can neither replay nor
@@ -224,25 +229,20 @@ async fn the_same_idempotency_key_from_two_callers_is_two_operations() {
     let (_, first) = create_key(&server, "shop one", &["storefront", "enhancement"]).await;
     let (_, second) = create_key(&server, "shop two", &["storefront", "enhancement"]).await;
     let (one, two) = (crate::common::client_with_key(&first), crate::common::client_with_key(&second));
-    let buy = |client: &reqwest::Client, package: &'static str| {
-        let (client, base) = (client.clone(), server.base.clone());
-        async move { crate::common::purchase(&client, &base, "shared", package, "order-1").await }
-    };
-
-    let a = buy(&one, "starter").await;
+    let a = order_1(&server, &one, "starter").await;
     assert_eq!((a.status, a.body["balance"].clone()), (200, json!(10)), "{a:?}");
-    let b = buy(&two, "creative").await;
+    let b = order_1(&server, &two, "creative").await;
     assert_eq!(
         (b.status, b.body["balance"].clone()),
         (200, json!(60)),
         "another caller's key: a new purchase, not 422"
     );
     assert_ne!(a.body["purchaseId"], b.body["purchaseId"]);
-    let a_again = buy(&one, "starter").await;
+    let a_again = order_1(&server, &one, "starter").await;
     assert_eq!(a_again.body, a.body, "each caller's retry gets its own first answer");
-    let b_again = buy(&two, "creative").await;
+    let b_again = order_1(&server, &two, "creative").await;
     assert_eq!(b_again.body, b.body);
-    let a_other = buy(&one, "creative").await;
+    let a_other = order_1(&server, &one, "creative").await;
     assert_eq!(
         (a_other.status, a_other.code()),
         (422, "idempotency_key_reused"),
@@ -261,12 +261,8 @@ async fn the_same_idempotency_key_from_two_callers_is_two_operations() {
 
     server.kill9();
     server.restart().await;
-    let buy = |client: &reqwest::Client, package: &'static str| {
-        let (client, base) = (client.clone(), server.base.clone());
-        async move { crate::common::purchase(&client, &base, "shared", package, "order-1").await }
-    };
-    assert_eq!(buy(&one, "starter").await.body, a.body, "after a restart, still each caller's own answer");
-    assert_eq!(buy(&two, "creative").await.body, b.body);
+    assert_eq!(order_1(&server, &one, "starter").await.body, a.body, "after a restart, still each caller's own answer");
+    assert_eq!(order_1(&server, &two, "creative").await.body, b.body);
     let wallet = crate::common::get(&one, &server.url("/api/users/shared/credits")).await;
     assert_eq!(wallet.body["balance"], json!(50), "two purchases and two spends, each once");
 }

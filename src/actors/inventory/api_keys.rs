@@ -80,9 +80,7 @@ impl Handler<ListApiKeys> for InventoryActor {
 
 impl InventoryActor {
     fn decide_create_key(&self, message: CreateApiKey) -> Result<Decision<ApiKeyRecord>, EngineError> {
-        if self.health.storage_failed() {
-            return Err(EngineError::NotReady("storage failed; restart required"));
-        }
+        self.ensure_writable()?;
         let mut change = self.begin();
         let id = KeyId::parse(&format!("key_{}", change.next_seq()))
             .map_err(|error| EngineError::Storage(format!("key id: {error}")))?;
@@ -108,9 +106,7 @@ impl InventoryActor {
     }
 
     fn decide_revoke_key(&self, id: &KeyId) -> Result<Decision<ApiKeyRecord>, EngineError> {
-        if self.health.storage_failed() {
-            return Err(EngineError::NotReady("storage failed; restart required"));
-        }
+        self.ensure_writable()?;
         let stored = self.keys.records.get(id).ok_or_else(|| EngineError::UnknownApiKey(id.clone()))?;
         let mut record = self.with_last_use(stored);
         if record.revoked_at_ms.is_some() {

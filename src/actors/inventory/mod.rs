@@ -355,10 +355,17 @@ impl InventoryActor {
         Capacity { provider_balance: self.state.provider_balance, reserved: self.state.reserved, ratio: self.ratio }
     }
 
-    fn ensure_ready(&self) -> Result<(), EngineError> {
+    /// Storage has not failed: a change may still be written (an operator's
+    /// too, before the first sync).
+    fn ensure_writable(&self) -> Result<(), EngineError> {
         if self.health.storage_failed() {
             return Err(EngineError::NotReady("storage failed; restart required"));
         }
+        Ok(())
+    }
+
+    fn ensure_ready(&self) -> Result<(), EngineError> {
+        self.ensure_writable()?;
         if !self.health.synced() {
             return Err(EngineError::NotReady("waiting for the first provider sync"));
         }
@@ -1279,9 +1286,7 @@ impl Handler<ApplySync> for InventoryActor {
 
 impl InventoryActor {
     fn decide_sync(&self, message: ApplySync) -> Result<(Change, SyncOutcome), EngineError> {
-        if self.health.storage_failed() {
-            return Err(EngineError::NotReady("storage failed; restart required"));
-        }
+        self.ensure_writable()?;
         let window = self
             .sync_window
             .filter(|window| window.token == message.token.0)
@@ -1339,9 +1344,7 @@ impl Handler<SetPurchasesEnabled> for InventoryActor {
 
 impl InventoryActor {
     fn decide_kill_switch(&self, message: SetPurchasesEnabled) -> Result<Decision<PurchasesState>, EngineError> {
-        if self.health.storage_failed() {
-            return Err(EngineError::NotReady("storage failed; restart required"));
-        }
+        self.ensure_writable()?;
         let reason = if message.enabled { None } else { message.reason };
         let answer = PurchasesState { enabled: message.enabled, reason: reason.clone() };
         if self.state.purchases_enabled == message.enabled && self.state.disabled_reason == reason {
@@ -1383,9 +1386,7 @@ impl Handler<UpdatePackage> for InventoryActor {
 
 impl InventoryActor {
     fn decide_package(&self, message: &UpdatePackage) -> Result<Decision<Package>, EngineError> {
-        if self.health.storage_failed() {
-            return Err(EngineError::NotReady("storage failed; restart required"));
-        }
+        self.ensure_writable()?;
         let current = self
             .packages
             .iter()

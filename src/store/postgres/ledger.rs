@@ -4,6 +4,7 @@
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::big;
 use crate::domain::{
     Currency, HoldId, IdempotencyKey, KeyId, KeyName, Money, PackageId, ProviderCredits, Reason, Scope, Scopes,
     SpendId, UserCredits, UserId,
@@ -96,11 +97,6 @@ impl Values {
             &self.wallet_after,
         ]
     }
-}
-
-/// Every stored quantity is below 2^53, so it fits a BIGINT.
-fn big(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// The values of `entry`'s row.

@@ -45,6 +45,11 @@ pub enum PostgresError {
     Corrupt(String),
 }
 
+/// A stored quantity as a BIGINT: creditd bounds every quantity by 2^53 − 1.
+pub(crate) fn big(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 /// `host:port/database` of `url`, for messages: never the user's password.
 pub fn target(url: &str) -> String {
     match url.parse::<tokio_postgres::Config>() {

@@ -6,7 +6,7 @@
 
 use tokio_postgres::Client;
 
-use super::{connect, ledger, migrate, target, PostgresError};
+use super::{big, connect, ledger, migrate, target, PostgresError};
 use crate::backup::{BackupError, Sink};
 use crate::replay::Replay;
 use crate::store::records::{HoldState, LedgerEntry, MetaRecord};
@@ -24,10 +24,6 @@ pub struct PostgresSink {
 
 fn failed(error: impl std::fmt::Display) -> BackupError {
     BackupError::Store(StoreError::Layout(format!("PostgreSQL: {error}")))
-}
-
-fn big(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 impl PostgresSink {
