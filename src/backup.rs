@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use crate::clock::Clock;
 use crate::domain::{Currency, Money, Ratio};
 use crate::replay::{idempotency_record, Replay};
-use crate::store::records::{HoldState, LedgerEntry, MetaRecord};
-use crate::store::{keys, Store, StoreError, WriteSet};
+use crate::store::records::{LedgerEntry, MetaRecord};
+use crate::store::{SledStore, StoreError, WriteSet};
 
 /// The `format` of every backup's header.
 pub const FORMAT: &str = "creditd-backup";
@@ -320,7 +320,7 @@ fn chain(files: &[Verified]) -> Result<(Ratio, Currency, u64), BackupError> {
 }
 
 /// Writes `writes` durably once it holds a batch (or when `flush`).
-fn write_batch(store: &Store, writes: &mut WriteSet, flush: bool) -> Result<(), BackupError> {
+fn write_batch(store: &SledStore, writes: &mut WriteSet, flush: bool) -> Result<(), BackupError> {
     if writes.len() >= RESTORE_BATCH_WRITES || (flush && !writes.is_empty()) {
         store.write_durably([&*writes])?;
         *writes = WriteSet::default();
@@ -393,23 +393,23 @@ pub fn restore_into(verified: Vec<Verified>, sink: &mut dyn Sink, clock: &dyn Cl
 
 /// A sled directory being restored into, in durable batches.
 struct SledSink {
-    store: Store,
+    store: SledStore,
     writes: WriteSet,
 }
 
 impl Sink for SledSink {
     fn entry(&mut self, entry: &LedgerEntry, fingerprint: Option<Fingerprint>) -> Result<(), BackupError> {
-        if let Some((store_key, record)) = fingerprint.and_then(|print| idempotency_record(entry, print)) {
-            self.writes.put(store_key, &record).map_err(StoreError::from)?;
+        if let Some(write) = fingerprint.and_then(|print| idempotency_record(entry, print)) {
+            self.writes.push(write);
         }
-        self.writes.put(keys::ledger(entry.seq), entry).map_err(StoreError::from)?;
+        self.writes.ledger(entry.clone());
         write_batch(&self.store, &mut self.writes, false)
     }
 
     fn finish(&mut self, replay: &Replay, meta: &MetaRecord) -> Result<(), BackupError> {
         write_records(&self.store, replay, &mut self.writes)?;
-        self.writes.put(keys::META, meta).map_err(StoreError::from)?;
-        self.writes.put(keys::INVENTORY, &replay.state).map_err(StoreError::from)?;
+        self.writes.meta(meta.clone());
+        self.writes.inventory(replay.state.clone());
         write_batch(&self.store, &mut self.writes, true)?;
         self.store.mark()?;
         Ok(())
@@ -424,7 +424,7 @@ impl Sink for SledSink {
 /// ledger's rules, a directory that is not empty, a storage failure.
 pub fn restore(files: &[PathBuf], directory: &Path, clock: &dyn Clock) -> Result<Restored, BackupError> {
     let verified = verify_all(files)?;
-    let store = Store::create(directory)?;
+    let store = SledStore::create(directory)?;
     let mut sink = SledSink { store, writes: WriteSet::default() };
     let replayed = restore_into(verified, &mut sink, clock)?;
     drop(sink);
@@ -437,28 +437,25 @@ pub fn restore(files: &[PathBuf], directory: &Path, clock: &dyn Clock) -> Result
 }
 
 /// Every record the ledger describes besides the entries themselves.
-fn write_records(store: &Store, replay: &Replay, writes: &mut WriteSet) -> Result<(), BackupError> {
+fn write_records(store: &SledStore, replay: &Replay, writes: &mut WriteSet) -> Result<(), BackupError> {
     for (user, wallet) in &replay.wallets {
-        writes.put(keys::wallet(user), wallet).map_err(StoreError::from)?;
+        writes.push(crate::store::Write::Wallet { user: user.clone(), record: wallet.clone(), expected: None });
         write_batch(store, writes, false)?;
     }
     for hold in replay.holds.values() {
-        writes.put(keys::hold(&hold.hold_id), hold).map_err(StoreError::from)?;
-        if hold.state == HoldState::Open {
-            writes.put_empty(keys::open_hold(&hold.hold_id));
-        }
+        writes.hold(hold.clone());
         write_batch(store, writes, false)?;
     }
     for spend in replay.spends.values() {
-        writes.put(keys::spend(&spend.spend_id), spend).map_err(StoreError::from)?;
+        writes.spend(spend.clone());
         write_batch(store, writes, false)?;
     }
     for (package, settings) in &replay.packages {
-        writes.put(keys::package(package), settings).map_err(StoreError::from)?;
+        writes.push(crate::store::Write::Package { id: package.clone(), settings: settings.clone() });
     }
     // Revoked keys too: a revocation survives a restore (SPEC §9.1).
-    for (id, key) in &replay.api_keys {
-        writes.put(keys::api_key(id), key).map_err(StoreError::from)?;
+    for key in replay.api_keys.values() {
+        writes.api_key(key.clone());
     }
     Ok(())
 }

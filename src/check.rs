@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::domain::{HoldId, KeyId, Money, SpendId, UserCredits, UserId};
 use crate::replay::Replay;
 use crate::store::records::{ApiKeyRecord, HoldState, InventoryRecord, PackageOverride};
-use crate::store::{Store, StoreError};
+use crate::store::{SledStore, StoreError};
 
 /// What `check` found.
 #[derive(Debug, Default)]
@@ -196,7 +196,7 @@ pub(crate) fn report(entries: u64, mut misfiled: Vec<String>, mut replay: Replay
     }
 }
 
-fn read_stored(store: &Store, state: InventoryRecord) -> Result<Stored, StoreError> {
+fn read_stored(store: &SledStore, state: InventoryRecord) -> Result<Stored, StoreError> {
     let mut stored = Stored {
         state,
         wallets: BTreeMap::new(),
@@ -246,7 +246,7 @@ pub fn check(directory: &Path) -> Result<CheckReport, CheckError> {
     if !directory.join("db").exists() {
         return Err(CheckError::NotADataDirectory(directory.display().to_string()));
     }
-    let store = Store::open(directory)?;
+    let store = SledStore::open(directory)?;
     let meta = store.meta()?.ok_or_else(|| CheckError::NotADataDirectory(directory.display().to_string()))?;
     let state = store.inventory()?.ok_or_else(|| CheckError::NotADataDirectory(directory.display().to_string()))?;
     let mut replay = Replay::new(meta.ratio, Money::zero(state.revenue.currency()));

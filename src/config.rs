@@ -112,6 +112,9 @@ struct FileConfig {
     body_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
     idempotency_retention_hours: Option<u64>,
+    advertise_url: Option<String>,
+    lease_renew_ms: Option<u64>,
+    lease_ttl_ms: Option<u64>,
 }
 
 /// Everything creditd can be told.
@@ -166,6 +169,13 @@ pub struct Config {
     pub max_connections: usize,
     /// Idempotency records are kept this long, then pruned (SPEC §9.2; at least 24 h).
     pub idempotency_retention: Duration,
+    /// `CREDITD_ADVERTISE_URL`: where clients reach this node; standbys name
+    /// the leader's in `not_leader` (SPEC §12).
+    pub advertise_url: Option<String>,
+    /// The leader renews its lease this often (SPEC §12: `lease_renew_ms`, 500).
+    pub lease_renew: Duration,
+    /// A lease not renewed for this long expires (SPEC §12: `lease_ttl_ms`, 2 000).
+    pub lease_ttl: Duration,
 }
 
 /// The packages of SPEC §3.
@@ -274,6 +284,15 @@ impl Config {
                 _ => return Err(invalid("CREDITD_VERIFY_WALLETS_AT_START", "expected true or false")),
             });
         }
+        if let Some(value) = env("CREDITD_ADVERTISE_URL") {
+            raw.advertise_url = Some(value);
+        }
+        if let Some(value) = env("CREDITD_LEASE_RENEW_MS") {
+            raw.lease_renew_ms = Some(number("CREDITD_LEASE_RENEW_MS", value)?);
+        }
+        if let Some(value) = env("CREDITD_LEASE_TTL_MS") {
+            raw.lease_ttl_ms = Some(number("CREDITD_LEASE_TTL_MS", value)?);
+        }
         if let Some(value) = env("CREDITD_WORKERS") {
             raw.workers =
                 Some(usize::try_from(number("CREDITD_WORKERS", value)?).map_err(|e| invalid("CREDITD_WORKERS", e))?);
@@ -320,8 +339,19 @@ impl Config {
         if max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
         }
+        let lease_renew_ms = raw.lease_renew_ms.unwrap_or(500);
+        let lease_ttl_ms = raw.lease_ttl_ms.unwrap_or(2_000);
+        if lease_renew_ms == 0 || lease_ttl_ms < lease_renew_ms.saturating_mul(2) {
+            return Err(invalid(
+                "lease_ttl_ms",
+                "leases need 1 ≤ lease_renew_ms and 2 × lease_renew_ms ≤ lease_ttl_ms",
+            ));
+        }
         let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
         Ok(Self {
+            advertise_url: non_empty(raw.advertise_url),
+            lease_renew: Duration::from_millis(lease_renew_ms),
+            lease_ttl: Duration::from_millis(lease_ttl_ms),
             listen: raw.listen.unwrap_or_else(|| "127.0.0.1:8080".into()),
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("./data")),
             store_url: raw.store.filter(|url| !url.0.trim().is_empty()),

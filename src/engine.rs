@@ -34,7 +34,7 @@ use crate::store::records::{
     ApiKeyRecord, CaptureReceipt, HoldReceipt, HoldRecord, InventoryRecord, LedgerEntry, MetaRecord, PackageOverride,
     PurchaseReceipt, RefundReceipt, SpendReceipt, WalletRecord,
 };
-use crate::store::{keys, Store, StoreError, WriteSet};
+use crate::store::{SledStore, Store, StoreError, WriteSet};
 
 /// How long an HTTP request waits for the engine before answering 503
 /// (`outcome_unknown` for a change, `overloaded` for a read).
@@ -200,12 +200,12 @@ fn packages_with_overrides(store: &Store, settings: &Settings) -> Result<Vec<Pac
 /// # Errors
 /// The directory holds something already, or cannot be written.
 pub fn init(directory: &std::path::Path, settings: &Settings, clock: &dyn Clock) -> Result<(), StartError> {
-    let store = Store::create(directory)?;
+    let store = SledStore::create(directory)?;
     let meta = MetaRecord { ratio: settings.ratio, created_at_ms: clock.now_ms() };
     let state = InventoryRecord::empty(settings.revenue_zero);
     let mut writes = WriteSet::default();
-    writes.put(keys::META, &meta).map_err(StoreError::from)?;
-    writes.put(keys::INVENTORY, &state).map_err(StoreError::from)?;
+    writes.meta(meta);
+    writes.inventory(state);
     store.write_durably([&writes])?;
     store.mark()?;
     Ok(())
@@ -221,7 +221,7 @@ pub fn init(directory: &std::path::Path, settings: &Settings, clock: &dyn Clock)
 /// The store is unreadable, was made with another ratio or currency, or its
 /// state is inconsistent.
 pub fn recover(store: &Store, settings: &Settings) -> Result<Recovered, StartError> {
-    let meta = store.meta()?.ok_or_else(|| StoreError::Foreign(store.directory().display().to_string()))?;
+    let meta = store.meta()?.ok_or_else(|| StoreError::Foreign(store.location()))?;
     if meta.ratio != settings.ratio {
         return Err(StartError::RatioChanged { stored: meta.ratio.get(), configured: settings.ratio.get() });
     }
@@ -273,8 +273,7 @@ pub fn recover(store: &Store, settings: &Settings) -> Result<Recovered, StartErr
 /// when asked (`verify_wallets_at_start`); `creditd check` always does it.
 fn verify_wallets(store: &Store, state: &InventoryRecord) -> Result<(), StartError> {
     let mut wallets_total = UserCredits::ZERO;
-    for wallet in store.wallets() {
-        let (_, wallet) = wallet?;
+    for (_, wallet) in store.all_wallets()? {
         wallets_total = wallets_total
             .checked_add(wallet.balance)
             .map_err(|error| StartError::Invariant(format!("Σ wallets: {error}")))?;
@@ -429,6 +428,11 @@ impl Engine {
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// The same health, shared (a cluster node's lease keeper watches it).
+    pub fn health_handle(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     pub fn settings(&self) -> &Settings {

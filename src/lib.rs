@@ -8,6 +8,7 @@
 //! - [`domain`]: quantities, money, identifiers, packages, capacity rules. No IO.
 //! - [`store`]: sled storage, the record codec, and the group-commit loop.
 //! - [`actors`]: the inventory, wallet and sync actors and their messages.
+//! - [`cluster`]: cluster mode on PostgreSQL (SPEC §12): the leader lease, standby and takeover.
 //! - [`engine`]: recovery at start-up and the facade the HTTP layer calls.
 //! - [`http`]: routes, JSON shapes, and the one error-to-answer mapping.
 //! - [`provider`]: the NanoBanana client and a fake NanoBanana server.
@@ -24,6 +25,7 @@ pub mod actors;
 pub mod backup;
 pub mod check;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod engine;
@@ -93,10 +95,27 @@ impl Application {
         clock: Arc<dyn Clock>,
         faults: Option<Arc<dyn store::StorageFaults>>,
     ) -> Result<Self, StartError> {
-        let mut store = Store::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
+        let mut store = store::SledStore::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
         if let Some(faults) = faults {
             store = store.with_faults(faults);
         }
+        Self::build_on(Store::Sled(store), config, admin_token, provider, listener, clock)
+    }
+
+    /// Recovers `store` (the sled directory, or PostgreSQL for a node that
+    /// just took the lease), starts the engine and the sync, and serves on
+    /// `listener`. Must run inside an actix system.
+    ///
+    /// # Errors
+    /// As [`Application::build`].
+    pub fn build_on(
+        store: Store,
+        config: &Config,
+        admin_token: &Secret,
+        provider: NanoBananaClient,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartError> {
         let settings = Settings::from_config(config);
         let recovered = engine::recover(&store, &settings)?;
         let (engine, threads) =
@@ -116,13 +135,17 @@ impl Application {
             metrics: telemetry::metrics(),
             openapi: http::openapi::document(&config.packages.iter().map(|p| p.id.to_string()).collect::<Vec<_>>()),
         });
-        let upkeep = telemetry::metrics();
-        actix_rt::spawn(async move {
-            let mut every = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
-            loop {
-                every.tick().await;
-                upkeep.run_upkeep();
-            }
+        // Once per process: a cluster node builds an application at every takeover.
+        static UPKEEP: std::sync::Once = std::sync::Once::new();
+        UPKEEP.call_once(|| {
+            let upkeep = telemetry::metrics();
+            actix_rt::spawn(async move {
+                let mut every = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+                loop {
+                    every.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
         });
         let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
         // actix bounds connections per worker; `max_connections` is for the whole server.

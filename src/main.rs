@@ -270,18 +270,12 @@ fn serve(config: &Config) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_CONFIGURATION));
     };
-    if let Some(url) = &config.store_url {
-        // Never fall back to a sled directory when a database was asked for.
-        eprintln!(
-            "creditd serve: CREDITD_STORE names PostgreSQL at {}, but this build serves only from a sled \
-             directory (cluster mode, SPEC §12, is being built: `creditd init --store` works); unset CREDITD_STORE \
-             to serve from CREDITD_DATA_DIR",
-            creditd::store::postgres::target(url.expose())
-        );
-        return Ok(ExitCode::from(EXIT_CONFIGURATION));
-    }
     let client = NanoBananaClient::new(&base_url, key, config.provider_timeout).context("provider client")?;
-    run(config, admin_token, client, None)
+    match &config.store_url {
+        // Cluster mode (SPEC §12): never a fallback to a sled directory.
+        Some(url) => run_cluster(config, url.expose(), &admin_token, client),
+        None => run(config, admin_token, client, None),
+    }
 }
 
 fn init(config: &Config, data_dir: &std::path::Path) -> ExitCode {
@@ -606,4 +600,29 @@ fn loadtest(options: creditd::loadtest::LoadOptions) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `serve` with `CREDITD_STORE=postgres://…`: a cluster node (SPEC §12),
+/// standby until it takes the lease.
+fn run_cluster(config: &Config, url: &str, admin_token: &Secret, client: NanoBananaClient) -> anyhow::Result<ExitCode> {
+    let address = config.listen_address()?;
+    let listener = TcpListener::bind(address).with_context(|| format!("cannot listen on {address}"))?;
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        // Tests and scripts read this line to find the port the OS chose.
+        say!("creditd listening on http://{}", listener.local_addr().context("listener")?);
+        say!(
+            "cluster node on PostgreSQL at {}: a standby until it holds the lease (SPEC §12)",
+            creditd::store::postgres::target(url)
+        );
+        let shutdown = shutdown_signal()?;
+        match creditd::cluster::run(url, config, admin_token, client, listener, Arc::new(SystemClock), shutdown).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(error) if error.is_configuration() => {
+                eprintln!("creditd: cannot start: {error}");
+                Ok(ExitCode::from(EXIT_CONFIGURATION))
+            }
+            Err(error) => Err(error.into()),
+        }
+    })
 }

@@ -16,6 +16,7 @@ use crate::store::records::{
     LedgerEntry, Operation, PackageOverride, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord,
     SyncRecord, WalletRecord,
 };
+use crate::store::writes::Write;
 
 /// The records the ledger describes, and what broke a rule on the way.
 #[derive(Debug)]
@@ -327,11 +328,11 @@ impl Replay {
     }
 }
 
-/// The idempotency record an entry's change left, and the store key it is
-/// kept under (scoped to the entry's caller), given the
+/// The idempotency record an entry's change left, as the write that keeps
+/// it (scoped to the entry's caller), given the
 /// request's `fingerprint` (kept by the store, carried by a backup): the
 /// receipt is rebuilt from the entry. `None` for an entry without a key.
-pub fn idempotency_record(entry: &LedgerEntry, fingerprint: [u8; 32]) -> Option<(Vec<u8>, IdempotencyRecord)> {
+pub fn idempotency_record(entry: &LedgerEntry, fingerprint: [u8; 32]) -> Option<Write> {
     let key = entry.idempotency_key.clone()?;
     let user = entry.user.clone()?;
     let balance = entry.wallet_after.unwrap_or_default();
@@ -362,6 +363,6 @@ pub fn idempotency_record(entry: &LedgerEntry, fingerprint: [u8; 32]) -> Option<
         ),
         _ => return None,
     };
-    let store_key = crate::store::keys::idempotency(operation, entry.caller.as_ref(), &key);
-    Some((store_key, IdempotencyRecord { fingerprint, receipt, at_ms: entry.at_ms }))
+    let record = IdempotencyRecord { fingerprint, receipt, at_ms: entry.at_ms };
+    Some(Write::Remember { operation, caller: entry.caller.clone(), key, record })
 }

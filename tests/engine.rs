@@ -199,7 +199,7 @@ async fn a_wallet_tampered_on_disk_is_caught_at_start_when_asked_and_by_check() 
         ..stored
     };
     let mut writes = WriteSet::default();
-    writes.put_wallet(&user, &tampered).expect("encodes");
+    writes.put_wallet(&user, &tampered);
     store.write_durably([&writes]).expect("writes");
 
     let config = Config::load_with(None, |_| None).expect("defaults");
@@ -322,7 +322,8 @@ async fn idempotency_records_are_kept_for_the_retention_then_pruned() {
 
     let report = Store::when_unlocked(Duration::from_secs(30), || creditd::check::check(dir.path())).expect("checks");
     assert!(report.passed(), "{report}");
-    let store = Store::when_unlocked(Duration::from_secs(30), || Store::open(dir.path())).expect("opens");
+    let store =
+        Store::when_unlocked(Duration::from_secs(30), || creditd::store::SledStore::open(dir.path())).expect("opens");
     let keys: Vec<String> =
         store.ledger().filter_map(|item| item.expect("reads").1.idempotency_key.map(String::from)).collect();
     assert_eq!(keys, ["order-1", "order-2", "order-3", "order-1"], "the ledger keeps every key");

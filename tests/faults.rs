@@ -135,10 +135,12 @@ async fn start_with(
     if !dir.join("db").exists() {
         init(dir, &settings, &SystemClock).expect("init");
     }
-    let mut store = Store::when_unlocked(std::time::Duration::from_secs(30), || Store::open(dir)).expect("opens");
+    let mut store = Store::when_unlocked(std::time::Duration::from_secs(30), || creditd::store::SledStore::open(dir))
+        .expect("opens");
     if let Some(faults) = faults {
         store = store.with_faults(faults);
     }
+    let store = Store::Sled(store);
     let recovered = recover(&store, &settings).expect("the directory is consistent");
     let (engine, threads) = Engine::start(recovered, settings, store, Arc::new(SystemClock), None).expect("starts");
     let token = engine.inventory().send(BeginSync).await.expect("answers");

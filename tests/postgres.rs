@@ -24,8 +24,8 @@ fn creditd(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     (output.status.code().unwrap_or(-1), text)
 }
 
-/// The tables of `migrations/V1__schema.sql`.
-const TABLES: [&str; 11] = [
+/// The tables of `migrations/`.
+const TABLES: [&str; 12] = [
     "alert_events",
     "api_keys",
     "holds",
@@ -35,6 +35,7 @@ const TABLES: [&str; 11] = [
     "ledger",
     "meta",
     "package_overrides",
+    "prune_cursor",
     "spends",
     "wallets",
 ];
@@ -42,8 +43,7 @@ const TABLES: [&str; 11] = [
 /// Goal: `creditd init --store postgres://…` (SPEC §11, §12) creates the
 /// schema by its versioned migrations and records the store's ratio and
 /// currency, an empty inventory and a lease nobody holds; a second init is
-/// refused and changes nothing; errors never show a password; `serve` with
-/// `CREDITD_STORE` refuses rather than fall back to a sled directory.
+/// refused and changes nothing; errors never show a password.
 #[tokio::test]
 async fn init_creates_the_schema_once_and_never_shows_a_password() {
     let Some(database) = Postgres::start() else { return };
@@ -65,7 +65,7 @@ async fn init_creates_the_schema_once_and_never_shows_a_password() {
     assert_eq!(ours, TABLES, "every table of the schema, and no other");
     let migrations: i64 =
         client.query_one("SELECT count(*) FROM refinery_schema_history", &[]).await.expect("history").get(0);
-    assert_eq!(migrations, 1, "one versioned migration applied");
+    assert_eq!(migrations, 2, "both versioned migrations applied");
     let meta = client.query_one("SELECT ratio, currency FROM meta", &[]).await.expect("meta");
     assert_eq!((meta.get::<_, i64>(0), meta.get::<_, String>(1)), (4, "EUR".to_owned()));
     let inventory = client
@@ -93,17 +93,6 @@ async fn init_creates_the_schema_once_and_never_shows_a_password() {
     assert!(!output.contains("pw-never-shown"), "{output}");
     let currency: String = client.query_one("SELECT currency FROM meta", &[]).await.expect("meta").get(0);
     assert_eq!(currency, "EUR", "the refused init changed nothing");
-
-    let serve_env = [
-        ("CREDITD_STORE", url.as_str()),
-        ("NANOBANANA_BASE_URL", "http://127.0.0.1:9"),
-        ("NANOBANANA_API_KEY", "k"),
-        ("CREDITD_ADMIN_TOKEN", "t"),
-        ("CREDITD_LISTEN", "127.0.0.1:0"),
-    ];
-    let (code, output) = creditd(&["serve"], &serve_env);
-    assert_eq!(code, 2, "serve does not fall back to a sled directory: {output}");
-    assert!(output.contains("CREDITD_STORE") && !output.contains("pw-never-shown"), "{output}");
 }
 
 /// Goal: an unreachable database is a clear error (exit 2) naming where it

@@ -26,7 +26,7 @@ use crate::clock::Clock;
 use crate::domain::{under_level, Levels, ProviderCredits, UserCredits};
 use crate::store::commit::CommitQueue;
 use crate::store::records::AlertEventRecord;
-use crate::store::{keys, Store, StoreError, WriteSet};
+use crate::store::{Store, StoreError, Write, WriteSet};
 
 /// Events kept, listed and persisted.
 pub const RECENT_MAX: usize = 500;
@@ -221,11 +221,9 @@ impl AlertActor {
         tracing::warn!(kind = %event.kind, state, severity = %event.severity, message = %event.message, "alert");
         metrics::counter!("creditd_alerts_total", "kind" => event.kind.clone(), "state" => state).increment(1);
         let mut writes = WriteSet::default();
-        if let Err(error) = writes.put(keys::alert(event.id).to_vec(), &event) {
-            tracing::error!(%error, "cannot encode an alert event");
-        }
+        writes.push(Write::Alert(event.clone()));
         if let Some(old) = event.id.checked_sub(u64::try_from(RECENT_MAX).unwrap_or(u64::MAX)) {
-            writes.remove(keys::alert(old).to_vec());
+            writes.push(Write::ForgetAlert(old));
         }
         // Alerts are not balance changes: nobody waits for their durability.
         if let Err(error) = self.commits.submit(writes) {

@@ -18,7 +18,7 @@ use actix::prelude::*;
 use crate::clock::Clock;
 use crate::store::commit::CommitQueue;
 use crate::store::records::PruneCursor;
-use crate::store::{keys, Store, StoreError, WriteSet};
+use crate::store::{Store, StoreError, Write, WriteSet};
 
 /// How often a pass runs.
 pub const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
@@ -100,7 +100,7 @@ pub fn prune(store: &Store, commits: &CommitQueue, cutoff_ms: u64) -> Result<u64
                 break;
             }
             if let (Some(operation), Some(key)) = (entry.kind.operation(), &entry.idempotency_key) {
-                writes.remove(keys::idempotency(operation, entry.caller.as_ref(), key));
+                writes.push(Write::Forget { operation, caller: entry.caller.clone(), key: key.clone() });
                 pruned = pruned.saturating_add(1);
             }
             cursor = entry.seq;
@@ -108,7 +108,7 @@ pub fn prune(store: &Store, commits: &CommitQueue, cutoff_ms: u64) -> Result<u64
         if cursor == start {
             return Ok(pruned);
         }
-        writes.put(keys::PRUNE_CURSOR, &PruneCursor { last_seq: cursor })?;
+        writes.push(Write::PruneCursor(PruneCursor { last_seq: cursor }));
         match commits.submit(writes)?.blocking_recv() {
             Ok(Ok(())) => {}
             Ok(Err(failed)) => return Err(StoreError::Unconfirmed(format!("pruning: {failed}"))),

@@ -37,6 +37,7 @@ pub enum ErrorCode {
     NotReady,
     OutcomeUnknown,
     Overloaded,
+    NotLeader,
 }
 
 /// Every error answer: `{"error": {"code": "...", "message": "..."}}`.
@@ -78,8 +79,19 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{0}")]
     SyncFailed(String),
+    /// This node is a standby in cluster mode (SPEC §12); the leader's
+    /// `CREDITD_ADVERTISE_URL`, when one holds the lease.
+    #[error("{}", not_leader_message(.0.as_deref()))]
+    NotLeader(Option<String>),
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+fn not_leader_message(leader: Option<&str>) -> String {
+    match leader {
+        Some(url) => format!("this node is a standby; the leader is at {url}"),
+        None => "this node is a standby and no leader holds the lease right now; retry shortly".into(),
+    }
 }
 
 impl From<crate::actors::sync::SyncError> for ApiError {
@@ -110,6 +122,7 @@ impl ApiError {
             Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::UnsupportedMediaType),
             Self::SyncFailed(_) => (StatusCode::BAD_GATEWAY, ErrorCode::SyncFailed),
+            Self::NotLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotLeader),
             Self::Engine(error) => engine_status_and_code(error),
         }
     }

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod standby;
 
 use actix_web::http::Method;
 use actix_web::{web, Route};

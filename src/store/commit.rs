@@ -153,7 +153,7 @@ fn write_group(store: &Store, group: &[Commit]) -> Result<(), CommitFailed> {
     metrics::histogram!("creditd_commit_batch_size").record(f64::from(size));
     metrics::histogram!("creditd_commit_duration_seconds").record(started.elapsed().as_secs_f64());
     result.map_err(|error| match error {
-        StoreError::Unconfirmed(reason) => CommitFailed::Unconfirmed(reason),
+        StoreError::Unconfirmed(reason) | StoreError::Fenced(reason) => CommitFailed::Unconfirmed(reason),
         other => CommitFailed::NotApplied(other.to_string()),
     })
 }

@@ -236,7 +236,7 @@ impl EntryKind {
 
 /// Which operation an idempotency key belongs to: the same key may be used
 /// once per operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Operation {
     Purchase,
     Hold,

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::Command;
 
 use creditd::store::records::LedgerEntry;
-use creditd::store::Store;
 use serde_json::json;
 
 use crate::common::{
@@ -58,7 +57,7 @@ struct Contents {
 }
 
 fn contents(data_dir: &Path) -> Contents {
-    let store = Store::open(data_dir).expect("opens");
+    let store = creditd::store::SledStore::open(data_dir).expect("opens");
     let ledger: Vec<LedgerEntry> = store.ledger().map(|item| item.expect("reads").1).collect();
     let idempotency = ledger
         .iter()

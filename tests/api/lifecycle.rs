@@ -104,7 +104,7 @@ async fn check_and_start_up_refuse_a_wallet_the_ledger_does_not_explain() {
         wallet.balance = creditd::domain::UserCredits::new(1_000).expect("small");
         wallet.version += 1;
         let mut writes = creditd::store::WriteSet::default();
-        writes.put_wallet(&user, &wallet).expect("encodes");
+        writes.put_wallet(&user, &wallet);
         store.write_durably([&writes]).expect("writes");
     }
     let (code, report) = crate::common::run_check(&data_dir);
@@ -194,7 +194,7 @@ fn serve_refuses_a_missing_empty_or_foreign_data_directory_naming_creditd_init()
     std::fs::create_dir(&foreign).expect("creates");
     std::fs::write(foreign.join("notes.txt"), "someone else's").expect("writes");
     let bare_sled = dir.path().join("bare-sled");
-    drop(creditd::store::Store::create(&bare_sled).expect("a sled directory without creditd's records"));
+    drop(creditd::store::SledStore::create(&bare_sled).expect("a sled directory without creditd's records"));
     for (name, data_dir) in [("missing", &missing), ("empty", &empty), ("foreign", &foreign), ("bare sled", &bare_sled)]
     {
         let listing = |path: &std::path::Path| {

@@ -235,7 +235,12 @@ pub async fn purchase(client: &reqwest::Client, base: &str, user: &str, package:
 }
 
 pub async fn catalogue(client: &reqwest::Client, server: &Server) -> Value {
-    let answer = get(client, &server.url("/api/credits/purchase")).await;
+    catalogue_at(client, &server.base).await
+}
+
+/// The catalogue of the server (or the proxy) at `base`.
+pub async fn catalogue_at(client: &reqwest::Client, base: &str) -> Value {
+    let answer = get(client, &format!("{base}/api/credits/purchase")).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     answer.body
 }

@@ -17,7 +17,7 @@ use crate::access::{KeyHash, KeyRing, LiveKey};
 use crate::actors::EngineError;
 use crate::domain::{KeyId, KeyName, Scopes};
 use crate::store::records::{ApiKeyRecord, EntryKind};
-use crate::store::{keys, WriteSet};
+use crate::store::WriteSet;
 
 /// Make a key; the caller made the key and sends only its hash.
 #[derive(Debug, Clone)]
@@ -100,7 +100,7 @@ impl InventoryActor {
             key_hash: message.key_hash,
         };
         change.record(None, None, kind, None)?;
-        change.writes.put(keys::api_key(&record.id), &record)?;
+        change.writes.api_key(record.clone());
         change.api_key = Some(record.clone());
         Ok(Decision::Apply(Box::new(change), record))
     }
@@ -115,7 +115,7 @@ impl InventoryActor {
         let mut change = self.begin();
         record.revoked_at_ms = Some(change.at_ms);
         change.record(None, None, EntryKind::ApiKeyRevoked { key_id: id.clone() }, None)?;
-        change.writes.put(keys::api_key(id), &record)?;
+        change.writes.api_key(record.clone());
         change.api_key = Some(record.clone());
         Ok(Decision::Apply(Box::new(change), record))
     }
@@ -150,9 +150,8 @@ impl InventoryActor {
                 Some(at) if record.last_used_at_ms.is_none_or(|stored| at > stored) => {
                     let mut record = record.clone();
                     record.last_used_at_ms = Some(at);
-                    if writes.put(keys::api_key(id), &record).is_ok() {
-                        used.push(record);
-                    }
+                    writes.api_key(record.clone());
+                    used.push(record);
                 }
                 _ => {}
             }

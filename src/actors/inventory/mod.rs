@@ -49,7 +49,7 @@ use crate::store::records::{
     LedgerEntry, Operation, PackageOverride, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord,
     SyncRecord, WalletRecord,
 };
-use crate::store::{keys, Store, WriteSet};
+use crate::store::{keys, Store, Write, WriteSet};
 
 /// Messages queued for the inventory before senders wait.
 const MAILBOX_CAPACITY: usize = 4_096;
@@ -169,7 +169,7 @@ impl Change {
             wallet_after,
             caller: key.map(|key| key.caller.clone()),
         };
-        self.writes.put(keys::ledger(seq), &entry)?;
+        self.writes.ledger(entry);
         Ok(seq)
     }
 
@@ -179,12 +179,7 @@ impl Change {
     }
 
     fn put_hold(&mut self, hold: HoldRecord) -> Result<(), EngineError> {
-        self.writes.put(keys::hold(&hold.hold_id), &hold)?;
-        if hold.state == HoldState::Open {
-            self.writes.put_empty(keys::open_hold(&hold.hold_id));
-        } else {
-            self.writes.remove(keys::open_hold(&hold.hold_id));
-        }
+        self.writes.hold(hold.clone());
         self.holds.push(hold);
         Ok(())
     }
@@ -192,7 +187,8 @@ impl Change {
     /// Writes `wallet` as moved by ledger entry `seq`.
     fn put_wallet(&mut self, user: &UserId, wallet: &mut WalletRecord, seq: u64) -> Result<(), EngineError> {
         wallet.note_entry(seq);
-        Ok(self.writes.put_wallet(user, wallet)?)
+        self.writes.put_wallet(user, wallet);
+        Ok(())
     }
 
     /// Remembers `receipt` under `key`, in the same batch as the effect.
@@ -205,7 +201,7 @@ impl Change {
     ) -> Result<(), EngineError> {
         let store_key = keys::scoped_idempotency(operation, key);
         let record = IdempotencyRecord { fingerprint, receipt, at_ms: self.at_ms };
-        self.writes.put(store_key.clone(), &record)?;
+        self.writes.push(Write::Remember { operation, caller: Some(key.caller.clone()), key: key.key.clone(), record });
         self.key_in_flight = Some((store_key, fingerprint));
         Ok(())
     }
@@ -450,7 +446,7 @@ impl InventoryActor {
     /// Queues `change`; once queued, its state is the actor's.
     fn commit(&mut self, mut change: Change) -> Result<CommitReceipt, EngineError> {
         self.assert_invariants(&change.next);
-        change.writes.put(keys::INVENTORY, &change.next)?;
+        change.writes.inventory(change.next.clone());
         let durable = self.commits.submit(change.writes)?;
         let earned = change.next.revenue.minor_units().saturating_sub(self.state.revenue.minor_units());
         if earned > 0 {
@@ -937,7 +933,7 @@ impl InventoryActor {
         let seq = change.record(Some(user), Some(key), kind, Some(wallet.balance))?;
         change.put_wallet(user, &mut wallet, seq)?;
         let record = SpendRecord { spend_id: spend_id.clone(), user: user.clone(), credits, seq, refund: None };
-        change.writes.put(keys::spend(&spend_id), &record)?;
+        change.writes.spend(record);
         let receipt = SpendReceipt { spend_id, user_id: user.clone(), credits, balance: wallet.balance };
         change.remember(Operation::Spend, key, fingerprint, Receipt::Spend(receipt.clone()))?;
         Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Spend(receipt), Some(wallet))))
@@ -975,7 +971,7 @@ impl InventoryActor {
             balance: wallet.balance,
         };
         let record = SpendRecord { refund: Some(receipt.clone()), ..spend };
-        change.writes.put(keys::spend(spend_id), &record)?;
+        change.writes.spend(record);
         Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Refund(receipt), Some(wallet))))
     }
 }
@@ -1415,7 +1411,7 @@ impl InventoryActor {
         };
         change.record(None, None, kind, None)?;
         let stored = PackageOverride { enabled: updated.enabled, credits: updated.credits, price: updated.price };
-        change.writes.put(keys::package(&updated.id), &stored)?;
+        change.writes.push(Write::Package { id: updated.id.clone(), settings: stored });
         change.package = Some(updated.clone());
         Ok(Decision::Apply(Box::new(change), updated))
     }

@@ -18,23 +18,23 @@ use crate::store::records::{ApiKeyRecord, InventoryRecord, PackageOverride, Sync
 const PAGE: i64 = 10_000;
 
 /// Milliseconds since the epoch of a TIMESTAMPTZ column, in SQL.
-fn ms(column: &str) -> String {
+pub(super) fn ms(column: &str) -> String {
     format!("(extract(epoch FROM {column}) * 1000)::BIGINT")
 }
 
-fn bad(what: impl std::fmt::Display) -> PostgresError {
+pub(super) fn bad(what: impl std::fmt::Display) -> PostgresError {
     PostgresError::Corrupt(what.to_string())
 }
 
-fn unsigned(value: i64, name: &str) -> Result<u64, PostgresError> {
+pub(super) fn unsigned(value: i64, name: &str) -> Result<u64, PostgresError> {
     u64::try_from(value).map_err(|_| bad(format!("{name} is negative")))
 }
 
-fn user_credits(value: i64, name: &str) -> Result<UserCredits, PostgresError> {
+pub(super) fn user_credits(value: i64, name: &str) -> Result<UserCredits, PostgresError> {
     UserCredits::new(unsigned(value, name)?).map_err(|e| bad(format!("{name}: {e}")))
 }
 
-fn provider_credits(value: i64, name: &str) -> Result<ProviderCredits, PostgresError> {
+pub(super) fn provider_credits(value: i64, name: &str) -> Result<ProviderCredits, PostgresError> {
     ProviderCredits::new(unsigned(value, name)?).map_err(|e| bad(format!("{name}: {e}")))
 }
 
@@ -49,6 +49,8 @@ pub async fn check(url: &str) -> Result<CheckReport, PostgresError> {
     let has_meta = client.query_one("SELECT to_regclass('public.meta') IS NOT NULL", &[]).await?.get::<_, bool>(0);
     let meta = if has_meta { client.query_opt("SELECT ratio, currency FROM meta", &[]).await? } else { None };
     let meta = meta.ok_or_else(|| PostgresError::NotAStore(target(url)))?;
+    // One snapshot for every read: a store a leader is writing to checks as consistently as a stopped one.
+    client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
     let ratio = Ratio::new(unsigned(meta.get(0), "ratio")?).map_err(|e| bad(format!("ratio: {e}")))?;
     let currency = Currency::parse(meta.get::<_, String>(1).trim()).map_err(|e| bad(format!("currency: {e:?}")))?;
     let mut replay = Replay::new(ratio, Money::zero(currency));
@@ -143,7 +145,7 @@ async fn read_stored(client: &Client, currency: Currency) -> Result<Stored, Post
     Ok(stored)
 }
 
-fn api_key(row: &Row) -> Result<ApiKeyRecord, PostgresError> {
+pub(super) fn api_key(row: &Row) -> Result<ApiKeyRecord, PostgresError> {
     let id = KeyId::parse(&row.get::<_, String>(0)).map_err(|e| bad(format!("key id: {e}")))?;
     let scopes: Vec<String> = row.get(2);
     let scopes = scopes.iter().map(|scope| Scope::parse(scope)).collect::<Result<Vec<_>, _>>().map_err(bad)?;
@@ -160,7 +162,7 @@ fn api_key(row: &Row) -> Result<ApiKeyRecord, PostgresError> {
     })
 }
 
-async fn inventory(client: &Client, currency: Currency) -> Result<InventoryRecord, PostgresError> {
+pub(super) async fn inventory(client: &Client, currency: Currency) -> Result<InventoryRecord, PostgresError> {
     let query = format!(
         "SELECT provider_balance, reserved, wallets_total, holds_total, next_seq, {}, last_sync_real, \
          last_sync_drift, purchases_enabled, disabled_reason, revenue_minor_units, consumed_total FROM inventory",

@@ -122,3 +122,19 @@ pub async fn leader(client: &impl GenericClient) -> Result<Option<(String, Optio
         .await?;
     Ok(row.map(|row| (row.get(0), row.get(1))))
 }
+
+/// Ends `node`'s lease of `epoch` now, if it still holds it (a leader that
+/// stops or steps down), so that a standby takes over at once.
+///
+/// # Errors
+/// The database cannot be reached or refuses.
+pub async fn release(client: &impl GenericClient, node: &str, epoch: i64) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE lease SET expires_at = clock_timestamp() WHERE epoch = $2 AND holder = $1 \
+             AND expires_at > clock_timestamp()",
+            &[&node, &epoch],
+        )
+        .await
+        .map(|_| ())
+}

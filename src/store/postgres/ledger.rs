@@ -99,6 +99,122 @@ impl Values {
     }
 }
 
+/// Inserts many entries in one statement: one array per column
+/// ([`Columns::params`]); an entry's scopes travel as one comma-separated text.
+pub const INSERT_MANY: &str = "INSERT INTO ledger (seq, at, kind, user_id, idempotency_key, caller, package_id, \
+     credits, price_minor_units, purchase_id, hold_id, spend_id, expires_at, reason, enabled, real_balance, \
+     previous_balance, consumed_in_flight, drift, key_id, key_name, scopes, key_hash, provider_balance_after, \
+     reserved_after, wallet_after) SELECT seq, to_timestamp(at_ms / 1000.0), kind, user_id, idempotency_key, \
+     caller, package_id, credits, price_minor_units, purchase_id, hold_id, spend_id, \
+     to_timestamp(expires_at_ms / 1000.0), reason, enabled, real_balance, previous_balance, consumed_in_flight, \
+     drift, key_id, key_name, string_to_array(scopes, ','), key_hash, provider_balance_after, reserved_after, \
+     wallet_after FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
+     $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::BIGINT[], $14::TEXT[], \
+     $15::BOOLEAN[], $16::BIGINT[], $17::BIGINT[], $18::BIGINT[], $19::BIGINT[], $20::TEXT[], $21::TEXT[], \
+     $22::TEXT[], $23::BYTEA[], $24::BIGINT[], $25::BIGINT[], $26::BIGINT[]) AS entry (seq, at_ms, kind, \
+     user_id, idempotency_key, caller, package_id, credits, price_minor_units, purchase_id, hold_id, spend_id, \
+     expires_at_ms, reason, enabled, real_balance, previous_balance, consumed_in_flight, drift, key_id, \
+     key_name, scopes, key_hash, provider_balance_after, reserved_after, wallet_after)";
+
+/// Many entries' values, one array per column, for [`INSERT_MANY`].
+#[derive(Debug, Default)]
+pub struct Columns {
+    seq: Vec<i64>,
+    at_ms: Vec<i64>,
+    kind: Vec<&'static str>,
+    user_id: Vec<Option<String>>,
+    idempotency_key: Vec<Option<String>>,
+    caller: Vec<Option<String>>,
+    package_id: Vec<Option<String>>,
+    credits: Vec<Option<i64>>,
+    price_minor_units: Vec<Option<i64>>,
+    purchase_id: Vec<Option<String>>,
+    hold_id: Vec<Option<String>>,
+    spend_id: Vec<Option<String>>,
+    expires_at_ms: Vec<Option<i64>>,
+    reason: Vec<Option<String>>,
+    enabled: Vec<Option<bool>>,
+    real_balance: Vec<Option<i64>>,
+    previous_balance: Vec<Option<i64>>,
+    consumed_in_flight: Vec<Option<i64>>,
+    drift: Vec<Option<i64>>,
+    key_id: Vec<Option<String>>,
+    key_name: Vec<Option<String>>,
+    scopes: Vec<Option<String>>,
+    key_hash: Vec<Option<Vec<u8>>>,
+    provider_balance_after: Vec<i64>,
+    reserved_after: Vec<i64>,
+    wallet_after: Vec<Option<i64>>,
+}
+
+impl Columns {
+    pub fn push(&mut self, entry: &LedgerEntry) {
+        let row = values(entry);
+        self.seq.push(row.seq);
+        self.at_ms.push(row.at_ms);
+        self.kind.push(row.kind);
+        self.user_id.push(row.user_id);
+        self.idempotency_key.push(row.idempotency_key);
+        self.caller.push(row.caller);
+        self.package_id.push(row.package_id);
+        self.credits.push(row.credits);
+        self.price_minor_units.push(row.price_minor_units);
+        self.purchase_id.push(row.purchase_id);
+        self.hold_id.push(row.hold_id);
+        self.spend_id.push(row.spend_id);
+        self.expires_at_ms.push(row.expires_at_ms);
+        self.reason.push(row.reason);
+        self.enabled.push(row.enabled);
+        self.real_balance.push(row.real_balance);
+        self.previous_balance.push(row.previous_balance);
+        self.consumed_in_flight.push(row.consumed_in_flight);
+        self.drift.push(row.drift);
+        self.key_id.push(row.key_id);
+        self.key_name.push(row.key_name);
+        self.scopes.push(row.scopes.map(|scopes| scopes.join(",")));
+        self.key_hash.push(row.key_hash);
+        self.provider_balance_after.push(row.provider_balance_after);
+        self.reserved_after.push(row.reserved_after);
+        self.wallet_after.push(row.wallet_after);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seq.is_empty()
+    }
+
+    /// The parameters of [`INSERT_MANY`], in order.
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 26] {
+        [
+            &self.seq,
+            &self.at_ms,
+            &self.kind,
+            &self.user_id,
+            &self.idempotency_key,
+            &self.caller,
+            &self.package_id,
+            &self.credits,
+            &self.price_minor_units,
+            &self.purchase_id,
+            &self.hold_id,
+            &self.spend_id,
+            &self.expires_at_ms,
+            &self.reason,
+            &self.enabled,
+            &self.real_balance,
+            &self.previous_balance,
+            &self.consumed_in_flight,
+            &self.drift,
+            &self.key_id,
+            &self.key_name,
+            &self.scopes,
+            &self.key_hash,
+            &self.provider_balance_after,
+            &self.reserved_after,
+            &self.wallet_after,
+        ]
+    }
+}
+
 /// The values of `entry`'s row.
 pub fn values(entry: &LedgerEntry) -> Values {
     let mut row = Values {

@@ -10,6 +10,9 @@ pub mod check;
 pub mod lease;
 pub mod ledger;
 pub mod restore;
+pub mod store;
+
+pub use store::PgStore;
 
 use tokio_postgres::NoTls;
 
