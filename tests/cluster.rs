@@ -75,7 +75,6 @@ impl Node {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    #[allow(dead_code)]
     fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -413,4 +412,97 @@ async fn the_leader_killed_under_load_fails_over_with_every_promise_kept() {
         history.acknowledged.len(),
         history.retried,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_commits_nothing_after_it() {
+    let Some(mut cluster) = Cluster::start().await else { return };
+    let base = cluster.proxy.base();
+    let key = cluster.api_key().await;
+    let client = common::client_with_key(&key);
+    let mut states: Vec<ClientState> = (0..16)
+        .map(|i| ClientState {
+            user: format!("paused-{i}"),
+            holds: Vec::new(),
+            spends: Vec::new(),
+            balance: 0,
+            next: 0,
+        })
+        .collect();
+    let mut history = History::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = states
+        .drain(..)
+        .enumerate()
+        .map(|(i, state)| tokio::spawn(run_client(client.clone(), base.clone(), state, stop.clone(), 0, i as u64)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let old = cluster.await_leader().await;
+    common::signal(cluster.nodes[old].pid(), nix::sys::signal::Signal::SIGSTOP);
+    let paused = Instant::now();
+    // Another node takes over once the lease has expired by the database's clock.
+    let new = cluster.await_leader().await;
+    assert_ne!(new, old, "a paused node cannot answer /readyz");
+    first_purchase(&client, &base, &mut history, 0).await;
+    eprintln!("takeover {} ms after the pause", paused.elapsed().as_millis());
+
+    // The old leader wakes up believing it leads: everything it is asked to change must fail.
+    common::signal(cluster.nodes[old].pid(), nix::sys::signal::Signal::SIGCONT);
+    let direct = cluster.nodes[old].base();
+    let mut sent = Vec::new();
+    let woke = Instant::now();
+    let mut answered = 0;
+    while woke.elapsed() < Duration::from_secs(2) {
+        let key = format!("to-the-old-leader-{}", sent.len());
+        let answer = common::try_purchase(&client, &direct, "paused-0", "starter", &key).await;
+        if let Ok(answer) = &answer {
+            answered += 1;
+            assert_ne!(answer.status, 200, "the old leader acknowledged a purchase after losing its lease: {answer:?}");
+        }
+        sent.push(key);
+    }
+    assert!(answered > 0, "the old leader answered none of {} purchases", sent.len());
+    // And it steps down: a standby's /readyz.
+    let deadline = Instant::now() + FAILOVER_GIVE_UP;
+    let probe = reqwest::Client::new();
+    loop {
+        let status = probe.get(format!("{direct}/readyz")).send().await.map(|response| response.status().as_u16());
+        if let Ok(503) = status {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the old leader never stepped down:\n{}", cluster.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let not_leader = common::try_purchase(&client, &direct, "paused-0", "starter", "after-stepping-down").await;
+    let not_leader = not_leader.expect("the standby answers");
+    assert_eq!(not_leader.status, 503, "{not_leader:?}");
+    assert_eq!(not_leader.body["error"]["code"], "not_leader", "{not_leader:?}");
+    let leader_url = cluster.nodes[new].base();
+    assert!(not_leader.body["error"]["message"].as_str().is_some_and(|m| m.contains(&leader_url)), "{not_leader:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let (state, ops) = task.await.expect("client task");
+        states.push(state);
+        for (op, outcome) in ops {
+            history.record(Some(states.len() - 1), op, outcome);
+        }
+    }
+    retry_unknown(&client, &base, &mut history, &mut states, 0).await;
+    let mut index = LedgerIndex::default();
+    ledger_after(&client, &base, 0, |page| extend_index(&mut index, page)).await;
+    nothing_twice(&index).unwrap_or_else(|error| panic!("{error}"));
+    for (op, made) in &history.acknowledged {
+        applied_once(&index, op, made.as_deref()).unwrap_or_else(|error| panic!("{error}"));
+    }
+    for key in &sent {
+        assert!(
+            !index.keys.contains_key(&("purchase".to_owned(), key.clone())),
+            "{key}, sent to the old leader after its lease, is in the ledger"
+        );
+    }
+    let (code, report) = cluster.check();
+    assert_eq!(code, 0, "creditd check --store:\n{report}");
+    cluster.restart(old);
 }

@@ -247,7 +247,8 @@ async fn the_lease_has_one_holder_and_fences_the_old_one() {
 
     // a resumes and tries to commit a group under its old epoch: fenced.
     let transaction = a.transaction().await.expect("begins");
-    assert_eq!(fence(&transaction, first.epoch).await.expect("query"), Err(Fenced { ours: 1, current: Some(2) }));
+    let fenced = fence(&transaction, first.epoch).await.expect("query");
+    assert!(matches!(&fenced, Err(Fenced { ours: 1, message }) if message.contains("lease's 2")), "{fenced:?}");
     transaction.rollback().await.expect("rolls back");
     let mut b = b;
     let transaction = b.transaction().await.expect("begins");
@@ -267,4 +268,58 @@ async fn the_lease_has_one_holder_and_fences_the_old_one() {
     transaction.commit().await.expect("b's group commits under its epoch");
     let (third, _c) = takeover.await.expect("joins").expect("query");
     assert_eq!(third.map(|lease| lease.epoch), Some(3), "then c takes it, with the next epoch");
+}
+
+/// Goal: the group commit itself is fenced (SPEC §12): a store opened by
+/// the leader of an old epoch commits nothing once another node holds the
+/// lease, even a group that collides with nothing the new leader wrote;
+/// the new leader's group commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_an_old_epoch_commits_nothing() {
+    use creditd::store::postgres::lease::try_acquire;
+    use creditd::store::postgres::PgStore;
+    use creditd::store::records::PruneCursor;
+    use creditd::store::{Store, StoreError, Write, WriteSet};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let Some(database) = Postgres::start() else { return };
+    let url = database.url();
+    let (code, output) = creditd(&["init", "--store", &url], &[]);
+    assert_eq!(code, 0, "{output}");
+    let client = creditd::store::postgres::connect(&url).await.expect("connects");
+    let ttl = Duration::from_millis(300);
+    let old = try_acquire(&client, "old", "http://old", ttl).await.expect("query").expect("the free lease");
+    let opened = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || PgStore::open(&url, old.epoch, ttl)).await.expect("joins")
+    };
+    let old_store = Store::Postgres(Arc::new(opened.expect("opens")));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let new = loop {
+        if let Some(lease) = try_acquire(&client, "new", "http://new", ttl).await.expect("query") {
+            break lease;
+        }
+        assert!(std::time::Instant::now() < deadline, "the lease never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let opened = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || PgStore::open(&url, new.epoch, ttl)).await.expect("joins")
+    };
+    let new_store = Store::Postgres(Arc::new(opened.expect("opens")));
+
+    let write = |store: Store, last_seq: u64| {
+        tokio::task::spawn_blocking(move || {
+            let mut writes = WriteSet::default();
+            writes.push(Write::PruneCursor(PruneCursor { last_seq }));
+            let outcome = store.write_durably([&writes]);
+            (outcome, store.prune_cursor().expect("reads"))
+        })
+    };
+    let (outcome, cursor) = write(old_store, 7).await.expect("joins");
+    assert!(matches!(outcome, Err(StoreError::Fenced(_))), "{outcome:?}");
+    assert_eq!(cursor, None, "the old epoch's group left nothing");
+    let (outcome, cursor) = write(new_store, 9).await.expect("joins");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(cursor.map(|cursor| cursor.last_seq), Some(9), "the new leader's group is committed");
 }

@@ -141,7 +141,7 @@ pub async fn run_client(
 /// Counts of what the ledger holds, by idempotency key and resource id.
 #[derive(Default)]
 pub struct LedgerIndex {
-    keys: BTreeMap<(String, String), usize>,
+    pub keys: BTreeMap<(String, String), usize>,
     closes: BTreeMap<String, Vec<String>>,
     refunds: BTreeMap<String, usize>,
     ids: BTreeSet<String>,

@@ -27,11 +27,21 @@ pub struct Lease {
 
 /// A group's transaction found another epoch current: nothing may commit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("fenced: this node's epoch {ours} is not the lease's {current:?}; it is no longer the leader")]
+#[error("fenced: this node's epoch {ours} is no longer the lease's ({message}); it is no longer the leader")]
 pub struct Fenced {
     pub ours: i64,
-    pub current: Option<i64>,
+    /// The database's words, naming the current epoch.
+    pub message: String,
 }
+
+/// The first statement of every group's transaction (migration V2's
+/// `creditd_fence`): aborts the transaction with SQLSTATE [`FENCED`] unless
+/// the lease is at the epoch given, and holds the lease row `FOR SHARE`
+/// until the transaction ends.
+pub const FENCE: &str = "SELECT creditd_fence($1)";
+
+/// The SQLSTATE `creditd_fence` raises.
+pub const FENCED: &str = "CRFEN";
 
 fn millis(ttl: std::time::Duration) -> i64 {
     i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
@@ -97,16 +107,20 @@ pub async fn renew(
     Ok(row.map(|row| Lease { epoch: row.get(0), expires_at_ms: row.get(1) }))
 }
 
-/// The first statement of a group's transaction: the lease must still be
-/// at `epoch`. Holds the row until the transaction ends.
+/// Runs [`FENCE`] for `epoch` in `transaction`: the lease must still be at
+/// `epoch`; the transaction is aborted when it is not.
 ///
 /// # Errors
 /// [`Fenced`] (as the outer `Ok(Err)`) for another epoch; the inner error when
 /// the database fails.
 pub async fn fence(transaction: &impl GenericClient, epoch: i64) -> Result<Result<(), Fenced>, tokio_postgres::Error> {
-    let row = transaction.query_opt("SELECT epoch FROM lease FOR SHARE", &[]).await?;
-    let current: Option<i64> = row.map(|row| row.get(0));
-    Ok(if current == Some(epoch) { Ok(()) } else { Err(Fenced { ours: epoch, current }) })
+    match transaction.execute(FENCE, &[&epoch]).await {
+        Ok(_) => Ok(Ok(())),
+        Err(error) => match error.as_db_error() {
+            Some(db) if db.code().code() == FENCED => Ok(Err(Fenced { ours: epoch, message: db.message().to_owned() })),
+            _ => Err(error),
+        },
+    }
 }
 
 /// The holder of an unexpired lease and the URL it advertised, if any.

@@ -31,7 +31,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
 use super::check::{api_key, bad, inventory, ms, unsigned, user_credits};
-use super::{big, connect, ledger, target, PostgresError};
+use super::{big, connect, lease, ledger, target, PostgresError};
 use crate::domain::{Currency, HoldId, IdempotencyKey, KeyId, Money, PackageId, Ratio, SpendId, UserId};
 use crate::replay::idempotency_record;
 use crate::store::records::{
@@ -110,7 +110,7 @@ impl Writer {
         let idle = idle_in_transaction.as_millis();
         client.batch_execute(&format!("SET idle_in_transaction_session_timeout = {idle}")).await?;
         Ok(Self {
-            fence: client.prepare("SELECT creditd_fence($1)").await?,
+            fence: client.prepare(lease::FENCE).await?,
             ledger: client.prepare(ledger::INSERT_MANY).await?,
             wallets: client.prepare(WALLETS).await?,
             remember: client.prepare(REMEMBER).await?,
