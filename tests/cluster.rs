@@ -160,8 +160,8 @@ struct Cluster {
     provider: FakeProvider,
     store: String,
     dir: tempfile::TempDir,
-    // Dropped last: the nodes stop before their database.
-    _database: Postgres,
+    // Dropped last: the nodes stop before their databases.
+    databases: Vec<Postgres>,
 }
 
 impl Cluster {
@@ -169,6 +169,11 @@ impl Cluster {
     async fn start() -> Option<Self> {
         let database = Postgres::start()?;
         let store = database.url();
+        Self::start_on(store, vec![database]).await
+    }
+
+    /// The nodes and HAProxy on the store at `store`, served by `databases`.
+    async fn start_on(store: String, databases: Vec<Postgres>) -> Option<Self> {
         let made = Command::new(common::binary())
             .args(["init", "--store", &store])
             .env_clear()
@@ -179,7 +184,7 @@ impl Cluster {
         let proxy = Haproxy::start(&ports)?;
         let provider = common::provider(1_000_000_000);
         let dir = common::temp_dir();
-        let mut cluster = Self { nodes: Vec::new(), proxy, provider, store, dir, _database: database };
+        let mut cluster = Self { nodes: Vec::new(), proxy, provider, store, dir, databases };
         for (i, port) in ports.iter().enumerate() {
             let log = cluster.dir.path().join(format!("node{i}.log"));
             cluster.nodes.push(Node::spawn(*port, &cluster.store, &cluster.provider, &log));
@@ -505,4 +510,83 @@ async fn a_leader_paused_past_its_lease_commits_nothing_after_it() {
     let (code, report) = cluster.check();
     assert_eq!(code, 0, "creditd check --store:\n{report}");
     cluster.restart(old);
+}
+
+/// Goal: PostgreSQL itself fails over (SPEC §12): a primary with a
+/// synchronous standby (`synchronous_standby_names`), the primary killed
+/// under load, the standby promoted; the nodes reconnect through a
+/// multi-host URL with `target_session_attrs=read-write`, a node takes the
+/// lease on the promoted database, and every promise holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_failing_over_to_its_synchronous_standby_loses_nothing() {
+    let Some(primary) = Postgres::start() else { return };
+    let standby = primary.standby("creditd_standby");
+    {
+        let client = creditd::store::postgres::connect(&primary.url()).await.expect("connects");
+        for statement in ["ALTER SYSTEM SET synchronous_standby_names = 'creditd_standby'", "SELECT pg_reload_conf()"] {
+            client.batch_execute(statement).await.expect("makes the standby synchronous");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let row = client
+                .query_opt("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'creditd_standby'", &[])
+                .await
+                .expect("reads the replication state");
+            if row.is_some_and(|row| row.get::<_, String>(0) == "sync") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the standby never became synchronous");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let store = format!(
+        "postgres://{}@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        postgres::USER,
+        primary.port,
+        standby.port
+    );
+    let Some(cluster) = Cluster::start_on(store, vec![primary, standby]).await else { return };
+    let base = cluster.proxy.base();
+    let key = cluster.api_key().await;
+    let client = common::client_with_key(&key);
+    let mut states: Vec<ClientState> = (0..CLIENTS)
+        .map(|i| ClientState { user: format!("pg-{i}"), holds: Vec::new(), spends: Vec::new(), balance: 0, next: 0 })
+        .collect();
+    let mut history = History::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = states
+        .drain(..)
+        .enumerate()
+        .map(|(i, state)| tokio::spawn(run_client(client.clone(), base.clone(), state, stop.clone(), 0, i as u64)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    cluster.databases[0].kill();
+    cluster.databases[1].promote();
+    let failover = first_purchase(&client, &base, &mut history, 0).await;
+    eprintln!("PostgreSQL failover: the first purchase {} ms after the primary died", failover.as_millis());
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        let (state, ops) = task.await.expect("client task");
+        states.push(state);
+        for (op, outcome) in ops {
+            history.record(Some(states.len() - 1), op, outcome);
+        }
+    }
+    retry_unknown(&client, &base, &mut history, &mut states, 0).await;
+    let mut index = LedgerIndex::default();
+    ledger_after(&client, &base, 0, |page| extend_index(&mut index, page)).await;
+    nothing_twice(&index).unwrap_or_else(|error| panic!("{error}"));
+    for (op, made) in &history.acknowledged {
+        applied_once(&index, op, made.as_deref()).unwrap_or_else(|error| panic!("{error}"));
+    }
+    assert!(history.acknowledged.len() > CLIENTS, "the load ran: {} acknowledged", history.acknowledged.len());
+    let (code, report) = cluster.check();
+    assert_eq!(code, 0, "creditd check --store on the promoted standby:\n{report}");
+    eprintln!(
+        "PostgreSQL failover: {} operations, {} acknowledged, {} unknown retried, 0 violations",
+        history.operations,
+        history.acknowledged.len(),
+        history.retried
+    );
 }
