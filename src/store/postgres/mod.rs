@@ -7,6 +7,7 @@
 //! issue 15.
 
 pub mod check;
+mod group;
 pub mod lease;
 pub mod ledger;
 pub mod restore;

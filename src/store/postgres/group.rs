@@ -1,0 +1,532 @@
+//! A group's writes as one PostgreSQL transaction (see `store.rs`): the
+//! writes collapsed to the last of each record, the arrays of the
+//! multi-row statements, and the pipeline that sends them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+
+use super::store::tag;
+use super::{big, connect, lease, ledger, PostgresError};
+use crate::domain::{HoldId, KeyId, PackageId, SpendId, UserId};
+use crate::store::records::{
+    AlertEventRecord, ApiKeyRecord, HoldRecord, HoldState, InventoryRecord, MetaRecord, Operation, PackageOverride,
+    PruneCursor, SpendRecord, WalletRecord,
+};
+use crate::store::writes::{Write, WriteSet};
+use crate::store::StoreError;
+
+const WALLETS: &str = "WITH input AS (SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], \
+     $5::BIGINT[]) AS w (user_id, balance, version, recent, expected)), \
+     updated AS (UPDATE wallets SET balance = input.balance, version = input.version, \
+     recent = string_to_array(input.recent, ',')::BIGINT[] FROM input \
+     WHERE wallets.user_id = input.user_id AND input.expected <> 0 \
+     AND (input.expected = -1 OR wallets.version = input.expected) RETURNING 1), \
+     inserted AS (INSERT INTO wallets (user_id, balance, version, recent) SELECT user_id, balance, version, \
+     string_to_array(recent, ',')::BIGINT[] FROM input WHERE expected = 0 OR (expected = -1 AND NOT EXISTS \
+     (SELECT 1 FROM wallets WHERE wallets.user_id = input.user_id)) RETURNING 1) \
+     SELECT creditd_require((SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted) = $6, \
+     'a wallet is not at the version its write expects')";
+
+const REMEMBER: &str = "INSERT INTO idempotency (operation, caller, key, fingerprint, seq, at) \
+     SELECT operation, caller, key, fingerprint, seq, to_timestamp(at_ms / 1000.0) FROM UNNEST($1::TEXT[], \
+     $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::BIGINT[], $6::BIGINT[]) AS i (operation, caller, key, fingerprint, \
+     seq, at_ms)";
+
+const FORGET: &str = "DELETE FROM idempotency USING UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[]) AS f (operation, \
+     caller, key) WHERE idempotency.operation = f.operation AND idempotency.caller = f.caller \
+     AND idempotency.key = f.key";
+
+const HOLDS: &str = "INSERT INTO holds (hold_id, user_id, package_id, credits, price_minor_units, created_at, \
+     expires_at, state, captured_balance) SELECT hold_id, user_id, package_id, credits, price, \
+     to_timestamp(created_ms / 1000.0), to_timestamp(expires_ms / 1000.0), state, captured FROM UNNEST($1::TEXT[], \
+     $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], $8::TEXT[], $9::BIGINT[]) \
+     AS h (hold_id, user_id, package_id, credits, price, created_ms, expires_ms, state, captured) \
+     ON CONFLICT (hold_id) DO UPDATE SET state = EXCLUDED.state, captured_balance = EXCLUDED.captured_balance";
+
+const SPENDS: &str = "INSERT INTO spends (spend_id, user_id, credits, seq, refunded_balance) \
+     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[]) \
+     ON CONFLICT (spend_id) DO UPDATE SET refunded_balance = EXCLUDED.refunded_balance";
+
+const INVENTORY: &str = "UPDATE inventory SET provider_balance = $1, reserved = $2, wallets_total = $3, \
+     holds_total = $4, next_seq = $5, last_sync_at = to_timestamp($6::BIGINT / 1000.0), last_sync_real = $7, \
+     last_sync_drift = $8, purchases_enabled = $9, disabled_reason = $10, revenue_minor_units = $11, \
+     consumed_total = $12";
+
+/// The commit connection and its prepared statements.
+pub(super) struct Writer {
+    pub(super) client: Client,
+    fence: Statement,
+    ledger: Statement,
+    wallets: Statement,
+    remember: Statement,
+    forget: Statement,
+    holds: Statement,
+    spends: Statement,
+    inventory: Statement,
+}
+
+impl Writer {
+    pub(super) async fn connect(url: &str, idle_in_transaction: Duration) -> Result<Self, PostgresError> {
+        let client = connect(url).await?;
+        // A node paused inside a transaction keeps the lease row locked: the
+        // database ends such a session, so that a takeover does not wait for it.
+        let idle = idle_in_transaction.as_millis();
+        client.batch_execute(&format!("SET idle_in_transaction_session_timeout = {idle}")).await?;
+        Ok(Self {
+            fence: client.prepare(lease::FENCE).await?,
+            ledger: client.prepare(ledger::INSERT_MANY).await?,
+            wallets: client.prepare(WALLETS).await?,
+            remember: client.prepare(REMEMBER).await?,
+            forget: client.prepare(FORGET).await?,
+            holds: client.prepare(HOLDS).await?,
+            spends: client.prepare(SPENDS).await?,
+            inventory: client.prepare(INVENTORY).await?,
+            client,
+        })
+    }
+}
+
+/// One statement of a group's pipeline.
+type Step<'a> = std::pin::Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+
+/// An idempotency record as a row: the answer is rebuilt from entry `seq`.
+pub(super) struct Remembered {
+    pub(super) operation: Operation,
+    pub(super) caller: String,
+    pub(super) key: String,
+    fingerprint: Vec<u8>,
+    seq: i64,
+    at_ms: i64,
+}
+
+/// A group's writes, collapsed to the last write of each record, as the
+/// arrays of its multi-row statements.
+#[derive(Default)]
+pub(super) struct Group {
+    ledger: ledger::Columns,
+    inventory: Option<InventoryRecord>,
+    meta: Option<MetaRecord>,
+    /// By user: the version the stored wallet must have, and the last record.
+    /// (−1: any version; a restore).
+    wallets: BTreeMap<UserId, (i64, WalletRecord)>,
+    pub(super) remember: Vec<Remembered>,
+    forget: BTreeSet<(Operation, String, String)>,
+    holds: BTreeMap<HoldId, HoldRecord>,
+    spends: BTreeMap<SpendId, SpendRecord>,
+    packages: BTreeMap<PackageId, PackageOverride>,
+    alerts: BTreeMap<u64, Option<AlertEventRecord>>,
+    prune_cursor: Option<PruneCursor>,
+    api_keys: BTreeMap<KeyId, ApiKeyRecord>,
+}
+
+impl Group {
+    pub(super) fn collect<'a>(sets: impl IntoIterator<Item = &'a WriteSet>) -> Result<Self, StoreError> {
+        let mut group = Self::default();
+        for set in sets {
+            for write in set.writes() {
+                group.add(set, write)?;
+            }
+        }
+        Ok(group)
+    }
+
+    fn add(&mut self, set: &WriteSet, write: &Write) -> Result<(), StoreError> {
+        match write {
+            Write::Meta(record) => self.meta = Some(record.clone()),
+            Write::Inventory(record) => self.inventory = Some(record.clone()),
+            Write::Ledger(entry) => self.ledger.push(entry),
+            Write::Wallet { user, record, expected } => {
+                let expected = expected.map_or(-1, big);
+                let slot = self.wallets.entry(user.clone()).or_insert_with(|| (expected, record.clone()));
+                slot.1 = record.clone();
+            }
+            Write::Remember { operation, caller, key, record } => {
+                let entry = set.writes().iter().find_map(|write| match write {
+                    Write::Ledger(entry)
+                        if entry.idempotency_key.as_ref() == Some(key)
+                            && entry.caller.as_ref() == caller.as_ref()
+                            && entry.kind.operation() == Some(*operation) =>
+                    {
+                        Some(entry)
+                    }
+                    _ => None,
+                });
+                let entry = entry.ok_or_else(|| {
+                    StoreError::Precondition(format!("idempotency key {:?} without its ledger entry", key.as_str()))
+                })?;
+                self.remember.push(Remembered {
+                    operation: *operation,
+                    caller: caller.as_ref().map_or("", KeyId::as_str).to_owned(),
+                    key: key.as_str().to_owned(),
+                    fingerprint: record.fingerprint.to_vec(),
+                    seq: big(entry.seq),
+                    at_ms: big(record.at_ms),
+                });
+            }
+            Write::Forget { operation, caller, key } => {
+                let caller = caller.as_ref().map_or("", KeyId::as_str).to_owned();
+                self.forget.insert((*operation, caller, key.as_str().to_owned()));
+            }
+            Write::Hold(record) => {
+                self.holds.insert(record.hold_id.clone(), record.clone());
+            }
+            Write::Spend(record) => {
+                self.spends.insert(record.spend_id.clone(), record.clone());
+            }
+            Write::Package { id, settings } => {
+                self.packages.insert(id.clone(), settings.clone());
+            }
+            Write::Alert(event) => {
+                self.alerts.insert(event.id, Some(event.clone()));
+            }
+            Write::ForgetAlert(id) => {
+                self.alerts.insert(*id, None);
+            }
+            Write::PruneCursor(cursor) => self.prune_cursor = Some(*cursor),
+            Write::ApiKey(record) => {
+                self.api_keys.insert(record.id.clone(), record.clone());
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.ledger.is_empty()
+            && self.inventory.is_none()
+            && self.meta.is_none()
+            && self.wallets.is_empty()
+            && self.remember.is_empty()
+            && self.forget.is_empty()
+            && self.holds.is_empty()
+            && self.spends.is_empty()
+            && self.packages.is_empty()
+            && self.alerts.is_empty()
+            && self.prune_cursor.is_none()
+            && self.api_keys.is_empty()
+    }
+
+    /// Sends the whole group in one pipeline and reads every answer.
+    pub(super) async fn commit(self, writer: &Writer, epoch: i64) -> Result<(), StoreError> {
+        let client = &writer.client;
+        let rows = self.rows();
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        steps.push(Box::pin(async move { client.batch_execute("BEGIN").await.map(|()| 0) }));
+        steps.push(Box::pin(async { client.execute(&writer.fence, &[&epoch]).await }));
+        if !self.ledger.is_empty() {
+            steps.push(Box::pin(async { client.execute(&writer.ledger, &self.ledger.params()).await }));
+        }
+        if !self.wallets.is_empty() {
+            steps.push(Box::pin(async { client.execute(&writer.wallets, &rows.wallets.params()).await }));
+        }
+        if !self.forget.is_empty() {
+            steps.push(Box::pin(async { client.execute(&writer.forget, &rows.forget.params()).await }));
+        }
+        if !self.remember.is_empty() {
+            steps.push(Box::pin(async { client.execute(&writer.remember, &rows.remember.params()).await }));
+        }
+        if !self.holds.is_empty() {
+            steps.push(Box::pin(async { client.execute(&writer.holds, &rows.holds.params()).await }));
+        }
+        if !self.spends.is_empty() {
+            steps.push(Box::pin(async { client.execute(&writer.spends, &rows.spends.params()).await }));
+        }
+        for (statement, params) in &rows.others {
+            let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|param| &**param as _).collect();
+            steps.push(Box::pin(async move { client.execute(statement.as_str(), &params).await }));
+        }
+        if let Some(params) = &rows.inventory {
+            let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|param| &**param as _).collect();
+            steps.push(Box::pin(async move { client.execute(&writer.inventory, &params).await }));
+        }
+        steps.push(Box::pin(async move { client.batch_execute("COMMIT").await.map(|()| 0) }));
+        let answers = futures_util::future::join_all(steps).await;
+        let count = answers.len();
+        // The first error decides; COMMIT after an error ends the transaction as a rollback.
+        match answers.into_iter().enumerate().find_map(|(at, answer)| answer.err().map(|error| (at, error))) {
+            None => Ok(()),
+            Some((at, error)) => Err(classify(&error, at + 1 == count)),
+        }
+    }
+
+    fn rows(&self) -> Rows {
+        let mut rows = Rows::default();
+        for (user, (expected, record)) in &self.wallets {
+            rows.wallets.push(user, *expected, record);
+        }
+        for (operation, caller, key) in &self.forget {
+            rows.forget.operation.push(tag(*operation));
+            rows.forget.caller.push(caller.clone());
+            rows.forget.key.push(key.clone());
+        }
+        for row in &self.remember {
+            rows.remember.push(row);
+        }
+        for record in self.holds.values() {
+            rows.holds.push(record);
+        }
+        for record in self.spends.values() {
+            rows.spends.push(record);
+        }
+        rows.others = self.other_statements();
+        rows.inventory = self.inventory.as_ref().map(inventory_params);
+        rows
+    }
+
+    /// The rare writes, one statement each.
+    fn other_statements(&self) -> Vec<(String, Vec<Box<dyn ToSql + Sync + Send>>)> {
+        let mut statements: Vec<(String, Vec<Box<dyn ToSql + Sync + Send>>)> = Vec::new();
+        if let Some(meta) = &self.meta {
+            statements.push((
+                "INSERT INTO meta (ratio, currency, created_at) SELECT $1, currency, \
+                 to_timestamp($2::BIGINT / 1000.0) FROM inventory ON CONFLICT (id) DO NOTHING"
+                    .into(),
+                vec![Box::new(big(meta.ratio.get())), Box::new(big(meta.created_at_ms))],
+            ));
+        }
+        for (id, settings) in &self.packages {
+            statements.push((
+                "INSERT INTO package_overrides (package_id, enabled, credits, price_minor_units, currency) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (package_id) DO UPDATE SET enabled = EXCLUDED.enabled, \
+                 credits = EXCLUDED.credits, price_minor_units = EXCLUDED.price_minor_units, \
+                 currency = EXCLUDED.currency"
+                    .into(),
+                vec![
+                    Box::new(id.as_str().to_owned()),
+                    Box::new(settings.enabled),
+                    Box::new(big(settings.credits.get())),
+                    Box::new(big(settings.price.minor_units())),
+                    Box::new(settings.price.currency().to_string()),
+                ],
+            ));
+        }
+        for (id, event) in &self.alerts {
+            match event {
+                Some(event) => statements.push((
+                    "INSERT INTO alert_events (id, kind, firing, severity, message, at) VALUES ($1, $2, $3, $4, $5, \
+                     to_timestamp($6::BIGINT / 1000.0)) ON CONFLICT (id) DO NOTHING"
+                        .into(),
+                    vec![
+                        Box::new(big(event.id)),
+                        Box::new(event.kind.clone()),
+                        Box::new(event.firing),
+                        Box::new(event.severity.clone()),
+                        Box::new(event.message.clone()),
+                        Box::new(big(event.at_ms)),
+                    ],
+                )),
+                None => {
+                    statements.push(("DELETE FROM alert_events WHERE id = $1".into(), vec![Box::new(big(*id))]));
+                }
+            }
+        }
+        if let Some(cursor) = &self.prune_cursor {
+            statements.push((
+                "INSERT INTO prune_cursor (last_seq) VALUES ($1) ON CONFLICT (id) DO UPDATE SET last_seq = $1".into(),
+                vec![Box::new(big(cursor.last_seq))],
+            ));
+        }
+        for record in self.api_keys.values() {
+            let scopes: Vec<String> = record.scopes.list().into_iter().map(|scope| scope.as_str().to_owned()).collect();
+            statements.push((
+                "INSERT INTO api_keys (id, name, scopes, key_hash, created_at, last_used_at, revoked_at) \
+                 VALUES ($1, $2, $3, $4, to_timestamp($5::BIGINT / 1000.0), to_timestamp($6::BIGINT / 1000.0), \
+                 to_timestamp($7::BIGINT / 1000.0)) ON CONFLICT (id) DO UPDATE SET \
+                 last_used_at = EXCLUDED.last_used_at, revoked_at = EXCLUDED.revoked_at"
+                    .into(),
+                vec![
+                    Box::new(record.id.as_str().to_owned()),
+                    Box::new(record.name.as_str().to_owned()),
+                    Box::new(scopes),
+                    Box::new(record.key_hash.to_vec()),
+                    Box::new(big(record.created_at_ms)),
+                    Box::new(record.last_used_at_ms.map(big)),
+                    Box::new(record.revoked_at_ms.map(big)),
+                ],
+            ));
+        }
+        statements
+    }
+}
+
+fn inventory_params(state: &InventoryRecord) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    let (sync_at, sync_real, sync_drift) = match state.last_sync {
+        Some(sync) => (Some(big(sync.at_ms)), Some(big(sync.real.get())), sync.drift),
+        None => (None, None, None),
+    };
+    vec![
+        Box::new(big(state.provider_balance.get())),
+        Box::new(big(state.reserved.get())),
+        Box::new(big(state.wallets_total.get())),
+        Box::new(big(state.holds_total.get())),
+        Box::new(big(state.next_seq)),
+        Box::new(sync_at),
+        Box::new(sync_real),
+        Box::new(sync_drift),
+        Box::new(state.purchases_enabled),
+        Box::new(state.disabled_reason.clone()),
+        Box::new(big(state.revenue.minor_units())),
+        Box::new(big(state.consumed_total.get())),
+    ]
+}
+
+/// What a failed statement means for the group.
+fn classify(error: &tokio_postgres::Error, at_commit: bool) -> StoreError {
+    let code = error.code().map(SqlState::code);
+    match code {
+        Some("CRFEN") => {
+            StoreError::Fenced(error.as_db_error().map_or_else(|| error.to_string(), |db| db.message().to_owned()))
+        }
+        Some("CRPRE") => StoreError::Precondition(error.to_string()),
+        // The server answered: the transaction is rolled back, nothing of the group is stored.
+        Some(_) if !at_commit => StoreError::Postgres(format!("group rolled back: {error}")),
+        // No answer, or the commit itself failed: the group may be committed or not.
+        _ => StoreError::Unconfirmed(format!("PostgreSQL: {error}")),
+    }
+}
+
+/// A group's multi-row parameters.
+#[derive(Default)]
+struct Rows {
+    wallets: WalletRows,
+    forget: ForgetRows,
+    remember: RememberRows,
+    holds: HoldRows,
+    spends: SpendRows,
+    others: Vec<(String, Vec<Box<dyn ToSql + Sync + Send>>)>,
+    inventory: Option<Vec<Box<dyn ToSql + Sync + Send>>>,
+}
+
+#[derive(Default)]
+struct WalletRows {
+    user: Vec<String>,
+    balance: Vec<i64>,
+    version: Vec<i64>,
+    recent: Vec<String>,
+    expected: Vec<i64>,
+    count: i64,
+}
+
+impl WalletRows {
+    fn push(&mut self, user: &UserId, expected: i64, record: &WalletRecord) {
+        self.user.push(user.as_str().to_owned());
+        self.balance.push(big(record.balance.get()));
+        self.version.push(big(record.version));
+        self.recent.push(record.recent.iter().map(u64::to_string).collect::<Vec<_>>().join(","));
+        self.expected.push(expected);
+        self.count = self.count.saturating_add(1);
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [&self.user, &self.balance, &self.version, &self.recent, &self.expected, &self.count]
+    }
+}
+
+#[derive(Default)]
+struct ForgetRows {
+    operation: Vec<String>,
+    caller: Vec<String>,
+    key: Vec<String>,
+}
+
+impl ForgetRows {
+    fn params(&self) -> [&(dyn ToSql + Sync); 3] {
+        [&self.operation, &self.caller, &self.key]
+    }
+}
+
+#[derive(Default)]
+struct RememberRows {
+    operation: Vec<String>,
+    caller: Vec<String>,
+    key: Vec<String>,
+    fingerprint: Vec<Vec<u8>>,
+    seq: Vec<i64>,
+    at_ms: Vec<i64>,
+}
+
+impl RememberRows {
+    fn push(&mut self, row: &Remembered) {
+        self.operation.push(tag(row.operation));
+        self.caller.push(row.caller.clone());
+        self.key.push(row.key.clone());
+        self.fingerprint.push(row.fingerprint.clone());
+        self.seq.push(row.seq);
+        self.at_ms.push(row.at_ms);
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [&self.operation, &self.caller, &self.key, &self.fingerprint, &self.seq, &self.at_ms]
+    }
+}
+
+#[derive(Default)]
+struct HoldRows {
+    id: Vec<String>,
+    user: Vec<String>,
+    package: Vec<String>,
+    credits: Vec<i64>,
+    price: Vec<i64>,
+    created_ms: Vec<i64>,
+    expires_ms: Vec<i64>,
+    state: Vec<&'static str>,
+    captured: Vec<Option<i64>>,
+}
+
+impl HoldRows {
+    fn push(&mut self, record: &HoldRecord) {
+        self.id.push(record.hold_id.as_str().to_owned());
+        self.user.push(record.user.as_str().to_owned());
+        self.package.push(record.package_id.as_str().to_owned());
+        self.credits.push(big(record.credits.get()));
+        self.price.push(big(record.price.minor_units()));
+        self.created_ms.push(big(record.created_at_ms));
+        self.expires_ms.push(big(record.expires_at_ms));
+        self.state.push(record.state.name());
+        self.captured.push(match &record.state {
+            HoldState::Captured(receipt) => Some(big(receipt.balance.get())),
+            _ => None,
+        });
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+        [
+            &self.id,
+            &self.user,
+            &self.package,
+            &self.credits,
+            &self.price,
+            &self.created_ms,
+            &self.expires_ms,
+            &self.state,
+            &self.captured,
+        ]
+    }
+}
+
+#[derive(Default)]
+struct SpendRows {
+    id: Vec<String>,
+    user: Vec<String>,
+    credits: Vec<i64>,
+    seq: Vec<i64>,
+    refunded: Vec<Option<i64>>,
+}
+
+impl SpendRows {
+    fn push(&mut self, record: &SpendRecord) {
+        self.id.push(record.spend_id.as_str().to_owned());
+        self.user.push(record.user.as_str().to_owned());
+        self.credits.push(big(record.credits.get()));
+        self.seq.push(big(record.seq));
+        self.refunded.push(record.refund.as_ref().map(|receipt| big(receipt.balance.get())));
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [&self.id, &self.user, &self.credits, &self.seq, &self.refunded]
+    }
+}
