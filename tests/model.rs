@@ -10,6 +10,16 @@
 //!
 //! Cases: `MODEL_CASES` (default 24 in CI). The long run is
 //! `MODEL_CASES=10000 cargo test --release --test model` (see BENCHMARKS.md).
+//!
+//! The same cases run on the PostgreSQL store (SPEC §12) too: one real
+//! PostgreSQL, a new database per case, the engine on `PgStore`, and
+//! `creditd check --store` at the end; `MODEL_PG_CASES` (default 8).
+
+#[path = "common/mod.rs"]
+#[allow(unused)]
+mod common;
+#[path = "common/postgres.rs"]
+mod postgres;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -267,8 +277,14 @@ impl Model {
 // ---------------------------------------------------------------------------
 // The real engine, in process, with a manual clock.
 
+/// Where a case's engine stores: a sled directory, or a database of its own.
+enum Backend {
+    Sled(tempfile::TempDir),
+    Postgres { url: String, initialised: bool },
+}
+
 struct Harness {
-    dir: tempfile::TempDir,
+    backend: Backend,
     clock: ManualClock,
     running: Option<(Engine, EngineThreads)>,
 }
@@ -284,11 +300,28 @@ fn settings() -> Settings {
 impl Harness {
     async fn start(&mut self, balance: u64) {
         let settings = settings();
-        if !self.dir.path().join("db").exists() {
-            init(self.dir.path(), &settings, &self.clock).expect("init");
-        }
-        let store = Store::when_unlocked(std::time::Duration::from_secs(30), || Store::open(self.dir.path()))
-            .expect("store opens");
+        let store = match &mut self.backend {
+            Backend::Sled(dir) => {
+                if !dir.path().join("db").exists() {
+                    init(dir.path(), &settings, &self.clock).expect("init");
+                }
+                Store::when_unlocked(std::time::Duration::from_secs(30), || Store::open(dir.path()))
+                    .expect("store opens")
+            }
+            Backend::Postgres { url, initialised } => {
+                if !*initialised {
+                    creditd::store::postgres::init(url, &settings, &self.clock).await.expect("init --store");
+                    *initialised = true;
+                }
+                // Epoch 0: the lease `init` leaves, which nobody else takes here.
+                let url = url.clone();
+                let ttl = std::time::Duration::from_secs(2);
+                let opened = tokio::task::spawn_blocking(move || creditd::store::postgres::PgStore::open(&url, 0, ttl))
+                    .await
+                    .expect("joins");
+                Store::Postgres(Arc::new(opened.expect("the store opens")))
+            }
+        };
         let recovered = recover(&store, &settings).expect("recovers");
         let clock: Arc<dyn Clock> = Arc::new(self.clock.clone());
         self.running = Some(Engine::start(recovered, settings, store, clock, None).expect("starts"));
@@ -412,13 +445,13 @@ async fn compare(harness: &Harness, model: &Model, step: usize, op: &Op) -> Resu
 }
 
 fn check_case(initial: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    check_case_on(Backend::Sled(tempfile::tempdir().expect("temp dir")), initial, ops)
+}
+
+fn check_case_on(backend: Backend, initial: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let system = actix_rt::System::new();
     system.block_on(async move {
-        let mut harness = Harness {
-            dir: tempfile::tempdir().expect("temp dir"),
-            clock: ManualClock::starting_at(1_750_000_000_000),
-            running: None,
-        };
+        let mut harness = Harness { backend, clock: ManualClock::starting_at(1_750_000_000_000), running: None };
         let mut model = Model { balance: initial, now: 1_750_000_000_000, ..Model::default() };
         harness.start(initial).await;
         let mut outcome = Ok(());
@@ -474,9 +507,15 @@ fn check_case(initial: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         harness.stop().await;
         if outcome.is_ok() {
-            let report =
-                Store::when_unlocked(std::time::Duration::from_secs(30), || creditd::check::check(harness.dir.path()))
-                    .expect("check runs");
+            let report = match &harness.backend {
+                Backend::Sled(dir) => {
+                    Store::when_unlocked(std::time::Duration::from_secs(30), || creditd::check::check(dir.path()))
+                        .expect("check runs")
+                }
+                Backend::Postgres { url, .. } => {
+                    creditd::store::postgres::check::check(url).await.expect("check --store runs")
+                }
+            };
             prop_assert!(report.passed(), "creditd check:\n{}", report);
         }
         outcome
@@ -487,12 +526,43 @@ fn cases() -> u32 {
     std::env::var("MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24)
 }
 
+fn initial() -> impl Strategy<Value = u64> {
+    prop_oneof![0..3000u64, Just(938u64)]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 2_000, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_engine_behaves_like_the_model(initial in prop_oneof![0..3000u64, Just(938u64)], ops in proptest::collection::vec(op(), 1..40)) {
+    fn the_engine_behaves_like_the_model(initial in initial(), ops in proptest::collection::vec(op(), 1..40)) {
         check_case(initial, ops)?;
+    }
+}
+
+/// The same model, with the engine on the PostgreSQL store.
+#[test]
+fn the_engine_on_postgres_behaves_like_the_model() {
+    let Some(database) = postgres::Postgres::start() else { return };
+    let cases = std::env::var("MODEL_PG_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        max_shrink_iters: 200,
+        ..ProptestConfig::default()
+    });
+    let made = std::sync::atomic::AtomicU32::new(0);
+    let admin = database.url();
+    let outcome = runner.run(&(initial(), proptest::collection::vec(op(), 1..40)), |(initial, ops)| {
+        let name = format!("model_{}", made.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async {
+            let client = creditd::store::postgres::connect(&admin).await.expect("connects");
+            client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("a database for the case");
+        });
+        let url = admin.replace("/postgres", &format!("/{name}"));
+        check_case_on(Backend::Postgres { url, initialised: false }, initial, ops)
+    });
+    if let Err(error) = outcome {
+        panic!("{error}");
     }
 }
 
