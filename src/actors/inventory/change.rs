@@ -1,0 +1,147 @@
+//! A change being built (the next state, its ledger entries, its writes) and
+//! what a decision produced.
+
+use actix::prelude::*;
+
+use super::{Fingerprint, InventoryActor};
+use crate::actors::EngineError;
+use crate::domain::{Package, ProviderCredits, ScopedKey, SpendId, UserCredits, UserId};
+use crate::store::records::{
+    ApiKeyRecord, EntryKind, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry, Operation, Receipt,
+    WalletRecord,
+};
+use crate::store::{keys, Write, WriteSet};
+
+/// A change being built: the next state, its writes, and what the actor
+/// must remember in memory once it is queued.
+pub(super) struct Change {
+    pub(super) next: InventoryRecord,
+    pub(super) writes: WriteSet,
+    /// Wall time of its ledger entries: never before the previous change's.
+    pub(super) at_ms: u64,
+    /// Monotonic time of the decision, for the deadlines of holds it opens.
+    pub(super) monotonic_ms: u64,
+    pub(super) holds: Vec<HoldRecord>,
+    pub(super) refunding: Option<SpendId>,
+    pub(super) key_in_flight: Option<(Vec<u8>, Fingerprint)>,
+    pub(super) consumption: Consumption,
+    /// The change sells capacity (a purchase or a hold): alerts watch for "low after sale".
+    pub(super) sale: bool,
+    /// A package's new settings, adopted once the change is queued.
+    pub(super) package: Option<Package>,
+    /// An API key's new record, adopted once the change is queued.
+    pub(super) api_key: Option<ApiKeyRecord>,
+}
+
+/// How a change moves the consumption that a sync in flight must keep.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Consumption {
+    None,
+    Spent(ProviderCredits),
+    Refunded { spend_seq: u64, credits: ProviderCredits },
+}
+
+impl Change {
+    /// Appends a ledger entry describing `next` as it stands now; returns its sequence number.
+    pub(super) fn record(
+        &mut self,
+        user: Option<&UserId>,
+        key: Option<&ScopedKey>,
+        kind: EntryKind,
+        wallet_after: Option<UserCredits>,
+    ) -> Result<u64, EngineError> {
+        let seq = self.next.next_seq;
+        self.next.next_seq = seq.checked_add(1).ok_or(EngineError::Storage("ledger sequence exhausted".into()))?;
+        let entry = LedgerEntry {
+            seq,
+            at_ms: self.at_ms,
+            user: user.cloned(),
+            idempotency_key: key.map(|key| key.key.clone()),
+            kind,
+            provider_balance_after: self.next.provider_balance,
+            reserved_after: self.next.reserved,
+            wallet_after,
+            caller: key.map(|key| key.caller.clone()),
+        };
+        self.writes.ledger(entry);
+        Ok(seq)
+    }
+
+    /// The sequence number the next entry will get, for ids derived from it.
+    pub(super) fn next_seq(&self) -> u64 {
+        self.next.next_seq
+    }
+
+    pub(super) fn put_hold(&mut self, hold: HoldRecord) -> Result<(), EngineError> {
+        self.writes.hold(hold.clone());
+        self.holds.push(hold);
+        Ok(())
+    }
+
+    /// Writes `wallet` as moved by ledger entry `seq`.
+    pub(super) fn put_wallet(&mut self, user: &UserId, wallet: &mut WalletRecord, seq: u64) -> Result<(), EngineError> {
+        wallet.note_entry(seq);
+        self.writes.put_wallet(user, wallet);
+        Ok(())
+    }
+
+    /// Remembers `receipt` under `key`, in the same batch as the effect.
+    pub(super) fn remember(
+        &mut self,
+        operation: Operation,
+        key: &ScopedKey,
+        fingerprint: Fingerprint,
+        receipt: Receipt,
+    ) -> Result<(), EngineError> {
+        let store_key = keys::scoped_idempotency(operation, key);
+        let record = IdempotencyRecord { fingerprint, receipt, at_ms: self.at_ms };
+        self.writes.push(Write::Remember { operation, caller: Some(key.caller.clone()), key: key.key.clone(), record });
+        self.key_in_flight = Some((store_key, fingerprint));
+        Ok(())
+    }
+}
+
+/// What a decision produced: a replayed answer, or a change to commit.
+pub(super) enum Decision<T> {
+    Replay(T),
+    Apply(Box<Change>, T),
+}
+
+pub(super) type Reply<T> = ResponseActFuture<InventoryActor, Result<T, EngineError>>;
+
+/// The metrics label of a decision: `ok`, `replayed`, or the refusal.
+pub(super) fn outcome_label<T>(decision: &Result<Decision<T>, EngineError>) -> &'static str {
+    match decision {
+        Ok(Decision::Apply(..)) => "ok",
+        Ok(Decision::Replay(_)) => "replayed",
+        Err(error) => error.label(),
+    }
+}
+
+pub(super) fn ready<T: 'static>(result: Result<T, EngineError>) -> Reply<T> {
+    Box::pin(fut::ready(result))
+}
+
+pub(super) fn credited(wallet: WalletRecord, credits: UserCredits) -> Result<WalletRecord, EngineError> {
+    Ok(WalletRecord {
+        balance: wallet.balance.checked_add(credits)?,
+        version: wallet.version.checked_add(1).ok_or(EngineError::Storage("wallet version exhausted".into()))?,
+        recent: wallet.recent,
+    })
+}
+
+pub(super) fn debited(wallet: WalletRecord, credits: UserCredits) -> Result<WalletRecord, EngineError> {
+    Ok(WalletRecord {
+        balance: wallet.balance.checked_sub(credits).map_err(|_| EngineError::InsufficientFunds)?,
+        version: wallet.version.checked_add(1).ok_or(EngineError::Storage("wallet version exhausted".into()))?,
+        recent: wallet.recent,
+    })
+}
+
+pub(super) fn id_from_seq<T>(
+    prefix: &str,
+    seq: u64,
+    parse: impl Fn(&str) -> Result<T, crate::domain::IdError>,
+) -> Result<T, EngineError> {
+    parse(&format!("{prefix}_{seq}")).map_err(|error| EngineError::Storage(format!("generated id: {error}")))
+}

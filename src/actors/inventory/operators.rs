@@ -1,0 +1,233 @@
+//! The durable sequence for backups, the provider sync, the kill switch and
+//! package changes.
+
+use actix::prelude::*;
+
+use super::change::{ready, Change, Decision, Reply};
+use super::{InventoryActor, SyncWindow};
+use crate::actors::EngineError;
+use crate::domain::{Package, PackageId, ProviderCredits, UserCredits};
+use crate::store::records::{EntryKind, PackageOverride, SyncRecord};
+use crate::store::Write;
+
+/// The last ledger sequence number, answered once everything up to it is
+/// durable: the point a consistent backup stops at.
+#[derive(Debug, Clone, Copy)]
+pub struct DurableSequence;
+
+impl Message for DurableSequence {
+    type Result = Result<u64, EngineError>;
+}
+
+impl Handler<DurableSequence> for InventoryActor {
+    type Result = Reply<u64>;
+
+    fn handle(&mut self, _: DurableSequence, _: &mut Self::Context) -> Self::Result {
+        let last = self.state.next_seq.saturating_sub(1);
+        self.after_durable(Ok(last))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Provider sync (SPEC §6).
+
+/// Marks the start of a provider request; the token goes back in [`ApplySync`].
+#[derive(Debug, Clone, Copy)]
+pub struct BeginSync;
+
+/// Identifies the sync window a real balance belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncToken(u64);
+
+impl Message for BeginSync {
+    type Result = SyncToken;
+}
+
+impl Handler<BeginSync> for InventoryActor {
+    type Result = MessageResult<BeginSync>;
+
+    fn handle(&mut self, _: BeginSync, _: &mut Self::Context) -> Self::Result {
+        let token = self.next_sync_token;
+        self.next_sync_token = self.next_sync_token.saturating_add(1);
+        self.sync_window = Some(SyncWindow { token, start_seq: self.state.next_seq, consumed: ProviderCredits::ZERO });
+        MessageResult(SyncToken(token))
+    }
+}
+
+/// Sets the provider balance from a real balance fetched after `token`.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplySync {
+    pub real: ProviderCredits,
+    pub token: SyncToken,
+}
+
+/// What a sync changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncOutcome {
+    pub real: ProviderCredits,
+    pub previous: ProviderCredits,
+    pub balance: ProviderCredits,
+    pub drift: Option<i64>,
+}
+
+impl Message for ApplySync {
+    type Result = Result<SyncOutcome, EngineError>;
+}
+
+impl Handler<ApplySync> for InventoryActor {
+    type Result = Reply<SyncOutcome>;
+
+    fn handle(&mut self, message: ApplySync, ctx: &mut Self::Context) -> Self::Result {
+        self.expire_due(ctx);
+        let decided = self.decide_sync(message);
+        let (change, outcome) = match decided {
+            Ok(decided) => decided,
+            Err(error) => return ready(Err(error)),
+        };
+        self.sync_window = None;
+        Box::pin(self.finish(change, outcome).map(|result, actor, _| {
+            if result.is_ok() {
+                actor.health.mark_synced();
+                actor.observe(false, false);
+            }
+            result
+        }))
+    }
+}
+
+impl InventoryActor {
+    fn decide_sync(&self, message: ApplySync) -> Result<(Change, SyncOutcome), EngineError> {
+        self.ensure_writable()?;
+        let window = self
+            .sync_window
+            .filter(|window| window.token == message.token.0)
+            .ok_or(EngineError::Overloaded("a newer sync started"))?;
+        let consumed_in_flight = window.consumed;
+        let previous = self.state.provider_balance;
+        let balance = message.real.saturating_sub(consumed_in_flight);
+        // What the provider should have reported if nothing drifted: today's
+        // database balance plus what was consumed after the request left.
+        let expected = previous.checked_add(consumed_in_flight)?;
+        let drift = self.state.last_sync.map(|_| signed(message.real).saturating_sub(signed(expected)));
+        let mut change = self.begin();
+        change.next.provider_balance = balance;
+        change.next.last_sync = Some(SyncRecord { at_ms: change.at_ms, real: message.real, drift });
+        let kind = EntryKind::ProviderSync { real: message.real, previous, consumed_in_flight, drift };
+        change.record(None, None, kind, None)?;
+        Ok((change, SyncOutcome { real: message.real, previous, balance, drift }))
+    }
+}
+
+/// Quantities are bounded by 2^53, so they always fit an `i64`.
+fn signed(credits: ProviderCredits) -> i64 {
+    i64::try_from(credits.get()).unwrap_or(i64::MAX)
+}
+
+// ---------------------------------------------------------------------------
+// Operators (SPEC §5 admin): the kill switch and the packages.
+
+/// Turn the kill switch on (`enabled: false`, with a reason) or off.
+#[derive(Debug, Clone)]
+pub struct SetPurchasesEnabled {
+    pub enabled: bool,
+    pub reason: Option<String>,
+}
+
+/// The kill switch after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchasesState {
+    pub enabled: bool,
+    pub reason: Option<String>,
+}
+
+impl Message for SetPurchasesEnabled {
+    type Result = Result<PurchasesState, EngineError>;
+}
+
+impl Handler<SetPurchasesEnabled> for InventoryActor {
+    type Result = Reply<PurchasesState>;
+
+    fn handle(&mut self, message: SetPurchasesEnabled, _: &mut Self::Context) -> Self::Result {
+        let decision = self.decide_kill_switch(message);
+        self.respond(decision)
+    }
+}
+
+impl InventoryActor {
+    fn decide_kill_switch(&self, message: SetPurchasesEnabled) -> Result<Decision<PurchasesState>, EngineError> {
+        self.ensure_writable()?;
+        let reason = if message.enabled { None } else { message.reason };
+        let answer = PurchasesState { enabled: message.enabled, reason: reason.clone() };
+        if self.state.purchases_enabled == message.enabled && self.state.disabled_reason == reason {
+            return Ok(Decision::Replay(answer));
+        }
+        let mut change = self.begin();
+        change.next.purchases_enabled = message.enabled;
+        change.next.disabled_reason.clone_from(&reason);
+        let kind = match reason {
+            Some(reason) => EntryKind::PurchasesDisabled { reason },
+            None => EntryKind::PurchasesEnabled,
+        };
+        change.record(None, None, kind, None)?;
+        Ok(Decision::Apply(Box::new(change), answer))
+    }
+}
+
+/// Change a package's settings; `None` keeps a field as it is.
+#[derive(Debug, Clone)]
+pub struct UpdatePackage {
+    pub package_id: PackageId,
+    pub enabled: Option<bool>,
+    pub credits: Option<UserCredits>,
+    pub price_minor_units: Option<u64>,
+}
+
+impl Message for UpdatePackage {
+    type Result = Result<Package, EngineError>;
+}
+
+impl Handler<UpdatePackage> for InventoryActor {
+    type Result = Reply<Package>;
+
+    fn handle(&mut self, message: UpdatePackage, _: &mut Self::Context) -> Self::Result {
+        let decision = self.decide_package(&message);
+        self.respond(decision)
+    }
+}
+
+impl InventoryActor {
+    fn decide_package(&self, message: &UpdatePackage) -> Result<Decision<Package>, EngineError> {
+        self.ensure_writable()?;
+        let current = self
+            .packages
+            .iter()
+            .find(|package| package.id == message.package_id)
+            .ok_or_else(|| EngineError::UnknownPackage(message.package_id.clone()))?;
+        let price = match message.price_minor_units {
+            Some(minor) => crate::domain::Money::new(minor, current.price.currency())
+                .map_err(|_| EngineError::Quantity(crate::domain::QuantityError::Overflow))?,
+            None => current.price,
+        };
+        let updated = Package {
+            id: current.id.clone(),
+            credits: message.credits.unwrap_or(current.credits),
+            price,
+            enabled: message.enabled.unwrap_or(current.enabled),
+        };
+        if &updated == current {
+            return Ok(Decision::Replay(updated));
+        }
+        let mut change = self.begin();
+        let kind = EntryKind::PackageChanged {
+            package_id: updated.id.clone(),
+            enabled: updated.enabled,
+            credits: updated.credits,
+            price: updated.price,
+        };
+        change.record(None, None, kind, None)?;
+        let stored = PackageOverride { enabled: updated.enabled, credits: updated.credits, price: updated.price };
+        change.writes.push(Write::Package { id: updated.id.clone(), settings: stored });
+        change.package = Some(updated.clone());
+        Ok(Decision::Apply(Box::new(change), updated))
+    }
+}

@@ -1,0 +1,270 @@
+//! Changes to a wallet: purchase, capture, spend, refund, sent by the
+//! user's wallet actor, which waits for the answer before its next operation.
+
+use actix::prelude::*;
+
+use super::change::{credited, debited, id_from_seq, outcome_label, Consumption, Decision, Reply};
+use super::{Fingerprint, InventoryActor};
+use crate::actors::EngineError;
+use crate::domain::{HoldId, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId};
+use crate::store::records::{
+    CaptureReceipt, EntryKind, HoldRecord, HoldState, Operation, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt,
+    SpendRecord, WalletRecord,
+};
+
+// ---------------------------------------------------------------------------
+// Changes to a wallet: sent by the user's wallet actor, which waits for the
+// answer before its next operation and adopts the wallet it returns.
+
+/// What a wallet actor asks the inventory to do.
+#[derive(Debug, Clone)]
+pub enum WalletCommand {
+    Purchase { package_id: PackageId, key: ScopedKey, fingerprint: Fingerprint },
+    Capture { hold_id: HoldId },
+    Spend { credits: UserCredits, reason: Option<Reason>, key: ScopedKey, fingerprint: Fingerprint },
+    Refund { spend_id: SpendId },
+}
+
+/// A wallet command for `user`, whose wallet is `wallet` right now.
+#[derive(Debug)]
+pub struct WalletChange {
+    pub user: UserId,
+    pub wallet: WalletRecord,
+    pub command: WalletCommand,
+}
+
+/// The answer to a wallet command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalletReceipt {
+    Purchase(PurchaseReceipt),
+    Capture(CaptureReceipt),
+    Spend(SpendReceipt),
+    Refund(RefundReceipt),
+}
+
+/// A wallet command's answer and, when it changed the wallet, its new state.
+#[derive(Debug)]
+pub struct WalletOutcome {
+    pub receipt: WalletReceipt,
+    pub wallet: Option<WalletRecord>,
+}
+
+impl Message for WalletChange {
+    type Result = Result<WalletOutcome, EngineError>;
+}
+
+impl Handler<WalletChange> for InventoryActor {
+    type Result = Reply<WalletOutcome>;
+
+    fn handle(&mut self, message: WalletChange, ctx: &mut Self::Context) -> Self::Result {
+        self.expire_due(ctx);
+        let counted = match &message.command {
+            WalletCommand::Purchase { package_id, .. } => Some(self.package_label(package_id)),
+            _ => None,
+        };
+        let operation = match &message.command {
+            WalletCommand::Purchase { .. } => "purchase",
+            WalletCommand::Capture { .. } => "capture",
+            WalletCommand::Spend { .. } => "spend",
+            WalletCommand::Refund { .. } => "refund",
+        };
+        let decision = self.ensure_ready().and_then(|()| {
+            let WalletChange { user, wallet, command } = message;
+            match command {
+                WalletCommand::Purchase { package_id, key, fingerprint } => {
+                    self.decide_purchase(&user, wallet, &package_id, &key, fingerprint)
+                }
+                WalletCommand::Capture { hold_id } => self.decide_capture(&user, wallet, &hold_id),
+                WalletCommand::Spend { credits, reason, key, fingerprint } => {
+                    self.decide_spend(&user, wallet, credits, reason, &key, fingerprint)
+                }
+                WalletCommand::Refund { spend_id } => self.decide_refund(&user, wallet, &spend_id),
+            }
+        });
+        let decision = self.note_refusal(decision);
+        let outcome = outcome_label(&decision);
+        match (operation, counted) {
+            ("purchase", Some(package)) => {
+                metrics::counter!("creditd_purchases_total", "package" => package, "outcome" => outcome).increment(1);
+            }
+            ("capture", _) => {
+                metrics::counter!("creditd_holds_total", "operation" => "capture", "outcome" => outcome).increment(1);
+            }
+            ("spend", _) => metrics::counter!("creditd_spends_total", "outcome" => outcome).increment(1),
+            _ => metrics::counter!("creditd_refunds_total", "outcome" => outcome).increment(1),
+        }
+        self.respond(decision)
+    }
+}
+
+fn outcome(receipt: WalletReceipt, wallet: Option<WalletRecord>) -> WalletOutcome {
+    WalletOutcome { receipt, wallet }
+}
+
+impl InventoryActor {
+    fn decide_purchase(
+        &self,
+        user: &UserId,
+        wallet: WalletRecord,
+        package_id: &PackageId,
+        key: &ScopedKey,
+        fingerprint: Fingerprint,
+    ) -> Result<Decision<WalletOutcome>, EngineError> {
+        match self.check_key(Operation::Purchase, key, &fingerprint)? {
+            Some(Receipt::Purchase(receipt)) => {
+                return Ok(Decision::Replay(outcome(WalletReceipt::Purchase(receipt), None)))
+            }
+            Some(_) => return Err(EngineError::IdempotencyKeyReused),
+            None => {}
+        }
+        let (package, needed) = self.sellable_package(package_id)?;
+        let mut wallet = credited(wallet, package.credits)?;
+        let mut change = self.begin();
+        change.sale = true;
+        change.next.reserved = change.next.reserved.checked_add(needed)?;
+        change.next.wallets_total = change.next.wallets_total.checked_add(package.credits)?;
+        change.next.revenue =
+            change.next.revenue.checked_add(package.price).map_err(|_| EngineError::Overloaded("revenue overflow"))?;
+        assert!(change.next.reserved <= change.next.provider_balance, "a sale never reserves more than the balance");
+        let purchase_id = format!("pur_{}", change.next_seq());
+        let kind = EntryKind::Purchase {
+            purchase_id: purchase_id.clone(),
+            package_id: package.id.clone(),
+            credits: package.credits,
+            price: package.price,
+        };
+        let seq = change.record(Some(user), Some(key), kind, Some(wallet.balance))?;
+        change.put_wallet(user, &mut wallet, seq)?;
+        let receipt = PurchaseReceipt {
+            purchase_id,
+            user_id: user.clone(),
+            package_id: package.id,
+            credits: package.credits,
+            balance: wallet.balance,
+        };
+        change.remember(Operation::Purchase, key, fingerprint, Receipt::Purchase(receipt.clone()))?;
+        Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Purchase(receipt), Some(wallet))))
+    }
+
+    fn decide_capture(
+        &self,
+        user: &UserId,
+        wallet: WalletRecord,
+        hold_id: &HoldId,
+    ) -> Result<Decision<WalletOutcome>, EngineError> {
+        let hold = self.hold(hold_id)?;
+        if &hold.user != user {
+            return Err(EngineError::UnknownHold(hold_id.clone()));
+        }
+        let mut change = self.begin();
+        match &hold.state {
+            HoldState::Captured(receipt) => {
+                return Ok(Decision::Replay(outcome(WalletReceipt::Capture(receipt.clone()), None)))
+            }
+            HoldState::Released => return Err(EngineError::HoldReleased),
+            HoldState::Expired => return Err(EngineError::HoldExpired),
+            HoldState::Open if self.is_due(&hold.hold_id, change.monotonic_ms) => return Err(EngineError::HoldExpired),
+            HoldState::Open => {}
+        }
+        let mut wallet = credited(wallet, hold.credits)?;
+        change.next.holds_total = change.next.holds_total.checked_sub(hold.credits)?;
+        change.next.wallets_total = change.next.wallets_total.checked_add(hold.credits)?;
+        change.next.revenue =
+            change.next.revenue.checked_add(hold.price).map_err(|_| EngineError::Overloaded("revenue overflow"))?;
+        let kind = EntryKind::HoldCaptured {
+            hold_id: hold.hold_id.clone(),
+            package_id: hold.package_id.clone(),
+            credits: hold.credits,
+            price: hold.price,
+        };
+        let seq = change.record(Some(user), None, kind, Some(wallet.balance))?;
+        change.put_wallet(user, &mut wallet, seq)?;
+        let receipt = CaptureReceipt {
+            hold_id: hold.hold_id.clone(),
+            user_id: user.clone(),
+            package_id: hold.package_id.clone(),
+            credits: hold.credits,
+            balance: wallet.balance,
+        };
+        change.put_hold(HoldRecord { state: HoldState::Captured(receipt.clone()), ..hold })?;
+        Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Capture(receipt), Some(wallet))))
+    }
+
+    fn decide_spend(
+        &self,
+        user: &UserId,
+        wallet: WalletRecord,
+        credits: UserCredits,
+        reason: Option<Reason>,
+        key: &ScopedKey,
+        fingerprint: Fingerprint,
+    ) -> Result<Decision<WalletOutcome>, EngineError> {
+        match self.check_key(Operation::Spend, key, &fingerprint)? {
+            Some(Receipt::Spend(receipt)) => return Ok(Decision::Replay(outcome(WalletReceipt::Spend(receipt), None))),
+            Some(_) => return Err(EngineError::IdempotencyKeyReused),
+            None => {}
+        }
+        if wallet.version == 0 {
+            return Err(EngineError::UnknownUser);
+        }
+        let mut wallet = debited(wallet, credits)?;
+        let provider = self.ratio.backing(credits)?;
+        if provider > self.state.provider_balance {
+            return Err(EngineError::EnhancementUnavailable);
+        }
+        let mut change = self.begin();
+        change.next.provider_balance = change.next.provider_balance.checked_sub(provider)?;
+        change.next.reserved = change.next.reserved.checked_sub(provider)?;
+        change.next.wallets_total = change.next.wallets_total.checked_sub(credits)?;
+        change.next.consumed_total = change.next.consumed_total.checked_add(provider)?;
+        change.consumption = Consumption::Spent(provider);
+        let spend_id = id_from_seq("spend", change.next_seq(), SpendId::parse)?;
+        let kind = EntryKind::Spend { spend_id: spend_id.clone(), credits, reason };
+        let seq = change.record(Some(user), Some(key), kind, Some(wallet.balance))?;
+        change.put_wallet(user, &mut wallet, seq)?;
+        let record = SpendRecord { spend_id: spend_id.clone(), user: user.clone(), credits, seq, refund: None };
+        change.writes.spend(record);
+        let receipt = SpendReceipt { spend_id, user_id: user.clone(), credits, balance: wallet.balance };
+        change.remember(Operation::Spend, key, fingerprint, Receipt::Spend(receipt.clone()))?;
+        Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Spend(receipt), Some(wallet))))
+    }
+
+    fn decide_refund(
+        &self,
+        user: &UserId,
+        wallet: WalletRecord,
+        spend_id: &SpendId,
+    ) -> Result<Decision<WalletOutcome>, EngineError> {
+        let spend = self.store.spend(spend_id)?.ok_or_else(|| EngineError::UnknownSpend(spend_id.clone()))?;
+        if &spend.user != user {
+            return Err(EngineError::UnknownSpend(spend_id.clone()));
+        }
+        if spend.refund.is_some() || self.refunding.contains(spend_id) {
+            return Err(EngineError::AlreadyRefunded);
+        }
+        let mut wallet = credited(wallet, spend.credits)?;
+        let provider = self.ratio.backing(spend.credits)?;
+        let mut change = self.begin();
+        change.next.provider_balance = change.next.provider_balance.checked_add(provider)?;
+        change.next.reserved = change.next.reserved.checked_add(provider)?;
+        change.next.wallets_total = change.next.wallets_total.checked_add(spend.credits)?;
+        change.next.consumed_total = change.next.consumed_total.saturating_sub(provider);
+        change.consumption = Consumption::Refunded { spend_seq: spend.seq, credits: provider };
+        change.refunding = Some(spend_id.clone());
+        let kind = EntryKind::Refund { spend_id: spend_id.clone(), credits: spend.credits };
+        let seq = change.record(Some(user), None, kind, Some(wallet.balance))?;
+        change.put_wallet(user, &mut wallet, seq)?;
+        let receipt = RefundReceipt {
+            spend_id: spend_id.clone(),
+            user_id: user.clone(),
+            credits: spend.credits,
+            balance: wallet.balance,
+        };
+        let record = SpendRecord { refund: Some(receipt.clone()), ..spend };
+        change.writes.spend(record);
+        Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Refund(receipt), Some(wallet))))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Holds (SPEC §5): created and released here; captured through the wallet.
