@@ -110,7 +110,8 @@ fn init_on_an_unreachable_database_names_it_without_the_password() {
 /// Goal: a backup of a sled node under load, restored into PostgreSQL
 /// (`creditd restore --store`), passes `creditd check --store` and holds the
 /// same wallets, holds, spends, revenue, kill switch, API keys and
-/// idempotency records (SPEC §11, §12); a changed balance makes `check
+/// idempotency records (SPEC §11, §12); a node serving from it shows the
+/// same wallets and replays an old key; a changed balance makes `check
 /// --store` fail; a database that already holds a store is refused.
 #[tokio::test]
 async fn a_sled_backup_restored_into_postgres_passes_check_and_holds_the_same_wallets() {
@@ -125,9 +126,11 @@ async fn a_sled_backup_restored_into_postgres_passes_check_and_holds_the_same_wa
     let gone = admin.delete(server.url(&format!("/api/admin/keys/{revoked_id}"))).send().await.expect("answers");
     assert_eq!(gone.status(), 200);
     let shop = common::client_with_key(&key);
+    let mut first = None;
     for n in 0..40 {
         let bought = purchase(&shop, &server.base, &format!("u{}", n % 7), "starter", &format!("p-{n}")).await;
         assert_eq!(bought.status, 200, "{bought:?}");
+        first.get_or_insert(bought.body);
     }
     let held = |answer: common::Answer| answer.body["holdId"].as_str().expect("hold id").to_owned();
     let _open = held(hold(&shop, &server, "u1", "creative", 600).await);
@@ -191,6 +194,17 @@ async fn a_sled_backup_restored_into_postgres_passes_check_and_holds_the_same_wa
         client.query("SELECT state, count(*) FROM holds GROUP BY state ORDER BY state", &[]).await.expect("holds");
     let states: Vec<(String, i64)> = states.iter().map(|row| (row.get(0), row.get(1))).collect();
     assert_eq!(states, [("captured".into(), 1), ("open".into(), 1), ("released".into(), 1)]);
+
+    // A cluster node on the restored database serves the same wallets, to the
+    // same API key, and answers a retry of an old key with its first answer.
+    let node = common::Server::start_with(&provider, dir.path(), &[("CREDITD_STORE", &url)]).await;
+    for (user, balance) in &wallets {
+        let wallet = common::get(&shop, &node.url(&format!("/api/users/{user}/credits"))).await;
+        assert_eq!(wallet.body["balance"].as_i64(), Some(*balance), "wallet {user} served from PostgreSQL: {wallet:?}");
+    }
+    let again = purchase(&shop, &node.base, "u0", "starter", "p-0").await;
+    assert_eq!((again.status, Some(again.body)), (200, first), "the retry gets the first answer");
+    drop(node);
 
     let (code, output) = creditd(&["restore", "--from", &backup, "--store", &url], &[]);
     assert_eq!(code, 2, "a database that holds a store is refused: {output}");

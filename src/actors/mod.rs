@@ -12,6 +12,7 @@
 pub mod alert;
 pub mod inventory;
 pub mod prune;
+pub mod setup;
 pub mod sync;
 pub mod wallet;
 pub mod webhook;

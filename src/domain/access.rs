@@ -3,6 +3,22 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use super::{KeyId, KeyName};
+
+/// An API key (SPEC §9.1): what it may do and when it was made, used and
+/// revoked. The key itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    pub id: KeyId,
+    pub name: KeyName,
+    pub scopes: Scopes,
+    pub key_hash: [u8; 32],
+    pub created_at_ms: u64,
+    /// Kept coarsely (about once a minute), not written on every request.
+    pub last_used_at_ms: Option<u64>,
+    pub revoked_at_ms: Option<u64>,
+}
+
 /// One permission an API key carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Scope {

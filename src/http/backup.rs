@@ -15,7 +15,7 @@ use crate::domain::{Needs, QUANTITY_MAX};
 use crate::engine::Engine;
 
 /// Ledger entries read per page while streaming.
-const PAGE_ENTRIES: usize = crate::store::LEDGER_PAGE_MAX;
+const PAGE_ENTRIES: usize = crate::domain::ledger::PAGE_MAX;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

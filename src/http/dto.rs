@@ -9,11 +9,11 @@ use crate::actors::inventory::{PurchasesState, ReleaseReceipt};
 use crate::actors::sync::{SyncAttempt, SyncReport, SyncState};
 use crate::actors::webhook::AlertEventBody;
 use crate::clock::rfc3339;
-use crate::domain::report::{Report, Runway};
-use crate::domain::{Levels, Package, ReserveBand};
-use crate::store::records::{
+use crate::domain::ledger::{
     CaptureReceipt, EntryKind, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt, SpendReceipt,
 };
+use crate::domain::report::{Report, Runway};
+use crate::domain::{Levels, Package, ReserveBand};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

@@ -8,8 +8,8 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{authorize, json_body};
 use super::AppState;
 use crate::clock::rfc3339;
+use crate::domain::ApiKeyRecord;
 use crate::domain::{KeyId, KeyName, Needs, Scope, Scopes};
-use crate::store::records::ApiKeyRecord;
 
 type Answer = Result<HttpResponse, ApiError>;
 

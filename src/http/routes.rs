@@ -17,7 +17,7 @@ use crate::actors::EngineError;
 use crate::domain::{HoldId, Needs, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId, QUANTITY_MAX};
 
 /// Entries shown with a wallet.
-const USER_ENTRIES_DEFAULT: usize = crate::store::records::WalletRecord::RECENT_MAX;
+const USER_ENTRIES_DEFAULT: usize = crate::domain::ledger::WALLET_RECENT_MAX;
 const LEDGER_PAGE_DEFAULT: usize = 100;
 
 type Answer = Result<HttpResponse, ApiError>;
@@ -290,8 +290,8 @@ pub async fn ledger(request: HttpRequest, state: web::Data<AppState>) -> Answer 
         return Err(ApiError::invalid("after", format!("must be at most {QUANTITY_MAX}")));
     }
     let limit = query.limit.unwrap_or(LEDGER_PAGE_DEFAULT);
-    if !(1..=crate::store::LEDGER_PAGE_MAX).contains(&limit) {
-        return Err(ApiError::invalid("limit", format!("must be between 1 and {}", crate::store::LEDGER_PAGE_MAX)));
+    if !(1..=crate::domain::ledger::PAGE_MAX).contains(&limit) {
+        return Err(ApiError::invalid("limit", format!("must be between 1 and {}", crate::domain::ledger::PAGE_MAX)));
     }
     let entries = state.engine.ledger_page(after, limit).await?;
     let next_after = (entries.len() == limit).then(|| entries.last().map(|entry| entry.seq)).flatten();

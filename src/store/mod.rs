@@ -33,7 +33,7 @@ pub use writes::{Write, WriteSet};
 pub const CACHE_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
 
 /// The most ledger entries one read returns.
-pub const LEDGER_PAGE_MAX: usize = 1000;
+pub const LEDGER_PAGE_MAX: usize = crate::domain::ledger::PAGE_MAX;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

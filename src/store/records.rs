@@ -5,11 +5,13 @@
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode_body, CodecError, Record};
-
-use crate::domain::{
-    HoldId, IdempotencyKey, KeyId, KeyName, Money, PackageId, ProviderCredits, Ratio, Reason, Scopes, SpendId,
-    UserCredits, UserId,
+pub use crate::domain::ledger::{
+    CaptureReceipt, EntryKind, HoldReceipt, LedgerEntry, Operation, PurchaseReceipt, Receipt, RefundReceipt,
+    SpendReceipt,
 };
+pub use crate::domain::ApiKeyRecord;
+
+use crate::domain::{HoldId, IdempotencyKey, Money, PackageId, ProviderCredits, Ratio, SpendId, UserCredits, UserId};
 
 /// Facts fixed when the data directory was created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,7 +80,7 @@ pub struct WalletRecord {
 }
 
 impl WalletRecord {
-    pub const RECENT_MAX: usize = 20;
+    pub const RECENT_MAX: usize = crate::domain::ledger::WALLET_RECENT_MAX;
 
     /// Remembers that ledger entry `seq` moved this wallet.
     pub fn note_entry(&mut self, seq: u64) {
@@ -87,29 +89,6 @@ impl WalletRecord {
         }
         self.recent.push(seq);
     }
-}
-
-/// One change to a balance (SPEC §4.6): the ledger is the audit trail and
-/// the state can be rebuilt from it alone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LedgerEntry {
-    /// Gap-free, starting at 1.
-    pub seq: u64,
-    pub at_ms: u64,
-    pub user: Option<UserId>,
-    pub idempotency_key: Option<IdempotencyKey>,
-    pub kind: EntryKind,
-    /// The provider balance after this entry.
-    pub provider_balance_after: ProviderCredits,
-    /// `reserved` after this entry.
-    pub reserved_after: ProviderCredits,
-    /// The user's wallet after this entry, when it moved one.
-    pub wallet_after: Option<UserCredits>,
-    /// The API key that sent `idempotency_key` (SPEC §9.1: keys are scoped to
-    /// their caller). `None` for entries without a key, and for entries
-    /// written before API keys (record version 1).
-    #[serde(default)]
-    pub caller: Option<KeyId>,
 }
 
 /// A ledger entry as record version 1 wrote it, before API keys.
@@ -165,151 +144,6 @@ impl Record for SpendRecord {}
 impl Record for PackageOverride {}
 impl Record for AlertEventRecord {}
 impl Record for ApiKeyRecord {}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EntryKind {
-    /// A one-step purchase: the wallet gains `credits`, `reserved` gains
-    /// `ratio × credits`, revenue gains `price`.
-    Purchase { purchase_id: String, package_id: PackageId, credits: UserCredits, price: Money },
-    /// The provider balance was set from a successful sync: the new balance is
-    /// `real − consumed_in_flight`.
-    ProviderSync {
-        real: ProviderCredits,
-        previous: ProviderCredits,
-        consumed_in_flight: ProviderCredits,
-        drift: Option<i64>,
-    },
-    /// `reserved` gains `ratio × credits` until the hold is captured, released or expires.
-    HoldCreated { hold_id: HoldId, package_id: PackageId, credits: UserCredits, price: Money, expires_at_ms: u64 },
-    /// The hold's credits move into the wallet; `reserved` is unchanged; revenue gains `price`.
-    HoldCaptured { hold_id: HoldId, package_id: PackageId, credits: UserCredits, price: Money },
-    /// The hold's reservation is returned.
-    HoldReleased { hold_id: HoldId, credits: UserCredits },
-    /// The hold's reservation is returned at its deadline.
-    HoldExpired { hold_id: HoldId, credits: UserCredits, expires_at_ms: u64 },
-    /// The wallet loses `credits`; the provider balance and `reserved` lose `ratio × credits`.
-    Spend { spend_id: SpendId, credits: UserCredits, reason: Option<Reason> },
-    /// The spend is undone: the wallet, the provider balance and `reserved` get it back.
-    Refund { spend_id: SpendId, credits: UserCredits },
-    /// An operator turned the kill switch on (SPEC §5 admin).
-    PurchasesDisabled { reason: String },
-    /// An operator turned the kill switch off.
-    PurchasesEnabled,
-    /// An operator changed a package; the fields are its new settings.
-    PackageChanged { package_id: PackageId, enabled: bool, credits: UserCredits, price: Money },
-    /// An admin made an API key (SPEC §9.1); only the SHA-256 of the key is kept.
-    ApiKeyCreated { key_id: KeyId, name: KeyName, scopes: Scopes, key_hash: [u8; 32] },
-    /// An admin revoked an API key: from here on it answers 401.
-    ApiKeyRevoked { key_id: KeyId },
-}
-
-impl EntryKind {
-    /// The operation whose idempotency key an entry of this kind carries.
-    pub fn operation(&self) -> Option<Operation> {
-        match self {
-            Self::Purchase { .. } => Some(Operation::Purchase),
-            Self::HoldCreated { .. } => Some(Operation::Hold),
-            Self::Spend { .. } => Some(Operation::Spend),
-            _ => None,
-        }
-    }
-
-    /// The stable name used in the ledger export and reports.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Purchase { .. } => "purchase",
-            Self::ProviderSync { .. } => "providerSync",
-            Self::HoldCreated { .. } => "holdCreated",
-            Self::HoldCaptured { .. } => "holdCaptured",
-            Self::HoldReleased { .. } => "holdReleased",
-            Self::HoldExpired { .. } => "holdExpired",
-            Self::Spend { .. } => "spend",
-            Self::Refund { .. } => "refund",
-            Self::PurchasesDisabled { .. } => "purchasesDisabled",
-            Self::PurchasesEnabled => "purchasesEnabled",
-            Self::PackageChanged { .. } => "packageChanged",
-            Self::ApiKeyCreated { .. } => "apiKeyCreated",
-            Self::ApiKeyRevoked { .. } => "apiKeyRevoked",
-        }
-    }
-}
-
-/// Which operation an idempotency key belongs to: the same key may be used
-/// once per operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Operation {
-    Purchase,
-    Hold,
-    Spend,
-}
-
-impl Operation {
-    pub fn tag(self) -> u8 {
-        match self {
-            Self::Purchase => b'p',
-            Self::Hold => b'h',
-            Self::Spend => b's',
-        }
-    }
-}
-
-/// The answer to a purchase, remembered under its idempotency key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PurchaseReceipt {
-    pub purchase_id: String,
-    pub user_id: UserId,
-    pub package_id: PackageId,
-    pub credits: UserCredits,
-    /// The wallet right after the purchase.
-    pub balance: UserCredits,
-}
-
-/// The answer to a new hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HoldReceipt {
-    pub hold_id: HoldId,
-    pub user_id: UserId,
-    pub package_id: PackageId,
-    pub credits: UserCredits,
-    pub expires_at_ms: u64,
-}
-
-/// The answer to a capture, kept in the hold so that a second capture gets it again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaptureReceipt {
-    pub hold_id: HoldId,
-    pub user_id: UserId,
-    pub package_id: PackageId,
-    pub credits: UserCredits,
-    /// The wallet right after the capture.
-    pub balance: UserCredits,
-}
-
-/// The answer to a spend.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpendReceipt {
-    pub spend_id: SpendId,
-    pub user_id: UserId,
-    pub credits: UserCredits,
-    pub balance: UserCredits,
-}
-
-/// The answer to a refund.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RefundReceipt {
-    pub spend_id: SpendId,
-    pub user_id: UserId,
-    pub credits: UserCredits,
-    pub balance: UserCredits,
-}
-
-/// An answer that changed state, remembered so that a retry gets it again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Receipt {
-    Purchase(PurchaseReceipt),
-    Hold(HoldReceipt),
-    Spend(SpendReceipt),
-}
 
 /// A used idempotency key (SPEC §4.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,23 +219,10 @@ pub struct AlertEventRecord {
     pub at_ms: u64,
 }
 
-/// An API key (SPEC §9.1): what it may do and when it was made, used and
-/// revoked. The key itself is never stored, only its SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiKeyRecord {
-    pub id: KeyId,
-    pub name: KeyName,
-    pub scopes: Scopes,
-    pub key_hash: [u8; 32],
-    pub created_at_ms: u64,
-    /// Kept coarsely (about once a minute), not written on every request.
-    pub last_used_at_ms: Option<u64>,
-    pub revoked_at_ms: Option<u64>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::KeyId;
     use crate::store::codec::{decode, encode, FORMAT_VERSION};
 
     /// Goal: a store written before API keys still opens: its version-1

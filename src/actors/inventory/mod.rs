@@ -54,9 +54,9 @@ pub use wallets::{WalletChange, WalletCommand, WalletOutcome, WalletReceipt};
 
 use super::alert::{AlertActor, InventoryObserved};
 use super::EngineError;
+use crate::actors::setup::{Health, Recovered, Settings};
 use crate::clock::Clock;
 use crate::domain::{Capacity, HoldId, Package, PackageId, ProviderCredits, Ratio, ScopedKey, SpendId, UserId};
-use crate::engine::{Health, Recovered, Settings};
 use crate::store::commit::{CommitFailed, CommitQueue, CommitReceipt};
 use crate::store::records::{EntryKind, HoldRecord, HoldState, InventoryRecord, Operation, Receipt};
 use crate::store::{keys, Store, WriteSet};

@@ -17,8 +17,8 @@ pub use store::PgStore;
 
 use tokio_postgres::NoTls;
 
+use crate::actors::setup::Settings;
 use crate::clock::Clock;
-use crate::engine::Settings;
 
 mod embedded {
     refinery::embed_migrations!("migrations");

@@ -1,7 +1,11 @@
 //! The engine: recovery at start-up, the actors and the commit loop wired
 //! together, and the one facade (`Engine`) the HTTP layer talks to.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+mod start;
+
+pub use crate::actors::setup::{Health, Recovered, Settings, REQUEST_TIMEOUT};
+pub use start::{init, recover, StartError};
+
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -22,270 +26,21 @@ use crate::actors::wallet::{ApplyToWallet, WalletDirectory, WalletError};
 use crate::actors::webhook::WebhookActor;
 use crate::actors::EngineError;
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::domain::report::{report, Report, ReportInput, WEEK_MS};
 use crate::domain::{
-    HoldId, KeyId, KeyName, Levels, Money, Package, PackageId, Ratio, Reason, ScopedKey, Scopes, SpendId, UserCredits,
-    UserId,
+    HoldId, KeyId, KeyName, Package, PackageId, Reason, ScopedKey, Scopes, SpendId, UserCredits, UserId,
 };
 use crate::provider::NanoBananaClient;
-use crate::store::commit::{CommitMode, CommitQueue};
+use crate::store::commit::CommitQueue;
 use crate::store::records::{
-    ApiKeyRecord, CaptureReceipt, HoldReceipt, HoldRecord, InventoryRecord, LedgerEntry, MetaRecord, PackageOverride,
-    PurchaseReceipt, RefundReceipt, SpendReceipt, WalletRecord,
+    ApiKeyRecord, CaptureReceipt, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt, SpendReceipt, WalletRecord,
 };
-use crate::store::{SledStore, Store, StoreError, WriteSet};
-
-/// How long an HTTP request waits for the engine before answering 503
-/// (`outcome_unknown` for a change, `overloaded` for a read).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::store::Store;
 
 /// How often a request asks the directory again after meeting a retiring
 /// wallet actor; retirement happens at most once per idle period, so two
 /// in a row would already be remarkable.
 const WALLET_ATTEMPTS_MAX: usize = 4;
-
-/// What the engine needs from the configuration.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub ratio: Ratio,
-    pub packages: Vec<Package>,
-    pub levels: Levels,
-    pub wallet_idle: Duration,
-    pub commit_mode: CommitMode,
-    pub revenue_zero: Money,
-    /// A sync older than this raises `sync_stale`.
-    pub sync_stale_after: Duration,
-    /// `purchase_blocked` clears after this long without a capacity refusal.
-    pub alert_blocked_clear_after: Duration,
-    pub alert_webhook_url: Option<String>,
-    pub alert_webhook_secret: Option<crate::config::Secret>,
-    pub provider_credit_cost_micros: u64,
-    /// Sum every wallet on disk at start-up, not only the totals and the open holds.
-    pub verify_wallets_at_start: bool,
-    /// How long a request waits for the engine ([`REQUEST_TIMEOUT`]; tests shorten it).
-    pub request_timeout: Duration,
-    /// Idempotency records are forgotten after this long (SPEC §9.2).
-    pub idempotency_retention: Duration,
-    /// Open holds one user may have at once (SPEC §9.2).
-    pub max_open_holds_per_user: u32,
-}
-
-impl Settings {
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            ratio: config.ratio,
-            packages: config.packages.clone(),
-            levels: config.levels,
-            wallet_idle: config.wallet_idle,
-            commit_mode: config.commit_mode,
-            revenue_zero: Money::zero(config.currency),
-            sync_stale_after: config.sync_stale_after,
-            alert_blocked_clear_after: config.alert_blocked_clear_after,
-            alert_webhook_url: config.alert_webhook_url.clone(),
-            alert_webhook_secret: config.alert_webhook_secret.clone(),
-            provider_credit_cost_micros: config.provider_credit_cost_micros,
-            verify_wallets_at_start: config.verify_wallets_at_start,
-            request_timeout: REQUEST_TIMEOUT,
-            idempotency_retention: config.idempotency_retention,
-            max_open_holds_per_user: config.max_open_holds_per_user,
-        }
-    }
-}
-
-/// Whether the engine may serve: it has synced once since start and its
-/// storage has not failed.
-#[derive(Debug, Default)]
-pub struct Health {
-    synced: AtomicBool,
-    storage_failed: AtomicBool,
-}
-
-impl Health {
-    pub fn synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
-    }
-
-    pub fn mark_synced(&self) {
-        self.synced.store(true, Ordering::Release);
-    }
-
-    pub fn storage_failed(&self) -> bool {
-        self.storage_failed.load(Ordering::Acquire)
-    }
-
-    pub fn mark_storage_failed(&self) {
-        self.storage_failed.store(true, Ordering::Release);
-    }
-
-    pub fn ready(&self) -> bool {
-        self.synced() && !self.storage_failed()
-    }
-}
-
-/// Why the engine would not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(
-        "the store was created with ratio {stored}, but ratio {configured} is configured: \
-         every stored amount was computed with {stored}; configure ratio {stored}"
-    )]
-    RatioChanged { stored: u64, configured: u64 },
-    #[error(
-        "the store was created with currency {stored}, but currency {configured} is configured: \
-         its revenue is in {stored}; configure currency {stored}"
-    )]
-    CurrencyChanged { stored: String, configured: String },
-    #[error("the stored state breaks an invariant: {0}")]
-    Invariant(String),
-}
-
-impl StartError {
-    /// The operator must change the configuration or the directory: `serve`
-    /// exits 2 (SPEC §11) rather than 1.
-    pub fn is_configuration(&self) -> bool {
-        matches!(
-            self,
-            Self::RatioChanged { .. }
-                | Self::CurrencyChanged { .. }
-                | Self::Store(StoreError::Uninitialised(_) | StoreError::Foreign(_) | StoreError::NotEmpty(_))
-        )
-    }
-}
-
-/// What a data directory holds at start-up.
-#[derive(Debug)]
-pub struct Recovered {
-    pub state: InventoryRecord,
-    /// Holds still open on disk; those past their deadline expire at the first decision.
-    pub open_holds: Vec<HoldRecord>,
-    /// The configured packages with the operators' stored changes applied.
-    pub packages: Vec<Package>,
-    /// The time of the last ledger entry (0 for an empty ledger).
-    pub last_at_ms: u64,
-    /// Every API key ever made (SPEC §9.1), revoked ones included.
-    pub api_keys: Vec<crate::store::records::ApiKeyRecord>,
-}
-
-/// The configured packages, with the operators' stored settings over them.
-/// A stored price in another currency than the configured one is ignored.
-fn packages_with_overrides(store: &Store, settings: &Settings) -> Result<Vec<Package>, StoreError> {
-    let overrides: std::collections::HashMap<String, PackageOverride> =
-        store.package_overrides()?.into_iter().collect();
-    Ok(settings
-        .packages
-        .iter()
-        .map(|package| match overrides.get(package.id.as_str()) {
-            Some(stored) if stored.price.currency() == package.price.currency() => Package {
-                id: package.id.clone(),
-                credits: stored.credits,
-                price: stored.price,
-                enabled: stored.enabled,
-            },
-            Some(_) => {
-                tracing::warn!(package = %package.id, "ignoring a stored package price in another currency");
-                package.clone()
-            }
-            None => package.clone(),
-        })
-        .collect())
-}
-
-/// `creditd init` (SPEC §11): makes a new store in `directory`, which must
-/// be missing or empty, recording the configured ratio (in the meta record)
-/// and currency (in the revenue of the first inventory record).
-///
-/// # Errors
-/// The directory holds something already, or cannot be written.
-pub fn init(directory: &std::path::Path, settings: &Settings, clock: &dyn Clock) -> Result<(), StartError> {
-    let store = SledStore::create(directory)?;
-    let meta = MetaRecord { ratio: settings.ratio, created_at_ms: clock.now_ms() };
-    let state = InventoryRecord::empty(settings.revenue_zero);
-    let mut writes = WriteSet::default();
-    writes.meta(meta);
-    writes.inventory(state);
-    store.write_durably([&writes])?;
-    store.mark()?;
-    Ok(())
-}
-
-/// Opens the state of a store `init` made and checks SPEC §4.5 before
-/// anything is served: the reserve against the stored totals, Σ open holds
-/// against the holds on disk, the ledger's tail against the state, and, if
-/// `verify_wallets_at_start`, Σ wallets against every wallet. Start-up time
-/// does not grow with the number of users unless asked to.
-///
-/// # Errors
-/// The store is unreadable, was made with another ratio or currency, or its
-/// state is inconsistent.
-pub fn recover(store: &Store, settings: &Settings) -> Result<Recovered, StartError> {
-    let meta = store.meta()?.ok_or_else(|| StoreError::Foreign(store.location()))?;
-    if meta.ratio != settings.ratio {
-        return Err(StartError::RatioChanged { stored: meta.ratio.get(), configured: settings.ratio.get() });
-    }
-    let state = store.inventory()?.ok_or_else(|| StartError::Invariant("the inventory record is missing".into()))?;
-    let (stored, configured) = (state.revenue.currency(), settings.revenue_zero.currency());
-    if stored != configured {
-        return Err(StartError::CurrencyChanged { stored: stored.to_string(), configured: configured.to_string() });
-    }
-    if settings.verify_wallets_at_start {
-        verify_wallets(store, &state)?;
-    }
-    let open_holds = store.open_holds()?;
-    let holds_total = open_holds
-        .iter()
-        .try_fold(UserCredits::ZERO, |sum, hold| sum.checked_add(hold.credits))
-        .map_err(|error| StartError::Invariant(format!("Σ open holds: {error}")))?;
-    if holds_total != state.holds_total {
-        return Err(StartError::Invariant(format!(
-            "Σ open holds on disk is {holds_total}, the inventory record says {}",
-            state.holds_total
-        )));
-    }
-    let spoken_for = state
-        .wallets_total
-        .checked_add(state.holds_total)
-        .and_then(|credits| meta.ratio.backing(credits))
-        .map_err(|error| StartError::Invariant(format!("ratio × (Σ wallets + Σ holds): {error}")))?;
-    if spoken_for != state.reserved {
-        return Err(StartError::Invariant(format!(
-            "reserved is {}, but ratio × (Σ wallets + Σ open holds) is {spoken_for}",
-            state.reserved
-        )));
-    }
-    let last = state.next_seq.saturating_sub(1);
-    let last_at_ms = match store.ledger_entry(last)? {
-        Some(entry) => entry.at_ms,
-        None if last == 0 => 0,
-        None => return Err(StartError::Invariant(format!("ledger entry {last} is missing"))),
-    };
-    if store.ledger_entry(state.next_seq)?.is_some() {
-        return Err(StartError::Invariant(format!("ledger entry {} exists beyond the state", state.next_seq)));
-    }
-    let packages = packages_with_overrides(store, settings)?;
-    let api_keys = store.api_keys()?;
-    Ok(Recovered { state, open_holds, packages, last_at_ms, api_keys })
-}
-
-/// Σ wallets on disk against the inventory record's total: O(users), so only
-/// when asked (`verify_wallets_at_start`); `creditd check` always does it.
-fn verify_wallets(store: &Store, state: &InventoryRecord) -> Result<(), StartError> {
-    let mut wallets_total = UserCredits::ZERO;
-    for (_, wallet) in store.all_wallets()? {
-        wallets_total = wallets_total
-            .checked_add(wallet.balance)
-            .map_err(|error| StartError::Invariant(format!("Σ wallets: {error}")))?;
-    }
-    if wallets_total != state.wallets_total {
-        return Err(StartError::Invariant(format!(
-            "Σ wallets on disk is {wallets_total}, the inventory record says {}",
-            state.wallets_total
-        )));
-    }
-    Ok(())
-}
 
 fn timed_out() -> EngineError {
     EngineError::Overloaded("the engine did not answer in time")
