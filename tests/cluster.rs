@@ -211,14 +211,23 @@ impl Cluster {
         }
     }
 
+    /// Waits until HAProxy sends every request to the leader: HAProxy counts
+    /// a server up until its first check fails, so one 200 is not enough;
+    /// twenty in a row, spread over its rotation of three servers, are.
     async fn await_through_proxy(&self) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + FAILOVER_GIVE_UP;
+        let mut in_a_row = 0;
         loop {
             let ready = client.get(format!("{}/readyz", self.proxy.base())).send().await;
             if ready.is_ok_and(|response| response.status() == 200) {
-                return;
+                in_a_row += 1;
+                if in_a_row == 20 {
+                    return;
+                }
+                continue;
             }
+            in_a_row = 0;
             assert!(Instant::now() < deadline, "HAProxy found no ready node:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

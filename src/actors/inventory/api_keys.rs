@@ -12,6 +12,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::watch;
 
+use super::Books;
+use super::Inputs;
 use super::{Decision, InventoryActor, Reply};
 use crate::access::{KeyHash, KeyRing, LiveKey};
 use crate::actors::EngineError;
@@ -53,7 +55,7 @@ impl Handler<CreateApiKey> for InventoryActor {
     type Result = Reply<ApiKeyRecord>;
 
     fn handle(&mut self, message: CreateApiKey, _: &mut Self::Context) -> Self::Result {
-        let decision = self.decide_create_key(message);
+        let decision = self.books.decide_create_key(&self.inputs(), message);
         self.respond(decision)
     }
 }
@@ -62,7 +64,7 @@ impl Handler<RevokeApiKey> for InventoryActor {
     type Result = Reply<ApiKeyRecord>;
 
     fn handle(&mut self, message: RevokeApiKey, _: &mut Self::Context) -> Self::Result {
-        let decision = self.decide_revoke_key(&message.id);
+        let decision = self.books.decide_revoke_key(&self.inputs(), &message.id);
         self.respond(decision)
     }
 }
@@ -72,16 +74,20 @@ impl Handler<ListApiKeys> for InventoryActor {
 
     fn handle(&mut self, _: ListApiKeys, _: &mut Self::Context) -> Self::Result {
         let mut listed: Vec<ApiKeyRecord> =
-            self.keys.records.values().map(|record| self.with_last_use(record)).collect();
+            self.books.keys.records.values().map(|record| self.books.with_last_use(record)).collect();
         listed.sort_by(|a, b| (a.created_at_ms, a.id.as_str()).cmp(&(b.created_at_ms, b.id.as_str())));
         MessageResult(listed)
     }
 }
 
-impl InventoryActor {
-    fn decide_create_key(&self, message: CreateApiKey) -> Result<Decision<ApiKeyRecord>, EngineError> {
-        self.ensure_writable()?;
-        let mut change = self.begin();
+impl Books {
+    pub(super) fn decide_create_key(
+        &self,
+        inputs: &Inputs<'_>,
+        message: CreateApiKey,
+    ) -> Result<Decision<ApiKeyRecord>, EngineError> {
+        self.ensure_writable(inputs)?;
+        let mut change = self.begin(inputs);
         let id = KeyId::parse(&format!("key_{}", change.next_seq()))
             .map_err(|error| EngineError::Storage(format!("key id: {error}")))?;
         let record = ApiKeyRecord {
@@ -105,14 +111,18 @@ impl InventoryActor {
         Ok(Decision::Apply(Box::new(change), record))
     }
 
-    fn decide_revoke_key(&self, id: &KeyId) -> Result<Decision<ApiKeyRecord>, EngineError> {
-        self.ensure_writable()?;
+    pub(super) fn decide_revoke_key(
+        &self,
+        inputs: &Inputs<'_>,
+        id: &KeyId,
+    ) -> Result<Decision<ApiKeyRecord>, EngineError> {
+        self.ensure_writable(inputs)?;
         let stored = self.keys.records.get(id).ok_or_else(|| EngineError::UnknownApiKey(id.clone()))?;
         let mut record = self.with_last_use(stored);
         if record.revoked_at_ms.is_some() {
             return Ok(Decision::Replay(record));
         }
-        let mut change = self.begin();
+        let mut change = self.begin(inputs);
         record.revoked_at_ms = Some(change.at_ms);
         change.record(None, None, EntryKind::ApiKeyRevoked { key_id: id.clone() }, None)?;
         change.writes.api_key(record.clone());
@@ -121,19 +131,21 @@ impl InventoryActor {
     }
 
     /// `record` with the latest use noted in memory.
-    fn with_last_use(&self, record: &ApiKeyRecord) -> ApiKeyRecord {
+    pub(super) fn with_last_use(&self, record: &ApiKeyRecord) -> ApiKeyRecord {
         let mut record = record.clone();
         if let Some(used) = self.keys.live.get(&record.id).and_then(|live| live.last_used_ms()) {
             record.last_used_at_ms = Some(record.last_used_at_ms.map_or(used, |stored| stored.max(used)));
         }
         record
     }
+}
 
+impl InventoryActor {
     /// Adopts a key's new record once its change is queued, and publishes
     /// the ring of live keys: a revoked key stops working before the
     /// revocation is even durable (refusing early is the safe side).
     pub(super) fn adopt_api_key(&mut self, record: ApiKeyRecord) {
-        self.keys.adopt(record);
+        self.books.keys.adopt(record);
     }
 
     /// Writes the uses noted since the last time (a write per key and
@@ -144,8 +156,8 @@ impl InventoryActor {
         }
         let mut writes = WriteSet::default();
         let mut used = Vec::new();
-        for (id, record) in &self.keys.records {
-            let Some(live) = self.keys.live.get(id) else { continue };
+        for (id, record) in &self.books.keys.records {
+            let Some(live) = self.books.keys.live.get(id) else { continue };
             match live.last_used_ms() {
                 Some(at) if record.last_used_at_ms.is_none_or(|stored| at > stored) => {
                     let mut record = record.clone();
@@ -162,7 +174,7 @@ impl InventoryActor {
         // Not awaited: nobody is told, and a lost minute of `lastUsedAt` is harmless.
         if self.commits.submit(writes).is_ok() {
             for record in used {
-                self.keys.records.insert(record.id.clone(), record);
+                self.books.keys.records.insert(record.id.clone(), record);
             }
         }
     }

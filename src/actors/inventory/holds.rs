@@ -3,6 +3,8 @@
 use actix::prelude::*;
 
 use super::change::{id_from_seq, outcome_label, Decision, Reply};
+use super::Books;
+use super::Inputs;
 use super::{Fingerprint, InventoryActor};
 use crate::actors::EngineError;
 use crate::domain::{HoldId, PackageId, ScopedKey, SpendId, UserCredits, UserId};
@@ -27,7 +29,8 @@ impl Handler<CreateHold> for InventoryActor {
 
     fn handle(&mut self, message: CreateHold, ctx: &mut Self::Context) -> Self::Result {
         self.expire_due(ctx);
-        let decision = self.ensure_ready().and_then(|()| self.decide_hold(&message));
+        let decision =
+            self.books.ensure_ready(&self.inputs()).and_then(|()| self.books.decide_hold(&self.inputs(), &message));
         let decision = self.note_refusal(decision);
         let outcome = outcome_label(&decision);
         metrics::counter!("creditd_holds_total", "operation" => "create", "outcome" => outcome).increment(1);
@@ -35,10 +38,14 @@ impl Handler<CreateHold> for InventoryActor {
     }
 }
 
-impl InventoryActor {
-    fn decide_hold(&self, message: &CreateHold) -> Result<Decision<HoldReceipt>, EngineError> {
+impl Books {
+    pub(super) fn decide_hold(
+        &self,
+        inputs: &Inputs<'_>,
+        message: &CreateHold,
+    ) -> Result<Decision<HoldReceipt>, EngineError> {
         if let Some(key) = &message.key {
-            match self.check_key(Operation::Hold, key, &message.fingerprint)? {
+            match self.check_key(inputs, Operation::Hold, key, &message.fingerprint)? {
                 Some(Receipt::Hold(receipt)) => return Ok(Decision::Replay(receipt)),
                 Some(_) => return Err(EngineError::IdempotencyKeyReused),
                 None => {}
@@ -49,7 +56,7 @@ impl InventoryActor {
             return Err(EngineError::TooManyHolds(self.max_open_holds_per_user));
         }
         let (package, needed) = self.sellable_package(&message.package_id)?;
-        let mut change = self.begin();
+        let mut change = self.begin(inputs);
         change.sale = true;
         change.next.reserved = change.next.reserved.checked_add(needed)?;
         change.next.holds_total = change.next.holds_total.checked_add(package.credits)?;
@@ -114,19 +121,26 @@ impl Handler<ReleaseHold> for InventoryActor {
 
     fn handle(&mut self, message: ReleaseHold, ctx: &mut Self::Context) -> Self::Result {
         self.expire_due(ctx);
-        let decision = self.ensure_ready().and_then(|()| self.decide_release(&message.hold_id));
+        let decision = self
+            .books
+            .ensure_ready(&self.inputs())
+            .and_then(|()| self.books.decide_release(&self.inputs(), &message.hold_id));
         let outcome = outcome_label(&decision);
         metrics::counter!("creditd_holds_total", "operation" => "release", "outcome" => outcome).increment(1);
         self.respond(decision)
     }
 }
 
-impl InventoryActor {
-    fn decide_release(&self, hold_id: &HoldId) -> Result<Decision<ReleaseReceipt>, EngineError> {
-        let hold = self.hold(hold_id)?;
+impl Books {
+    pub(super) fn decide_release(
+        &self,
+        inputs: &Inputs<'_>,
+        hold_id: &HoldId,
+    ) -> Result<Decision<ReleaseReceipt>, EngineError> {
+        let hold = self.hold(inputs, hold_id)?;
         let receipt =
             ReleaseReceipt { hold_id: hold.hold_id.clone(), user_id: hold.user.clone(), credits: hold.credits };
-        let mut change = self.begin();
+        let mut change = self.begin(inputs);
         match hold.state {
             HoldState::Released => return Ok(Decision::Replay(receipt)),
             HoldState::Captured(_) => return Err(EngineError::HoldCaptured),
@@ -155,7 +169,7 @@ impl Handler<HoldOwner> for InventoryActor {
     type Result = Result<UserId, EngineError>;
 
     fn handle(&mut self, message: HoldOwner, _: &mut Self::Context) -> Self::Result {
-        Ok(self.hold(&message.0)?.user)
+        Ok(self.books.hold(&self.inputs(), &message.0)?.user)
     }
 }
 

@@ -29,7 +29,6 @@
 //! Invariants asserted on every change: `reserved == ratio × (Σ wallets + Σ
 //! open holds)`; a sale or hold never leaves `reserved > providerBalance`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +36,7 @@ use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
 mod api_keys;
+mod books;
 mod change;
 mod holds;
 mod operators;
@@ -44,6 +44,8 @@ mod view;
 mod wallets;
 
 pub use api_keys::{ApiKeys, CreateApiKey, ListApiKeys, RevokeApiKey};
+pub use books::Records;
+use books::{Books, Inputs};
 use change::{ready, Change, Consumption, Decision, Reply};
 pub use holds::{CreateHold, HoldOwner, ReleaseHold, ReleaseReceipt, SpendOwner};
 pub use operators::{
@@ -56,10 +58,10 @@ use super::alert::{AlertActor, InventoryObserved};
 use super::EngineError;
 use crate::actors::setup::{Health, Recovered, Settings};
 use crate::clock::Clock;
-use crate::domain::{Capacity, HoldId, Package, PackageId, ProviderCredits, Ratio, ScopedKey, SpendId, UserId};
+use crate::domain::{HoldId, PackageId};
 use crate::store::commit::{CommitFailed, CommitQueue, CommitReceipt};
-use crate::store::records::{EntryKind, HoldRecord, HoldState, InventoryRecord, Operation, Receipt};
-use crate::store::{keys, Store, WriteSet};
+use crate::store::records::HoldState;
+use crate::store::Store;
 
 /// Messages queued for the inventory before senders wait.
 const MAILBOX_CAPACITY: usize = 4_096;
@@ -73,59 +75,18 @@ pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// A SHA-256 fingerprint of a canonical request.
 pub type Fingerprint = [u8; 32];
 
-/// The window of one sync request: the consumption it must keep (SPEC §6).
-#[derive(Debug, Clone, Copy)]
-struct SyncWindow {
-    token: u64,
-    /// The first ledger sequence number after the request left.
-    start_seq: u64,
-    /// Provider credits consumed by spends made after the request left and
-    /// not refunded since.
-    consumed: ProviderCredits,
-}
-
 pub struct InventoryActor {
-    state: InventoryRecord,
-    ratio: Ratio,
-    /// Shared with the published inputs; copied only when an operator changes one.
-    packages: Arc<Vec<Package>>,
-    warning_level: ProviderCredits,
+    /// What decisions read and change: the state of the books, no IO.
+    books: Books,
     store: Store,
     commits: CommitQueue,
     clock: Arc<dyn Clock>,
     health: Arc<Health>,
-    open_holds: HashMap<HoldId, OpenHold>,
-    /// Open holds by monotonic deadline, to find the due ones without a scan.
-    deadlines: BTreeSet<(u64, HoldId)>,
-    /// The time of the last ledger entry: entries never go back in time,
-    /// even when the wall clock does.
-    last_at_ms: u64,
-    /// Holds closed by a change that is not durable yet: the store still shows them open.
-    closing_holds: HashMap<HoldId, HoldRecord>,
-    /// Spends whose refund is decided but not durable yet.
-    refunding: HashSet<SpendId>,
-    /// Idempotency keys whose change is decided but not yet durable.
-    keys_in_flight: HashMap<Vec<u8>, Fingerprint>,
-    sync_window: Option<SyncWindow>,
-    next_sync_token: u64,
     alerts: Addr<AlertActor>,
-    /// The API keys (SPEC §9.1): their changes are ledger entries too.
-    keys: ApiKeys,
-    /// Open holds by user, for `max_open_holds_per_user` (SPEC §9.2).
-    holds_per_user: HashMap<UserId, u32>,
-    max_open_holds_per_user: u32,
     /// What the view is made of after the last change, published for the
     /// public reads (catalogue, status) so that they never queue for this
     /// actor (SPEC §9.2).
     views: watch::Sender<Option<Arc<ViewInputs>>>,
-}
-
-/// An open hold and its deadline on the monotonic clock: the wall-clock
-/// `expires_at_ms` is for people, and a wall clock set back must not stretch
-/// the hold.
-struct OpenHold {
-    record: HoldRecord,
-    deadline_ms: u64,
 }
 
 impl InventoryActor {
@@ -142,47 +103,18 @@ impl InventoryActor {
         keys: ApiKeys,
         views: watch::Sender<Option<Arc<ViewInputs>>>,
     ) -> Self {
-        let Recovered { state, open_holds, packages, last_at_ms, .. } = recovered;
-        // What is left of each hold, by the wall clock (the monotonic one does
-        // not survive a restart), and never more than its whole TTL.
-        let (wall_ms, monotonic_ms) = (clock.now_ms(), clock.monotonic_ms());
-        let open_holds: HashMap<HoldId, OpenHold> = open_holds
-            .into_iter()
-            .map(|record| {
-                let ttl_ms = record.expires_at_ms.saturating_sub(record.created_at_ms);
-                let left_ms = record.expires_at_ms.saturating_sub(wall_ms).min(ttl_ms);
-                let deadline_ms = monotonic_ms.saturating_add(left_ms);
-                (record.hold_id.clone(), OpenHold { record, deadline_ms })
-            })
-            .collect();
-        let deadlines = open_holds.values().map(|open| (open.deadline_ms, open.record.hold_id.clone())).collect();
-        let mut holds_per_user: HashMap<UserId, u32> = HashMap::new();
-        for open in open_holds.values() {
-            let count = holds_per_user.entry(open.record.user.clone()).or_default();
-            *count = count.saturating_add(1);
-        }
-        Self {
-            state,
-            ratio: settings.ratio,
-            packages: Arc::new(packages),
-            warning_level: settings.levels.warning,
-            store,
-            commits,
-            clock,
-            health,
-            open_holds,
-            deadlines,
-            last_at_ms,
-            closing_holds: HashMap::new(),
-            refunding: HashSet::new(),
-            keys_in_flight: HashMap::new(),
-            sync_window: None,
-            next_sync_token: 1,
-            alerts,
-            keys,
-            holds_per_user,
-            max_open_holds_per_user: settings.max_open_holds_per_user,
-            views,
+        let books = Books::new(recovered, settings, keys, clock.now_ms(), clock.monotonic_ms());
+        Self { books, store, commits, clock, health, alerts, views }
+    }
+
+    /// What a decision reads now besides the books.
+    fn inputs(&self) -> Inputs<'_> {
+        Inputs {
+            now_ms: self.clock.now_ms(),
+            monotonic_ms: self.clock.monotonic_ms(),
+            writable: !self.health.storage_failed(),
+            synced: self.health.synced(),
+            records: &self.store,
         }
     }
 
@@ -192,14 +124,14 @@ impl InventoryActor {
         if !self.health.synced() {
             return;
         }
-        let capacity = self.capacity();
+        let capacity = self.books.capacity();
         self.alerts.do_send(InventoryObserved {
             available: capacity.available(),
             provider_balance: capacity.provider_balance,
             reserved: capacity.reserved,
             capacity: capacity.user_credits(),
-            purchases_enabled: self.state.purchases_enabled,
-            disabled_reason: self.state.disabled_reason.clone(),
+            purchases_enabled: self.books.state.purchases_enabled,
+            disabled_reason: self.books.state.disabled_reason.clone(),
             sale,
             refused_for_capacity,
         });
@@ -217,114 +149,18 @@ impl InventoryActor {
     /// The `package` label of a purchase: a configured package's id, or
     /// `unknown`, so that request input never makes a new metric series.
     fn package_label(&self, package_id: &PackageId) -> String {
-        match self.packages.iter().find(|package| &package.id == package_id) {
+        match self.books.packages.iter().find(|package| &package.id == package_id) {
             Some(package) => package.id.to_string(),
             None => UNKNOWN_PACKAGE_LABEL.to_owned(),
         }
     }
 
-    fn capacity(&self) -> Capacity {
-        Capacity { provider_balance: self.state.provider_balance, reserved: self.state.reserved, ratio: self.ratio }
-    }
-
-    /// Storage has not failed: a change may still be written (an operator's
-    /// too, before the first sync).
-    fn ensure_writable(&self) -> Result<(), EngineError> {
-        if self.health.storage_failed() {
-            return Err(EngineError::NotReady("storage failed; restart required"));
-        }
-        Ok(())
-    }
-
-    fn ensure_ready(&self) -> Result<(), EngineError> {
-        self.ensure_writable()?;
-        if !self.health.synced() {
-            return Err(EngineError::NotReady("waiting for the first provider sync"));
-        }
-        Ok(())
-    }
-
-    /// The checks every sale (purchase or hold) passes, in the order of SPEC §9.
-    fn sellable_package(&self, package_id: &PackageId) -> Result<(Package, ProviderCredits), EngineError> {
-        if !self.state.purchases_enabled {
-            return Err(EngineError::PurchasesDisabled);
-        }
-        let package = self
-            .packages
-            .iter()
-            .find(|package| &package.id == package_id)
-            .ok_or_else(|| EngineError::UnknownPackage(package_id.clone()))?;
-        if !package.enabled {
-            return Err(EngineError::PackageDisabled(package.id.clone()));
-        }
-        let needed = self.capacity().fits(package.credits)?.ok_or(EngineError::InsufficientCapacity)?;
-        Ok((package.clone(), needed))
-    }
-
-    /// Panics on a broken invariant: that is a bug, and continuing would
-    /// write a wrong state to disk.
-    fn assert_invariants(&self, next: &InventoryRecord) {
-        let spoken_for = next
-            .wallets_total
-            .checked_add(next.holds_total)
-            .and_then(|credits| self.ratio.backing(credits))
-            .expect("Σ wallets + Σ holds stays within bounds");
-        assert_eq!(next.reserved, spoken_for, "reserved must equal ratio × (Σ wallets + Σ open holds)");
-        assert!(next.next_seq > self.state.next_seq, "every change appends to the ledger");
-    }
-
-    /// Looks the key up among changes in flight, then on disk.
-    fn check_key(
-        &self,
-        operation: Operation,
-        key: &ScopedKey,
-        fingerprint: &Fingerprint,
-    ) -> Result<Option<Receipt>, EngineError> {
-        let store_key = keys::scoped_idempotency(operation, key);
-        if let Some(in_flight) = self.keys_in_flight.get(&store_key) {
-            return Err(if in_flight == fingerprint {
-                EngineError::IdempotencyKeyInUse
-            } else {
-                EngineError::IdempotencyKeyReused
-            });
-        }
-        match self.store.idempotency(operation, Some(&key.caller), &key.key)? {
-            Some(record) if &record.fingerprint == fingerprint => Ok(Some(record.receipt)),
-            Some(_) => Err(EngineError::IdempotencyKeyReused),
-            None => Ok(None),
-        }
-    }
-
-    fn begin(&self) -> Change {
-        Change {
-            next: self.state.clone(),
-            writes: WriteSet::default(),
-            at_ms: self.clock.now_ms().max(self.last_at_ms),
-            monotonic_ms: self.clock.monotonic_ms(),
-            holds: Vec::new(),
-            refunding: None,
-            key_in_flight: None,
-            consumption: Consumption::None,
-            sale: false,
-            package: None,
-            api_key: None,
-        }
-    }
-
-    /// The hold as it stands now: open, closing, or as stored.
-    fn hold(&self, id: &HoldId) -> Result<HoldRecord, EngineError> {
-        if let Some(hold) = self.open_holds.get(id).map(|open| &open.record).or_else(|| self.closing_holds.get(id)) {
-            return Ok(hold.clone());
-        }
-        self.store.hold(id)?.ok_or_else(|| EngineError::UnknownHold(id.clone()))
-    }
-
     /// Queues `change`; once queued, its state is the actor's.
     fn commit(&mut self, mut change: Change) -> Result<CommitReceipt, EngineError> {
-        self.assert_invariants(&change.next);
+        self.books.assert_invariants(&change.next);
         change.writes.inventory(change.next.clone());
-        let durable = self.commits.submit(change.writes)?;
-        let earned = change.next.revenue.minor_units().saturating_sub(self.state.revenue.minor_units());
+        let durable = self.commits.submit(std::mem::take(&mut change.writes))?;
+        let earned = change.next.revenue.minor_units().saturating_sub(self.books.state.revenue.minor_units());
         if earned > 0 {
             let currency = change.next.revenue.currency().to_string();
             metrics::counter!("creditd_revenue_minor_units_total", "currency" => currency).increment(earned);
@@ -338,47 +174,12 @@ impl InventoryActor {
             }
             Consumption::None => {}
         }
-        self.state = change.next;
-        if let Some(record) = change.api_key {
+        let sale = change.sale;
+        if let Some(record) = change.api_key.take() {
             self.adopt_api_key(record);
         }
-        if let Some(package) = change.package {
-            if let Some(slot) = Arc::make_mut(&mut self.packages).iter_mut().find(|slot| slot.id == package.id) {
-                *slot = package;
-            }
-        }
-        self.last_at_ms = change.at_ms;
-        for hold in change.holds {
-            if let Some(open) = self.open_holds.remove(&hold.hold_id) {
-                self.deadlines.remove(&(open.deadline_ms, open.record.hold_id));
-                self.count_hold(&open.record.user, false);
-            }
-            if hold.state == HoldState::Open {
-                self.count_hold(&hold.user, true);
-                let ttl_ms = hold.expires_at_ms.saturating_sub(hold.created_at_ms);
-                let deadline_ms = change.monotonic_ms.saturating_add(ttl_ms);
-                self.deadlines.insert((deadline_ms, hold.hold_id.clone()));
-                self.open_holds.insert(hold.hold_id.clone(), OpenHold { record: hold, deadline_ms });
-            } else {
-                self.closing_holds.insert(hold.hold_id.clone(), hold);
-            }
-        }
-        if let Some(spend) = change.refunding {
-            self.refunding.insert(spend);
-        }
-        if let Some((key, fingerprint)) = &change.key_in_flight {
-            self.keys_in_flight.insert(key.clone(), *fingerprint);
-        }
-        if let Some(window) = &mut self.sync_window {
-            match change.consumption {
-                Consumption::Spent(credits) => window.consumed = window.consumed.checked_add(credits)?,
-                Consumption::Refunded { spend_seq, credits } if spend_seq >= window.start_seq => {
-                    window.consumed = window.consumed.saturating_sub(credits);
-                }
-                Consumption::None | Consumption::Refunded { .. } => {}
-            }
-        }
-        self.observe(change.sale, false);
+        self.books.adopt(change)?;
+        self.observe(sale, false);
         self.publish_view();
         Ok(durable)
     }
@@ -386,19 +187,6 @@ impl InventoryActor {
     /// Publishes what the view is made of, as it stands, for the public reads.
     fn publish_view(&self) {
         self.views.send_replace(Some(Arc::new(self.view_inputs())));
-    }
-
-    /// Keeps `holds_per_user` as `open_holds` moves.
-    fn count_hold(&mut self, user: &UserId, opened: bool) {
-        if opened {
-            let count = self.holds_per_user.entry(user.clone()).or_default();
-            *count = count.saturating_add(1);
-        } else if let Some(count) = self.holds_per_user.get_mut(user) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.holds_per_user.remove(user);
-            }
-        }
     }
 
     /// Commits `change` and answers `value` once it is durable.
@@ -413,13 +201,13 @@ impl InventoryActor {
         };
         Box::pin(durable.into_actor(self).map(move |result, actor, _| {
             for id in &closing {
-                actor.closing_holds.remove(id);
+                actor.books.closing_holds.remove(id);
             }
             if let Some(spend) = &refunding {
-                actor.refunding.remove(spend);
+                actor.books.refunding.remove(spend);
             }
             if let Some(key) = &key {
-                actor.keys_in_flight.remove(key);
+                actor.books.keys_in_flight.remove(key);
             }
             actor.durable(result).map(|()| value)
         }))
@@ -470,12 +258,17 @@ impl InventoryActor {
             return;
         }
         let now = self.clock.monotonic_ms();
-        let due: Vec<HoldId> =
-            self.deadlines.iter().take_while(|(deadline, _)| *deadline <= now).map(|(_, id)| id.clone()).collect();
+        let due: Vec<HoldId> = self
+            .books
+            .deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .map(|(_, id)| id.clone())
+            .collect();
         if due.is_empty() {
             return;
         }
-        match self.decide_expiries(&due) {
+        match self.books.decide_expiries(&self.inputs(), &due) {
             Ok(change) => {
                 let expired = u64::try_from(change.holds.len()).unwrap_or(u64::MAX);
                 metrics::counter!("creditd_holds_total", "operation" => "expire", "outcome" => "ok").increment(expired);
@@ -484,33 +277,6 @@ impl InventoryActor {
             }
             Err(error) => tracing::error!(%error, "cannot expire holds"),
         }
-    }
-
-    /// Whether an open hold's deadline has passed at `monotonic_ms`.
-    fn is_due(&self, id: &HoldId, monotonic_ms: u64) -> bool {
-        self.open_holds.get(id).is_some_and(|open| open.deadline_ms <= monotonic_ms)
-    }
-
-    fn decide_expiries(&self, due: &[HoldId]) -> Result<Change, EngineError> {
-        let mut change = self.begin();
-        // By the monotonic clock each hold's whole TTL has passed since it was
-        // made, so the ledger's time is at least its `expiresAt`, whatever the
-        // wall clock says now.
-        let latest_deadline = due.iter().filter_map(|id| self.open_holds.get(id)).map(|open| open.record.expires_at_ms);
-        change.at_ms = latest_deadline.fold(change.at_ms, u64::max);
-        for id in due {
-            let Some(OpenHold { record: hold, .. }) = self.open_holds.get(id) else { continue };
-            change.next.holds_total = change.next.holds_total.checked_sub(hold.credits)?;
-            change.next.reserved = change.next.reserved.checked_sub(self.ratio.backing(hold.credits)?)?;
-            let kind = EntryKind::HoldExpired {
-                hold_id: id.clone(),
-                credits: hold.credits,
-                expires_at_ms: hold.expires_at_ms,
-            };
-            change.record(Some(&hold.user), None, kind, None)?;
-            change.put_hold(HoldRecord { state: HoldState::Expired, ..hold.clone() })?;
-        }
-        Ok(change)
     }
 }
 

@@ -3,8 +3,11 @@
 
 use actix::prelude::*;
 
+use super::books::SyncWindow;
 use super::change::{ready, Change, Decision, Reply};
-use super::{InventoryActor, SyncWindow};
+use super::Books;
+use super::Inputs;
+use super::InventoryActor;
 use crate::actors::EngineError;
 use crate::domain::{Package, PackageId, ProviderCredits, UserCredits};
 use crate::store::records::{EntryKind, PackageOverride, SyncRecord};
@@ -23,7 +26,7 @@ impl Handler<DurableSequence> for InventoryActor {
     type Result = Reply<u64>;
 
     fn handle(&mut self, _: DurableSequence, _: &mut Self::Context) -> Self::Result {
-        let last = self.state.next_seq.saturating_sub(1);
+        let last = self.books.state.next_seq.saturating_sub(1);
         self.after_durable(Ok(last))
     }
 }
@@ -47,9 +50,10 @@ impl Handler<BeginSync> for InventoryActor {
     type Result = MessageResult<BeginSync>;
 
     fn handle(&mut self, _: BeginSync, _: &mut Self::Context) -> Self::Result {
-        let token = self.next_sync_token;
-        self.next_sync_token = self.next_sync_token.saturating_add(1);
-        self.sync_window = Some(SyncWindow { token, start_seq: self.state.next_seq, consumed: ProviderCredits::ZERO });
+        let token = self.books.next_sync_token;
+        self.books.next_sync_token = self.books.next_sync_token.saturating_add(1);
+        self.books.sync_window =
+            Some(SyncWindow { token, start_seq: self.books.state.next_seq, consumed: ProviderCredits::ZERO });
         MessageResult(SyncToken(token))
     }
 }
@@ -79,12 +83,12 @@ impl Handler<ApplySync> for InventoryActor {
 
     fn handle(&mut self, message: ApplySync, ctx: &mut Self::Context) -> Self::Result {
         self.expire_due(ctx);
-        let decided = self.decide_sync(message);
+        let decided = self.books.decide_sync(&self.inputs(), message);
         let (change, outcome) = match decided {
             Ok(decided) => decided,
             Err(error) => return ready(Err(error)),
         };
-        self.sync_window = None;
+        self.books.sync_window = None;
         Box::pin(self.finish(change, outcome).map(|result, actor, _| {
             if result.is_ok() {
                 actor.health.mark_synced();
@@ -95,9 +99,13 @@ impl Handler<ApplySync> for InventoryActor {
     }
 }
 
-impl InventoryActor {
-    fn decide_sync(&self, message: ApplySync) -> Result<(Change, SyncOutcome), EngineError> {
-        self.ensure_writable()?;
+impl Books {
+    pub(super) fn decide_sync(
+        &self,
+        inputs: &Inputs<'_>,
+        message: ApplySync,
+    ) -> Result<(Change, SyncOutcome), EngineError> {
+        self.ensure_writable(inputs)?;
         let window = self
             .sync_window
             .filter(|window| window.token == message.token.0)
@@ -109,7 +117,7 @@ impl InventoryActor {
         // database balance plus what was consumed after the request left.
         let expected = previous.checked_add(consumed_in_flight)?;
         let drift = self.state.last_sync.map(|_| signed(message.real).saturating_sub(signed(expected)));
-        let mut change = self.begin();
+        let mut change = self.begin(inputs);
         change.next.provider_balance = balance;
         change.next.last_sync = Some(SyncRecord { at_ms: change.at_ms, real: message.real, drift });
         let kind = EntryKind::ProviderSync { real: message.real, previous, consumed_in_flight, drift };
@@ -148,20 +156,24 @@ impl Handler<SetPurchasesEnabled> for InventoryActor {
     type Result = Reply<PurchasesState>;
 
     fn handle(&mut self, message: SetPurchasesEnabled, _: &mut Self::Context) -> Self::Result {
-        let decision = self.decide_kill_switch(message);
+        let decision = self.books.decide_kill_switch(&self.inputs(), message);
         self.respond(decision)
     }
 }
 
-impl InventoryActor {
-    fn decide_kill_switch(&self, message: SetPurchasesEnabled) -> Result<Decision<PurchasesState>, EngineError> {
-        self.ensure_writable()?;
+impl Books {
+    pub(super) fn decide_kill_switch(
+        &self,
+        inputs: &Inputs<'_>,
+        message: SetPurchasesEnabled,
+    ) -> Result<Decision<PurchasesState>, EngineError> {
+        self.ensure_writable(inputs)?;
         let reason = if message.enabled { None } else { message.reason };
         let answer = PurchasesState { enabled: message.enabled, reason: reason.clone() };
         if self.state.purchases_enabled == message.enabled && self.state.disabled_reason == reason {
             return Ok(Decision::Replay(answer));
         }
-        let mut change = self.begin();
+        let mut change = self.begin(inputs);
         change.next.purchases_enabled = message.enabled;
         change.next.disabled_reason.clone_from(&reason);
         let kind = match reason {
@@ -190,14 +202,18 @@ impl Handler<UpdatePackage> for InventoryActor {
     type Result = Reply<Package>;
 
     fn handle(&mut self, message: UpdatePackage, _: &mut Self::Context) -> Self::Result {
-        let decision = self.decide_package(&message);
+        let decision = self.books.decide_package(&self.inputs(), &message);
         self.respond(decision)
     }
 }
 
-impl InventoryActor {
-    fn decide_package(&self, message: &UpdatePackage) -> Result<Decision<Package>, EngineError> {
-        self.ensure_writable()?;
+impl Books {
+    pub(super) fn decide_package(
+        &self,
+        inputs: &Inputs<'_>,
+        message: &UpdatePackage,
+    ) -> Result<Decision<Package>, EngineError> {
+        self.ensure_writable(inputs)?;
         let current = self
             .packages
             .iter()
@@ -217,7 +233,7 @@ impl InventoryActor {
         if &updated == current {
             return Ok(Decision::Replay(updated));
         }
-        let mut change = self.begin();
+        let mut change = self.begin(inputs);
         let kind = EntryKind::PackageChanged {
             package_id: updated.id.clone(),
             enabled: updated.enabled,

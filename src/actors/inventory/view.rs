@@ -11,18 +11,18 @@ use crate::store::records::{InventoryRecord, SyncRecord};
 
 impl InventoryActor {
     pub(super) fn view(&self) -> InventoryView {
-        InventoryView::of(&self.view_inputs(), self.ensure_ready().is_ok())
+        InventoryView::of(&self.view_inputs(), self.books.ensure_ready(&self.inputs()).is_ok())
     }
 
     /// What the view is computed from: a few numbers and shared packages, so
     /// that publishing them after every change costs one small allocation.
     pub(super) fn view_inputs(&self) -> ViewInputs {
         ViewInputs {
-            state: self.state.clone(),
-            packages: Arc::clone(&self.packages),
-            ratio: self.ratio,
-            warning_level: self.warning_level,
-            open_holds: self.open_holds.len(),
+            state: self.books.state.clone(),
+            packages: Arc::clone(&self.books.packages),
+            ratio: self.books.ratio,
+            warning_level: self.books.warning_level,
+            open_holds: self.books.open_holds.len(),
         }
     }
 }

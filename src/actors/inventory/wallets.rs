@@ -4,6 +4,7 @@
 use actix::prelude::*;
 
 use super::change::{credited, debited, id_from_seq, outcome_label, Consumption, Decision, Reply};
+use super::{Books, Inputs};
 use super::{Fingerprint, InventoryActor};
 use crate::actors::EngineError;
 use crate::domain::{HoldId, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId};
@@ -68,17 +69,21 @@ impl Handler<WalletChange> for InventoryActor {
             WalletCommand::Spend { .. } => "spend",
             WalletCommand::Refund { .. } => "refund",
         };
-        let decision = self.ensure_ready().and_then(|()| {
+        let decision = self.books.ensure_ready(&self.inputs()).and_then(|()| {
             let WalletChange { user, wallet, command } = message;
             match command {
                 WalletCommand::Purchase { package_id, key, fingerprint } => {
-                    self.decide_purchase(&user, wallet, &package_id, &key, fingerprint)
+                    self.books.decide_purchase(&self.inputs(), &user, wallet, &package_id, &key, fingerprint)
                 }
-                WalletCommand::Capture { hold_id } => self.decide_capture(&user, wallet, &hold_id),
+                WalletCommand::Capture { hold_id } => {
+                    self.books.decide_capture(&self.inputs(), &user, wallet, &hold_id)
+                }
                 WalletCommand::Spend { credits, reason, key, fingerprint } => {
-                    self.decide_spend(&user, wallet, credits, reason, &key, fingerprint)
+                    self.books.decide_spend(&self.inputs(), &user, wallet, credits, reason, &key, fingerprint)
                 }
-                WalletCommand::Refund { spend_id } => self.decide_refund(&user, wallet, &spend_id),
+                WalletCommand::Refund { spend_id } => {
+                    self.books.decide_refund(&self.inputs(), &user, wallet, &spend_id)
+                }
             }
         });
         let decision = self.note_refusal(decision);
@@ -101,16 +106,17 @@ fn outcome(receipt: WalletReceipt, wallet: Option<WalletRecord>) -> WalletOutcom
     WalletOutcome { receipt, wallet }
 }
 
-impl InventoryActor {
-    fn decide_purchase(
+impl Books {
+    pub(super) fn decide_purchase(
         &self,
+        inputs: &Inputs<'_>,
         user: &UserId,
         wallet: WalletRecord,
         package_id: &PackageId,
         key: &ScopedKey,
         fingerprint: Fingerprint,
     ) -> Result<Decision<WalletOutcome>, EngineError> {
-        match self.check_key(Operation::Purchase, key, &fingerprint)? {
+        match self.check_key(inputs, Operation::Purchase, key, &fingerprint)? {
             Some(Receipt::Purchase(receipt)) => {
                 return Ok(Decision::Replay(outcome(WalletReceipt::Purchase(receipt), None)))
             }
@@ -119,7 +125,7 @@ impl InventoryActor {
         }
         let (package, needed) = self.sellable_package(package_id)?;
         let mut wallet = credited(wallet, package.credits)?;
-        let mut change = self.begin();
+        let mut change = self.begin(inputs);
         change.sale = true;
         change.next.reserved = change.next.reserved.checked_add(needed)?;
         change.next.wallets_total = change.next.wallets_total.checked_add(package.credits)?;
@@ -146,17 +152,18 @@ impl InventoryActor {
         Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Purchase(receipt), Some(wallet))))
     }
 
-    fn decide_capture(
+    pub(super) fn decide_capture(
         &self,
+        inputs: &Inputs<'_>,
         user: &UserId,
         wallet: WalletRecord,
         hold_id: &HoldId,
     ) -> Result<Decision<WalletOutcome>, EngineError> {
-        let hold = self.hold(hold_id)?;
+        let hold = self.hold(inputs, hold_id)?;
         if &hold.user != user {
             return Err(EngineError::UnknownHold(hold_id.clone()));
         }
-        let mut change = self.begin();
+        let mut change = self.begin(inputs);
         match &hold.state {
             HoldState::Captured(receipt) => {
                 return Ok(Decision::Replay(outcome(WalletReceipt::Capture(receipt.clone()), None)))
@@ -190,8 +197,11 @@ impl InventoryActor {
         Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Capture(receipt), Some(wallet))))
     }
 
-    fn decide_spend(
+    // The command's fields, as the other decisions take theirs.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decide_spend(
         &self,
+        inputs: &Inputs<'_>,
         user: &UserId,
         wallet: WalletRecord,
         credits: UserCredits,
@@ -199,7 +209,7 @@ impl InventoryActor {
         key: &ScopedKey,
         fingerprint: Fingerprint,
     ) -> Result<Decision<WalletOutcome>, EngineError> {
-        match self.check_key(Operation::Spend, key, &fingerprint)? {
+        match self.check_key(inputs, Operation::Spend, key, &fingerprint)? {
             Some(Receipt::Spend(receipt)) => return Ok(Decision::Replay(outcome(WalletReceipt::Spend(receipt), None))),
             Some(_) => return Err(EngineError::IdempotencyKeyReused),
             None => {}
@@ -212,7 +222,7 @@ impl InventoryActor {
         if provider > self.state.provider_balance {
             return Err(EngineError::EnhancementUnavailable);
         }
-        let mut change = self.begin();
+        let mut change = self.begin(inputs);
         change.next.provider_balance = change.next.provider_balance.checked_sub(provider)?;
         change.next.reserved = change.next.reserved.checked_sub(provider)?;
         change.next.wallets_total = change.next.wallets_total.checked_sub(credits)?;
@@ -229,13 +239,14 @@ impl InventoryActor {
         Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Spend(receipt), Some(wallet))))
     }
 
-    fn decide_refund(
+    pub(super) fn decide_refund(
         &self,
+        inputs: &Inputs<'_>,
         user: &UserId,
         wallet: WalletRecord,
         spend_id: &SpendId,
     ) -> Result<Decision<WalletOutcome>, EngineError> {
-        let spend = self.store.spend(spend_id)?.ok_or_else(|| EngineError::UnknownSpend(spend_id.clone()))?;
+        let spend = inputs.records.spend(spend_id)?.ok_or_else(|| EngineError::UnknownSpend(spend_id.clone()))?;
         if &spend.user != user {
             return Err(EngineError::UnknownSpend(spend_id.clone()));
         }
@@ -244,7 +255,7 @@ impl InventoryActor {
         }
         let mut wallet = credited(wallet, spend.credits)?;
         let provider = self.ratio.backing(spend.credits)?;
-        let mut change = self.begin();
+        let mut change = self.begin(inputs);
         change.next.provider_balance = change.next.provider_balance.checked_add(provider)?;
         change.next.reserved = change.next.reserved.checked_add(provider)?;
         change.next.wallets_total = change.next.wallets_total.checked_add(spend.credits)?;

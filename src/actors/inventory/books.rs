@@ -1,0 +1,355 @@
+//! The books: the state every decision reads and changes, and the
+//! decisions themselves as a state machine: the books, a command, the time
+//! and the stored records a decision may look up ([`Inputs`]) give a
+//! [`Change`] (the next state, its ledger entries and writes) and the
+//! answer, or a refusal. Nothing here does IO, waits or sends a message:
+//! the actor ([`super::InventoryActor`]) sequences the commands, hands each
+//! change to the commit loop and adopts it ([`Books::adopt`]).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use super::change::{Change, Consumption};
+use super::{ApiKeys, Fingerprint};
+use crate::actors::setup::{Recovered, Settings};
+use crate::actors::EngineError;
+use crate::domain::{
+    Capacity, HoldId, IdempotencyKey, KeyId, Package, PackageId, ProviderCredits, Ratio, ScopedKey, SpendId, UserId,
+};
+use crate::store::records::{
+    EntryKind, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, Operation, Receipt, SpendRecord,
+};
+use crate::store::{keys, Store, StoreError, WriteSet};
+
+/// The stored records a decision may need beyond the books: an idempotency
+/// key used by a change that is durable, a hold no longer open, a spend.
+pub trait Records {
+    /// # Errors
+    /// A read failure.
+    fn idempotency(
+        &self,
+        operation: Operation,
+        caller: Option<&KeyId>,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// # Errors
+    /// A read failure.
+    fn hold(&self, id: &HoldId) -> Result<Option<HoldRecord>, StoreError>;
+
+    /// # Errors
+    /// A read failure.
+    fn spend(&self, id: &SpendId) -> Result<Option<SpendRecord>, StoreError>;
+}
+
+impl Records for Store {
+    fn idempotency(
+        &self,
+        operation: Operation,
+        caller: Option<&KeyId>,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        Store::idempotency(self, operation, caller, key)
+    }
+
+    fn hold(&self, id: &HoldId) -> Result<Option<HoldRecord>, StoreError> {
+        Store::hold(self, id)
+    }
+
+    fn spend(&self, id: &SpendId) -> Result<Option<SpendRecord>, StoreError> {
+        Store::spend(self, id)
+    }
+}
+
+/// What a decision reads besides the books and its command.
+pub struct Inputs<'a> {
+    /// Wall time, for the ledger and for people.
+    pub now_ms: u64,
+    /// Monotonic time, for hold deadlines.
+    pub monotonic_ms: u64,
+    /// Storage has not failed.
+    pub writable: bool,
+    /// The provider has been synced once since start.
+    pub synced: bool,
+    pub records: &'a dyn Records,
+}
+
+/// The window of one sync request: the consumption it must keep (SPEC §6).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SyncWindow {
+    pub(super) token: u64,
+    /// The first ledger sequence number after the request left.
+    pub(super) start_seq: u64,
+    /// Provider credits consumed by spends made after the request left and
+    /// not refunded since.
+    pub(super) consumed: ProviderCredits,
+}
+
+/// An open hold and its deadline on the monotonic clock: the wall-clock
+/// `expires_at_ms` is for people, and a wall clock set back must not stretch
+/// the hold.
+pub(super) struct OpenHold {
+    pub(super) record: HoldRecord,
+    pub(super) deadline_ms: u64,
+}
+
+pub(super) struct Books {
+    pub(super) state: InventoryRecord,
+    pub(super) ratio: Ratio,
+    /// Shared with the published inputs; copied only when an operator changes one.
+    pub(super) packages: Arc<Vec<Package>>,
+    pub(super) warning_level: ProviderCredits,
+    pub(super) open_holds: HashMap<HoldId, OpenHold>,
+    /// Open holds by monotonic deadline, to find the due ones without a scan.
+    pub(super) deadlines: BTreeSet<(u64, HoldId)>,
+    /// The time of the last ledger entry: entries never go back in time,
+    /// even when the wall clock does.
+    pub(super) last_at_ms: u64,
+    /// Holds closed by a change that is not durable yet: the store still shows them open.
+    pub(super) closing_holds: HashMap<HoldId, HoldRecord>,
+    /// Spends whose refund is decided but not durable yet.
+    pub(super) refunding: HashSet<SpendId>,
+    /// Idempotency keys whose change is decided but not yet durable.
+    pub(super) keys_in_flight: HashMap<Vec<u8>, Fingerprint>,
+    pub(super) sync_window: Option<SyncWindow>,
+    pub(super) next_sync_token: u64,
+    /// The API keys (SPEC §9.1): their changes are ledger entries too.
+    pub(super) keys: ApiKeys,
+    /// Open holds by user, for `max_open_holds_per_user` (SPEC §9.2).
+    pub(super) holds_per_user: HashMap<UserId, u32>,
+    pub(super) max_open_holds_per_user: u32,
+}
+
+impl Books {
+    /// The books as they start: what `engine::recover` found in the store,
+    /// with each open hold's deadline on the monotonic clock (what is left of
+    /// it by the wall clock, never more than its whole TTL: the monotonic
+    /// clock does not survive a restart).
+    pub(super) fn new(
+        recovered: Recovered,
+        settings: &Settings,
+        keys: ApiKeys,
+        wall_ms: u64,
+        monotonic_ms: u64,
+    ) -> Self {
+        let Recovered { state, open_holds, packages, last_at_ms, .. } = recovered;
+        // What is left of each hold, by the wall clock (the monotonic one does
+        // not survive a restart), and never more than its whole TTL.
+        let open_holds: HashMap<HoldId, OpenHold> = open_holds
+            .into_iter()
+            .map(|record| {
+                let ttl_ms = record.expires_at_ms.saturating_sub(record.created_at_ms);
+                let left_ms = record.expires_at_ms.saturating_sub(wall_ms).min(ttl_ms);
+                let deadline_ms = monotonic_ms.saturating_add(left_ms);
+                (record.hold_id.clone(), OpenHold { record, deadline_ms })
+            })
+            .collect();
+        let deadlines = open_holds.values().map(|open| (open.deadline_ms, open.record.hold_id.clone())).collect();
+        let mut holds_per_user: HashMap<UserId, u32> = HashMap::new();
+        for open in open_holds.values() {
+            let count = holds_per_user.entry(open.record.user.clone()).or_default();
+            *count = count.saturating_add(1);
+        }
+        Self {
+            state,
+            ratio: settings.ratio,
+            packages: Arc::new(packages),
+            warning_level: settings.levels.warning,
+            open_holds,
+            deadlines,
+            last_at_ms,
+            closing_holds: HashMap::new(),
+            refunding: HashSet::new(),
+            keys_in_flight: HashMap::new(),
+            sync_window: None,
+            next_sync_token: 1,
+            keys,
+            holds_per_user,
+            max_open_holds_per_user: settings.max_open_holds_per_user,
+        }
+    }
+
+    /// Makes a queued change's state the books': the inventory, the holds
+    /// (open, or closing until durable), the refund and the key in flight,
+    /// and the consumption a sync in flight must keep.
+    ///
+    /// # Errors
+    /// The consumption overflows (a bug: it is bounded by the balance).
+    pub(super) fn adopt(&mut self, change: Change) -> Result<(), EngineError> {
+        self.state = change.next;
+        if let Some(package) = change.package {
+            if let Some(slot) = Arc::make_mut(&mut self.packages).iter_mut().find(|slot| slot.id == package.id) {
+                *slot = package;
+            }
+        }
+        self.last_at_ms = change.at_ms;
+        for hold in change.holds {
+            if let Some(open) = self.open_holds.remove(&hold.hold_id) {
+                self.deadlines.remove(&(open.deadline_ms, open.record.hold_id));
+                self.count_hold(&open.record.user, false);
+            }
+            if hold.state == HoldState::Open {
+                self.count_hold(&hold.user, true);
+                let ttl_ms = hold.expires_at_ms.saturating_sub(hold.created_at_ms);
+                let deadline_ms = change.monotonic_ms.saturating_add(ttl_ms);
+                self.deadlines.insert((deadline_ms, hold.hold_id.clone()));
+                self.open_holds.insert(hold.hold_id.clone(), OpenHold { record: hold, deadline_ms });
+            } else {
+                self.closing_holds.insert(hold.hold_id.clone(), hold);
+            }
+        }
+        if let Some(spend) = change.refunding {
+            self.refunding.insert(spend);
+        }
+        if let Some((key, fingerprint)) = &change.key_in_flight {
+            self.keys_in_flight.insert(key.clone(), *fingerprint);
+        }
+        if let Some(window) = &mut self.sync_window {
+            match change.consumption {
+                Consumption::Spent(credits) => window.consumed = window.consumed.checked_add(credits)?,
+                Consumption::Refunded { spend_seq, credits } if spend_seq >= window.start_seq => {
+                    window.consumed = window.consumed.saturating_sub(credits);
+                }
+                Consumption::None | Consumption::Refunded { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn capacity(&self) -> Capacity {
+        Capacity { provider_balance: self.state.provider_balance, reserved: self.state.reserved, ratio: self.ratio }
+    }
+
+    /// Storage has not failed: a change may still be written (an operator's
+    /// too, before the first sync).
+    pub(super) fn ensure_writable(&self, inputs: &Inputs<'_>) -> Result<(), EngineError> {
+        if !inputs.writable {
+            return Err(EngineError::NotReady("storage failed; restart required"));
+        }
+        Ok(())
+    }
+
+    pub(super) fn ensure_ready(&self, inputs: &Inputs<'_>) -> Result<(), EngineError> {
+        self.ensure_writable(inputs)?;
+        if !inputs.synced {
+            return Err(EngineError::NotReady("waiting for the first provider sync"));
+        }
+        Ok(())
+    }
+
+    /// The checks every sale (purchase or hold) passes, in the order of SPEC §9.
+    pub(super) fn sellable_package(&self, package_id: &PackageId) -> Result<(Package, ProviderCredits), EngineError> {
+        if !self.state.purchases_enabled {
+            return Err(EngineError::PurchasesDisabled);
+        }
+        let package = self
+            .packages
+            .iter()
+            .find(|package| &package.id == package_id)
+            .ok_or_else(|| EngineError::UnknownPackage(package_id.clone()))?;
+        if !package.enabled {
+            return Err(EngineError::PackageDisabled(package.id.clone()));
+        }
+        let needed = self.capacity().fits(package.credits)?.ok_or(EngineError::InsufficientCapacity)?;
+        Ok((package.clone(), needed))
+    }
+
+    /// Panics on a broken invariant: that is a bug, and continuing would
+    /// write a wrong state to disk.
+    pub(super) fn assert_invariants(&self, next: &InventoryRecord) {
+        let spoken_for = next
+            .wallets_total
+            .checked_add(next.holds_total)
+            .and_then(|credits| self.ratio.backing(credits))
+            .expect("Σ wallets + Σ holds stays within bounds");
+        assert_eq!(next.reserved, spoken_for, "reserved must equal ratio × (Σ wallets + Σ open holds)");
+        assert!(next.next_seq > self.state.next_seq, "every change appends to the ledger");
+    }
+
+    /// Looks the key up among changes in flight, then on disk.
+    pub(super) fn check_key(
+        &self,
+        inputs: &Inputs<'_>,
+        operation: Operation,
+        key: &ScopedKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<Receipt>, EngineError> {
+        let store_key = keys::scoped_idempotency(operation, key);
+        if let Some(in_flight) = self.keys_in_flight.get(&store_key) {
+            return Err(if in_flight == fingerprint {
+                EngineError::IdempotencyKeyInUse
+            } else {
+                EngineError::IdempotencyKeyReused
+            });
+        }
+        match inputs.records.idempotency(operation, Some(&key.caller), &key.key)? {
+            Some(record) if &record.fingerprint == fingerprint => Ok(Some(record.receipt)),
+            Some(_) => Err(EngineError::IdempotencyKeyReused),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn begin(&self, inputs: &Inputs<'_>) -> Change {
+        Change {
+            next: self.state.clone(),
+            writes: WriteSet::default(),
+            at_ms: inputs.now_ms.max(self.last_at_ms),
+            monotonic_ms: inputs.monotonic_ms,
+            holds: Vec::new(),
+            refunding: None,
+            key_in_flight: None,
+            consumption: Consumption::None,
+            sale: false,
+            package: None,
+            api_key: None,
+        }
+    }
+
+    /// The hold as it stands now: open, closing, or as stored.
+    pub(super) fn hold(&self, inputs: &Inputs<'_>, id: &HoldId) -> Result<HoldRecord, EngineError> {
+        if let Some(hold) = self.open_holds.get(id).map(|open| &open.record).or_else(|| self.closing_holds.get(id)) {
+            return Ok(hold.clone());
+        }
+        inputs.records.hold(id)?.ok_or_else(|| EngineError::UnknownHold(id.clone()))
+    }
+
+    /// Keeps `holds_per_user` as `open_holds` moves.
+    pub(super) fn count_hold(&mut self, user: &UserId, opened: bool) {
+        if opened {
+            let count = self.holds_per_user.entry(user.clone()).or_default();
+            *count = count.saturating_add(1);
+        } else if let Some(count) = self.holds_per_user.get_mut(user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.holds_per_user.remove(user);
+            }
+        }
+    }
+
+    /// Whether an open hold's deadline has passed at `monotonic_ms`.
+    pub(super) fn is_due(&self, id: &HoldId, monotonic_ms: u64) -> bool {
+        self.open_holds.get(id).is_some_and(|open| open.deadline_ms <= monotonic_ms)
+    }
+
+    pub(super) fn decide_expiries(&self, inputs: &Inputs<'_>, due: &[HoldId]) -> Result<Change, EngineError> {
+        let mut change = self.begin(inputs);
+        // By the monotonic clock each hold's whole TTL has passed since it was
+        // made, so the ledger's time is at least its `expiresAt`, whatever the
+        // wall clock says now.
+        let latest_deadline = due.iter().filter_map(|id| self.open_holds.get(id)).map(|open| open.record.expires_at_ms);
+        change.at_ms = latest_deadline.fold(change.at_ms, u64::max);
+        for id in due {
+            let Some(OpenHold { record: hold, .. }) = self.open_holds.get(id) else { continue };
+            change.next.holds_total = change.next.holds_total.checked_sub(hold.credits)?;
+            change.next.reserved = change.next.reserved.checked_sub(self.ratio.backing(hold.credits)?)?;
+            let kind = EntryKind::HoldExpired {
+                hold_id: id.clone(),
+                credits: hold.credits,
+                expires_at_ms: hold.expires_at_ms,
+            };
+            change.record(Some(&hold.user), None, kind, None)?;
+            change.put_hold(HoldRecord { state: HoldState::Expired, ..hold.clone() })?;
+        }
+        Ok(change)
+    }
+}
