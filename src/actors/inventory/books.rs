@@ -353,3 +353,197 @@ impl Books {
         Ok(change)
     }
 }
+
+/// The decisions driven directly, without an actor, a commit loop or a
+/// store: the books, a command, the time and an in-memory `Records`.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::super::change::Decision;
+    use super::super::holds::CreateHold;
+    use super::super::wallets::{WalletOutcome, WalletReceipt};
+    use super::{ApiKeys, Books, Inputs, Records};
+    use crate::actors::setup::{Recovered, Settings};
+    use crate::actors::EngineError;
+    use crate::config::Config;
+    use crate::domain::{HoldId, IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, SpendId, UserId};
+    use crate::store::records::{
+        EntryKind, HoldRecord, IdempotencyRecord, InventoryRecord, Operation, SpendRecord, WalletRecord,
+    };
+    use crate::store::{StoreError, Write, WriteSet};
+
+    /// What a store would hold once the changes so far were durable.
+    #[derive(Default)]
+    struct Memory {
+        remembered: HashMap<(Operation, Option<KeyId>, IdempotencyKey), IdempotencyRecord>,
+        holds: HashMap<HoldId, HoldRecord>,
+        spends: HashMap<SpendId, SpendRecord>,
+    }
+
+    impl Records for Memory {
+        fn idempotency(
+            &self,
+            operation: Operation,
+            caller: Option<&KeyId>,
+            key: &IdempotencyKey,
+        ) -> Result<Option<IdempotencyRecord>, StoreError> {
+            Ok(self.remembered.get(&(operation, caller.cloned(), key.clone())).cloned())
+        }
+
+        fn hold(&self, id: &HoldId) -> Result<Option<HoldRecord>, StoreError> {
+            Ok(self.holds.get(id).cloned())
+        }
+
+        fn spend(&self, id: &SpendId) -> Result<Option<SpendRecord>, StoreError> {
+            Ok(self.spends.get(id).cloned())
+        }
+    }
+
+    impl Memory {
+        fn keep(&mut self, writes: &WriteSet) {
+            for write in writes.writes() {
+                match write {
+                    Write::Remember { operation, caller, key, record } => {
+                        self.remembered.insert((*operation, caller.clone(), key.clone()), record.clone());
+                    }
+                    Write::Hold(record) => {
+                        self.holds.insert(record.hold_id.clone(), record.clone());
+                    }
+                    Write::Spend(record) => {
+                        self.spends.insert(record.spend_id.clone(), record.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    const T0: u64 = 1_750_000_000_000;
+
+    /// The default packages and ratio 4, with `balance` provider credits.
+    fn books(balance: u64) -> Books {
+        let settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
+        let mut state = InventoryRecord::empty(settings.revenue_zero);
+        state.provider_balance = ProviderCredits::new(balance).expect("small");
+        let recovered = Recovered {
+            state,
+            open_holds: Vec::new(),
+            packages: settings.packages.clone(),
+            last_at_ms: 0,
+            api_keys: Vec::new(),
+        };
+        Books::new(recovered, &settings, ApiKeys::load(Vec::new()).0, T0, 0)
+    }
+
+    fn inputs(records: &Memory, monotonic_ms: u64) -> Inputs<'_> {
+        Inputs { now_ms: T0 + monotonic_ms, monotonic_ms, writable: true, synced: true, records }
+    }
+
+    fn key(text: &str) -> ScopedKey {
+        ScopedKey { caller: KeyId::parse("key_1").expect("valid"), key: IdempotencyKey::parse(text).expect("valid") }
+    }
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(name).expect("valid")
+    }
+
+    fn starter() -> PackageId {
+        PackageId::parse("starter").expect("valid")
+    }
+
+    /// Decides a purchase, adopts it and keeps its writes, as the actor and
+    /// the commit loop would once it is durable.
+    fn buy(books: &mut Books, memory: &mut Memory, who: &str, order: &str) -> Result<WalletOutcome, EngineError> {
+        let wallet = WalletRecord::default();
+        let decided =
+            books.decide_purchase(&inputs(memory, 0), &user(who), wallet, &starter(), &key(order), [1; 32])?;
+        match decided {
+            Decision::Apply(change, outcome) => {
+                memory.keep(&change.writes);
+                let key = change.key_in_flight.clone();
+                books.adopt(*change)?;
+                if let Some((key, _)) = key {
+                    books.keys_in_flight.remove(&key);
+                }
+                Ok(outcome)
+            }
+            Decision::Replay(outcome) => Ok(outcome),
+        }
+    }
+
+    #[test]
+    fn purchases_sell_to_capacity_and_not_one_credit_beyond() {
+        let (mut books, mut memory) = (books(400), Memory::default());
+        for order in 0..10 {
+            buy(&mut books, &mut memory, &format!("u{order}"), &format!("o{order}")).expect("fits");
+        }
+        assert_eq!(books.state.reserved, ProviderCredits::new(400).expect("small"), "10 × 10 credits × ratio 4");
+        let refused = buy(&mut books, &mut memory, "late", "o10");
+        assert!(matches!(refused, Err(EngineError::InsufficientCapacity)), "{refused:?}");
+        assert_eq!(books.state.next_seq, 11, "a refusal writes nothing");
+    }
+
+    #[test]
+    fn a_retry_is_in_use_while_in_flight_then_the_first_answer_and_another_body_is_refused() {
+        let (mut books, mut memory) = (books(4_000), Memory::default());
+        let decided = books
+            .decide_purchase(&inputs(&memory, 0), &user("ann"), WalletRecord::default(), &starter(), &key("k"), [1; 32])
+            .expect("fits");
+        let Decision::Apply(change, first) = decided else { panic!("a new key is applied") };
+        let in_flight = change.key_in_flight.clone().expect("the key is in flight");
+        memory.keep(&change.writes);
+        books.adopt(*change).expect("adopts");
+        let again = books.decide_purchase(
+            &inputs(&memory, 0),
+            &user("ann"),
+            WalletRecord::default(),
+            &starter(),
+            &key("k"),
+            [1; 32],
+        );
+        assert!(matches!(again, Err(EngineError::IdempotencyKeyInUse)), "not durable yet: {:?}", again.err());
+        books.keys_in_flight.remove(&in_flight.0);
+        let replay = books
+            .decide_purchase(&inputs(&memory, 0), &user("ann"), WalletRecord::default(), &starter(), &key("k"), [1; 32])
+            .expect("answers");
+        let Decision::Replay(replayed) = replay else { panic!("a durable key is replayed") };
+        assert_eq!(replayed.receipt, first.receipt, "the first answer");
+        let other = books.decide_purchase(
+            &inputs(&memory, 0),
+            &user("ann"),
+            WalletRecord::default(),
+            &starter(),
+            &key("k"),
+            [2; 32],
+        );
+        assert!(matches!(other, Err(EngineError::IdempotencyKeyReused)), "{:?}", other.err());
+        assert!(matches!(first.receipt, WalletReceipt::Purchase(_)));
+    }
+
+    #[test]
+    fn a_hold_expires_at_its_monotonic_deadline_and_gives_its_reservation_back() {
+        let (mut books, memory) = (books(4_000), Memory::default());
+        let hold =
+            CreateHold { user: user("bo"), package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32] };
+        let Decision::Apply(change, receipt) = books.decide_hold(&inputs(&memory, 1_000), &hold).expect("fits") else {
+            panic!("a new hold is applied")
+        };
+        books.adopt(*change).expect("adopts");
+        assert_eq!(books.state.reserved, ProviderCredits::new(40).expect("small"));
+        assert!(!books.is_due(&receipt.hold_id, 60_999), "one millisecond before its deadline");
+        assert!(books.is_due(&receipt.hold_id, 61_000), "at its deadline");
+        let expired =
+            books.decide_expiries(&inputs(&memory, 61_000), std::slice::from_ref(&receipt.hold_id)).expect("expires");
+        let entry = expired.writes.writes().iter().find_map(|write| match write {
+            Write::Ledger(entry) => Some(entry.clone()),
+            _ => None,
+        });
+        let entry = entry.expect("an expiry entry");
+        assert!(matches!(entry.kind, EntryKind::HoldExpired { .. }), "{entry:?}");
+        assert!(entry.at_ms >= receipt.expires_at_ms, "dated no earlier than its expiresAt");
+        books.adopt(expired).expect("adopts");
+        assert_eq!(books.state.reserved, ProviderCredits::ZERO, "the reservation is back");
+        assert!(books.open_holds.is_empty());
+    }
+}
