@@ -545,5 +545,93 @@ mod tests {
         books.adopt(expired).expect("adopts");
         assert_eq!(books.state.reserved, ProviderCredits::ZERO, "the reservation is back");
         assert!(books.open_holds.is_empty());
+        assert!(books.holds_per_user.is_empty(), "no open hold is counted for the user any more");
+    }
+
+    /// Applies a decision that must change something; answers its outcome.
+    fn apply<T>(books: &mut Books, memory: &mut Memory, decided: Result<Decision<T>, EngineError>) -> T {
+        match decided.expect("decided") {
+            Decision::Apply(change, outcome) => {
+                memory.keep(&change.writes);
+                books.adopt(*change).expect("adopts");
+                books.keys_in_flight.clear();
+                outcome
+            }
+            Decision::Replay(_) => panic!("expected a change"),
+        }
+    }
+
+    #[test]
+    fn a_refund_during_a_sync_takes_back_only_consumption_the_sync_counted() {
+        let (mut books, mut memory) = (books(4_000), Memory::default());
+        let ann = user("ann");
+        let decided =
+            books.decide_purchase(&inputs(&memory, 0), &ann, WalletRecord::default(), &starter(), &key("p"), [1; 32]);
+        let bought = apply(&mut books, &mut memory, decided);
+        let mut wallet = bought.wallet.expect("credited");
+        let credits = crate::domain::UserCredits::new(2).expect("small");
+        let spend = |books: &mut Books, memory: &mut Memory, wallet: &mut WalletRecord, order: &str| {
+            let decided =
+                books.decide_spend(&inputs(memory, 0), &ann, wallet.clone(), credits, None, &key(order), [4; 32]);
+            let outcome = apply(books, memory, decided);
+            *wallet = outcome.wallet.expect("debited");
+            match outcome.receipt {
+                WalletReceipt::Spend(receipt) => receipt.spend_id,
+                other => panic!("{other:?}"),
+            }
+        };
+        let before = spend(&mut books, &mut memory, &mut wallet, "s1");
+        books.begin_sync();
+        let after = spend(&mut books, &mut memory, &mut wallet, "s2");
+        let eight = ProviderCredits::new(8).expect("small");
+        assert_eq!(books.sync_window.map(|window| window.consumed), Some(eight), "only the spend after the request");
+        let decided = books.decide_refund(&inputs(&memory, 0), &ann, wallet.clone(), &before);
+        wallet = apply(&mut books, &mut memory, decided).wallet.expect("credited");
+        assert_eq!(books.sync_window.map(|window| window.consumed), Some(eight), "the sync never counted that spend");
+        let decided = books.decide_refund(&inputs(&memory, 0), &ann, wallet, &after);
+        apply(&mut books, &mut memory, decided);
+        assert_eq!(books.sync_window.map(|window| window.consumed), Some(ProviderCredits::ZERO), "it counted this one");
+    }
+
+    #[test]
+    fn a_package_change_replaces_that_package_and_no_other() {
+        let (mut books, mut memory) = (books(4_000), Memory::default());
+        let others: Vec<_> = books.packages.iter().filter(|package| package.id != starter()).cloned().collect();
+        let update = super::super::operators::UpdatePackage {
+            package_id: starter(),
+            enabled: Some(false),
+            credits: None,
+            price_minor_units: Some(1_234),
+        };
+        let decided = books.decide_package(&inputs(&memory, 0), &update);
+        let changed = apply(&mut books, &mut memory, decided);
+        let starter_now = books.packages.iter().find(|package| package.id == starter()).expect("still there");
+        assert_eq!((starter_now.enabled, starter_now.price.minor_units()), (false, 1_234));
+        assert_eq!(starter_now, &changed);
+        let others_now: Vec<_> = books.packages.iter().filter(|package| package.id != starter()).cloned().collect();
+        assert_eq!(others_now, others, "the other packages are untouched");
+    }
+
+    #[test]
+    fn nothing_is_decided_on_failed_storage_and_nothing_sold_before_the_first_sync() {
+        let (books, memory) = (books(4_000), Memory::default());
+        let failed = Inputs { writable: false, ..inputs(&memory, 0) };
+        let unsynced = Inputs { synced: false, ..inputs(&memory, 0) };
+        assert!(matches!(books.ensure_writable(&failed), Err(EngineError::NotReady(_))));
+        assert!(matches!(books.ensure_ready(&failed), Err(EngineError::NotReady(_))));
+        assert!(matches!(books.ensure_ready(&unsynced), Err(EngineError::NotReady(_))));
+        assert!(books.ensure_writable(&unsynced).is_ok(), "an operator may act before the first sync");
+        let switch = super::super::operators::SetPurchasesEnabled { enabled: false, reason: Some("x".into()) };
+        assert!(matches!(books.decide_kill_switch(&failed, switch), Err(EngineError::NotReady(_))));
+    }
+
+    #[test]
+    #[should_panic(expected = "reserved must equal")]
+    fn a_state_whose_reserve_is_not_ratio_times_what_is_spoken_for_is_never_adopted() {
+        let books = books(4_000);
+        let mut next = books.state.clone();
+        next.next_seq += 1;
+        next.reserved = ProviderCredits::new(4).expect("small");
+        books.assert_invariants(&next);
     }
 }

@@ -50,11 +50,7 @@ impl Handler<BeginSync> for InventoryActor {
     type Result = MessageResult<BeginSync>;
 
     fn handle(&mut self, _: BeginSync, _: &mut Self::Context) -> Self::Result {
-        let token = self.books.next_sync_token;
-        self.books.next_sync_token = self.books.next_sync_token.saturating_add(1);
-        self.books.sync_window =
-            Some(SyncWindow { token, start_seq: self.books.state.next_seq, consumed: ProviderCredits::ZERO });
-        MessageResult(SyncToken(token))
+        MessageResult(SyncToken(self.books.begin_sync()))
     }
 }
 
@@ -100,6 +96,17 @@ impl Handler<ApplySync> for InventoryActor {
 }
 
 impl Books {
+    /// Opens the window of a sync request that leaves now: from here on,
+    /// provider credits spent are counted so that the sync can subtract them
+    /// from the real balance it brings back (SPEC §6). A newer window
+    /// replaces an older one. Answers the window's token.
+    pub(super) fn begin_sync(&mut self) -> u64 {
+        let token = self.next_sync_token;
+        self.next_sync_token = self.next_sync_token.saturating_add(1);
+        self.sync_window = Some(SyncWindow { token, start_seq: self.state.next_seq, consumed: ProviderCredits::ZERO });
+        token
+    }
+
     pub(super) fn decide_sync(
         &self,
         inputs: &Inputs<'_>,
