@@ -428,7 +428,10 @@ pub fn restore(files: &[PathBuf], directory: &Path, clock: &dyn Clock) -> Result
     let mut sink = SledSink { store, writes: WriteSet::default() };
     let replayed = restore_into(verified, &mut sink, clock)?;
     drop(sink);
-    let check = crate::check::check(directory).map_err(|error| BackupError::Check(error.to_string()))?;
+    // sled releases the directory's lock a moment after its last handle is
+    // dropped (its background flush ends first): wait for it rather than fail.
+    let check = SledStore::when_unlocked(std::time::Duration::from_secs(30), || crate::check::check(directory))
+        .map_err(|error| BackupError::Check(error.to_string()))?;
     if !check.passed() {
         return Err(BackupError::Check(check.to_string()));
     }
