@@ -14,8 +14,8 @@ use super::store::tag;
 use super::{big, connect, lease, ledger, PostgresError};
 use crate::domain::{HoldId, KeyId, PackageId, SpendId, UserId};
 use crate::store::records::{
-    AlertEventRecord, ApiKeyRecord, HoldRecord, HoldState, InventoryRecord, MetaRecord, Operation, PackageOverride,
-    PruneCursor, SpendRecord, WalletRecord,
+    AlertEventRecord, ApiKeyRecord, HoldRecord, HoldState, InventoryRecord, LedgerEntry, MetaRecord, Operation,
+    PackageOverride, PruneCursor, SpendRecord, WalletRecord,
 };
 use crate::store::writes::{Write, WriteSet};
 use crate::store::StoreError;
@@ -32,7 +32,7 @@ const WALLETS: &str = "WITH input AS (SELECT * FROM UNNEST($1::TEXT[], $2::BIGIN
      SELECT creditd_require((SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted) = $6, \
      'a wallet is not at the version its write expects')";
 
-const REMEMBER: &str = "INSERT INTO idempotency (operation, caller, key, fingerprint, seq, at) \
+pub(super) const REMEMBER: &str = "INSERT INTO idempotency (operation, caller, key, fingerprint, seq, at) \
      SELECT operation, caller, key, fingerprint, seq, to_timestamp(at_ms / 1000.0) FROM UNNEST($1::TEXT[], \
      $2::TEXT[], $3::TEXT[], $4::BYTEA[], $5::BIGINT[], $6::BIGINT[]) AS i (operation, caller, key, fingerprint, \
      seq, at_ms)";
@@ -104,6 +104,21 @@ pub(super) struct Remembered {
     at_ms: i64,
 }
 
+impl Remembered {
+    /// The idempotency row `entry` leaves, given its request's fingerprint;
+    /// `None` for an entry without a key.
+    pub(super) fn of(entry: &LedgerEntry, fingerprint: [u8; 32]) -> Option<Self> {
+        Some(Self {
+            operation: entry.kind.operation()?,
+            caller: entry.caller.as_ref().map_or("", KeyId::as_str).to_owned(),
+            key: entry.idempotency_key.as_ref()?.as_str().to_owned(),
+            fingerprint: fingerprint.to_vec(),
+            seq: big(entry.seq),
+            at_ms: big(entry.at_ms),
+        })
+    }
+}
+
 /// A group's writes, collapsed to the last write of each record, as the
 /// arrays of its multi-row statements.
 #[derive(Default)]
@@ -156,17 +171,10 @@ impl Group {
                     }
                     _ => None,
                 });
-                let entry = entry.ok_or_else(|| {
+                let row = entry.and_then(|entry| Remembered::of(entry, record.fingerprint)).ok_or_else(|| {
                     StoreError::Precondition(format!("idempotency key {:?} without its ledger entry", key.as_str()))
                 })?;
-                self.remember.push(Remembered {
-                    operation: *operation,
-                    caller: caller.as_ref().map_or("", KeyId::as_str).to_owned(),
-                    key: key.as_str().to_owned(),
-                    fingerprint: record.fingerprint.to_vec(),
-                    seq: big(entry.seq),
-                    at_ms: big(record.at_ms),
-                });
+                self.remember.push(Remembered { at_ms: big(record.at_ms), ..row });
             }
             Write::Forget { operation, caller, key } => {
                 let caller = caller.as_ref().map_or("", KeyId::as_str).to_owned();
@@ -440,7 +448,7 @@ impl ForgetRows {
 }
 
 #[derive(Default)]
-struct RememberRows {
+pub(super) struct RememberRows {
     operation: Vec<String>,
     caller: Vec<String>,
     key: Vec<String>,
@@ -450,7 +458,7 @@ struct RememberRows {
 }
 
 impl RememberRows {
-    fn push(&mut self, row: &Remembered) {
+    pub(super) fn push(&mut self, row: &Remembered) {
         self.operation.push(tag(row.operation));
         self.caller.push(row.caller.clone());
         self.key.push(row.key.clone());
@@ -459,8 +467,12 @@ impl RememberRows {
         self.at_ms.push(row.at_ms);
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 6] {
         [&self.operation, &self.caller, &self.key, &self.fingerprint, &self.seq, &self.at_ms]
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.seq.is_empty()
     }
 }
 

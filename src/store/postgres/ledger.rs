@@ -11,14 +11,6 @@ use crate::domain::{
 };
 use crate::store::records::{EntryKind, LedgerEntry};
 
-/// Inserts one entry; times are milliseconds since the epoch in, TIMESTAMPTZ stored.
-pub const INSERT: &str = "INSERT INTO ledger (seq, at, kind, user_id, idempotency_key, caller, package_id, credits, \
-     price_minor_units, purchase_id, hold_id, spend_id, expires_at, reason, enabled, real_balance, \
-     previous_balance, consumed_in_flight, drift, key_id, key_name, scopes, key_hash, provider_balance_after, \
-     reserved_after, wallet_after) VALUES ($1, to_timestamp($2::BIGINT / 1000.0), $3, $4, $5, $6, $7, $8, $9, \
-     $10, $11, $12, to_timestamp($13::BIGINT / 1000.0), $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, \
-     $25, $26)";
-
 /// Selects entries with times as milliseconds since the epoch.
 pub const SELECT: &str = "SELECT seq, (extract(epoch FROM at) * 1000)::BIGINT, kind, user_id, idempotency_key, \
      caller, package_id, credits, price_minor_units, purchase_id, hold_id, spend_id, \
@@ -36,7 +28,7 @@ pub struct BadRow {
 
 /// One entry's values, as owned SQL parameters.
 #[derive(Debug, Default)]
-pub struct Values {
+struct Values {
     seq: i64,
     at_ms: i64,
     kind: &'static str,
@@ -63,40 +55,6 @@ pub struct Values {
     provider_balance_after: i64,
     reserved_after: i64,
     wallet_after: Option<i64>,
-}
-
-impl Values {
-    /// The parameters of [`INSERT`], in order.
-    pub fn params(&self) -> [&(dyn ToSql + Sync); 26] {
-        [
-            &self.seq,
-            &self.at_ms,
-            &self.kind,
-            &self.user_id,
-            &self.idempotency_key,
-            &self.caller,
-            &self.package_id,
-            &self.credits,
-            &self.price_minor_units,
-            &self.purchase_id,
-            &self.hold_id,
-            &self.spend_id,
-            &self.expires_at_ms,
-            &self.reason,
-            &self.enabled,
-            &self.real_balance,
-            &self.previous_balance,
-            &self.consumed_in_flight,
-            &self.drift,
-            &self.key_id,
-            &self.key_name,
-            &self.scopes,
-            &self.key_hash,
-            &self.provider_balance_after,
-            &self.reserved_after,
-            &self.wallet_after,
-        ]
-    }
 }
 
 /// Inserts many entries in one statement: one array per column
@@ -216,7 +174,7 @@ impl Columns {
 }
 
 /// The values of `entry`'s row.
-pub fn values(entry: &LedgerEntry) -> Values {
+fn values(entry: &LedgerEntry) -> Values {
     let mut row = Values {
         seq: big(entry.seq),
         at_ms: big(entry.at_ms),

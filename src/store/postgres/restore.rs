@@ -1,11 +1,14 @@
 //! `creditd restore --store postgres://…`: a backup (of a sled node, say)
 //! loaded into a new PostgreSQL store (SPEC §11, §12): the migrations first,
-//! then the entries in transactions of [`BATCH`], then every record the
+//! then the entries in transactions of [`BATCH`] (one multi-row statement
+//! for the entries and one for their idempotency keys, as the group commit
+//! writes them), then every record the
 //! replay rebuilt, and the `meta` row last, in one transaction with them,
 //! so that a store is whole or is not one.
 
 use tokio_postgres::Client;
 
+use super::group::{RememberRows, Remembered, REMEMBER};
 use super::{big, connect, ledger, migrate, target, PostgresError};
 use crate::backup::{BackupError, Sink};
 use crate::replay::Replay;
@@ -48,28 +51,20 @@ impl PostgresSink {
     fn flush(&mut self) -> Result<(), BackupError> {
         let pending = std::mem::take(&mut self.pending);
         let client = &mut self.client;
+        let mut entries = ledger::Columns::default();
+        let mut remembered = RememberRows::default();
+        for (entry, fingerprint) in &pending {
+            entries.push(entry);
+            if let Some(row) = fingerprint.and_then(|print| Remembered::of(entry, print)) {
+                remembered.push(&row);
+            }
+        }
         self.runtime
             .block_on(async {
                 let transaction = client.transaction().await?;
-                let insert = transaction.prepare(ledger::INSERT).await?;
-                let remember = transaction
-                    .prepare(
-                        "INSERT INTO idempotency (operation, caller, key, fingerprint, seq, at) \
-                     VALUES ($1, $2, $3, $4, $5, to_timestamp($6::BIGINT / 1000.0))",
-                    )
-                    .await?;
-                for (entry, fingerprint) in &pending {
-                    transaction.execute(&insert, &ledger::values(entry).params()).await?;
-                    if let (Some(print), Some(operation), Some(key)) =
-                        (fingerprint, entry.kind.operation(), &entry.idempotency_key)
-                    {
-                        let tag = char::from(operation.tag()).to_string();
-                        let caller = entry.caller.as_ref().map_or("", |caller| caller.as_str());
-                        let (seq, at) = (big(entry.seq), big(entry.at_ms));
-                        transaction
-                            .execute(&remember, &[&tag, &caller, &key.as_str(), &print.as_slice(), &seq, &at])
-                            .await?;
-                    }
+                transaction.execute(ledger::INSERT_MANY, &entries.params()).await?;
+                if !remembered.is_empty() {
+                    transaction.execute(REMEMBER, &remembered.params()).await?;
                 }
                 transaction.commit().await
             })
