@@ -38,15 +38,6 @@ use crate::store::postgres::{connect, lease, PgStore};
 use crate::store::{Store, StoreError};
 use crate::Application;
 
-/// How a node that leads found out it must step down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StepDown {
-    /// SIGTERM or SIGINT: stop for good.
-    Shutdown,
-    /// The lease is lost or cannot be confirmed, or the store failed.
-    Lost,
-}
-
 /// The lease settings of one node.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -115,23 +106,18 @@ pub async fn run(
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
         let keeper = actix_rt::spawn(keep_lease(url.to_owned(), node.clone(), lease, health, lost_tx));
         let mut stopping_now = stopping.clone();
-        let outcome = Arc::new(std::sync::Mutex::new(StepDown::Lost));
-        let seen = outcome.clone();
+        // Serves until the lease is lost (or the store failed) or SIGTERM.
         app.run_until(async move {
             tokio::select! {
                 _ = lost_rx => {}
-                _ = stopping_now.wait_for(|stop| *stop) => {
-                    if let Ok(mut outcome) = seen.lock() {
-                        *outcome = StepDown::Shutdown;
-                    }
-                }
+                _ = stopping_now.wait_for(|stop| *stop) => {}
             }
         })
         .await
         .map_err(StoreError::from)?;
         keeper.abort();
         give_back(url, &node, lease.epoch).await;
-        if outcome.lock().map_or(StepDown::Lost, |outcome| *outcome) == StepDown::Shutdown {
+        if *stopping.borrow() {
             return Ok(());
         }
         tracing::warn!(epoch = lease.epoch, "stepped down: standing by");

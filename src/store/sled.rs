@@ -188,18 +188,6 @@ impl SledStore {
         self.get(&keys::idempotency(operation, caller, key))
     }
 
-    /// The fingerprint of the request behind an entry's idempotency key, if
-    /// the entry has a key and its record is still kept.
-    ///
-    /// # Errors
-    /// A read or decode failure.
-    pub fn fingerprint_of(&self, entry: &LedgerEntry) -> Result<Option<[u8; 32]>, StoreError> {
-        let (Some(key), Some(operation)) = (&entry.idempotency_key, entry.kind.operation()) else {
-            return Ok(None);
-        };
-        Ok(self.idempotency(operation, entry.caller.as_ref(), key)?.map(|record| record.fingerprint))
-    }
-
     /// # Errors
     /// A read or decode failure.
     pub fn ledger_entry(&self, seq: u64) -> Result<Option<LedgerEntry>, StoreError> {

@@ -227,7 +227,7 @@ impl PgStore {
         self.read(|_, client| async move {
             let row =
                 client.query_opt("SELECT balance, version, recent FROM wallets WHERE user_id = $1", &[&user]).await?;
-            row.map(|row| wallet(&row, 0)).transpose()
+            row.map(|row| wallet(&row)).transpose()
         })
     }
 
@@ -241,7 +241,7 @@ impl PgStore {
             rows.iter()
                 .map(|row| {
                     let user = UserId::parse(&row.get::<_, String>(3)).map_err(|e| bad(format!("wallet user: {e}")))?;
-                    Ok((user, wallet(row, 0)?))
+                    Ok((user, wallet(row)?))
                 })
                 .collect()
         })
@@ -497,11 +497,11 @@ async fn ledger_entry(client: &Client, currency: Currency, seq: i64) -> Result<O
     row.map(|row| ledger::entry(&row, currency).map_err(|e| bad(e).into())).transpose()
 }
 
-fn wallet(row: &Row, first: usize) -> Result<WalletRecord, StoreError> {
-    let recent: Vec<i64> = row.get(first + 2);
+fn wallet(row: &Row) -> Result<WalletRecord, StoreError> {
+    let recent: Vec<i64> = row.get(2);
     Ok(WalletRecord {
-        balance: user_credits(row.get(first), "wallet balance")?,
-        version: unsigned(row.get(first + 1), "wallet version")?,
+        balance: user_credits(row.get(0), "wallet balance")?,
+        version: unsigned(row.get(1), "wallet version")?,
         recent: recent.into_iter().map(|seq| unsigned(seq, "recent entry")).collect::<Result<_, _>>()?,
     })
 }
