@@ -273,6 +273,9 @@ impl Cluster {
     }
 }
 
+/// A client of `run_client`, running.
+type ClientTask = tokio::task::JoinHandle<(ClientState, Vec<(Op, Outcome)>)>;
+
 /// What the history holds, and what has been checked of it.
 #[derive(Default)]
 struct History {
@@ -284,6 +287,29 @@ struct History {
 }
 
 impl History {
+    /// Waits for the client tasks and adds what each saw, its state back in `states`.
+    async fn collect(&mut self, tasks: Vec<ClientTask>, states: &mut Vec<ClientState>) {
+        for task in tasks {
+            let (state, ops) = task.await.expect("client task");
+            states.push(state);
+            for (op, outcome) in ops {
+                self.record(Some(states.len() - 1), op, outcome);
+            }
+        }
+    }
+
+    /// The whole ledger against the whole history: no gap, nothing applied
+    /// twice, every acknowledged operation once. Answers the ledger's index.
+    async fn check_against_the_ledger(&self, client: &reqwest::Client, base: &str) -> LedgerIndex {
+        let mut index = LedgerIndex::default();
+        ledger_after(client, base, 0, |page| extend_index(&mut index, page)).await;
+        nothing_twice(&index).unwrap_or_else(|error| panic!("the whole ledger: {error}"));
+        for (op, made) in &self.acknowledged {
+            applied_once(&index, op, made.as_deref()).unwrap_or_else(|error| panic!("the whole ledger: {error}"));
+        }
+        index
+    }
+
     fn record(&mut self, owner: Option<usize>, op: Op, outcome: Outcome) {
         self.operations += 1;
         match outcome {
@@ -380,13 +406,7 @@ async fn the_leader_killed_under_load_fails_over_with_every_promise_kept() {
         cluster.nodes[leader].kill9();
         failovers.push(first_purchase(&client, &base, &mut history, round).await);
         stop.store(true, Ordering::Relaxed);
-        for task in tasks {
-            let (state, ops) = task.await.expect("client task");
-            states.push(state);
-            for (op, outcome) in ops {
-                history.record(Some(states.len() - 1), op, outcome);
-            }
-        }
+        history.collect(tasks, &mut states).await;
         cluster.restart(leader);
         retry_unknown(&client, &base, &mut history, &mut states, round).await;
 
@@ -410,12 +430,7 @@ async fn the_leader_killed_under_load_fails_over_with_every_promise_kept() {
             history.refused,
         );
     }
-    let mut whole = LedgerIndex::default();
-    ledger_after(&client, &base, 0, |page| extend_index(&mut whole, page)).await;
-    nothing_twice(&whole).unwrap_or_else(|error| panic!("at the end: {error}"));
-    for (op, made) in &history.acknowledged {
-        applied_once(&whole, op, made.as_deref()).unwrap_or_else(|error| panic!("at the end: {error}"));
-    }
+    history.check_against_the_ledger(&client, &base).await;
     failovers.sort();
     eprintln!(
         "cluster: {rounds} failovers through HAProxy, kill -9 to the first 2xx purchase: median {} ms, worst {} ms; \
@@ -496,20 +511,9 @@ async fn a_leader_paused_past_its_lease_commits_nothing_after_it() {
     assert!(not_leader.body["error"]["message"].as_str().is_some_and(|m| m.contains(&leader_url)), "{not_leader:?}");
 
     stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        let (state, ops) = task.await.expect("client task");
-        states.push(state);
-        for (op, outcome) in ops {
-            history.record(Some(states.len() - 1), op, outcome);
-        }
-    }
+    history.collect(tasks, &mut states).await;
     retry_unknown(&client, &base, &mut history, &mut states, 0).await;
-    let mut index = LedgerIndex::default();
-    ledger_after(&client, &base, 0, |page| extend_index(&mut index, page)).await;
-    nothing_twice(&index).unwrap_or_else(|error| panic!("{error}"));
-    for (op, made) in &history.acknowledged {
-        applied_once(&index, op, made.as_deref()).unwrap_or_else(|error| panic!("{error}"));
-    }
+    let index = history.check_against_the_ledger(&client, &base).await;
     for key in &sent {
         assert!(
             !index.keys.contains_key(&("purchase".to_owned(), key.clone())),
@@ -575,20 +579,9 @@ async fn postgres_failing_over_to_its_synchronous_standby_loses_nothing() {
     let failover = first_purchase(&client, &base, &mut history, 0).await;
     eprintln!("PostgreSQL failover: the first purchase {} ms after the primary died", failover.as_millis());
     stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        let (state, ops) = task.await.expect("client task");
-        states.push(state);
-        for (op, outcome) in ops {
-            history.record(Some(states.len() - 1), op, outcome);
-        }
-    }
+    history.collect(tasks, &mut states).await;
     retry_unknown(&client, &base, &mut history, &mut states, 0).await;
-    let mut index = LedgerIndex::default();
-    ledger_after(&client, &base, 0, |page| extend_index(&mut index, page)).await;
-    nothing_twice(&index).unwrap_or_else(|error| panic!("{error}"));
-    for (op, made) in &history.acknowledged {
-        applied_once(&index, op, made.as_deref()).unwrap_or_else(|error| panic!("{error}"));
-    }
+    history.check_against_the_ledger(&client, &base).await;
     assert!(history.acknowledged.len() > CLIENTS, "the load ran: {} acknowledged", history.acknowledged.len());
     let (code, report) = cluster.check();
     assert_eq!(code, 0, "creditd check --store on the promoted standby:\n{report}");
