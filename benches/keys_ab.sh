@@ -11,42 +11,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/api_key.sh
-command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
 BEFORE=${BEFORE:-b7c47dc}
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
 PORT=${PORT:-18400}
-URL="http://127.0.0.1:$PORT"
 OUT=${OUT:-target/keys_ab.txt}
 
 cargo build --release -q
-NOW=./target/release/creditd
-BEFORE_DIR=target/ab-before
-if [ ! -x "$BEFORE_DIR/bin/creditd" ]; then
-  rm -rf "$BEFORE_DIR/src" && git worktree add -f "$BEFORE_DIR/src" "$BEFORE" >/dev/null 2>&1
-  (cd "$BEFORE_DIR/src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release -q)
-  mkdir -p "$BEFORE_DIR/bin" && cp "$BEFORE_DIR/target/release/creditd" "$BEFORE_DIR/bin/creditd"
-  git worktree remove --force "$BEFORE_DIR/src"
-fi
-
-pid=""
-start() { # binary
-  CREDITD_LISTEN=127.0.0.1:$PORT RUST_LOG=warn "$1" demo --provider-credits 9000000000000000 >/dev/null 2>&1 &
-  pid=$!
-  until curl -sf "$URL/readyz" >/dev/null; do sleep 0.1; done
-}
-stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
-trap 'kill $pid 2>/dev/null || true' EXIT
-purchases() { # label
-  NONCE="$1-$RANDOM-$$" wrk -t2 -c64 -d"${DURATION}s" --latency -s benches/purchase.lua "$URL" |
-    awk -v label="$1" '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2} /Non-2xx/ {bad=$4} END {printf "%s %s req/s p99 %s non-2xx %s\n", label, rps, p99, bad+0}'
-}
+NOW=${CARGO_TARGET_DIR:-./target}/release/creditd
+. benches/ab.sh
+build_before "$BEFORE"
 
 {
   echo "# keys_ab.sh $(date -u +%FT%TZ) $(uname -r) $(nproc) cores; before=$BEFORE now=$(git rev-parse --short HEAD); ${DURATION}s per run"
   for round in $(seq 1 "$ROUNDS"); do
     case "${PARTS:-ab reads}" in *ab*) ;; *) break ;; esac
-    start "$BEFORE_DIR/bin/creditd"; API_KEY="" purchases "before-keys"; stop
+    start "$BEFORE_BIN"; API_KEY="" purchases "before-keys"; stop
     start "$NOW"; make_key "$URL"; purchases "with-keys"; stop
   done
   # Reads beside purchases, on both builds: before, the catalogue asked the
@@ -54,7 +34,7 @@ purchases() { # label
   for round in $(seq 1 "$ROUNDS"); do
     case "${PARTS:-ab reads}" in *reads*) ;; *) break ;; esac
     for build in before now; do
-      if [ "$build" = before ]; then start "$BEFORE_DIR/bin/creditd"; API_KEY=""; else start "$NOW"; make_key "$URL"; fi
+      if [ "$build" = before ]; then start "$BEFORE_BIN"; API_KEY=""; else start "$NOW"; make_key "$URL"; fi
       purchases "$build-alone"
       "$NOW" loadtest --url "$URL" --api-key "${API_KEY:-unused}" --mix catalogue=100,purchase=0,hold=0,spend=0 \
         --clients 64 --rate 2000 --seconds $((DURATION + 2)) --quiet > target/keys_ab_reads.txt 2>&1 &

@@ -1,0 +1,34 @@
+# Sourced by the A/B benchmark scripts (keys_ab.sh, store_ab.sh): an older
+# build beside this one, `creditd demo` started and stopped on $PORT, and
+# durable purchases measured with wrk at 64 connections.
+# Needs: wrk, curl, git; PORT, DURATION and (for API keys) benches/api_key.sh.
+command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
+URL="http://127.0.0.1:$PORT"
+
+# build_before REV: builds REV once into target/ab-REV/bin/creditd; sets BEFORE_BIN.
+build_before() {
+  local dir="target/ab-$1"
+  if [ ! -x "$dir/bin/creditd" ]; then
+    rm -rf "$dir/src" && git worktree add -f "$dir/src" "$1" >/dev/null 2>&1
+    (cd "$dir/src" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release -q)
+    mkdir -p "$dir/bin" && cp "$dir/target/release/creditd" "$dir/bin/creditd"
+    git worktree remove --force "$dir/src"
+  fi
+  BEFORE_BIN="$dir/bin/creditd"
+}
+
+pid=""
+# start BINARY: `creditd demo` on $URL, once ready.
+start() {
+  CREDITD_LISTEN=127.0.0.1:$PORT RUST_LOG=warn "$1" demo --provider-credits 9000000000000000 >/dev/null 2>&1 &
+  pid=$!
+  until curl -sf "$URL/readyz" >/dev/null; do sleep 0.1; done
+}
+stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; }
+trap 'kill $pid 2>/dev/null || true' EXIT
+
+# purchases LABEL: one wrk run, printed as "LABEL RPS req/s p99 P non-2xx N".
+purchases() {
+  NONCE="$1-$RANDOM-$$" wrk -t2 -c64 -d"${DURATION}s" --latency -s benches/purchase.lua "$URL" |
+    awk -v label="$1" '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2} /Non-2xx/ {bad=$4} END {printf "%s %s req/s p99 %s non-2xx %s\n", label, rps, p99, bad+0}'
+}
