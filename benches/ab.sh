@@ -1,4 +1,4 @@
-# Sourced by the A/B benchmark scripts (keys_ab.sh, store_ab.sh): an older
+# Sourced by the A/B benchmark scripts (keys_ab.sh, store_ab.sh, journal_ab.sh): an older
 # build beside this one, `creditd demo` started and stopped on $PORT, and
 # durable purchases measured with wrk at 64 connections.
 # Needs: wrk, curl, git; PORT, DURATION and (for API keys) benches/api_key.sh.
@@ -31,4 +31,17 @@ trap 'kill $pid 2>/dev/null || true' EXIT
 purchases() {
   NONCE="$1-$RANDOM-$$" wrk -t2 -c64 -d"${DURATION}s" --latency -s benches/purchase.lua "$URL" |
     awk -v label="$1" '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2} /Non-2xx/ {bad=$4} END {printf "%s %s req/s p99 %s non-2xx %s\n", label, rps, p99, bad+0}'
+}
+
+# purchase_rounds NAME: ROUNDS alternating wrk runs of $BEFORE_BIN and $NOW
+# (each with a fresh demo and API key) into $OUT, then their means.
+purchase_rounds() {
+  {
+    echo "# $1 $(date -u +%FT%TZ) $(uname -r) $(nproc) cores; before=$BEFORE now=$(git rev-parse --short HEAD); ${DURATION}s per run"
+    for round in $(seq 1 "$ROUNDS"); do
+      start "$BEFORE_BIN"; make_key "$URL"; purchases "before"; stop
+      start "$NOW"; make_key "$URL"; purchases "now"; stop
+    done
+  } | tee "$OUT"
+  awk '/^before/ {b += $2; nb++} /^now/ {n += $2; nn++} END {printf "mean before %.0f/s, now %.0f/s: %+.1f %%\n", b / nb, n / nn, (n / nn - b / nb) * 100 / (b / nb)}' "$OUT" | tee -a "$OUT"
 }

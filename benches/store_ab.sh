@@ -19,11 +19,4 @@ NOW=${CARGO_TARGET_DIR:-./target}/release/creditd
 . benches/ab.sh
 build_before "$BEFORE"
 
-{
-  echo "# store_ab.sh $(date -u +%FT%TZ) $(uname -r) $(nproc) cores; before=$BEFORE now=$(git rev-parse --short HEAD); ${DURATION}s per run"
-  for round in $(seq 1 "$ROUNDS"); do
-    start "$BEFORE_BIN"; make_key "$URL"; purchases "before"; stop
-    start "$NOW"; make_key "$URL"; purchases "now"; stop
-  done
-} | tee "$OUT"
-awk '/^before/ {b += $2; nb++} /^now/ {n += $2; nn++} END {printf "mean before %.0f/s, now %.0f/s: %+.1f %%\n", b / nb, n / nn, (n / nn - b / nb) * 100 / (b / nb)}' "$OUT" | tee -a "$OUT"
+purchase_rounds store_ab.sh

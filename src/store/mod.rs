@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod commit;
+pub mod journal;
 pub mod keys;
 pub mod postgres;
 pub mod records;
@@ -62,6 +63,8 @@ pub enum StoreError {
     Unconfirmed(String),
     #[error("data directory: {0}")]
     Layout(String),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
     #[error(
         "data directory {0} does not exist or is empty: create a store there with `creditd init --data-dir {0}` \
          (creditd never turns a missing directory into a fresh ledger)"

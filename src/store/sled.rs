@@ -1,14 +1,18 @@
 //! The sled store: one sled tree holds the ledger, the wallets, the
 //! inventory record and the idempotency keys (see [`keys`]). Writes happen
-//! only in the commit loop, one atomic `apply_batch` per group of changes,
-//! followed by a sled flush and an `fdatasync` of sled's log file: sled's own
-//! flush stops at `sync_file_range`, which neither writes the file's metadata
-//! nor empties the disk's cache.
+//! only in the commit loop, one group at a time: the group is written to the
+//! journal and `fdatasync`ed (what makes it durable, [`super::journal`]),
+//! then applied to sled as one atomic `apply_batch`, before any of its
+//! changes is answered. sled itself is flushed, and its log file
+//! `fdatasync`ed, at each checkpoint, about once a second: sled's own flush
+//! stops at `sync_file_range`, which neither writes the file's metadata nor
+//! empties the disk's cache.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use super::journal::{self, Journal};
 use super::records::{
     self, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry, MetaRecord, Operation, SpendRecord,
     WalletRecord,
@@ -29,8 +33,21 @@ pub struct SledStore {
     db: sled::Db,
     /// sled's log file, kept open to `fdatasync` it after each flush.
     log_file: Arc<File>,
+    /// What makes a group durable before sled is; the commit loop's alone.
+    durability: Arc<Mutex<Durability>>,
     directory: PathBuf,
     faults: Option<Arc<dyn StorageFaults>>,
+}
+
+/// The journal and where it stands.
+struct Durability {
+    journal: Journal,
+    /// The number the next group's journal record gets.
+    next_group: u64,
+    /// A group failed between its journal write and its sled batch: sled
+    /// lacks what the journal may hold, so the journal is never emptied
+    /// again in this process (the next start replays it).
+    broken: bool,
 }
 
 impl SledStore {
@@ -135,10 +152,38 @@ impl SledStore {
         Ok(store)
     }
 
+    /// Opens sled, then replays the journal into it and checkpoints, so that
+    /// nothing reads the store before it holds every acknowledged group.
+    /// Every group in the journal is replayed, in order: sled may hold any
+    /// part of what was applied since the last checkpoint, and each
+    /// operation writes or removes a whole value, so replaying them all ends
+    /// in the state of the last group whatever sled had kept.
     fn open_sled(directory: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new().path(directory).cache_capacity(cache_bytes).open()?;
         let log_file = OpenOptions::new().read(true).write(true).open(directory.join("db"))?;
-        Ok(Self { db, log_file: Arc::new(log_file), directory: directory.to_owned(), faults: None })
+        let (journal, groups) = Journal::open(directory)?;
+        let next_group = groups.last().map_or(1, |group| group.number + 1);
+        if !groups.is_empty() {
+            tracing::info!(groups = groups.len(), "replaying the journal into sled");
+        }
+        for group in groups {
+            for operation in group.operations {
+                match operation {
+                    journal::Operation::Put(key, value) => db.insert(key, value)?,
+                    journal::Operation::Remove(key) => db.remove(key)?,
+                };
+            }
+        }
+        let durability = Durability { journal, next_group, broken: false };
+        let store = Self {
+            db,
+            log_file: Arc::new(log_file),
+            durability: Arc::new(Mutex::new(durability)),
+            directory: directory.to_owned(),
+            faults: None,
+        };
+        store.sync()?;
+        Ok(store)
     }
 
     /// The same store, with `faults` injected into every later write (tests only).
@@ -366,16 +411,17 @@ impl SledStore {
             .collect()
     }
 
-    /// Applies every write set atomically, then makes them durable. Used only
-    /// by the commit loop (and by `init`, restore and tests that stage a directory).
+    /// Makes every write set durable as one group, then applies them to sled
+    /// atomically. Used only by the commit loop (and by `init`, restore and
+    /// tests that stage a directory).
     ///
     /// # Errors
-    /// A precondition, write, flush or sync failure: then nothing may be
+    /// A precondition, write, sync or apply failure: then nothing may be
     /// acknowledged, and the caller must stop writing. A failure once the
-    /// batch was handed to sled is [`StoreError::Unconfirmed`]; any other
-    /// error means nothing was written.
+    /// group's journal record was being written is [`StoreError::Unconfirmed`]
+    /// (the next start replays the record if it is whole); any other error
+    /// means nothing was written.
     pub fn write_durably<'a>(&self, sets: impl IntoIterator<Item = &'a WriteSet> + Clone) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
         for set in sets.clone() {
             for write in set.writes() {
                 if let Write::Wallet { user, expected: Some(expected), .. } = write {
@@ -390,30 +436,66 @@ impl SledStore {
                 }
             }
         }
+        let mut durability = self.durability.lock().unwrap_or_else(PoisonError::into_inner);
+        if durability.broken {
+            return Err(StoreError::Failed);
+        }
+        let number = durability.next_group;
+        let mut group = Group::default();
+        for set in sets.clone() {
+            for write in set.writes().iter().filter(|write| matches!(write, Write::Ledger(_))) {
+                encode_into(&mut group, write)?;
+            }
+        }
         for set in sets {
-            for write in set.writes() {
-                encode_into(&mut batch, write)?;
+            for write in set.writes().iter().filter(|write| !matches!(write, Write::Ledger(_))) {
+                encode_into(&mut group, write)?;
+            }
+        }
+        durability.journal.begin(number);
+        for (key, value) in &group.operations {
+            match value {
+                Some(value) => durability.journal.put(key, value),
+                None => durability.journal.remove(key),
             }
         }
         if let Some(faults) = &self.faults {
             faults.before_apply()?;
         }
-        // From here on a failure may leave the batch on disk or not.
+        // From here on a failure may leave the group on disk or not.
+        durability.broken = true;
         let unconfirmed = |error: StoreError| StoreError::Unconfirmed(error.to_string());
-        self.db.apply_batch(batch).map_err(|error| unconfirmed(error.into()))?;
+        durability.journal.write().map_err(|error| unconfirmed(error.into()))?;
         if let Some(faults) = &self.faults {
             faults.before_sync().map_err(|error| unconfirmed(error.into()))?;
         }
-        self.sync().map_err(unconfirmed)
+        durability.journal.sync().map_err(|error| unconfirmed(error.into()))?;
+        group.apply(&self.db).map_err(|error| unconfirmed(error.into()))?;
+        durability.next_group += 1;
+        durability.broken = false;
+        if durability.journal.checkpoint_due() {
+            self.checkpoint(&mut durability).map_err(unconfirmed)?;
+        }
+        Ok(())
     }
 
-    /// Flushes sled's buffers to its log file, then `fdatasync`s it.
+    /// Makes sled durable (flush, then `fdatasync` of its log) and empties
+    /// the journal, whose groups sled now holds; at shutdown and about once
+    /// a second ([`journal::CHECKPOINT_INTERVAL`]).
     ///
     /// # Errors
-    /// The flush or the sync failed.
+    /// The flush or a sync failed.
     pub fn sync(&self) -> Result<(), StoreError> {
+        let mut durability = self.durability.lock().unwrap_or_else(PoisonError::into_inner);
+        self.checkpoint(&mut durability)
+    }
+
+    fn checkpoint(&self, durability: &mut Durability) -> Result<(), StoreError> {
         self.db.flush()?;
         self.log_file.sync_data()?;
+        if !durability.broken {
+            durability.journal.reset()?;
+        }
         Ok(())
     }
 }
@@ -422,32 +504,62 @@ fn sync_directory(directory: &Path) -> Result<(), std::io::Error> {
     File::open(directory)?.sync_all()
 }
 
-/// One write as sled keys and encoded values.
-fn encode_into(batch: &mut sled::Batch, write: &Write) -> Result<(), StoreError> {
-    let mut put = |key: &[u8], value: Vec<u8>| batch.insert(key, value);
-    match write {
-        Write::Meta(record) => put(keys::META, codec::encode(record)?),
-        Write::Inventory(record) => put(keys::INVENTORY, codec::encode(record)?),
-        Write::Ledger(entry) => put(&keys::ledger(entry.seq), codec::encode(entry)?),
-        Write::Wallet { user, record, .. } => put(&keys::wallet(user), codec::encode(record)?),
-        Write::Remember { operation, caller, key, record } => {
-            put(&keys::idempotency(*operation, caller.as_ref(), key), codec::encode(record)?);
+/// A group's operations as sled keys and values (`None`: a removal), in the
+/// order they are journaled and applied: ledger entries first, so that a
+/// concurrent reader never finds a wallet pointing at an entry not yet there.
+#[derive(Default)]
+struct Group {
+    operations: Vec<(sled::IVec, Option<Vec<u8>>)>,
+}
+
+impl Group {
+    fn insert(&mut self, key: &[u8], value: Vec<u8>) {
+        self.operations.push((key.into(), Some(value)));
+    }
+
+    fn remove(&mut self, key: &[u8]) {
+        self.operations.push((key.into(), None));
+    }
+
+    /// Applies the operations one by one, not as one `sled::Batch`: sled
+    /// writes its log buffer out twice for every batch (`PageCache::pin_log`),
+    /// and the journal, not sled, makes the group atomic on recovery.
+    fn apply(self, db: &sled::Db) -> Result<(), sled::Error> {
+        for (key, value) in self.operations {
+            match value {
+                Some(value) => db.insert(key, value)?,
+                None => db.remove(key)?,
+            };
         }
-        Write::Forget { operation, caller, key } => batch.remove(keys::idempotency(*operation, caller.as_ref(), key)),
+        Ok(())
+    }
+}
+
+/// One write as sled keys and encoded values.
+fn encode_into(batch: &mut Group, write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::Meta(record) => batch.insert(keys::META, codec::encode(record)?),
+        Write::Inventory(record) => batch.insert(keys::INVENTORY, codec::encode(record)?),
+        Write::Ledger(entry) => batch.insert(&keys::ledger(entry.seq), codec::encode(entry)?),
+        Write::Wallet { user, record, .. } => batch.insert(&keys::wallet(user), codec::encode(record)?),
+        Write::Remember { operation, caller, key, record } => {
+            batch.insert(&keys::idempotency(*operation, caller.as_ref(), key), codec::encode(record)?);
+        }
+        Write::Forget { operation, caller, key } => batch.remove(&keys::idempotency(*operation, caller.as_ref(), key)),
         Write::Hold(record) => {
-            put(&keys::hold(&record.hold_id), codec::encode(record)?);
+            batch.insert(&keys::hold(&record.hold_id), codec::encode(record)?);
             if record.state == HoldState::Open {
-                batch.insert(keys::open_hold(&record.hold_id), Vec::new());
+                batch.insert(&keys::open_hold(&record.hold_id), Vec::new());
             } else {
-                batch.remove(keys::open_hold(&record.hold_id));
+                batch.remove(&keys::open_hold(&record.hold_id));
             }
         }
-        Write::Spend(record) => put(&keys::spend(&record.spend_id), codec::encode(record)?),
-        Write::Package { id, settings } => put(&keys::package(id), codec::encode(settings)?),
-        Write::Alert(event) => put(&keys::alert(event.id), codec::encode(event)?),
+        Write::Spend(record) => batch.insert(&keys::spend(&record.spend_id), codec::encode(record)?),
+        Write::Package { id, settings } => batch.insert(&keys::package(id), codec::encode(settings)?),
+        Write::Alert(event) => batch.insert(&keys::alert(event.id), codec::encode(event)?),
         Write::ForgetAlert(id) => batch.remove(&keys::alert(*id)),
-        Write::PruneCursor(cursor) => put(keys::PRUNE_CURSOR, codec::encode(cursor)?),
-        Write::ApiKey(record) => put(&keys::api_key(&record.id), codec::encode(record)?),
+        Write::PruneCursor(cursor) => batch.insert(keys::PRUNE_CURSOR, codec::encode(cursor)?),
+        Write::ApiKey(record) => batch.insert(&keys::api_key(&record.id), codec::encode(record)?),
     }
     Ok(())
 }
