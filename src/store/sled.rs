@@ -4,7 +4,7 @@
 //! journal and `fdatasync`ed (what makes it durable, [`super::journal`]),
 //! then applied to sled as one atomic `apply_batch`, before any of its
 //! changes is answered. sled itself is flushed, and its log file
-//! `fdatasync`ed, at each checkpoint, about once a second: sled's own flush
+//! `fdatasync`ed, at each checkpoint, every 250 ms: sled's own flush
 //! stops at `sync_file_range`, which neither writes the file's metadata nor
 //! empties the disk's cache.
 
