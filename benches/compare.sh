@@ -29,7 +29,7 @@ done
 echo "== creditd"
 cargo build --release -q
 OUT="$OUT_DIR/creditd.txt"
-CREDITD_LISTEN=127.0.0.1:$PORT RUST_LOG=warn ./target/release/creditd demo --provider-credits 9000000000000000 >/dev/null 2>&1 &
+CREDITD_LISTEN=127.0.0.1:$PORT RUST_LOG=warn "${CARGO_TARGET_DIR:-./target}/release/creditd" demo --provider-credits 9000000000000000 >/dev/null 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.1; done
@@ -58,6 +58,6 @@ done
 # latency counted from when each purchase was due (no coordinated omission).
 half=$(awk -v p="$peak" 'BEGIN { printf "%d", p / 2 }')
 echo "# half of the peak ($peak/s): creditd loadtest --rate $half --clients 64" | tee -a "$OUT"
-./target/release/creditd loadtest --url "http://127.0.0.1:$PORT" --api-key "$API_KEY" --clients 64 --rate "$half" --seconds "$DURATION" \
+"${CARGO_TARGET_DIR:-./target}/release/creditd" loadtest --url "http://127.0.0.1:$PORT" --api-key "$API_KEY" --clients 64 --rate "$half" --seconds "$DURATION" \
   --run-id "half-$$" --quiet | tee -a "$OUT"
 echo "results in $OUT_DIR"

@@ -13,7 +13,7 @@ CONNS=${CONNS:-64}
 PORT=${PORT:-18182}
 URL="http://127.0.0.1:$PORT"
 CREDITD_LISTEN=127.0.0.1:$PORT RUST_LOG=warn \
-  ./target/release/creditd demo --provider-credits 9000000000000000 >/dev/null 2>&1 &
+  "${CARGO_TARGET_DIR:-./target}/release/creditd" demo --provider-credits 9000000000000000 >/dev/null 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT
 until curl -sf "$URL/readyz" >/dev/null; do sleep 0.1; done

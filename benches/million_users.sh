@@ -25,7 +25,7 @@ PORT=${PORT:-18302}
 PROVIDER_PORT=${PROVIDER_PORT:-18091}
 mkdir -p target/million
 OUT=${OUT:-target/million/$(date -u +%Y%m%dT%H%M%SZ).txt}
-BIN=./target/release/creditd
+BIN=${CARGO_TARGET_DIR:-./target}/release/creditd
 cargo build --release -q
 
 NANOBANANA_API_KEY=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
