@@ -1,9 +1,10 @@
 //! The commit loop: the only writer of the data directory.
 //!
-//! It runs on its own OS thread, so sled's flush and the `fdatasync` never
+//! It runs on its own OS thread, so the writes and the `fdatasync` never
 //! block an async worker. Group commit: it takes every change that queued up
-//! while the previous sync ran (up to [`GROUP_COMMITS_MAX`]), applies them as
-//! one atomic sled batch, flushes and syncs once, then answers them all. A
+//! while the previous sync ran (up to [`GROUP_COMMITS_MAX`]), makes them
+//! durable as one group (sled: one journal record and one `fdatasync`, then
+//! applied to sled; PostgreSQL: one transaction), then answers them all. A
 //! failed write or sync is answered as a failure to every change in the group
 //! and to every change after it: the loop never writes again, so nothing that
 //! was not durable is ever acknowledged. The failure says whether the group

@@ -7,11 +7,10 @@
 //! whoever reads after an answer finds the change in sled as before. sled is
 //! made durable behind the journal, in large steps: a *checkpoint* flushes
 //! sled and `fdatasync`s its log, and only then empties the journal
-//! ([`Journal::reset`]). Each group's sled batch also writes its number
-//! under the key `j` ([`super::keys::JOURNAL_APPLIED`]), so that at start
-//! the groups that sled lost with a crash are exactly those numbered after
-//! `j`: they are replayed from the journal, in order, and checkpointed
-//! before anything reads the store.
+//! ([`Journal::reset`]). So the journal always holds every group sled may
+//! have lost with a crash; at start all of them are replayed into sled, in
+//! order, and checkpointed before anything reads the store
+//! (`SledStore::open`).
 //!
 //! Record layout (integers little-endian):
 //!

@@ -1,5 +1,5 @@
-//! The key space of the one sled tree creditd uses. A single tree keeps every
-//! commit one atomic `apply_batch`; the first byte says what a key holds.
+//! The key space of the one sled tree creditd uses; the first byte says what
+//! a key holds. A group's keys are journaled together (`journal.rs`).
 
 use crate::domain::{HoldId, IdempotencyKey, KeyId, ScopedKey, SpendId, UserId};
 

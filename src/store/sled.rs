@@ -2,8 +2,8 @@
 //! inventory record and the idempotency keys (see [`keys`]). Writes happen
 //! only in the commit loop, one group at a time: the group is written to the
 //! journal and `fdatasync`ed (what makes it durable, [`super::journal`]),
-//! then applied to sled as one atomic `apply_batch`, before any of its
-//! changes is answered. sled itself is flushed, and its log file
+//! then applied to sled (key by key, ledger entries first), before any of
+//! its changes is answered. sled itself is flushed, and its log file
 //! `fdatasync`ed, at each checkpoint, every 250 ms: sled's own flush
 //! stops at `sync_file_range`, which neither writes the file's metadata nor
 //! empties the disk's cache.
@@ -44,7 +44,7 @@ struct Durability {
     journal: Journal,
     /// The number the next group's journal record gets.
     next_group: u64,
-    /// A group failed between its journal write and its sled batch: sled
+    /// A group failed between its journal write and its sled writes: sled
     /// lacks what the journal may hold, so the journal is never emptied
     /// again in this process (the next start replays it).
     broken: bool,
