@@ -468,7 +468,7 @@ async fn a_leader_paused_past_its_lease_commits_nothing_after_it() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let old = cluster.await_leader().await;
-    common::signal(cluster.nodes[old].pid(), nix::sys::signal::Signal::SIGSTOP);
+    common::pause(cluster.nodes[old].pid()).await;
     let paused = Instant::now();
     // Another node takes over once the lease has expired by the database's clock.
     let new = cluster.await_leader().await;

@@ -159,6 +159,29 @@ pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(pid, signal).expect("the signal is delivered");
 }
 
+/// SIGSTOP to `pid`, then waits until every thread of it is stopped: `kill`
+/// returns before the threads are, and on a loaded virtual machine a thread
+/// may still answer a request a moment after the signal was sent (a cluster
+/// test once saw a paused leader answer `/readyz` that way).
+pub async fn pause(pid: u32) {
+    signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    let tasks = format!("/proc/{pid}/task");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let stopped = std::fs::read_dir(&tasks).expect("the process's threads").all(|task| {
+            let stat = std::fs::read_to_string(task.expect("a thread").path().join("stat")).unwrap_or_default();
+            // The state follows the command name's closing parenthesis.
+            let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+            matches!(state, Some('T' | 't') | None)
+        });
+        if stopped {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "process {pid} did not stop after SIGSTOP");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// A client with keep-alive and a generous timeout, sending the admin
 /// token, which SPEC §9.1 lets do everything; `tests/api/access.rs` tests
 /// the routes with no key and with keys of each scope.
