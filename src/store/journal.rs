@@ -340,6 +340,24 @@ mod tests {
     }
 
     #[test]
+    fn a_journal_over_its_size_limit_is_due_for_a_checkpoint_whatever_the_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut journal, _) = Journal::open(dir.path()).expect("opens");
+        assert!(!journal.checkpoint_due(), "an empty journal never needs one");
+        let value = vec![7u8; 64 * 1024];
+        let mut number = 1;
+        while journal.bytes < CHECKPOINT_BYTES {
+            journal.begin(number);
+            journal.put(b"w", &value);
+            journal.write().expect("writes");
+            number += 1;
+        }
+        assert!(journal.checkpoint_due());
+        journal.reset().expect("resets");
+        assert!(!journal.checkpoint_due());
+    }
+
+    #[test]
     fn a_reset_journal_is_empty_and_takes_new_groups() {
         let dir = tempfile::tempdir().expect("temp dir");
         written(dir.path(), &sample());
