@@ -133,18 +133,19 @@ impl Journal {
         self.operations = 0;
     }
 
-    /// Adds a put to the record begun.
-    pub fn put(&mut self, key: &[u8], value: &[u8]) {
-        self.record.push(PUT);
-        push_bytes(&mut self.record, key);
-        push_bytes(&mut self.record, value);
-        self.operations += 1;
-    }
-
-    /// Adds a removal to the record begun.
-    pub fn remove(&mut self, key: &[u8]) {
-        self.record.push(REMOVE);
-        push_bytes(&mut self.record, key);
+    /// Adds an operation to the record begun.
+    pub fn add(&mut self, operation: &Operation) {
+        match operation {
+            Operation::Put(key, value) => {
+                self.record.push(PUT);
+                push_bytes(&mut self.record, key);
+                push_bytes(&mut self.record, value);
+            }
+            Operation::Remove(key) => {
+                self.record.push(REMOVE);
+                push_bytes(&mut self.record, key);
+            }
+        }
         self.operations += 1;
     }
 
@@ -286,10 +287,7 @@ mod tests {
         for (number, operations) in groups {
             journal.begin(*number);
             for operation in operations {
-                match operation {
-                    Operation::Put(key, value) => journal.put(key, value),
-                    Operation::Remove(key) => journal.remove(key),
-                }
+                journal.add(operation);
             }
             journal.write().expect("writes");
         }
@@ -348,7 +346,7 @@ mod tests {
         let mut number = 1;
         while journal.bytes < CHECKPOINT_BYTES {
             journal.begin(number);
-            journal.put(b"w", &value);
+            journal.add(&Operation::Put(b"w".to_vec(), value.clone()));
             journal.write().expect("writes");
             number += 1;
         }

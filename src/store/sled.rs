@@ -167,12 +167,7 @@ impl SledStore {
             tracing::info!(groups = groups.len(), "replaying the journal into sled");
         }
         for group in groups {
-            for operation in group.operations {
-                match operation {
-                    journal::Operation::Put(key, value) => db.insert(key, value)?,
-                    journal::Operation::Remove(key) => db.remove(key)?,
-                };
-            }
+            apply(&db, group.operations)?;
         }
         let durability = Durability { journal, next_group, broken: false };
         let store = Self {
@@ -182,6 +177,9 @@ impl SledStore {
             directory: directory.to_owned(),
             faults: None,
         };
+        // Always, even with nothing to replay: emptying the journal also drops
+        // a torn last record, which new records must never follow (reading
+        // stops at the first bad record).
         store.sync()?;
         Ok(store)
     }
@@ -453,11 +451,8 @@ impl SledStore {
             }
         }
         durability.journal.begin(number);
-        for (key, value) in &group.operations {
-            match value {
-                Some(value) => durability.journal.put(key, value),
-                None => durability.journal.remove(key),
-            }
+        for operation in &group.operations {
+            durability.journal.add(operation);
         }
         if let Some(faults) = &self.faults {
             faults.before_apply()?;
@@ -470,7 +465,7 @@ impl SledStore {
             faults.before_sync().map_err(|error| unconfirmed(error.into()))?;
         }
         durability.journal.sync().map_err(|error| unconfirmed(error.into()))?;
-        group.apply(&self.db).map_err(|error| unconfirmed(error.into()))?;
+        apply(&self.db, group.operations).map_err(|error| unconfirmed(error.into()))?;
         durability.next_group += 1;
         durability.broken = false;
         if durability.journal.checkpoint_due() {
@@ -504,35 +499,37 @@ fn sync_directory(directory: &Path) -> Result<(), std::io::Error> {
     File::open(directory)?.sync_all()
 }
 
-/// A group's operations as sled keys and values (`None`: a removal), in the
-/// order they are journaled and applied: ledger entries first, so that a
-/// concurrent reader never finds a wallet pointing at an entry not yet there.
+/// A group's operations as sled keys and values, in the order they are
+/// journaled and applied: ledger entries first, so that a concurrent reader
+/// never finds a wallet pointing at an entry not yet there.
 #[derive(Default)]
 struct Group {
-    operations: Vec<(sled::IVec, Option<Vec<u8>>)>,
+    operations: Vec<journal::Operation>,
 }
 
 impl Group {
     fn insert(&mut self, key: &[u8], value: Vec<u8>) {
-        self.operations.push((key.into(), Some(value)));
+        self.operations.push(journal::Operation::Put(key.to_vec(), value));
     }
 
     fn remove(&mut self, key: &[u8]) {
-        self.operations.push((key.into(), None));
+        self.operations.push(journal::Operation::Remove(key.to_vec()));
     }
+}
 
-    /// Applies the operations one by one, not as one `sled::Batch`: sled
-    /// writes its log buffer out twice for every batch (`PageCache::pin_log`),
-    /// and the journal, not sled, makes the group atomic on recovery.
-    fn apply(self, db: &sled::Db) -> Result<(), sled::Error> {
-        for (key, value) in self.operations {
-            match value {
-                Some(value) => db.insert(key, value)?,
-                None => db.remove(key)?,
-            };
-        }
-        Ok(())
+/// Applies operations to sled one by one, in order (a group after its
+/// journal sync, and the journal's groups at open), not as one
+/// `sled::Batch`: sled writes its log buffer out twice for every batch
+/// (`PageCache::pin_log`), and the journal, not sled, makes a group atomic
+/// on recovery.
+fn apply(db: &sled::Db, operations: Vec<journal::Operation>) -> Result<(), sled::Error> {
+    for operation in operations {
+        match operation {
+            journal::Operation::Put(key, value) => db.insert(key, value)?,
+            journal::Operation::Remove(key) => db.remove(key)?,
+        };
     }
+    Ok(())
 }
 
 /// One write as sled keys and encoded values.
