@@ -75,7 +75,7 @@ log "== populate: one purchase for each of $USERS users (--sequential)"
 "$BIN" loadtest --url "$URL" --clients "$CLIENTS" --sequential --users "$USERS" --operations "$USERS" \
   --run-id populate --user-prefix million --quiet | tee -a "$OUT"
 log "after populating: $(rss "$server")  data directory $(du -sm "$DATA_DIR" | cut -f1) MiB"
-log "live wallet actors: $(curl -s "$URL/metrics" | awk '$1 == "creditd_wallet_actors" {print $2}')"
+log "hot wallets: $(curl -s "$URL/metrics" | awk '$1 == "creditd_hot_wallets" {print $2}')"
 
 log "== restart after SIGTERM"
 kill -TERM "$server"; wait "$server" 2>/dev/null || true

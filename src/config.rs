@@ -11,11 +11,11 @@ use serde::Deserialize;
 use crate::domain::{Currency, Levels, Money, Package, PackageId, ProviderCredits, Ratio, UserCredits};
 use crate::store::commit::CommitMode;
 
-/// How long an unused wallet actor lives. Short on purpose: an actor costs
-/// about 1.5 KiB, and a user who comes back later is one sled read away.
-/// With a million users at full speed, 60 s kept ~400 000 actors alive and
-/// 5 s ~30 000 (45 MiB); 1 s keeps ~5 000 at no cost in throughput
-/// (BENCHMARKS.md).
+/// How long an unused wallet stays hot in the inventory's memory. Short on
+/// purpose: a user who comes back later is one store read away. (When each
+/// wallet was a per-user actor of ~1.5 KiB, 60 s kept ~400 000 alive with a
+/// million users at full speed and 1 s ~5 000; a hot wallet is a map entry
+/// of a few hundred bytes, BENCHMARKS.md.)
 const WALLET_IDLE_SECS_DEFAULT: u64 = 1;
 
 /// A value that must never reach a log, an answer or an error message.
@@ -143,7 +143,7 @@ pub struct Config {
     pub sync_stale_after: Duration,
     /// `purchase_blocked` clears after this long without a capacity refusal (SPEC §7).
     pub alert_blocked_clear_after: Duration,
-    /// An unused wallet actor retires after this long.
+    /// An unused wallet is dropped from the inventory's memory after this long.
     pub wallet_idle: Duration,
     pub commit_mode: CommitMode,
     pub provider_timeout: Duration,

@@ -1,4 +1,4 @@
-//! In-process tests of the engine without HTTP: the wallet actors' life
+//! In-process tests of the engine without HTTP: the hot wallets' life
 //! cycle, where timing matters and a controllable setting makes it quick.
 
 use std::sync::Arc;
@@ -56,29 +56,30 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
-/// Goal: an idle wallet actor retires, and the next operation starts a new
-/// one that resumes from the wallet on disk.
+/// Goal: an idle hot wallet is dropped from memory, and the next operation
+/// loads it again and resumes from the wallet on disk.
 #[actix_rt::test]
-async fn an_idle_wallet_actor_retires_and_its_successor_resumes_from_disk() {
+async fn an_idle_hot_wallet_is_dropped_and_the_next_operation_resumes_from_disk() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (engine, threads) = engine(dir.path(), Duration::from_millis(50)).await;
     let (user, package, key) = ids("idle-user", "k-1");
     let first = engine.purchase(user.clone(), package.clone(), key, [1; 32]).await.expect("buys");
     assert_eq!(first.balance.get(), 10);
-    wait_until("the wallet actor retired", || engine.live_wallets() == 0).await;
+    assert_eq!(engine.hot_wallets(), 1, "the wallet is hot after its change");
+    wait_until("the wallet was dropped", || engine.hot_wallets() == 0).await;
     let (_, _, key) = ids("idle-user", "k-2");
     let second = engine.purchase(user, package, key, [2; 32]).await.expect("buys again");
-    assert_eq!(second.balance.get(), 20, "the new actor started from the disk");
+    assert_eq!(second.balance.get(), 20, "the wallet was loaded again from the disk");
     assert!(engine.health().ready());
     tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
 }
 
-/// Goal: wallet actors retiring under load never lose an update. Method:
-/// actors retire after 1 ms idle, while 400 purchases for 8 users race; each
-/// user's successful answers must count up by 10 with no gap, and the
+/// Goal: hot wallets dropped under load never lose an update. Method:
+/// wallets are dropped after 1 ms idle, while 400 purchases for 8 users race;
+/// each user's successful answers must count up by 10 with no gap, and the
 /// store's version check must never trip (the engine stays ready).
 #[actix_rt::test]
-async fn retiring_wallet_actors_under_load_lose_no_update() {
+async fn hot_wallets_dropped_under_load_lose_no_update() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (engine, threads) = engine(dir.path(), Duration::from_millis(1)).await;
     let answers = join_all((0..400).map(|i| {
@@ -327,4 +328,37 @@ async fn idempotency_records_are_kept_for_the_retention_then_pruned() {
     let keys: Vec<String> =
         store.ledger().filter_map(|item| item.expect("reads").1.idempotency_key.map(String::from)).collect();
     assert_eq!(keys, ["order-1", "order-2", "order-3", "order-1"], "the ledger keeps every key");
+}
+
+/// Goal: a wallet may change twice in one group (the inventory decides a
+/// user's next change before the last is durable), and the store's version
+/// check follows the chain inside the group; a write that expects any other
+/// version is refused, and then nothing of its group is applied.
+#[test]
+fn the_wallet_version_check_follows_a_chain_of_writes_inside_one_group() {
+    use creditd::domain::UserCredits;
+    use creditd::store::records::WalletRecord;
+    use creditd::store::{StoreError, WriteSet};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
+    init(dir.path(), &settings, &SystemClock).expect("init");
+    let store = Store::open(dir.path()).expect("opens");
+    let user = UserId::parse("chain").expect("valid");
+    let at = |balance: u64, version: u64| WalletRecord {
+        balance: UserCredits::new(balance).expect("small"),
+        version,
+        recent: Vec::new(),
+    };
+    let write = |record: WalletRecord| {
+        let mut writes = WriteSet::default();
+        writes.put_wallet(&user, &record);
+        writes
+    };
+    store.write_durably([&write(at(10, 1)), &write(at(20, 2))]).expect("a chain in one group");
+    assert_eq!(store.wallet(&user).expect("reads"), Some(at(20, 2)));
+    let refused = store.write_durably([&write(at(30, 3)), &write(at(40, 3))]);
+    assert!(matches!(refused, Err(StoreError::Precondition(_))), "the second expects 2, the first left 3: {refused:?}");
+    let refused = store.write_durably([&write(at(30, 2))]);
+    assert!(matches!(refused, Err(StoreError::Precondition(_))), "expects 1, the store has 2: {refused:?}");
+    assert_eq!(store.wallet(&user).expect("reads"), Some(at(20, 2)), "nothing of a refused group is applied");
 }

@@ -17,12 +17,11 @@ use crate::actors::inventory::{
     ApiKeys, CreateApiKey, ListApiKeys, PurchasesState, RevokeApiKey, SetPurchasesEnabled, UpdatePackage,
 };
 use crate::actors::inventory::{
-    CreateHold, DurableSequence, Fingerprint, HoldOwner, InventoryActor, InventoryView, ReleaseHold, ReleaseReceipt,
-    Snapshot, SpendOwner, WalletCommand, WalletReceipt,
+    CreateHold, DurableSequence, Fingerprint, HoldOwner, InventoryActor, InventoryView, LoadedWallet, ReleaseHold,
+    ReleaseReceipt, Snapshot, SpendOwner, WalletAnswer, WalletChange, WalletCommand, WalletReceipt,
 };
 use crate::actors::prune::{PruneActor, PruneNow};
 use crate::actors::sync::{SyncActor, SyncError, SyncNow, SyncReport, SyncState, SyncStatus};
-use crate::actors::wallet::{ApplyToWallet, WalletDirectory, WalletError};
 use crate::actors::webhook::WebhookActor;
 use crate::actors::EngineError;
 use crate::clock::Clock;
@@ -37,9 +36,10 @@ use crate::store::records::{
 };
 use crate::store::Store;
 
-/// How often a request asks the directory again after meeting a retiring
-/// wallet actor; retirement happens at most once per idle period, so two
-/// in a row would already be remarkable.
+/// How often a request sends a cold wallet's command back with a fresh read
+/// before giving up. A read is refused only when a sweep of idle wallets
+/// (at most one per half idle period, ≥ 500 ms) came between the ticket and
+/// the read's return, so a second refusal in a row is already remarkable.
 const WALLET_ATTEMPTS_MAX: usize = 4;
 
 fn timed_out() -> EngineError {
@@ -52,7 +52,7 @@ fn change_timed_out() -> EngineError {
     EngineError::OutcomeUnknown("no answer in time; retry with the same Idempotency-Key to learn the outcome".into())
 }
 
-/// A wallet actor answered a command with another command's receipt: a bug.
+/// The inventory answered a command with another command's receipt: a bug.
 fn unexpected(receipt: &WalletReceipt) -> EngineError {
     EngineError::Storage(format!("unexpected receipt {receipt:?}"))
 }
@@ -63,7 +63,6 @@ pub struct Engine {
     inventory: Addr<InventoryActor>,
     sync: Option<Addr<SyncActor>>,
     alerts: Addr<AlertActor>,
-    wallets: Arc<WalletDirectory>,
     store: Store,
     health: Arc<Health>,
     settings: Arc<Settings>,
@@ -158,11 +157,8 @@ impl Engine {
                 SyncActor::new(client, inventory, alerts, clock, interval)
             })
         });
-        let wallets =
-            WalletDirectory::new(engine_arbiter.handle(), inventory.clone(), store.clone(), settings.wallet_idle);
         let engine = Self {
             inventory,
-            wallets,
             sync,
             alerts,
             store: store.clone(),
@@ -194,22 +190,27 @@ impl Engine {
         &self.settings
     }
 
-    /// Runs `command` on `user`'s wallet through the user's wallet actor.
+    /// Runs `command` on `user`'s wallet: the inventory decides it at once
+    /// when the wallet is hot; else it hands the command back with a ticket,
+    /// the wallet is read from the store off the async threads, and the
+    /// command goes back with the read.
     async fn on_wallet(&self, user: &UserId, command: WalletCommand) -> Result<WalletReceipt, EngineError> {
+        let (mut command, mut loaded) = (command, None);
         for _ in 0..WALLET_ATTEMPTS_MAX {
-            let wallet = self.wallets.wallet(user);
-            match wallet.send(ApplyToWallet(command.clone())).timeout(self.settings.request_timeout).await {
-                Ok(Ok(receipt)) => return Ok(receipt),
-                Ok(Err(WalletError::Engine(error))) => return Err(error),
-                // A retired actor refuses before it sends anything to the inventory.
-                Ok(Err(WalletError::Retired)) => {}
-                Err(MailboxError::Closed) => {
-                    return Err(EngineError::OutcomeUnknown("the wallet actor stopped while answering".into()))
+            let change = WalletChange { user: user.clone(), loaded, command };
+            match self.change(change).await?? {
+                WalletAnswer::Done(receipt) => return Ok(receipt),
+                WalletAnswer::Load(ticket, returned) => {
+                    let store = self.store.clone();
+                    let owner = user.clone();
+                    let read = tokio::task::spawn_blocking(move || store.wallet(&owner));
+                    let wallet = read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))??;
+                    loaded = Some(LoadedWallet { wallet: wallet.unwrap_or_default(), ticket });
+                    command = returned;
                 }
-                Err(MailboxError::Timeout) => return Err(change_timed_out()),
             }
         }
-        Err(EngineError::Overloaded("the wallet kept retiring"))
+        Err(EngineError::Overloaded("the wallet kept being dropped from memory while it was read"))
     }
 
     /// Asks the inventory a question that changes nothing.
@@ -517,8 +518,9 @@ impl Engine {
         }))
     }
 
-    /// Live wallet actors (for metrics and tests).
-    pub fn live_wallets(&self) -> usize {
-        self.wallets.live()
+    /// How many wallets the inventory holds in memory, as of its last
+    /// published view (for metrics and tests).
+    pub fn hot_wallets(&self) -> usize {
+        self.views.borrow().as_ref().map_or(0, |inputs| inputs.hot_wallets())
     }
 }

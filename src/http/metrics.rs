@@ -109,7 +109,7 @@ pub async fn metrics(request: HttpRequest, state: web::Data<AppState>) -> Result
     metrics::gauge!("creditd_open_holds").set(gauge_value(u64::try_from(view.open_holds).unwrap_or(u64::MAX)));
     metrics::gauge!("creditd_purchases_enabled").set(flag(view.purchases_enabled));
     metrics::gauge!("creditd_ready").set(flag(view.ready));
-    metrics::gauge!("creditd_wallet_actors").set(gauge_value(u64::try_from(state.engine.live_wallets()).unwrap_or(0)));
+    metrics::gauge!("creditd_hot_wallets").set(gauge_value(u64::try_from(state.engine.hot_wallets()).unwrap_or(0)));
     for package in &view.packages {
         metrics::gauge!("creditd_package_sellable", "package" => package.package.id.to_string())
             .set(gauge_value(package.sellable));

@@ -8,6 +8,7 @@
 //! stops at `sync_file_range`, which neither writes the file's metadata nor
 //! empties the disk's cache.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -420,11 +421,19 @@ impl SledStore {
     /// (the next start replays the record if it is whole); any other error
     /// means nothing was written.
     pub fn write_durably<'a>(&self, sets: impl IntoIterator<Item = &'a WriteSet> + Clone) -> Result<(), StoreError> {
+        // A wallet may change more than once in a group (the inventory decides
+        // a user's next change before the last is durable): each write expects
+        // the version the write before it left.
+        let mut versions: HashMap<&UserId, u64> = HashMap::new();
         for set in sets.clone() {
             for write in set.writes() {
-                if let Write::Wallet { user, expected: Some(expected), .. } = write {
-                    let expected = *expected;
-                    let version = self.wallet(user)?.map_or(0, |wallet| wallet.version);
+                if let Write::Wallet { user, expected, record } = write {
+                    let version = match versions.get(user) {
+                        Some(version) => *version,
+                        None => self.wallet(user)?.map_or(0, |wallet| wallet.version),
+                    };
+                    versions.insert(user, record.version);
+                    let Some(expected) = *expected else { continue };
                     if version != expected {
                         return Err(StoreError::Precondition(format!(
                             "wallet {:?} is at version {version}, the write expects {expected}",

@@ -46,8 +46,8 @@ async fn two_hundred_concurrent_buyers_get_exactly_the_capacity() {
     assert_eq!(purchases as u64, FITS, "the ledger holds one entry per sale");
 }
 
-/// Goal: one user's concurrent purchases are serialised by that user's
-/// wallet actor. Method: 60 purchases with distinct keys for one user, room
+/// Goal: one user's concurrent purchases are serialised (each decided on
+/// the wallet the one before it left). Method: 60 purchases with distinct keys for one user, room
 /// for 25; every successful answer shows a different wallet balance.
 #[tokio::test]
 async fn one_users_concurrent_purchases_are_serialised() {

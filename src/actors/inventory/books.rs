@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::change::{Change, Consumption};
+use super::hot::HotWallets;
 use super::{ApiKeys, Fingerprint};
 use crate::actors::setup::{Recovered, Settings};
 use crate::actors::EngineError;
@@ -118,6 +119,8 @@ pub(super) struct Books {
     /// Open holds by user, for `max_open_holds_per_user` (SPEC §9.2).
     pub(super) holds_per_user: HashMap<UserId, u32>,
     pub(super) max_open_holds_per_user: u32,
+    /// The wallets decided on recently, newest state first (see `hot.rs`).
+    pub(super) wallets: HotWallets,
 }
 
 impl Books {
@@ -166,6 +169,7 @@ impl Books {
             keys,
             holds_per_user,
             max_open_holds_per_user: settings.max_open_holds_per_user,
+            wallets: HotWallets::new(u64::try_from(settings.wallet_idle.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 
@@ -200,6 +204,9 @@ impl Books {
         }
         if let Some(spend) = change.refunding {
             self.refunding.insert(spend);
+        }
+        if let Some((user, wallet)) = change.wallet {
+            self.wallets.queued(&user, wallet, change.monotonic_ms);
         }
         if let Some((key, fingerprint)) = &change.key_in_flight {
             self.keys_in_flight.insert(key.clone(), *fingerprint);
@@ -302,6 +309,7 @@ impl Books {
             sale: false,
             package: None,
             api_key: None,
+            wallet: None,
         }
     }
 
@@ -362,7 +370,7 @@ mod tests {
 
     use super::super::change::Decision;
     use super::super::holds::CreateHold;
-    use super::super::wallets::{WalletOutcome, WalletReceipt};
+    use super::super::wallets::WalletReceipt;
     use super::{ApiKeys, Books, Inputs, Records};
     use crate::actors::setup::{Recovered, Settings};
     use crate::actors::EngineError;
@@ -454,7 +462,7 @@ mod tests {
 
     /// Decides a purchase, adopts it and keeps its writes, as the actor and
     /// the commit loop would once it is durable.
-    fn buy(books: &mut Books, memory: &mut Memory, who: &str, order: &str) -> Result<WalletOutcome, EngineError> {
+    fn buy(books: &mut Books, memory: &mut Memory, who: &str, order: &str) -> Result<WalletReceipt, EngineError> {
         let wallet = WalletRecord::default();
         let decided =
             books.decide_purchase(&inputs(memory, 0), &user(who), wallet, &starter(), &key(order), [1; 32])?;
@@ -508,7 +516,7 @@ mod tests {
             .decide_purchase(&inputs(&memory, 0), &user("ann"), WalletRecord::default(), &starter(), &key("k"), [1; 32])
             .expect("answers");
         let Decision::Replay(replayed) = replay else { panic!("a durable key is replayed") };
-        assert_eq!(replayed.receipt, first.receipt, "the first answer");
+        assert_eq!(replayed, first, "the first answer");
         let other = books.decide_purchase(
             &inputs(&memory, 0),
             &user("ann"),
@@ -518,7 +526,7 @@ mod tests {
             [2; 32],
         );
         assert!(matches!(other, Err(EngineError::IdempotencyKeyReused)), "{:?}", other.err());
-        assert!(matches!(first.receipt, WalletReceipt::Purchase(_)));
+        assert!(matches!(first, WalletReceipt::Purchase(_)));
     }
 
     #[test]
@@ -567,15 +575,16 @@ mod tests {
         let ann = user("ann");
         let decided =
             books.decide_purchase(&inputs(&memory, 0), &ann, WalletRecord::default(), &starter(), &key("p"), [1; 32]);
-        let bought = apply(&mut books, &mut memory, decided);
-        let mut wallet = bought.wallet.expect("credited");
+        apply(&mut books, &mut memory, decided);
+        let hot = |books: &mut Books| books.wallets.wallet(&ann, None, 0).expect("a queued change makes it hot");
+        let mut wallet = hot(&mut books);
         let credits = crate::domain::UserCredits::new(2).expect("small");
         let spend = |books: &mut Books, memory: &mut Memory, wallet: &mut WalletRecord, order: &str| {
             let decided =
                 books.decide_spend(&inputs(memory, 0), &ann, wallet.clone(), credits, None, &key(order), [4; 32]);
-            let outcome = apply(books, memory, decided);
-            *wallet = outcome.wallet.expect("debited");
-            match outcome.receipt {
+            let receipt = apply(books, memory, decided);
+            *wallet = hot(books);
+            match receipt {
                 WalletReceipt::Spend(receipt) => receipt.spend_id,
                 other => panic!("{other:?}"),
             }
@@ -586,7 +595,8 @@ mod tests {
         let eight = ProviderCredits::new(8).expect("small");
         assert_eq!(books.sync_window.map(|window| window.consumed), Some(eight), "only the spend after the request");
         let decided = books.decide_refund(&inputs(&memory, 0), &ann, wallet.clone(), &before);
-        wallet = apply(&mut books, &mut memory, decided).wallet.expect("credited");
+        apply(&mut books, &mut memory, decided);
+        wallet = hot(&mut books);
         assert_eq!(books.sync_window.map(|window| window.consumed), Some(eight), "the sync never counted that spend");
         let decided = books.decide_refund(&inputs(&memory, 0), &ann, wallet, &after);
         apply(&mut books, &mut memory, decided);

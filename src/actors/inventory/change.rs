@@ -31,6 +31,8 @@ pub(super) struct Change {
     pub(super) package: Option<Package>,
     /// An API key's new record, adopted once the change is queued.
     pub(super) api_key: Option<ApiKeyRecord>,
+    /// The wallet it moves, as it leaves it: hot from the moment it is queued.
+    pub(super) wallet: Option<(UserId, WalletRecord)>,
 }
 
 /// How a change moves the consumption that a sync in flight must keep.
@@ -82,6 +84,7 @@ impl Change {
     pub(super) fn put_wallet(&mut self, user: &UserId, wallet: &mut WalletRecord, seq: u64) -> Result<(), EngineError> {
         wallet.note_entry(seq);
         self.writes.put_wallet(user, wallet);
+        self.wallet = Some((user.clone(), wallet.clone()));
         Ok(())
     }
 

@@ -15,8 +15,8 @@
 //! and a timer does the same every [`EXPIRY_SWEEP_INTERVAL`] so the ledger
 //! records expiries within a second or so even when nothing else happens.
 //!
-//! Messages: [`WalletChange`] (from wallet actors: purchase, capture, spend,
-//! refund), [`CreateHold`], [`ReleaseHold`], [`HoldOwner`], [`SpendOwner`],
+//! Messages: [`WalletChange`] (from the engine facade: purchase, capture,
+//! spend, refund; see `hot.rs` for the wallets it keeps), [`CreateHold`], [`ReleaseHold`], [`HoldOwner`], [`SpendOwner`],
 //! [`Snapshot`], [`SetPurchasesEnabled`], [`UpdatePackage`] (from the engine
 //! facade), [`BeginSync`] and [`ApplySync`] (from the sync actor). Sends
 //! `alert::InventoryObserved` after every change and capacity refusal.
@@ -39,6 +39,7 @@ mod api_keys;
 mod books;
 mod change;
 mod holds;
+mod hot;
 mod operators;
 mod view;
 mod wallets;
@@ -48,11 +49,12 @@ pub use books::Records;
 use books::{Books, Inputs};
 use change::{ready, Change, Consumption, Decision, Reply};
 pub use holds::{CreateHold, HoldOwner, ReleaseHold, ReleaseReceipt, SpendOwner};
+pub use hot::{LoadTicket, LoadedWallet};
 pub use operators::{
     ApplySync, BeginSync, DurableSequence, PurchasesState, SetPurchasesEnabled, SyncOutcome, SyncToken, UpdatePackage,
 };
 pub use view::{InventoryView, PackageView, Snapshot, ViewInputs, PACKAGE_UNAVAILABLE};
-pub use wallets::{WalletChange, WalletCommand, WalletOutcome, WalletReceipt};
+pub use wallets::{WalletAnswer, WalletChange, WalletCommand, WalletReceipt};
 
 use super::alert::{AlertActor, InventoryObserved};
 use super::EngineError;
@@ -195,6 +197,7 @@ impl InventoryActor {
             change.holds.iter().filter(|hold| hold.state != HoldState::Open).map(|hold| hold.hold_id.clone()).collect();
         let refunding = change.refunding.clone();
         let key = change.key_in_flight.as_ref().map(|(key, _)| key.clone());
+        let wallet = change.wallet.as_ref().map(|(user, _)| user.clone());
         let durable = match self.commit(change) {
             Ok(durable) => durable,
             Err(error) => return ready(Err(error)),
@@ -208,6 +211,9 @@ impl InventoryActor {
             }
             if let Some(key) = &key {
                 actor.books.keys_in_flight.remove(key);
+            }
+            if let Some(user) = &wallet {
+                actor.books.wallets.settled(user, actor.clock.monotonic_ms());
             }
             actor.durable(result).map(|()| value)
         }))
@@ -287,6 +293,12 @@ impl Actor for InventoryActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.publish_view();
         ctx.run_interval(EXPIRY_SWEEP_INTERVAL, |actor, ctx| actor.expire_due(ctx));
+        let idle = Duration::from_millis(self.books.wallets.idle_ms());
+        ctx.run_interval(idle / 2, |actor, _| {
+            if actor.books.wallets.sweep(actor.clock.monotonic_ms()) > 0 {
+                actor.publish_view();
+            }
+        });
         let every = Duration::from_millis(crate::access::LAST_USED_GRANULARITY_MS);
         ctx.run_interval(every, |actor, _| actor.persist_key_uses());
     }

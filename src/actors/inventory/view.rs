@@ -23,6 +23,7 @@ impl InventoryActor {
             ratio: self.books.ratio,
             warning_level: self.books.warning_level,
             open_holds: self.books.open_holds.len(),
+            hot_wallets: self.books.wallets.count(),
         }
     }
 }
@@ -35,6 +36,14 @@ pub struct ViewInputs {
     ratio: Ratio,
     warning_level: ProviderCredits,
     open_holds: usize,
+    hot_wallets: usize,
+}
+
+impl ViewInputs {
+    /// How many wallets the inventory holds in memory (see `hot.rs`).
+    pub fn hot_wallets(&self) -> usize {
+        self.hot_wallets
+    }
 }
 
 impl InventoryView {

@@ -1,9 +1,10 @@
-//! Changes to a wallet: purchase, capture, spend, refund, sent by the
-//! user's wallet actor, which waits for the answer before its next operation.
+//! Changes to a wallet: purchase, capture, spend, refund, sent by the engine
+//! facade, decided on the newest state of the wallet (see `hot.rs`).
 
 use actix::prelude::*;
 
-use super::change::{credited, debited, id_from_seq, outcome_label, Consumption, Decision, Reply};
+use super::change::{credited, debited, id_from_seq, outcome_label, ready, Consumption, Decision, Reply};
+use super::hot::{LoadTicket, LoadedWallet};
 use super::{Books, Inputs};
 use super::{Fingerprint, InventoryActor};
 use crate::actors::EngineError;
@@ -14,10 +15,10 @@ use crate::store::records::{
 };
 
 // ---------------------------------------------------------------------------
-// Changes to a wallet: sent by the user's wallet actor, which waits for the
-// answer before its next operation and adopts the wallet it returns.
+// Changes to a wallet: decided on the hot wallet, or on the one the engine
+// read from the store when the inventory asked it to (see `hot.rs`).
 
-/// What a wallet actor asks the inventory to do.
+/// What the engine asks the inventory to do to a user's wallet.
 #[derive(Debug, Clone)]
 pub enum WalletCommand {
     Purchase { package_id: PackageId, key: ScopedKey, fingerprint: Fingerprint },
@@ -26,11 +27,12 @@ pub enum WalletCommand {
     Refund { spend_id: SpendId },
 }
 
-/// A wallet command for `user`, whose wallet is `wallet` right now.
+/// A wallet command for `user`, with the wallet read from the store when
+/// the inventory asked for it (see `hot.rs`).
 #[derive(Debug)]
 pub struct WalletChange {
     pub user: UserId,
-    pub wallet: WalletRecord,
+    pub loaded: Option<LoadedWallet>,
     pub command: WalletCommand,
 }
 
@@ -43,49 +45,56 @@ pub enum WalletReceipt {
     Refund(RefundReceipt),
 }
 
-/// A wallet command's answer and, when it changed the wallet, its new state.
+/// What the inventory did with a wallet command.
 #[derive(Debug)]
-pub struct WalletOutcome {
-    pub receipt: WalletReceipt,
-    pub wallet: Option<WalletRecord>,
+pub enum WalletAnswer {
+    /// Decided (and durable, if it changed anything).
+    Done(WalletReceipt),
+    /// Nothing yet: the wallet is not in memory. Read it from the store and
+    /// send the command back with it and this ticket.
+    Load(LoadTicket, WalletCommand),
 }
 
 impl Message for WalletChange {
-    type Result = Result<WalletOutcome, EngineError>;
+    type Result = Result<WalletAnswer, EngineError>;
 }
 
 impl Handler<WalletChange> for InventoryActor {
-    type Result = Reply<WalletOutcome>;
+    type Result = Reply<WalletAnswer>;
 
     fn handle(&mut self, message: WalletChange, ctx: &mut Self::Context) -> Self::Result {
         self.expire_due(ctx);
-        let counted = match &message.command {
+        let WalletChange { user, loaded, command } = message;
+        let counted = match &command {
             WalletCommand::Purchase { package_id, .. } => Some(self.package_label(package_id)),
             _ => None,
         };
-        let operation = match &message.command {
+        let operation = match &command {
             WalletCommand::Purchase { .. } => "purchase",
             WalletCommand::Capture { .. } => "capture",
             WalletCommand::Spend { .. } => "spend",
             WalletCommand::Refund { .. } => "refund",
         };
-        let decision = self.books.ensure_ready(&self.inputs()).and_then(|()| {
-            let WalletChange { user, wallet, command } = message;
-            match command {
-                WalletCommand::Purchase { package_id, key, fingerprint } => {
-                    self.books.decide_purchase(&self.inputs(), &user, wallet, &package_id, &key, fingerprint)
-                }
-                WalletCommand::Capture { hold_id } => {
-                    self.books.decide_capture(&self.inputs(), &user, wallet, &hold_id)
-                }
-                WalletCommand::Spend { credits, reason, key, fingerprint } => {
-                    self.books.decide_spend(&self.inputs(), &user, wallet, credits, reason, &key, fingerprint)
-                }
-                WalletCommand::Refund { spend_id } => {
-                    self.books.decide_refund(&self.inputs(), &user, wallet, &spend_id)
+        let decision = match self.books.ensure_ready(&self.inputs()) {
+            Err(error) => Err(error),
+            Ok(()) => {
+                let wallet = match self.books.wallets.wallet(&user, loaded, self.clock.monotonic_ms()) {
+                    Ok(wallet) => wallet,
+                    Err(ticket) => return ready(Ok(WalletAnswer::Load(ticket, command))),
+                };
+                let inputs = self.inputs();
+                match command {
+                    WalletCommand::Purchase { package_id, key, fingerprint } => {
+                        self.books.decide_purchase(&inputs, &user, wallet, &package_id, &key, fingerprint)
+                    }
+                    WalletCommand::Capture { hold_id } => self.books.decide_capture(&inputs, &user, wallet, &hold_id),
+                    WalletCommand::Spend { credits, reason, key, fingerprint } => {
+                        self.books.decide_spend(&inputs, &user, wallet, credits, reason, &key, fingerprint)
+                    }
+                    WalletCommand::Refund { spend_id } => self.books.decide_refund(&inputs, &user, wallet, &spend_id),
                 }
             }
-        });
+        };
         let decision = self.note_refusal(decision);
         let outcome = outcome_label(&decision);
         match (operation, counted) {
@@ -98,12 +107,8 @@ impl Handler<WalletChange> for InventoryActor {
             ("spend", _) => metrics::counter!("creditd_spends_total", "outcome" => outcome).increment(1),
             _ => metrics::counter!("creditd_refunds_total", "outcome" => outcome).increment(1),
         }
-        self.respond(decision)
+        Box::pin(self.respond(decision).map(|answer, _, _| answer.map(WalletAnswer::Done)))
     }
-}
-
-fn outcome(receipt: WalletReceipt, wallet: Option<WalletRecord>) -> WalletOutcome {
-    WalletOutcome { receipt, wallet }
 }
 
 impl Books {
@@ -115,11 +120,9 @@ impl Books {
         package_id: &PackageId,
         key: &ScopedKey,
         fingerprint: Fingerprint,
-    ) -> Result<Decision<WalletOutcome>, EngineError> {
+    ) -> Result<Decision<WalletReceipt>, EngineError> {
         match self.check_key(inputs, Operation::Purchase, key, &fingerprint)? {
-            Some(Receipt::Purchase(receipt)) => {
-                return Ok(Decision::Replay(outcome(WalletReceipt::Purchase(receipt), None)))
-            }
+            Some(Receipt::Purchase(receipt)) => return Ok(Decision::Replay(WalletReceipt::Purchase(receipt))),
             Some(_) => return Err(EngineError::IdempotencyKeyReused),
             None => {}
         }
@@ -149,7 +152,7 @@ impl Books {
             balance: wallet.balance,
         };
         change.remember(Operation::Purchase, key, fingerprint, Receipt::Purchase(receipt.clone()))?;
-        Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Purchase(receipt), Some(wallet))))
+        Ok(Decision::Apply(Box::new(change), WalletReceipt::Purchase(receipt)))
     }
 
     pub(super) fn decide_capture(
@@ -158,16 +161,14 @@ impl Books {
         user: &UserId,
         wallet: WalletRecord,
         hold_id: &HoldId,
-    ) -> Result<Decision<WalletOutcome>, EngineError> {
+    ) -> Result<Decision<WalletReceipt>, EngineError> {
         let hold = self.hold(inputs, hold_id)?;
         if &hold.user != user {
             return Err(EngineError::UnknownHold(hold_id.clone()));
         }
         let mut change = self.begin(inputs);
         match &hold.state {
-            HoldState::Captured(receipt) => {
-                return Ok(Decision::Replay(outcome(WalletReceipt::Capture(receipt.clone()), None)))
-            }
+            HoldState::Captured(receipt) => return Ok(Decision::Replay(WalletReceipt::Capture(receipt.clone()))),
             HoldState::Released => return Err(EngineError::HoldReleased),
             HoldState::Expired => return Err(EngineError::HoldExpired),
             HoldState::Open if self.is_due(&hold.hold_id, change.monotonic_ms) => return Err(EngineError::HoldExpired),
@@ -194,7 +195,7 @@ impl Books {
             balance: wallet.balance,
         };
         change.put_hold(HoldRecord { state: HoldState::Captured(receipt.clone()), ..hold })?;
-        Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Capture(receipt), Some(wallet))))
+        Ok(Decision::Apply(Box::new(change), WalletReceipt::Capture(receipt)))
     }
 
     // The command's fields, as the other decisions take theirs.
@@ -208,9 +209,9 @@ impl Books {
         reason: Option<Reason>,
         key: &ScopedKey,
         fingerprint: Fingerprint,
-    ) -> Result<Decision<WalletOutcome>, EngineError> {
+    ) -> Result<Decision<WalletReceipt>, EngineError> {
         match self.check_key(inputs, Operation::Spend, key, &fingerprint)? {
-            Some(Receipt::Spend(receipt)) => return Ok(Decision::Replay(outcome(WalletReceipt::Spend(receipt), None))),
+            Some(Receipt::Spend(receipt)) => return Ok(Decision::Replay(WalletReceipt::Spend(receipt))),
             Some(_) => return Err(EngineError::IdempotencyKeyReused),
             None => {}
         }
@@ -236,7 +237,7 @@ impl Books {
         change.writes.spend(record);
         let receipt = SpendReceipt { spend_id, user_id: user.clone(), credits, balance: wallet.balance };
         change.remember(Operation::Spend, key, fingerprint, Receipt::Spend(receipt.clone()))?;
-        Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Spend(receipt), Some(wallet))))
+        Ok(Decision::Apply(Box::new(change), WalletReceipt::Spend(receipt)))
     }
 
     pub(super) fn decide_refund(
@@ -245,7 +246,7 @@ impl Books {
         user: &UserId,
         wallet: WalletRecord,
         spend_id: &SpendId,
-    ) -> Result<Decision<WalletOutcome>, EngineError> {
+    ) -> Result<Decision<WalletReceipt>, EngineError> {
         let spend = inputs.records.spend(spend_id)?.ok_or_else(|| EngineError::UnknownSpend(spend_id.clone()))?;
         if &spend.user != user {
             return Err(EngineError::UnknownSpend(spend_id.clone()));
@@ -273,7 +274,7 @@ impl Books {
         };
         let record = SpendRecord { refund: Some(receipt.clone()), ..spend };
         change.writes.spend(record);
-        Ok(Decision::Apply(Box::new(change), outcome(WalletReceipt::Refund(receipt), Some(wallet))))
+        Ok(Decision::Apply(Box::new(change), WalletReceipt::Refund(receipt)))
     }
 }
 
