@@ -171,6 +171,20 @@ impl Store {
         each!(self, store => store.wallet(user))
     }
 
+    /// `user`'s wallet when this store reads it locally (sled: a lookup in
+    /// its page cache, as cheap as the idempotency lookup every purchase
+    /// makes); `None` when a read is a network round trip (PostgreSQL), which
+    /// an actor must not wait for.
+    ///
+    /// # Errors
+    /// A read or decode failure.
+    pub fn local_wallet(&self, user: &UserId) -> Option<Result<Option<WalletRecord>, StoreError>> {
+        match self {
+            Store::Sled(store) => Some(store.wallet(user)),
+            Store::Postgres(_) => None,
+        }
+    }
+
     /// # Errors
     /// A read or decode failure.
     pub fn idempotency(

@@ -127,6 +127,16 @@ impl HotWallets {
         dropped
     }
 
+    /// Whether `user`'s wallet is in memory.
+    pub fn is_hot(&self, user: &UserId) -> bool {
+        self.wallets.contains_key(user)
+    }
+
+    /// The ticket for a read starting now (see the module's comment).
+    pub fn ticket(&self) -> LoadTicket {
+        LoadTicket(self.drops)
+    }
+
     /// How many wallets are hot.
     pub fn count(&self) -> usize {
         self.wallets.len()

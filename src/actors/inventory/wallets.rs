@@ -78,6 +78,19 @@ impl Handler<WalletChange> for InventoryActor {
         let decision = match self.books.ensure_ready(&self.inputs()) {
             Err(error) => Err(error),
             Ok(()) => {
+                // A cold wallet on a local store is read here, at once: not
+                // hot means every change to it is applied to the store.
+                let loaded = match loaded {
+                    None if !self.books.wallets.is_hot(&user) => match self.store.local_wallet(&user) {
+                        Some(Ok(wallet)) => Some(LoadedWallet {
+                            wallet: wallet.unwrap_or_default(),
+                            ticket: self.books.wallets.ticket(),
+                        }),
+                        Some(Err(error)) => return ready(Err(error.into())),
+                        None => None,
+                    },
+                    loaded => loaded,
+                };
                 let wallet = match self.books.wallets.wallet(&user, loaded, self.clock.monotonic_ms()) {
                     Ok(wallet) => wallet,
                     Err(ticket) => return ready(Ok(WalletAnswer::Load(ticket, command))),
