@@ -37,7 +37,7 @@ purchases() {
 # (each with a fresh demo and API key) into $OUT, then their means.
 purchase_rounds() {
   {
-    echo "# $1 $(date -u +%FT%TZ) $(uname -r) $(nproc) cores; before=$BEFORE now=$(git rev-parse --short HEAD); ${DURATION}s per run"
+    echo "# $1 $(date -u +%FT%TZ) $(uname -r) $(nproc) cores; before=$BEFORE now=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo +uncommitted); ${DURATION}s per run"
     for round in $(seq 1 "$ROUNDS"); do
       start "$BEFORE_BIN"; make_key "$URL"; purchases "before"; stop
       start "$NOW"; make_key "$URL"; purchases "now"; stop

@@ -162,8 +162,11 @@ mod tests {
         let mut hot = HotWallets::new(1_000);
         let alice = user("alice");
         let ticket = hot.wallet(&alice, None, 0).expect_err("cold");
+        assert!(!hot.is_hot(&alice));
+        assert_eq!(ticket, hot.ticket(), "a read starting now gets the same ticket");
         let loaded = LoadedWallet { wallet: at(10, 1), ticket };
         assert_eq!(hot.wallet(&alice, Some(loaded), 1), Ok(at(10, 1)));
+        assert!(hot.is_hot(&alice));
         assert_eq!(hot.wallet(&alice, None, 2), Ok(at(10, 1)), "hot now");
         assert_eq!(hot.count(), 1);
     }
@@ -203,18 +206,25 @@ mod tests {
     #[test]
     fn the_sweep_keeps_wallets_in_flight_and_recently_used() {
         let mut hot = HotWallets::new(10);
-        let (busy, idle, recent) = (user("busy"), user("idle"), user("recent"));
+        let (busy, idle, recent, loaded) = (user("busy"), user("idle"), user("recent"), user("loaded"));
         hot.queued(&busy, at(10, 1), 0);
+        let ticket = hot.wallet(&loaded, None, 0).expect_err("cold");
+        hot.wallet(&loaded, Some(LoadedWallet { wallet: at(0, 0), ticket }), 0).expect("loads");
+        hot.queued(&loaded, at(10, 1), 0);
         hot.queued(&idle, at(10, 1), 0);
         hot.settled(&idle, 0);
         hot.queued(&recent, at(10, 1), 0);
         hot.settled(&recent, 95);
         assert_eq!(hot.sweep(100), 1);
         assert!(hot.wallet(&busy, None, 100).is_ok());
+        assert!(hot.wallet(&loaded, None, 100).is_ok(), "a loaded wallet with a change in flight is kept too");
         assert!(hot.wallet(&idle, None, 100).is_err());
         assert!(hot.wallet(&recent, None, 100).is_ok());
-        assert_eq!(hot.sweep(100), 0, "nothing more to drop");
+        assert_eq!(hot.sweep(109), 0, "nothing more to drop (`recent` was last read at 100)");
+        assert_eq!(hot.sweep(110), 1, "unused for exactly the idle time: dropped");
+        assert!(hot.wallet(&recent, None, 110).is_err());
         hot.settled(&busy, 100);
+        hot.settled(&loaded, 100);
         assert_eq!(hot.sweep(200), 2);
         assert_eq!(hot.count(), 0);
     }
