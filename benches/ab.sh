@@ -1,9 +1,13 @@
-# Sourced by the A/B benchmark scripts (keys_ab.sh, store_ab.sh, journal_ab.sh): an older
-# build beside this one, `creditd demo` started and stopped on $PORT, and
-# durable purchases measured with wrk at 64 connections.
-# Needs: wrk, curl, git; PORT, DURATION and (for API keys) benches/api_key.sh.
+# Sourced by the A/B benchmark scripts (keys_ab.sh, store_ab.sh, journal_ab.sh,
+# hot_wallets_ab.sh) once they set BEFORE (a git rev), PORT and OUT: builds
+# this build ($NOW) and BEFORE ($BEFORE_BIN), and gives them `creditd demo`
+# started and stopped on $PORT and durable purchases measured with wrk at 64
+# connections. Needs: wrk, curl, git, benches/api_key.sh sourced first.
+# Env: DURATION (10 s per run), ROUNDS (3), CARGO_TARGET_DIR (./target).
 command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)"; exit 1; }
 URL="http://127.0.0.1:$PORT"
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 
 # build_before REV: builds REV once into target/ab-REV/bin/creditd; sets BEFORE_BIN.
 build_before() {
@@ -45,3 +49,7 @@ purchase_rounds() {
   } | tee "$OUT"
   awk '/^before/ {b += $2; nb++} /^now/ {n += $2; nn++} END {printf "mean before %.0f/s, now %.0f/s: %+.1f %%\n", b / nb, n / nn, (n / nn - b / nb) * 100 / (b / nb)}' "$OUT" | tee -a "$OUT"
 }
+
+cargo build --release -q
+NOW=${CARGO_TARGET_DIR:-./target}/release/creditd
+build_before "$BEFORE"

@@ -12,15 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/api_key.sh
 BEFORE=${BEFORE:-a2b3652}
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
 PORT=${PORT:-18700}
 OUT=${OUT:-target/hot_wallets_ab.txt}
 
-cargo build --release -q
-NOW=${CARGO_TARGET_DIR:-./target}/release/creditd
 . benches/ab.sh
-build_before "$BEFORE"
 purchase_rounds hot_wallets_ab.sh
 for build in before now; do
   bin=$NOW; [ "$build" = before ] && bin=$BEFORE_BIN

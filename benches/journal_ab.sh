@@ -11,13 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/api_key.sh
 BEFORE=${BEFORE:-af75e27}
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
 PORT=${PORT:-18600}
 OUT=${OUT:-target/journal_ab.txt}
 
-cargo build --release -q
-NOW=${CARGO_TARGET_DIR:-./target}/release/creditd
 . benches/ab.sh
-build_before "$BEFORE"
 purchase_rounds journal_ab.sh

@@ -12,15 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/api_key.sh
 BEFORE=${BEFORE:-b7c47dc}
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
 PORT=${PORT:-18400}
 OUT=${OUT:-target/keys_ab.txt}
 
-cargo build --release -q
-NOW=${CARGO_TARGET_DIR:-./target}/release/creditd
 . benches/ab.sh
-build_before "$BEFORE"
 
 {
   echo "# keys_ab.sh $(date -u +%FT%TZ) $(uname -r) $(nproc) cores; before=$BEFORE now=$(git rev-parse --short HEAD); ${DURATION}s per run"

@@ -9,14 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/api_key.sh
 BEFORE=${BEFORE:-a5af261}
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
 PORT=${PORT:-18500}
 OUT=${OUT:-target/store_ab.txt}
 
-cargo build --release -q
-NOW=${CARGO_TARGET_DIR:-./target}/release/creditd
 . benches/ab.sh
-build_before "$BEFORE"
 
 purchase_rounds store_ab.sh

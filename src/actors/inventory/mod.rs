@@ -16,8 +16,8 @@
 //! records expiries within a second or so even when nothing else happens.
 //!
 //! Messages: [`WalletChange`] (from the engine facade: purchase, capture,
-//! spend, refund; see `hot.rs` for the wallets it keeps), [`CreateHold`], [`ReleaseHold`], [`HoldOwner`], [`SpendOwner`],
-//! [`Snapshot`], [`SetPurchasesEnabled`], [`UpdatePackage`] (from the engine
+//! spend, refund; see `hot.rs` for the wallets it keeps), [`CreateHold`],
+//! [`ReleaseHold`], [`HoldOwner`], [`SpendOwner`], [`Snapshot`], [`SetPurchasesEnabled`], [`UpdatePackage`] (from the engine
 //! facade), [`BeginSync`] and [`ApplySync`] (from the sync actor). Sends
 //! `alert::InventoryObserved` after every change and capacity refusal.
 //!
