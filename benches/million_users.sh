@@ -6,27 +6,32 @@
 # 1. `creditd init` and `creditd serve` on a fresh data directory, against `creditd fake-provider`.
 # 2. `creditd loadtest --sequential` buys once for each of USERS users (every
 #    user gets a wallet, a ledger entry and an idempotency record).
-# 3. RSS (now and peak) of the server, then again after the idle wallet
-#    actors have retired.
-# 4. Restart: SIGTERM and start again, then SIGKILL and start again; each
-#    timed from exec to the first 200 from /readyz.
-# 5. Throughput: uniform purchases over 1 000 users, then over all USERS users.
+# 3. RSS (now and peak) of the server and its hot wallets; then a restart
+#    after SIGTERM, timed from exec to the first 200 from /readyz.
+# 4. Throughput: uniform purchases over 1 000 users, then over all USERS
+#    users, ROUNDS times in turn (the machine is noisy; the store grows
+#    from run to run); then the median of each and their ratio, and RSS.
+# 5. A restart after SIGKILL, timed the same way.
 #
-# Needs: curl. Env: USERS (1000000), SECONDS_PER_RUN (20), CLIENTS (64),
-# DATA_DIR (/var/tmp/creditd-million, deleted first), PORT (18302),
-# PROVIDER_PORT (18091), OUT (target/million/<time>.txt).
+# Needs: curl. Env: USERS (1000000), SECONDS_PER_RUN (20), ROUNDS (3),
+# CLIENTS (64), DATA_DIR (/var/tmp/creditd-million, deleted first), PORT
+# (18302), PROVIDER_PORT (18091), OUT (target/million/<time>.txt), BIN (the
+# binary to measure; default: this checkout's release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 USERS=${USERS:-1000000}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-20}
+ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-64}
 DATA_DIR=${DATA_DIR:-/var/tmp/creditd-million}
 PORT=${PORT:-18302}
 PROVIDER_PORT=${PROVIDER_PORT:-18091}
 mkdir -p target/million
 OUT=${OUT:-target/million/$(date -u +%Y%m%dT%H%M%SZ).txt}
-BIN=${CARGO_TARGET_DIR:-./target}/release/creditd
-cargo build --release -q
+if [ -z "${BIN:-}" ]; then
+  BIN=${CARGO_TARGET_DIR:-./target}/release/creditd
+  cargo build --release -q
+fi
 
 NANOBANANA_API_KEY=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
 CREDITD_ADMIN_TOKEN=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
@@ -82,12 +87,21 @@ kill -TERM "$server"; wait "$server" 2>/dev/null || true
 start_server
 log "restart to ready: $READY_MS ms  $(rss "$server")"
 
-log "== throughput with 1 000 users (uniform), ${SECONDS_PER_RUN}s"
-"$BIN" loadtest --url "$URL" --clients "$CLIENTS" --users 1000 --seconds "$SECONDS_PER_RUN" --run-id few --user-prefix million \
-  --quiet | tee -a "$OUT"
-log "== throughput with $USERS users (uniform), ${SECONDS_PER_RUN}s"
-"$BIN" loadtest --url "$URL" --clients "$CLIENTS" --users "$USERS" --seconds "$SECONDS_PER_RUN" --run-id all --user-prefix million \
-  --quiet | tee -a "$OUT"
+# throughput NAME USERS: one run; its purchases per second go to $OUT.rates as "NAME RATE".
+throughput() {
+  log "== throughput with $2 users (uniform), ${SECONDS_PER_RUN}s"
+  "$BIN" loadtest --url "$URL" --clients "$CLIENTS" --users "$2" --seconds "$SECONDS_PER_RUN" --run-id "$1-$round" \
+    --user-prefix million --quiet | tee -a "$OUT" | tee /dev/stderr | awk -v name="$1" '$1 == "purchase" {print name, $3}' >>"$OUT.rates"
+}
+rm -f "$OUT.rates"
+for round in $(seq 1 "$ROUNDS"); do
+  throughput few 1000
+  throughput all "$USERS"
+done
+median() { awk -v name="$1" '$1 == name {print $2}' "$OUT.rates" | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+few=$(median few)
+all=$(median all)
+log "median of $ROUNDS: $few/s with 1 000 users, $all/s with $USERS users: $(awk -v f="$few" -v a="$all" 'BEGIN {printf "%+.1f %%", (a - f) * 100 / f}')"
 log "after the throughput runs: $(rss "$server")"
 
 log "== restart after SIGKILL"
