@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::domain::{HoldId, KeyId, Money, SpendId, UserCredits, UserId};
 use crate::replay::Replay;
-use crate::store::records::{ApiKeyRecord, HoldState, InventoryRecord, PackageOverride};
+use crate::store::records::{ApiKeyRecord, HoldState, InventoryRecord, PackageOverride, SpendState};
 use crate::store::{SledStore, StoreError};
 
 /// What `check` found.
@@ -89,12 +89,27 @@ fn compare(replay: &Replay, stored: &Stored) -> Vec<String> {
         push(format!("hold {id}: stored, but the ledger never created it"));
     }
     for (id, spend) in &replay.spends {
-        let refunded = spend.refund.is_some();
+        let replayed = spend.state.name();
         match stored.spends.get(id) {
-            Some(stored) if *stored == refunded => {}
-            Some(stored) => push(format!("spend {id}: stored refunded={stored}, the ledger gives {refunded}")),
+            Some(state) if *state == replayed => {}
+            Some(state) => push(format!("spend {id}: stored {state}, the ledger gives {replayed}")),
             None => push(format!("spend {id}: missing")),
         }
+        if (spend.state == SpendState::Open) != stored.open_spends.contains(id) {
+            push(format!("spend {id}: the open-spend index disagrees with the ledger ({replayed})"));
+        }
+    }
+    for id in stored.spends.keys().filter(|id| !replay.spends.contains_key(*id)) {
+        push(format!("spend {id}: stored, but the ledger never made it"));
+    }
+    if replayed_state.open_spends != state.open_spends {
+        push(format!("Σ open spends: stored {}, the ledger gives {}", state.open_spends, replayed_state.open_spends));
+    }
+    if replayed_state.held_back != state.held_back {
+        push(format!("held back: stored {}, the ledger gives {}", state.held_back, replayed_state.held_back));
+    }
+    if replayed_state.last_sync != state.last_sync {
+        push(format!("last sync: stored {:?}, the ledger gives {:?}", state.last_sync, replayed_state.last_sync));
     }
     if replayed_state.holds_total != state.holds_total {
         push(format!("Σ open holds: stored {}, the ledger gives {}", state.holds_total, replayed_state.holds_total));
@@ -177,7 +192,9 @@ pub(crate) struct Stored {
     pub(crate) open_index: std::collections::BTreeSet<HoldId>,
     /// Wallets whose latest entry does not show their balance.
     pub(crate) stale_recent: Vec<String>,
-    pub(crate) spends: BTreeMap<SpendId, bool>,
+    pub(crate) spends: BTreeMap<SpendId, &'static str>,
+    /// The open-spend index.
+    pub(crate) open_spends: std::collections::BTreeSet<SpendId>,
     pub(crate) packages: BTreeMap<String, PackageOverride>,
     pub(crate) api_keys: BTreeMap<KeyId, ApiKeyRecord>,
 }
@@ -204,6 +221,7 @@ fn read_stored(store: &SledStore, state: InventoryRecord) -> Result<Stored, Stor
         open_index: store.open_hold_ids()?.into_iter().collect(),
         stale_recent: Vec::new(),
         spends: BTreeMap::new(),
+        open_spends: store.open_spend_ids()?.into_iter().collect(),
         packages: store.package_overrides()?.into_iter().collect(),
         api_keys: store.api_keys()?.into_iter().map(|key| (key.id.clone(), key)).collect(),
     };
@@ -232,7 +250,7 @@ fn read_stored(store: &SledStore, state: InventoryRecord) -> Result<Stored, Stor
     }
     for spend in store.spends() {
         let spend = spend?;
-        stored.spends.insert(spend.spend_id, spend.refund.is_some());
+        stored.spends.insert(spend.spend_id, spend.state.name());
     }
     Ok(stored)
 }

@@ -17,6 +17,8 @@ use crate::store::commit::CommitMode;
 /// million users at full speed and 1 s ~5 000; a hot wallet is a map entry
 /// of a few hundred bytes, BENCHMARKS.md.)
 const WALLET_IDLE_SECS_DEFAULT: u64 = 1;
+/// SPEC §5: an open spend completes by itself after 10 minutes.
+const SPEND_COMPLETE_AFTER_SECS_DEFAULT: u64 = 600;
 
 /// A value that must never reach a log, an answer or an error message.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -98,6 +100,7 @@ struct FileConfig {
     critical_level: Option<u64>,
     sync_stale_secs: Option<u64>,
     alert_blocked_clear_secs: Option<u64>,
+    spend_complete_after_secs: Option<u64>,
     wallet_idle_secs: Option<u64>,
     commit_mode: Option<String>,
     provider_timeout_ms: Option<u64>,
@@ -143,6 +146,8 @@ pub struct Config {
     pub sync_stale_after: Duration,
     /// `purchase_blocked` clears after this long without a capacity refusal (SPEC §7).
     pub alert_blocked_clear_after: Duration,
+    /// An open spend completes by itself this long after it was made (SPEC §5).
+    pub spend_complete_after: Duration,
     /// An unused wallet is dropped from the inventory's memory after this long.
     pub wallet_idle: Duration,
     pub commit_mode: CommitMode,
@@ -265,6 +270,9 @@ impl Config {
         if let Some(value) = env("CREDITD_HOLD_TTL_MAX_SECS") {
             raw.hold_ttl_max_secs = Some(number("CREDITD_HOLD_TTL_MAX_SECS", value)?);
         }
+        if let Some(value) = env("CREDITD_SPEND_COMPLETE_AFTER_SECS") {
+            raw.spend_complete_after_secs = Some(number("CREDITD_SPEND_COMPLETE_AFTER_SECS", value)?);
+        }
         if let Some(value) = env("CREDITD_SYNC_STALE_SECS") {
             raw.sync_stale_secs = Some(number("CREDITD_SYNC_STALE_SECS", value)?);
         }
@@ -368,6 +376,9 @@ impl Config {
             levels,
             sync_stale_after: Duration::from_secs(raw.sync_stale_secs.unwrap_or(300).max(1)),
             alert_blocked_clear_after: Duration::from_secs(raw.alert_blocked_clear_secs.unwrap_or(300).max(1)),
+            spend_complete_after: Duration::from_secs(
+                raw.spend_complete_after_secs.unwrap_or(SPEND_COMPLETE_AFTER_SECS_DEFAULT).max(1),
+            ),
             wallet_idle: Duration::from_secs(raw.wallet_idle_secs.unwrap_or(WALLET_IDLE_SECS_DEFAULT).max(1)),
             commit_mode: raw
                 .commit_mode

@@ -14,7 +14,7 @@ use crate::domain::{HoldId, KeyId, Money, PackageId, ProviderCredits, Ratio, Spe
 use crate::store::records::{
     ApiKeyRecord, CaptureReceipt, EntryKind, HoldReceipt, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord,
     LedgerEntry, Operation, PackageOverride, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord,
-    SyncRecord, WalletRecord,
+    SpendState, SyncRecord, WalletRecord,
 };
 use crate::store::writes::Write;
 
@@ -155,6 +155,45 @@ impl Replay {
         }
     }
 
+    fn move_open_spends(&mut self, seq: u64, credits: UserCredits, up: bool) {
+        let total = self.state.open_spends;
+        match if up { total.checked_add(credits) } else { total.checked_sub(credits) } {
+            Ok(total) => self.state.open_spends = total,
+            Err(error) => self.violation(seq, format!("Σ open spends by {credits}: {error}")),
+        }
+    }
+
+    /// Closes an open spend of `user` for `credits` into `state`; returns it
+    /// as it was if it was open.
+    fn close_spend(
+        &mut self,
+        seq: u64,
+        id: &SpendId,
+        credits: UserCredits,
+        user: &UserId,
+        state: SpendState,
+    ) -> Option<SpendRecord> {
+        let name = state.name();
+        match self.spends.get_mut(id) {
+            Some(spend) if spend.state == SpendState::Open && spend.credits == credits && &spend.user == user => {
+                let was = spend.clone();
+                spend.state = state;
+                self.move_open_spends(seq, credits, false);
+                Some(was)
+            }
+            Some(spend) => {
+                let what =
+                    format!("spend {id} {name} but it was {} (or of another user or amount)", spend.state.name());
+                self.violation(seq, what);
+                None
+            }
+            None => {
+                self.violation(seq, format!("spend {id} {name} but was never made"));
+                None
+            }
+        }
+    }
+
     /// Applies the next entry, checking it against the replay.
     pub fn apply(&mut self, entry: &LedgerEntry) {
         let seq = entry.seq;
@@ -183,9 +222,11 @@ impl Replay {
     fn apply_kind(&mut self, entry: &LedgerEntry) -> Option<UserCredits> {
         let seq = entry.seq;
         match &entry.kind {
-            EntryKind::ProviderSync { real, consumed_in_flight, drift, .. } => {
-                self.state.provider_balance = real.saturating_sub(*consumed_in_flight);
-                self.state.last_sync = Some(SyncRecord { at_ms: entry.at_ms, real: *real, drift: *drift });
+            EntryKind::ProviderSync { real, held_back, drift, .. } => {
+                self.state.provider_balance = real.saturating_sub(*held_back);
+                self.state.held_back = *held_back;
+                let sync = SyncRecord { at_ms: entry.at_ms, real: *real, drift: *drift, seq, held_back: *held_back };
+                self.state.last_sync = Some(sync);
                 return None;
             }
             EntryKind::PurchasesDisabled { reason } => {
@@ -296,8 +337,16 @@ impl Replay {
                 if self.spends.contains_key(spend_id) {
                     self.violation(seq, format!("spend {spend_id} made twice"));
                 }
-                let spend = SpendRecord { spend_id: spend_id.clone(), user, credits: *credits, seq, refund: None };
+                let spend = SpendRecord {
+                    spend_id: spend_id.clone(),
+                    user,
+                    credits: *credits,
+                    seq,
+                    created_at_ms: entry.at_ms,
+                    state: SpendState::Open,
+                };
                 self.spends.insert(spend_id.clone(), spend);
+                self.move_open_spends(seq, *credits, true);
                 after
             }
             EntryKind::Refund { spend_id, credits } => {
@@ -310,13 +359,23 @@ impl Replay {
                     credits: *credits,
                     balance: after.unwrap_or_default(),
                 };
-                match self.spends.get_mut(spend_id) {
-                    Some(spend) if spend.refund.is_none() && spend.credits == *credits && spend.user == user => {
-                        spend.refund = Some(receipt);
+                if let Some(spend) = self.close_spend(seq, spend_id, *credits, &user, SpendState::Refunded(receipt)) {
+                    // Made before the last sync: that sync held it back, and
+                    // the refund gives back exactly that (SPEC §6).
+                    if self.state.last_sync.is_some_and(|sync| spend.seq < sync.seq) {
+                        let provider = self.backing(seq, *credits);
+                        match self.state.held_back.checked_sub(provider) {
+                            Ok(left) => self.state.held_back = left,
+                            Err(error) => self.violation(seq, format!("held back by {provider}: {error}")),
+                        }
                     }
-                    _ => self.violation(seq, format!("refund of {spend_id}, which is unknown, refunded or different")),
                 }
                 after
+            }
+            EntryKind::SpendCompleted { spend_id, credits, by } => {
+                let state = SpendState::Completed { by: *by, at_ms: entry.at_ms };
+                self.close_spend(seq, spend_id, *credits, &user, state);
+                None
             }
             EntryKind::ProviderSync { .. }
             | EntryKind::PurchasesDisabled { .. }

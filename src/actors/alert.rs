@@ -274,6 +274,8 @@ pub struct InventoryObserved {
     pub available: i64,
     pub provider_balance: ProviderCredits,
     pub reserved: ProviderCredits,
+    /// `providerBalance + held-back spends not refunded since < reserved` (SPEC §6).
+    pub overcommitted: bool,
     /// User credits still sellable.
     pub capacity: UserCredits,
     pub purchases_enabled: bool,
@@ -307,8 +309,11 @@ impl Handler<InventoryObserved> for AlertActor {
             format!("no provider credits left to sell (available {available})")
         });
         let (balance, reserved) = (seen.provider_balance, seen.reserved);
-        self.set(AlertKind::Overcommitted, balance < reserved, Severity::Critical, || {
-            format!("provider balance {balance} is below reserved {reserved}: sales stopped")
+        self.set(AlertKind::Overcommitted, seen.overcommitted, Severity::Critical, || {
+            format!(
+                "provider balance {balance}, with every spend the last sync held back, is below reserved {reserved}: \
+                 sales stopped"
+            )
         });
         let capacity = seen.capacity.get();
         let low = under_level(
@@ -337,8 +342,15 @@ impl Handler<InventoryObserved> for AlertActor {
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub enum SyncObserved {
-    Succeeded { drift: Option<i64> },
-    Failed { reason: String, critical: bool },
+    /// `explained`: spends in flight explain the drift (SPEC §6): no alert.
+    Succeeded {
+        drift: Option<i64>,
+        explained: bool,
+    },
+    Failed {
+        reason: String,
+        critical: bool,
+    },
 }
 
 impl Handler<SyncObserved> for AlertActor {
@@ -346,11 +358,11 @@ impl Handler<SyncObserved> for AlertActor {
 
     fn handle(&mut self, seen: SyncObserved, _: &mut Self::Context) {
         match seen {
-            SyncObserved::Succeeded { drift } => {
+            SyncObserved::Succeeded { drift, explained } => {
                 self.fresh_since_ms = self.clock.monotonic_ms();
                 self.set(AlertKind::SyncFailed, false, Severity::Warning, String::new);
                 let drift = drift.unwrap_or(0);
-                self.set(AlertKind::Drift, drift != 0, Severity::Warning, || {
+                self.set(AlertKind::Drift, drift != 0 && !explained, Severity::Warning, || {
                     format!("the provider's real balance differs from the database by {drift}")
                 });
             }

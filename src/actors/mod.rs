@@ -46,6 +46,8 @@ pub enum EngineError {
     InsufficientFunds,
     #[error("the spend was already refunded")]
     AlreadyRefunded,
+    #[error("the spend is completed: the provider did the work, so it cannot be refunded")]
+    SpendCompleted,
     #[error("the provider balance cannot cover the spend")]
     EnhancementUnavailable,
     #[error("package {0} is disabled")]
@@ -93,7 +95,10 @@ impl EngineError {
     /// A refusal that names a resource's state (captured, released, expired,
     /// refunded): like a replay, it may only be said once that state is durable.
     pub fn names_a_state(&self) -> bool {
-        matches!(self, Self::HoldCaptured | Self::HoldReleased | Self::HoldExpired | Self::AlreadyRefunded)
+        matches!(
+            self,
+            Self::HoldCaptured | Self::HoldReleased | Self::HoldExpired | Self::AlreadyRefunded | Self::SpendCompleted
+        )
     }
 
     /// A short, stable label for metrics (`outcome="insufficient_capacity"`).
@@ -110,6 +115,7 @@ impl EngineError {
             Self::HoldExpired => "hold_expired",
             Self::InsufficientFunds => "insufficient_funds",
             Self::AlreadyRefunded => "already_refunded",
+            Self::SpendCompleted => "spend_completed",
             Self::EnhancementUnavailable => "enhancement_unavailable",
             Self::PackageDisabled(_) => "package_disabled",
             Self::InsufficientCapacity => "insufficient_capacity",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::domain::{Levels, Money, Package, Ratio};
 use crate::store::commit::CommitMode;
-use crate::store::records::{HoldRecord, InventoryRecord};
+use crate::store::records::{HoldRecord, InventoryRecord, SpendRecord};
 
 /// How long an HTTP request waits for the engine before answering 503
 /// (`outcome_unknown` for a change, `overloaded` for a read).
@@ -21,6 +21,8 @@ pub struct Settings {
     pub packages: Vec<Package>,
     pub levels: Levels,
     pub wallet_idle: Duration,
+    /// An open spend completes by itself this long after it was made (SPEC §5).
+    pub spend_complete_after: Duration,
     pub commit_mode: CommitMode,
     pub revenue_zero: Money,
     /// A sync older than this raises `sync_stale`.
@@ -47,6 +49,7 @@ impl Settings {
             packages: config.packages.clone(),
             levels: config.levels,
             wallet_idle: config.wallet_idle,
+            spend_complete_after: config.spend_complete_after,
             commit_mode: config.commit_mode,
             revenue_zero: Money::zero(config.currency),
             sync_stale_after: config.sync_stale_after,
@@ -98,6 +101,8 @@ pub struct Recovered {
     pub state: InventoryRecord,
     /// Holds still open on disk; those past their deadline expire at the first decision.
     pub open_holds: Vec<HoldRecord>,
+    /// Spends still open on disk; those past their time complete at the first decision.
+    pub open_spends: Vec<SpendRecord>,
     /// The configured packages with the operators' stored changes applied.
     pub packages: Vec<Package>,
     /// The time of the last ledger entry (0 for an empty ledger).

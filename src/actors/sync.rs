@@ -102,8 +102,15 @@ impl SyncActor {
             match &result {
                 Ok(outcome) => {
                     actor.failures_in_a_row = 0;
-                    tracing::info!(real = %outcome.real, balance = %outcome.balance, drift = ?outcome.drift, "provider sync");
-                    actor.alerts.do_send(SyncObserved::Succeeded { drift: outcome.drift });
+                    tracing::info!(
+                        real = %outcome.real,
+                        balance = %outcome.balance,
+                        held_back = %outcome.held_back,
+                        drift = ?outcome.drift,
+                        "provider sync"
+                    );
+                    let (drift, explained) = (outcome.drift, outcome.drift_explained);
+                    actor.alerts.do_send(SyncObserved::Succeeded { drift, explained });
                     actor.last_success = Some(record.clone());
                 }
                 Err(error) => {

@@ -11,6 +11,9 @@ pub struct Capacity {
     pub provider_balance: ProviderCredits,
     pub reserved: ProviderCredits,
     pub ratio: Ratio,
+    /// What the last sync held back and no refund has given back since: the
+    /// provider may already have consumed it, or may not (SPEC §6).
+    pub held_back: ProviderCredits,
 }
 
 impl Capacity {
@@ -38,9 +41,13 @@ impl Capacity {
         self.user_credits().get().checked_div(credits.get()).unwrap_or(0)
     }
 
-    /// True when `balance < reserved`: sales stop until a sync recovers (SPEC §6).
+    /// True when `reserved` exceeds what the provider can back even if every
+    /// spend the last sync held back had already been consumed (SPEC §6):
+    /// `providerBalance + held_back < reserved`. Held-back spends alone never
+    /// make it true: a balance they push below `reserved` only leaves nothing
+    /// to sell.
     pub fn overcommitted(&self) -> bool {
-        self.provider_balance < self.reserved
+        self.provider_balance.get().saturating_add(self.held_back.get()) < self.reserved.get()
     }
 
     /// Whether `credits` more user credits can be reserved without oversell,
@@ -186,6 +193,7 @@ mod tests {
             provider_balance: ProviderCredits::new(balance).expect("small"),
             reserved: ProviderCredits::new(reserved).expect("small"),
             ratio: Ratio::DEFAULT,
+            held_back: ProviderCredits::ZERO,
         }
     }
 
@@ -250,6 +258,22 @@ mod tests {
         assert!(!capacity(0, 0).overcommitted());
         assert_eq!(capacity(100, 100).fits(credits(1)), Ok(None));
         assert_eq!(capacity(104, 100).fits(credits(1)), Ok(Some(ProviderCredits::new(4).expect("small"))));
+    }
+
+    /// SPEC §6: spends a sync held back may already be consumed, so a
+    /// balance they push below `reserved` leaves nothing to sell but is not
+    /// overcommitted; the platform is once even those would not cover it.
+    #[test]
+    fn held_back_spends_alone_never_overcommit() {
+        let held = |balance, reserved, held_back| Capacity {
+            held_back: ProviderCredits::new(held_back).expect("small"),
+            ..capacity(balance, reserved)
+        };
+        assert!(!held(200, 600, 400).overcommitted(), "200 + 400 back 600");
+        assert!(held(200, 600, 399).overcommitted(), "one credit short");
+        assert!(!held(200, 600, 401).overcommitted());
+        assert_eq!(held(200, 600, 400).fits(credits(1)), Ok(None), "nothing to sell");
+        assert_eq!(held(200, 600, 400).user_credits(), UserCredits::ZERO);
     }
 
     /// The band names are a contract of the admin API and the report (SPEC §7).

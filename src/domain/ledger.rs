@@ -47,13 +47,11 @@ pub enum EntryKind {
     /// `ratio × credits`, revenue gains `price`.
     Purchase { purchase_id: String, package_id: PackageId, credits: UserCredits, price: Money },
     /// The provider balance was set from a successful sync: the new balance is
-    /// `real − consumed_in_flight`.
-    ProviderSync {
-        real: ProviderCredits,
-        previous: ProviderCredits,
-        consumed_in_flight: ProviderCredits,
-        drift: Option<i64>,
-    },
+    /// `real − held_back`, where `held_back` is `ratio ×` the spends still
+    /// open when the answer arrived and those completed while the request
+    /// was in flight (SPEC §6). (Stores written before open spends kept
+    /// the consumption in flight here, which the same rule replays.)
+    ProviderSync { real: ProviderCredits, previous: ProviderCredits, held_back: ProviderCredits, drift: Option<i64> },
     /// `reserved` gains `ratio × credits` until the hold is captured, released or expires.
     HoldCreated { hold_id: HoldId, package_id: PackageId, credits: UserCredits, price: Money, expires_at_ms: u64 },
     /// The hold's credits move into the wallet; `reserved` is unchanged; revenue gains `price`.
@@ -62,9 +60,10 @@ pub enum EntryKind {
     HoldReleased { hold_id: HoldId, credits: UserCredits },
     /// The hold's reservation is returned at its deadline.
     HoldExpired { hold_id: HoldId, credits: UserCredits, expires_at_ms: u64 },
-    /// The wallet loses `credits`; the provider balance and `reserved` lose `ratio × credits`.
+    /// The wallet loses `credits`; the provider balance and `reserved` lose
+    /// `ratio × credits`. The spend is open until completed or refunded.
     Spend { spend_id: SpendId, credits: UserCredits, reason: Option<Reason> },
-    /// The spend is undone: the wallet, the provider balance and `reserved` get it back.
+    /// An open spend is undone: the wallet, the provider balance and `reserved` get it back.
     Refund { spend_id: SpendId, credits: UserCredits },
     /// An operator turned the kill switch on (SPEC §5 admin).
     PurchasesDisabled { reason: String },
@@ -76,6 +75,27 @@ pub enum EntryKind {
     ApiKeyCreated { key_id: KeyId, name: KeyName, scopes: Scopes, key_hash: [u8; 32] },
     /// An admin revoked an API key: from here on it answers 401.
     ApiKeyRevoked { key_id: KeyId },
+    /// An open spend is final (SPEC §5): the provider did the work (`by` the
+    /// enhancement service) or its time ran out. No quantity moves.
+    SpendCompleted { spend_id: SpendId, credits: UserCredits, by: CompletedBy },
+}
+
+/// Who completed a spend: the enhancement service, or the time limit
+/// (`spend_complete_after_secs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CompletedBy {
+    Service,
+    Time,
+}
+
+impl CompletedBy {
+    /// The ledger export's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Time => "time",
+        }
+    }
 }
 
 impl EntryKind {
@@ -105,6 +125,7 @@ impl EntryKind {
             Self::PackageChanged { .. } => "packageChanged",
             Self::ApiKeyCreated { .. } => "apiKeyCreated",
             Self::ApiKeyRevoked { .. } => "apiKeyRevoked",
+            Self::SpendCompleted { .. } => "spendCompleted",
         }
     }
 }
@@ -167,6 +188,14 @@ pub struct SpendReceipt {
     pub user_id: UserId,
     pub credits: UserCredits,
     pub balance: UserCredits,
+}
+
+/// The answer to a completion (SPEC §9: `{spendId, userId, credits, state}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionReceipt {
+    pub spend_id: SpendId,
+    pub user_id: UserId,
+    pub credits: UserCredits,
 }
 
 /// The answer to a refund.

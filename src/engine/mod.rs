@@ -17,8 +17,8 @@ use crate::actors::inventory::{
     ApiKeys, CreateApiKey, ListApiKeys, PurchasesState, RevokeApiKey, SetPurchasesEnabled, UpdatePackage,
 };
 use crate::actors::inventory::{
-    CreateHold, DurableSequence, Fingerprint, HoldOwner, InventoryActor, InventoryView, LoadedWallet, ReleaseHold,
-    ReleaseReceipt, Snapshot, SpendOwner, WalletAnswer, WalletChange, WalletCommand, WalletReceipt,
+    CompleteSpend, CreateHold, DurableSequence, Fingerprint, HoldOwner, InventoryActor, InventoryView, LoadedWallet,
+    ReleaseHold, ReleaseReceipt, Snapshot, SpendOwner, WalletAnswer, WalletChange, WalletCommand, WalletReceipt,
 };
 use crate::actors::prune::{PruneActor, PruneNow};
 use crate::actors::sync::{SyncActor, SyncError, SyncNow, SyncReport, SyncState, SyncStatus};
@@ -32,7 +32,8 @@ use crate::domain::{
 use crate::provider::NanoBananaClient;
 use crate::store::commit::CommitQueue;
 use crate::store::records::{
-    ApiKeyRecord, CaptureReceipt, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt, SpendReceipt, WalletRecord,
+    ApiKeyRecord, CaptureReceipt, CompletionReceipt, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt,
+    SpendReceipt, WalletRecord,
 };
 use crate::store::Store;
 
@@ -304,10 +305,19 @@ impl Engine {
         }
     }
 
-    /// Undoes a spend, once.
+    /// The provider did the work: makes an open spend final; a completed
+    /// one answers the same again.
     ///
     /// # Errors
     /// `UnknownSpend`, `AlreadyRefunded`, or 503-class errors.
+    pub async fn complete(&self, spend_id: SpendId) -> Result<CompletionReceipt, EngineError> {
+        self.ask(CompleteSpend(spend_id)).await?
+    }
+
+    /// Undoes an open spend, once.
+    ///
+    /// # Errors
+    /// `UnknownSpend`, `AlreadyRefunded`, `SpendCompleted`, or 503-class errors.
     pub async fn refund(&self, spend_id: SpendId) -> Result<RefundReceipt, EngineError> {
         let user = self.ask(SpendOwner(spend_id.clone())).await??;
         match self.on_wallet(&user, WalletCommand::Refund { spend_id }).await? {

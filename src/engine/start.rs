@@ -114,6 +114,17 @@ pub fn recover(store: &Store, settings: &Settings) -> Result<Recovered, StartErr
             state.holds_total
         )));
     }
+    let open_spends = store.open_spends()?;
+    let spends_total = open_spends
+        .iter()
+        .try_fold(UserCredits::ZERO, |sum, spend| sum.checked_add(spend.credits))
+        .map_err(|error| StartError::Invariant(format!("Σ open spends: {error}")))?;
+    if spends_total != state.open_spends {
+        return Err(StartError::Invariant(format!(
+            "Σ open spends on disk is {spends_total}, the inventory record says {}",
+            state.open_spends
+        )));
+    }
     let spoken_for = state
         .wallets_total
         .checked_add(state.holds_total)
@@ -136,7 +147,7 @@ pub fn recover(store: &Store, settings: &Settings) -> Result<Recovered, StartErr
     }
     let packages = packages_with_overrides(store, settings)?;
     let api_keys = store.api_keys()?;
-    Ok(Recovered { state, open_holds, packages, last_at_ms, api_keys })
+    Ok(Recovered { state, open_holds, open_spends, packages, last_at_ms, api_keys })
 }
 
 /// Σ wallets on disk against the inventory record's total: O(users), so only

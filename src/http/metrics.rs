@@ -107,6 +107,10 @@ pub async fn metrics(request: HttpRequest, state: web::Data<AppState>) -> Result
     metrics::gauge!("creditd_capacity_user_credits").set(gauge_value(capacity.user_credits().get()));
     metrics::gauge!("creditd_wallets_user_credits").set(gauge_value(view.wallets_total.get()));
     metrics::gauge!("creditd_open_holds").set(gauge_value(u64::try_from(view.open_holds).unwrap_or(u64::MAX)));
+    metrics::gauge!("creditd_open_spends").set(gauge_value(u64::try_from(view.open_spends).unwrap_or(u64::MAX)));
+    let open_provider = capacity.ratio.backing(view.open_spends_total).map_or(u64::MAX, |credits| credits.get());
+    metrics::gauge!("creditd_open_spends_provider_credits").set(gauge_value(open_provider));
+    metrics::gauge!("creditd_held_back_provider_credits").set(gauge_value(capacity.held_back.get()));
     metrics::gauge!("creditd_purchases_enabled").set(flag(view.purchases_enabled));
     metrics::gauge!("creditd_ready").set(flag(view.ready));
     metrics::gauge!("creditd_hot_wallets").set(gauge_value(u64::try_from(state.engine.hot_wallets()).unwrap_or(0)));

@@ -50,6 +50,7 @@ pub const ROUTES: &[&str] = &[
     "/api/credits/holds/{holdId}/capture",
     "/api/credits/holds/{holdId}/release",
     "/api/credits/spend",
+    "/api/credits/spend/{spendId}/complete",
     "/api/credits/spend/{spendId}/refund",
     "/api/users/{userId}/credits",
     "/api/admin/ledger",
@@ -101,6 +102,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
             vec![(Method::POST, web::post().to(routes::release_hold))],
         ))
         .service(resource("/api/credits/spend", vec![(Method::POST, web::post().to(routes::spend))]))
+        .service(resource(
+            "/api/credits/spend/{spendId}/complete",
+            vec![(Method::POST, web::post().to(routes::complete))],
+        ))
         .service(resource("/api/credits/spend/{spendId}/refund", vec![(Method::POST, web::post().to(routes::refund))]))
         .service(resource("/api/users/{userId}/credits", vec![(Method::GET, web::get().to(routes::user_credits))]))
         .service(resource("/api/admin/ledger", vec![(Method::GET, web::get().to(routes::ledger))]))

@@ -24,6 +24,7 @@ use super::{backup, keys, metrics, routes};
         routes::capture_hold,
         routes::release_hold,
         routes::spend,
+        routes::complete,
         routes::refund,
         routes::user_credits,
         routes::admin_credits,

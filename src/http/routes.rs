@@ -4,8 +4,8 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::dto::{
-    AdminCreditsResponse, AdminPackageResponse, AlertsResponse, CaptureResponse, CatalogueResponse, DisableRequest,
-    HealthResponse, HoldRequest, HoldResponse, LedgerEntryResponse, LedgerPageResponse, LedgerQuery,
+    AdminCreditsResponse, AdminPackageResponse, AlertsResponse, CaptureResponse, CatalogueResponse, CompletionResponse,
+    DisableRequest, HealthResponse, HoldRequest, HoldResponse, LedgerEntryResponse, LedgerPageResponse, LedgerQuery,
     PackageUpdateRequest, PurchaseRequest, PurchaseResponse, PurchasesStateResponse, RefundResponse, ReleaseResponse,
     ReportResponse, SpendRequest, SpendResponse, StatusResponse, SyncResponse, UserCreditsResponse,
 };
@@ -215,9 +215,35 @@ pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data
     Ok(HttpResponse::Ok().json(SpendResponse::from(receipt)))
 }
 
+/// A completion needs no body; the spend's own state makes it happen once.
+#[utoipa::path(post, path = "/api/credits/spend/{spendId}/complete", tag = "enhancement",
+    summary = "The provider did the work: the open spend is final",
+    params(
+        ("spendId" = String, Path, min_length = 1, max_length = 128),
+        ("Idempotency-Key" = Option<String>, Header, description = "Optional. 1–255 printable bytes", min_length = 1, max_length = 255),
+    ),
+    security(("bearer" = ["enhancement", "admin"])),
+    responses(
+        (status = 200, description = "Completed (also a second completion, or one of a spend that completed by itself after `spend_complete_after_secs`)", body = CompletionResponse),
+        (status = 400, description = "`invalid_request`: a bad id; the message names the field", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
+        (status = 403, description = "`forbidden`: the key has none of the scopes `enhancement` (nor `admin`)", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown spend", body = ErrorBody),
+        (status = 409, description = "`already_refunded`: the spend was refunded", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry to learn whether it was applied)", body = ErrorBody),
+    ))]
+pub async fn complete(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
+    authorize(&request, &state, Needs::Enhancement)?;
+    idempotency_key(&request)?;
+    let spend_id = SpendId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("spendId", error))?;
+    let receipt = state.engine.complete(spend_id).await?;
+    Ok(HttpResponse::Ok().json(CompletionResponse::from(receipt)))
+}
+
 /// A refund needs no body; the spend's own state makes it happen once.
 #[utoipa::path(post, path = "/api/credits/spend/{spendId}/refund", tag = "enhancement",
-    summary = "Undo a spend, once",
+    summary = "The provider call failed: undo an open spend, once",
     params(
         ("spendId" = String, Path, min_length = 1, max_length = 128),
         ("Idempotency-Key" = Option<String>, Header, description = "Optional. 1–255 printable bytes", min_length = 1, max_length = 255),
@@ -229,7 +255,7 @@ pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key has none of the scopes `enhancement` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown spend", body = ErrorBody),
-        (status = 409, description = "`already_refunded`", body = ErrorBody),
+        (status = 409, description = "`already_refunded`, or `spend_completed` (the spend was completed, by the service or by time: the provider did the work)", body = ErrorBody),
         (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]

@@ -18,6 +18,7 @@ pub const PACKAGE_PREFIX: u8 = b'c';
 pub const ALERT_PREFIX: u8 = b'a';
 pub const OPEN_HOLD_PREFIX: u8 = b'o';
 pub const API_KEY_PREFIX: u8 = b'k';
+pub const OPEN_SPEND_PREFIX: u8 = b'q';
 
 /// `l` + big-endian sequence number, so that keys sort in ledger order.
 pub fn ledger(seq: u64) -> [u8; 9] {
@@ -89,6 +90,12 @@ pub fn alert(id: u64) -> [u8; 9] {
 /// open holds without scanning every hold ever made.
 pub fn open_hold(id: &HoldId) -> Vec<u8> {
     prefixed(OPEN_HOLD_PREFIX, id.as_str())
+}
+
+/// `q` + spend id: present while the spend is open, so that start-up reads
+/// the open spends without scanning every spend ever made.
+pub fn open_spend(id: &SpendId) -> Vec<u8> {
+    prefixed(OPEN_SPEND_PREFIX, id.as_str())
 }
 
 /// `k` + key id: one API key's record.

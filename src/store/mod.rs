@@ -234,6 +234,14 @@ impl Store {
         each!(self, store => store.open_holds())
     }
 
+    /// The spends still open (their time may have run out while stopped).
+    ///
+    /// # Errors
+    /// A read or decode failure, or an index that disagrees with its spends.
+    pub fn open_spends(&self) -> Result<Vec<SpendRecord>, StoreError> {
+        each!(self, store => store.open_spends())
+    }
+
     /// The operators' package settings, by package id.
     ///
     /// # Errors

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{decode_body, CodecError, Record};
 pub use crate::domain::ledger::{
-    CaptureReceipt, EntryKind, HoldReceipt, LedgerEntry, Operation, PurchaseReceipt, Receipt, RefundReceipt,
-    SpendReceipt,
+    CaptureReceipt, CompletedBy, CompletionReceipt, EntryKind, HoldReceipt, LedgerEntry, Operation, PurchaseReceipt,
+    Receipt, RefundReceipt, SpendReceipt,
 };
 pub use crate::domain::ApiKeyRecord;
 
@@ -27,8 +27,22 @@ pub struct MetaRecord {
 pub struct SyncRecord {
     pub at_ms: u64,
     pub real: ProviderCredits,
-    /// Real minus database balance; `None` for the first sync of a directory.
+    /// Real minus what the database expected (its balance plus what this
+    /// sync held back); `None` for the first sync of a store.
     pub drift: Option<i64>,
+    /// Its ledger entry: an open spend made before it was held back by it.
+    pub seq: u64,
+    /// `ratio ×` the spends it held back (open when its answer arrived, or
+    /// completed while its request was in flight).
+    pub held_back: ProviderCredits,
+}
+
+/// A sync as `InventoryRecord` version 1 kept it.
+#[derive(Serialize, Deserialize)]
+struct SyncRecordV1 {
+    at_ms: u64,
+    real: ProviderCredits,
+    drift: Option<i64>,
 }
 
 /// The inventory's state after the last committed change.
@@ -48,6 +62,60 @@ pub struct InventoryRecord {
     pub revenue: Money,
     /// Provider credits consumed since the beginning: spends minus refunds (SPEC §8 cost).
     pub consumed_total: ProviderCredits,
+    /// Σ open spends (user credits): made, neither completed nor refunded.
+    pub open_spends: UserCredits,
+    /// What the last sync held back and no refund has given back since: the
+    /// provider may already have consumed it, so `providerBalance + held_back`
+    /// is the most the platform can count on (SPEC §6, `overcommitted`).
+    pub held_back: ProviderCredits,
+}
+
+/// `InventoryRecord` version 1, before open spends.
+#[derive(Serialize, Deserialize)]
+struct InventoryRecordV1 {
+    provider_balance: ProviderCredits,
+    reserved: ProviderCredits,
+    wallets_total: UserCredits,
+    holds_total: UserCredits,
+    next_seq: u64,
+    last_sync: Option<SyncRecordV1>,
+    purchases_enabled: bool,
+    disabled_reason: Option<String>,
+    revenue: Money,
+    consumed_total: ProviderCredits,
+}
+
+impl Record for InventoryRecord {
+    /// 2: open spends and the held-back credits.
+    const VERSION: u8 = 2;
+
+    fn upgrade(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        if version != 1 {
+            return Err(CodecError::UnknownVersion(version));
+        }
+        let v1: InventoryRecordV1 = decode_body(body)?;
+        let last_sync = v1.last_sync.map(|sync| SyncRecord {
+            at_ms: sync.at_ms,
+            real: sync.real,
+            drift: sync.drift,
+            seq: 0,
+            held_back: ProviderCredits::ZERO,
+        });
+        Ok(Self {
+            provider_balance: v1.provider_balance,
+            reserved: v1.reserved,
+            wallets_total: v1.wallets_total,
+            holds_total: v1.holds_total,
+            next_seq: v1.next_seq,
+            last_sync,
+            purchases_enabled: v1.purchases_enabled,
+            disabled_reason: v1.disabled_reason,
+            revenue: v1.revenue,
+            consumed_total: v1.consumed_total,
+            open_spends: UserCredits::ZERO,
+            held_back: ProviderCredits::ZERO,
+        })
+    }
 }
 
 impl InventoryRecord {
@@ -63,6 +131,8 @@ impl InventoryRecord {
             disabled_reason: None,
             revenue,
             consumed_total: ProviderCredits::ZERO,
+            open_spends: UserCredits::ZERO,
+            held_back: ProviderCredits::ZERO,
         }
     }
 }
@@ -136,11 +206,9 @@ pub struct PruneCursor {
 
 impl Record for PruneCursor {}
 impl Record for MetaRecord {}
-impl Record for InventoryRecord {}
 impl Record for WalletRecord {}
 impl Record for IdempotencyRecord {}
 impl Record for HoldRecord {}
-impl Record for SpendRecord {}
 impl Record for PackageOverride {}
 impl Record for AlertEventRecord {}
 impl Record for ApiKeyRecord {}
@@ -187,7 +255,26 @@ pub struct HoldRecord {
     pub state: HoldState,
 }
 
-/// A spend, kept so that it can be refunded exactly once.
+/// Where a spend stands (SPEC §5): open until the enhancement service says
+/// how the provider call ended, or until its time runs out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpendState {
+    Open,
+    Completed { by: CompletedBy, at_ms: u64 },
+    Refunded(RefundReceipt),
+}
+
+impl SpendState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Completed { .. } => "completed",
+            Self::Refunded(_) => "refunded",
+        }
+    }
+}
+
+/// A spend, kept so that it is completed or refunded exactly once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpendRecord {
     pub spend_id: SpendId,
@@ -195,7 +282,39 @@ pub struct SpendRecord {
     pub credits: UserCredits,
     /// The ledger entry of the spend.
     pub seq: u64,
-    pub refund: Option<RefundReceipt>,
+    /// When it was made (its ledger entry's time): it completes by itself
+    /// `spend_complete_after` later.
+    pub created_at_ms: u64,
+    pub state: SpendState,
+}
+
+/// `SpendRecord` version 1, before open spends: a spend was final at once.
+#[derive(Serialize, Deserialize)]
+struct SpendRecordV1 {
+    spend_id: SpendId,
+    user: UserId,
+    credits: UserCredits,
+    seq: u64,
+    refund: Option<RefundReceipt>,
+}
+
+impl Record for SpendRecord {
+    /// 2: the state (open, completed, refunded) and the time it was made.
+    const VERSION: u8 = 2;
+
+    /// A version-1 spend that was not refunded was counted as consumed when
+    /// it was made: it reads as completed.
+    fn upgrade(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        if version != 1 {
+            return Err(CodecError::UnknownVersion(version));
+        }
+        let v1: SpendRecordV1 = decode_body(body)?;
+        let state = match v1.refund {
+            Some(receipt) => SpendState::Refunded(receipt),
+            None => SpendState::Completed { by: CompletedBy::Time, at_ms: 0 },
+        };
+        Ok(Self { spend_id: v1.spend_id, user: v1.user, credits: v1.credits, seq: v1.seq, created_at_ms: 0, state })
+    }
 }
 
 /// An operator's settings for one package, over the configured ones.

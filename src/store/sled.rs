@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::journal::{self, Journal};
 use super::records::{
     self, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry, MetaRecord, Operation, SpendRecord,
-    WalletRecord,
+    SpendState, WalletRecord,
 };
 use super::writes::{Write, WriteSet};
 use super::{codec, keys, StorageFaults, StoreError, CACHE_BYTES_DEFAULT, LEDGER_PAGE_MAX};
@@ -359,6 +359,40 @@ impl SledStore {
         self.db.scan_prefix([keys::API_KEY_PREFIX]).map(|item| Ok(codec::decode(&item?.1)?)).collect()
     }
 
+    /// The spends still open (their time may have run out while stopped),
+    /// read through the open-spend index.
+    ///
+    /// # Errors
+    /// A read or decode failure, or an index entry without its open spend.
+    pub fn open_spends(&self) -> Result<Vec<SpendRecord>, StoreError> {
+        let mut open = Vec::new();
+        for id in self.open_spend_ids()? {
+            let spend = self.spend(&id)?.ok_or_else(|| StoreError::Layout(format!("open spend {id} has no record")))?;
+            if spend.state != SpendState::Open {
+                return Err(StoreError::Layout(format!("spend {id} is indexed as open but is {}", spend.state.name())));
+            }
+            open.push(spend);
+        }
+        Ok(open)
+    }
+
+    /// The ids in the open-spend index, whatever their records say (for `check`).
+    ///
+    /// # Errors
+    /// A read failure or a malformed key.
+    pub fn open_spend_ids(&self) -> Result<Vec<SpendId>, StoreError> {
+        self.db
+            .scan_prefix([keys::OPEN_SPEND_PREFIX])
+            .map(|item| {
+                let (key, _) = item?;
+                std::str::from_utf8(&key[1..])
+                    .ok()
+                    .and_then(|id| SpendId::parse(id).ok())
+                    .ok_or_else(|| StoreError::Layout(format!("bad open-spend key {key:?}")))
+            })
+            .collect()
+    }
+
     /// Every spend.
     pub fn spends(&self) -> impl Iterator<Item = Result<SpendRecord, StoreError>> + '_ {
         self.db.scan_prefix([keys::SPEND_PREFIX]).map(|item| Ok(codec::decode(&item?.1)?))
@@ -560,7 +594,14 @@ fn encode_into(batch: &mut Group, write: &Write) -> Result<(), StoreError> {
                 batch.remove(&keys::open_hold(&record.hold_id));
             }
         }
-        Write::Spend(record) => batch.insert(&keys::spend(&record.spend_id), codec::encode(record)?),
+        Write::Spend(record) => {
+            batch.insert(&keys::spend(&record.spend_id), codec::encode(record)?);
+            if record.state == SpendState::Open {
+                batch.insert(&keys::open_spend(&record.spend_id), Vec::new());
+            } else {
+                batch.remove(&keys::open_spend(&record.spend_id));
+            }
+        }
         Write::Package { id, settings } => batch.insert(&keys::package(id), codec::encode(settings)?),
         Write::Alert(event) => batch.insert(&keys::alert(event.id), codec::encode(event)?),
         Write::ForgetAlert(id) => batch.remove(&keys::alert(*id)),

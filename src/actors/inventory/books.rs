@@ -6,7 +6,7 @@
 //! the actor ([`super::InventoryActor`]) sequences the commands, hands each
 //! change to the commit loop and adopts it ([`Books::adopt`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::change::{Change, Consumption};
@@ -18,7 +18,8 @@ use crate::domain::{
     Capacity, HoldId, IdempotencyKey, KeyId, Package, PackageId, ProviderCredits, Ratio, ScopedKey, SpendId, UserId,
 };
 use crate::store::records::{
-    EntryKind, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, Operation, Receipt, SpendRecord,
+    CompletedBy, EntryKind, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, Operation, Receipt, SpendRecord,
+    SpendState,
 };
 use crate::store::{keys, Store, StoreError, WriteSet};
 
@@ -75,15 +76,21 @@ pub struct Inputs<'a> {
     pub records: &'a dyn Records,
 }
 
-/// The window of one sync request: the consumption it must keep (SPEC §6).
+/// The window of one sync request (SPEC §6): what it must hold back besides
+/// the spends still open when its answer arrives.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SyncWindow {
     pub(super) token: u64,
-    /// The first ledger sequence number after the request left.
-    pub(super) start_seq: u64,
-    /// Provider credits consumed by spends made after the request left and
-    /// not refunded since.
-    pub(super) consumed: ProviderCredits,
+    /// `ratio ×` the spends completed since the request left: the provider
+    /// may or may not have consumed them when it read its balance.
+    pub(super) completed: ProviderCredits,
+}
+
+/// An open spend and the moment it completes by itself, on the monotonic
+/// clock (like a hold's deadline).
+pub(super) struct OpenSpend {
+    pub(super) record: SpendRecord,
+    pub(super) deadline_ms: u64,
 }
 
 /// An open hold and its deadline on the monotonic clock: the wall-clock
@@ -108,8 +115,13 @@ pub(super) struct Books {
     pub(super) last_at_ms: u64,
     /// Holds closed by a change that is not durable yet: the store still shows them open.
     pub(super) closing_holds: HashMap<HoldId, HoldRecord>,
-    /// Spends whose refund is decided but not durable yet.
-    pub(super) refunding: HashSet<SpendId>,
+    /// Open spends (SPEC §5), and by monotonic deadline, to find the due ones without a scan.
+    pub(super) open_spends: HashMap<SpendId, OpenSpend>,
+    pub(super) spend_deadlines: BTreeSet<(u64, SpendId)>,
+    /// Spends completed or refunded by a change that is not durable yet: the store still shows them open.
+    pub(super) closing_spends: HashMap<SpendId, SpendRecord>,
+    /// An open spend completes by itself this long after it was made.
+    pub(super) spend_complete_after_ms: u64,
     /// Idempotency keys whose change is decided but not yet durable.
     pub(super) keys_in_flight: HashMap<Vec<u8>, Fingerprint>,
     pub(super) sync_window: Option<SyncWindow>,
@@ -135,7 +147,20 @@ impl Books {
         wall_ms: u64,
         monotonic_ms: u64,
     ) -> Self {
-        let Recovered { state, open_holds, packages, last_at_ms, .. } = recovered;
+        let Recovered { state, open_holds, open_spends, packages, last_at_ms, .. } = recovered;
+        let spend_complete_after_ms = u64::try_from(settings.spend_complete_after.as_millis()).unwrap_or(u64::MAX);
+        // The same for open spends: what is left of their time, by the wall clock.
+        let open_spends: HashMap<SpendId, OpenSpend> = open_spends
+            .into_iter()
+            .map(|record| {
+                let completes_at_ms = record.created_at_ms.saturating_add(spend_complete_after_ms);
+                let left_ms = completes_at_ms.saturating_sub(wall_ms).min(spend_complete_after_ms);
+                let deadline_ms = monotonic_ms.saturating_add(left_ms);
+                (record.spend_id.clone(), OpenSpend { record, deadline_ms })
+            })
+            .collect();
+        let spend_deadlines =
+            open_spends.values().map(|open| (open.deadline_ms, open.record.spend_id.clone())).collect();
         // What is left of each hold, by the wall clock (the monotonic one does
         // not survive a restart), and never more than its whole TTL.
         let open_holds: HashMap<HoldId, OpenHold> = open_holds
@@ -162,7 +187,10 @@ impl Books {
             deadlines,
             last_at_ms,
             closing_holds: HashMap::new(),
-            refunding: HashSet::new(),
+            open_spends,
+            spend_deadlines,
+            closing_spends: HashMap::new(),
+            spend_complete_after_ms,
             keys_in_flight: HashMap::new(),
             sync_window: None,
             next_sync_token: 1,
@@ -202,8 +230,17 @@ impl Books {
                 self.closing_holds.insert(hold.hold_id.clone(), hold);
             }
         }
-        if let Some(spend) = change.refunding {
-            self.refunding.insert(spend);
+        for spend in change.spends {
+            if let Some(open) = self.open_spends.remove(&spend.spend_id) {
+                self.spend_deadlines.remove(&(open.deadline_ms, open.record.spend_id));
+            }
+            if spend.state == SpendState::Open {
+                let deadline_ms = change.monotonic_ms.saturating_add(self.spend_complete_after_ms);
+                self.spend_deadlines.insert((deadline_ms, spend.spend_id.clone()));
+                self.open_spends.insert(spend.spend_id.clone(), OpenSpend { record: spend, deadline_ms });
+            } else {
+                self.closing_spends.insert(spend.spend_id.clone(), spend);
+            }
         }
         if let Some((user, wallet)) = change.wallet {
             self.wallets.queued(&user, wallet, change.monotonic_ms);
@@ -211,20 +248,19 @@ impl Books {
         if let Some((key, fingerprint)) = &change.key_in_flight {
             self.keys_in_flight.insert(key.clone(), *fingerprint);
         }
-        if let Some(window) = &mut self.sync_window {
-            match change.consumption {
-                Consumption::Spent(credits) => window.consumed = window.consumed.checked_add(credits)?,
-                Consumption::Refunded { spend_seq, credits } if spend_seq >= window.start_seq => {
-                    window.consumed = window.consumed.saturating_sub(credits);
-                }
-                Consumption::None | Consumption::Refunded { .. } => {}
-            }
+        if let (Some(window), Consumption::Completed(credits)) = (&mut self.sync_window, change.consumption) {
+            window.completed = window.completed.checked_add(credits)?;
         }
         Ok(())
     }
 
     pub(super) fn capacity(&self) -> Capacity {
-        Capacity { provider_balance: self.state.provider_balance, reserved: self.state.reserved, ratio: self.ratio }
+        Capacity {
+            provider_balance: self.state.provider_balance,
+            reserved: self.state.reserved,
+            ratio: self.ratio,
+            held_back: self.state.held_back,
+        }
     }
 
     /// Storage has not failed: a change may still be written (an operator's
@@ -303,7 +339,7 @@ impl Books {
             at_ms: inputs.now_ms.max(self.last_at_ms),
             monotonic_ms: inputs.monotonic_ms,
             holds: Vec::new(),
-            refunding: None,
+            spends: Vec::new(),
             key_in_flight: None,
             consumption: Consumption::None,
             sale: false,
@@ -319,6 +355,56 @@ impl Books {
             return Ok(hold.clone());
         }
         inputs.records.hold(id)?.ok_or_else(|| EngineError::UnknownHold(id.clone()))
+    }
+
+    /// The spend as it stands now: open, closing, or as stored.
+    pub(super) fn spend(&self, inputs: &Inputs<'_>, id: &SpendId) -> Result<SpendRecord, EngineError> {
+        if let Some(spend) = self.open_spends.get(id).map(|open| &open.record).or_else(|| self.closing_spends.get(id)) {
+            return Ok(spend.clone());
+        }
+        inputs.records.spend(id)?.ok_or_else(|| EngineError::UnknownSpend(id.clone()))
+    }
+
+    /// Whether an open spend's time has run out at `monotonic_ms`.
+    pub(super) fn spend_is_due(&self, id: &SpendId, monotonic_ms: u64) -> bool {
+        self.open_spends.get(id).is_some_and(|open| open.deadline_ms <= monotonic_ms)
+    }
+
+    /// Completes `due` open spends by time, as one change (SPEC §5): each
+    /// entry dated no earlier than the moment its time ran out.
+    pub(super) fn decide_completions(&self, inputs: &Inputs<'_>, due: &[SpendId]) -> Result<Change, EngineError> {
+        let mut change = self.begin(inputs);
+        let after = self.spend_complete_after_ms;
+        let latest = due
+            .iter()
+            .filter_map(|id| self.open_spends.get(id))
+            .map(|open| open.record.created_at_ms.saturating_add(after));
+        change.at_ms = latest.fold(change.at_ms, u64::max);
+        for id in due {
+            let Some(OpenSpend { record: spend, .. }) = self.open_spends.get(id) else { continue };
+            self.complete(&mut change, spend, CompletedBy::Time)?;
+        }
+        Ok(change)
+    }
+
+    /// Adds the completion of open `spend` to `change`: a ledger entry, the
+    /// spend's new state; no quantity moves but Σ open spends.
+    pub(super) fn complete(
+        &self,
+        change: &mut Change,
+        spend: &SpendRecord,
+        by: CompletedBy,
+    ) -> Result<(), EngineError> {
+        change.next.open_spends = change.next.open_spends.checked_sub(spend.credits)?;
+        let provider = self.ratio.backing(spend.credits)?;
+        change.consumption = match change.consumption {
+            Consumption::Completed(before) => Consumption::Completed(before.checked_add(provider)?),
+            _ => Consumption::Completed(provider),
+        };
+        let kind = EntryKind::SpendCompleted { spend_id: spend.spend_id.clone(), credits: spend.credits, by };
+        change.record(Some(&spend.user), None, kind, None)?;
+        change.put_spend(SpendRecord { state: SpendState::Completed { by, at_ms: change.at_ms }, ..spend.clone() });
+        Ok(())
     }
 
     /// Keeps `holds_per_user` as `open_holds` moves.
@@ -376,6 +462,7 @@ mod tests {
     use crate::actors::EngineError;
     use crate::config::Config;
     use crate::domain::{HoldId, IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, SpendId, UserId};
+    use crate::store::records::{CompletedBy, CompletionReceipt};
     use crate::store::records::{
         EntryKind, HoldRecord, IdempotencyRecord, InventoryRecord, Operation, SpendRecord, WalletRecord,
     };
@@ -440,6 +527,7 @@ mod tests {
             packages: settings.packages.clone(),
             last_at_ms: 0,
             api_keys: Vec::new(),
+            open_spends: Vec::new(),
         };
         Books::new(recovered, &settings, ApiKeys::load(Vec::new()).0, T0, 0)
     }
@@ -569,38 +657,176 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_refund_during_a_sync_takes_back_only_consumption_the_sync_counted() {
-        let (mut books, mut memory) = (books(4_000), Memory::default());
-        let ann = user("ann");
-        let decided =
-            books.decide_purchase(&inputs(&memory, 0), &ann, WalletRecord::default(), &starter(), &key("p"), [1; 32]);
-        apply(&mut books, &mut memory, decided);
-        let hot = |books: &mut Books| books.wallets.wallet(&ann, None, 0).expect("a queued change makes it hot");
-        let mut wallet = hot(&mut books);
-        let credits = crate::domain::UserCredits::new(2).expect("small");
-        let spend = |books: &mut Books, memory: &mut Memory, wallet: &mut WalletRecord, order: &str| {
-            let decided =
-                books.decide_spend(&inputs(memory, 0), &ann, wallet.clone(), credits, None, &key(order), [4; 32]);
-            let receipt = apply(books, memory, decided);
-            *wallet = hot(books);
-            match receipt {
-                WalletReceipt::Spend(receipt) => receipt.spend_id,
-                other => panic!("{other:?}"),
+    fn credits(n: u64) -> ProviderCredits {
+        ProviderCredits::new(n).expect("small")
+    }
+
+    /// Buys a starter (10 credits) for `who` and spends `n` of them; answers the spend's id.
+    fn buy_and_spend(books: &mut Books, memory: &mut Memory, who: &str, n: u64) -> SpendId {
+        buy(books, memory, who, &format!("buy-{who}-{}", books.state.next_seq)).expect("fits");
+        spend(books, memory, who, n)
+    }
+
+    fn spend(books: &mut Books, memory: &mut Memory, who: &str, n: u64) -> SpendId {
+        let wallet = books.wallets.wallet(&user(who), None, 0).expect("a queued change makes it hot");
+        let amount = crate::domain::UserCredits::new(n).expect("small");
+        let order = format!("spend-{who}-{}", books.state.next_seq);
+        let decided = books.decide_spend(&inputs(memory, 0), &user(who), wallet, amount, None, &key(&order), [4; 32]);
+        match apply(books, memory, decided) {
+            WalletReceipt::Spend(receipt) => receipt.spend_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn refund(books: &mut Books, memory: &mut Memory, who: &str, id: &SpendId) -> Result<(), EngineError> {
+        let wallet = books.wallets.wallet(&user(who), None, 0).expect("hot");
+        let decided = books.decide_refund(&inputs(memory, 0), &user(who), wallet, id)?;
+        apply(books, memory, Ok(decided));
+        Ok(())
+    }
+
+    fn complete(
+        books: &mut Books,
+        memory: &mut Memory,
+        id: &SpendId,
+    ) -> Result<Decision<CompletionReceipt>, EngineError> {
+        let decided = books.decide_complete(&inputs(memory, 0), id)?;
+        Ok(match decided {
+            Decision::Apply(change, receipt) => {
+                memory.keep(&change.writes);
+                books.adopt(*change).expect("adopts");
+                Decision::Apply(Box::new(books.begin(&inputs(memory, 0))), receipt)
             }
+            replay => replay,
+        })
+    }
+
+    /// A sync whose request leaves now; `between` runs while it is in
+    /// flight; the provider answers `real`.
+    fn sync(
+        books: &mut Books,
+        memory: &mut Memory,
+        real: u64,
+        between: impl FnOnce(&mut Books, &mut Memory),
+    ) -> super::super::SyncOutcome {
+        let token = books.begin_sync();
+        between(books, memory);
+        let message = super::super::ApplySync { real: credits(real), token: super::super::SyncToken(token) };
+        let (change, outcome) = books.decide_sync(&inputs(memory, 0), message).expect("applies");
+        books.adopt(change).expect("adopts");
+        books.sync_window = None;
+        outcome
+    }
+
+    /// The scenario, on the books: a sync that lands while a spend is
+    /// open must not count the spend's provider credits twice once it is refunded.
+    #[test]
+    fn a_sync_holds_back_an_open_spend_and_its_refund_gives_back_exactly_that() {
+        let (mut books, mut memory) = (books(1_000), Memory::default());
+        let spent = buy_and_spend(&mut books, &mut memory, "alice", 10);
+        assert_eq!((books.state.provider_balance, books.state.reserved), (credits(960), credits(0)));
+        let outcome = sync(&mut books, &mut memory, 1_000, |_, _| {});
+        assert_eq!(outcome.held_back, credits(40), "the open spend");
+        assert_eq!(books.state.provider_balance, credits(960), "the provider may still consume it");
+        refund(&mut books, &mut memory, "alice", &spent).expect("refunds");
+        assert_eq!(books.state.provider_balance, credits(1_000), "given back: what the sync held back");
+        assert_eq!(books.state.held_back, credits(0));
+        assert_eq!(books.capacity().user_credits().get(), 240, "(1000 − 40) / 4, not a credit more");
+    }
+
+    #[test]
+    fn a_spend_completed_in_flight_is_held_back_and_one_refunded_in_flight_is_not() {
+        let (mut books, mut memory) = (books(1_000), Memory::default());
+        let done = buy_and_spend(&mut books, &mut memory, "ann", 5);
+        let failed = buy_and_spend(&mut books, &mut memory, "bo", 3);
+        let outcome = sync(&mut books, &mut memory, 900, |books, memory| {
+            complete(books, memory, &done).expect("completes");
+            refund(books, memory, "bo", &failed).expect("refunds");
+        });
+        assert_eq!(outcome.held_back, credits(20), "ann's 5 credits: the provider may have read before consuming");
+        assert_eq!(books.state.provider_balance, credits(880));
+        assert_eq!(outcome.previous, credits(980), "1000 − 20 spent (ann), bo's 12 given back");
+        assert_eq!(outcome.drift, None, "the first sync of a store has no drift");
+        let later = sync(&mut books, &mut memory, 900, |_, _| {});
+        assert_eq!((later.held_back, later.drift, later.drift_explained), (credits(0), Some(20), true));
+        assert_eq!(books.state.provider_balance, credits(900));
+        let quiet = sync(&mut books, &mut memory, 900, |_, _| {});
+        assert_eq!((quiet.drift, quiet.drift_explained), (Some(0), true), "two quiet syncs: drift 0");
+        let lost = sync(&mut books, &mut memory, 899, |_, _| {});
+        assert_eq!((lost.drift, lost.drift_explained), (Some(-1), false), "nothing in flight explains a lost credit");
+    }
+
+    #[test]
+    fn a_drift_is_explained_only_within_what_the_syncs_held_back() {
+        let (mut books, mut memory) = (books(1_000), Memory::default());
+        sync(&mut books, &mut memory, 1_000, |_, _| {});
+        let open = buy_and_spend(&mut books, &mut memory, "ann", 10);
+        let consumed = sync(&mut books, &mut memory, 960, |_, _| {});
+        assert_eq!((consumed.held_back, consumed.drift, consumed.drift_explained), (credits(40), Some(-40), true));
+        complete(&mut books, &mut memory, &open).expect("completes");
+        let back = sync(&mut books, &mut memory, 960, |_, _| {});
+        assert_eq!((back.drift, back.drift_explained), (Some(40), true), "up to what the previous sync held back");
+        let over = sync(&mut books, &mut memory, 961, |_, _| {});
+        assert_eq!((over.drift, over.drift_explained), (Some(1), false), "the previous sync held back nothing");
+
+        let (mut fresh, mut memory) = (self::books(1_000), Memory::default());
+        sync(&mut fresh, &mut memory, 1_000, |_, _| {});
+        buy_and_spend(&mut fresh, &mut memory, "ann", 10);
+        let below = sync(&mut fresh, &mut memory, 959, |_, _| {});
+        assert_eq!((below.drift, below.drift_explained), (Some(-41), false), "one credit past what it held back");
+    }
+
+    #[test]
+    fn held_back_spends_leave_nothing_to_sell_without_overcommitting() {
+        let (mut books, mut memory) = (books(1_000), Memory::default());
+        buy(&mut books, &mut memory, "ann", "a").expect("fits");
+        let open = spend(&mut books, &mut memory, "ann", 10);
+        for order in 0..24 {
+            buy(&mut books, &mut memory, &format!("u{order}"), &format!("o{order}")).expect("fits");
+        }
+        assert_eq!((books.state.provider_balance, books.state.reserved), (credits(960), credits(960)));
+        sync(&mut books, &mut memory, 960, |_, _| {});
+        assert_eq!(books.state.provider_balance, credits(920), "the provider consumed it, or may still");
+        assert!(!books.capacity().overcommitted(), "920 + 40 held back cover 960");
+        assert_eq!(books.capacity().user_credits().get(), 0, "but nothing is left to sell");
+        complete(&mut books, &mut memory, &open).expect("completes");
+        sync(&mut books, &mut memory, 959, |_, _| {});
+        assert!(books.capacity().overcommitted(), "959 < 960 with nothing held back");
+    }
+
+    #[test]
+    fn a_spend_ends_once_completed_or_refunded_and_completes_by_itself_at_its_time() {
+        let (mut books, mut memory) = (books(1_000), Memory::default());
+        let done = buy_and_spend(&mut books, &mut memory, "ann", 2);
+        let receipt = match complete(&mut books, &mut memory, &done).expect("completes") {
+            Decision::Apply(_, receipt) => receipt,
+            Decision::Replay(_) => panic!("an open spend is completed"),
         };
-        let before = spend(&mut books, &mut memory, &mut wallet, "s1");
-        books.begin_sync();
-        let after = spend(&mut books, &mut memory, &mut wallet, "s2");
-        let eight = ProviderCredits::new(8).expect("small");
-        assert_eq!(books.sync_window.map(|window| window.consumed), Some(eight), "only the spend after the request");
-        let decided = books.decide_refund(&inputs(&memory, 0), &ann, wallet.clone(), &before);
-        apply(&mut books, &mut memory, decided);
-        wallet = hot(&mut books);
-        assert_eq!(books.sync_window.map(|window| window.consumed), Some(eight), "the sync never counted that spend");
-        let decided = books.decide_refund(&inputs(&memory, 0), &ann, wallet, &after);
-        apply(&mut books, &mut memory, decided);
-        assert_eq!(books.sync_window.map(|window| window.consumed), Some(ProviderCredits::ZERO), "it counted this one");
+        assert!(
+            matches!(complete(&mut books, &mut memory, &done), Ok(Decision::Replay(ref again)) if *again == receipt)
+        );
+        assert!(matches!(refund(&mut books, &mut memory, "ann", &done), Err(EngineError::SpendCompleted)));
+        let failed = spend(&mut books, &mut memory, "ann", 3);
+        refund(&mut books, &mut memory, "ann", &failed).expect("refunds");
+        assert!(matches!(refund(&mut books, &mut memory, "ann", &failed), Err(EngineError::AlreadyRefunded)));
+        assert!(matches!(complete(&mut books, &mut memory, &failed), Err(EngineError::AlreadyRefunded)));
+        let late = spend(&mut books, &mut memory, "ann", 1);
+        let after = books.spend_complete_after_ms;
+        assert!(!books.spend_is_due(&late, after - 1), "one millisecond before its time");
+        assert!(books.spend_is_due(&late, after), "at its time");
+        let timed = books.decide_completions(&inputs(&memory, after), std::slice::from_ref(&late)).expect("completes");
+        let entry = timed.writes.writes().iter().find_map(|write| match write {
+            Write::Ledger(entry) => Some(entry.clone()),
+            _ => None,
+        });
+        let entry = entry.expect("a completion entry");
+        assert!(matches!(entry.kind, EntryKind::SpendCompleted { by: CompletedBy::Time, .. }), "{entry:?}");
+        assert!(entry.at_ms >= T0 + after, "dated no earlier than its time");
+        memory.keep(&timed.writes);
+        books.adopt(timed).expect("adopts");
+        assert_eq!(books.state.open_spends, crate::domain::UserCredits::ZERO);
+        assert!(books.open_spends.is_empty() && books.spend_deadlines.is_empty());
+        assert!(matches!(refund(&mut books, &mut memory, "ann", &late), Err(EngineError::SpendCompleted)));
     }
 
     #[test]

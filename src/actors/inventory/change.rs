@@ -5,10 +5,10 @@ use actix::prelude::*;
 
 use super::{Fingerprint, InventoryActor};
 use crate::actors::EngineError;
-use crate::domain::{Package, ProviderCredits, ScopedKey, SpendId, UserCredits, UserId};
+use crate::domain::{Package, ProviderCredits, ScopedKey, UserCredits, UserId};
 use crate::store::records::{
     ApiKeyRecord, EntryKind, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry, Operation, Receipt,
-    WalletRecord,
+    SpendRecord, WalletRecord,
 };
 use crate::store::{keys, Write, WriteSet};
 
@@ -22,7 +22,8 @@ pub(super) struct Change {
     /// Monotonic time of the decision, for the deadlines of holds it opens.
     pub(super) monotonic_ms: u64,
     pub(super) holds: Vec<HoldRecord>,
-    pub(super) refunding: Option<SpendId>,
+    /// The spends it opens, completes or refunds, as it leaves them.
+    pub(super) spends: Vec<SpendRecord>,
     pub(super) key_in_flight: Option<(Vec<u8>, Fingerprint)>,
     pub(super) consumption: Consumption,
     /// The change sells capacity (a purchase or a hold): alerts watch for "low after sale".
@@ -35,12 +36,14 @@ pub(super) struct Change {
     pub(super) wallet: Option<(UserId, WalletRecord)>,
 }
 
-/// How a change moves the consumption that a sync in flight must keep.
+/// The provider credits a change's spends move: for the metrics, and for
+/// a sync in flight, which holds back the spends completed meanwhile.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Consumption {
     None,
     Spent(ProviderCredits),
-    Refunded { spend_seq: u64, credits: ProviderCredits },
+    Refunded(ProviderCredits),
+    Completed(ProviderCredits),
 }
 
 impl Change {
@@ -72,6 +75,11 @@ impl Change {
     /// The sequence number the next entry will get, for ids derived from it.
     pub(super) fn next_seq(&self) -> u64 {
         self.next.next_seq
+    }
+
+    pub(super) fn put_spend(&mut self, spend: SpendRecord) {
+        self.writes.spend(spend.clone());
+        self.spends.push(spend);
     }
 
     pub(super) fn put_hold(&mut self, hold: HoldRecord) -> Result<(), EngineError> {

@@ -10,14 +10,16 @@
 //! commit that makes the change durable (SPEC §4.2). A failed commit turns
 //! the engine unready and every later change is refused.
 //!
-//! Expired holds stop counting at their deadline: every handler first expires
-//! the holds whose `expiresAt` has passed ([`InventoryActor::expire_due`]),
-//! and a timer does the same every [`EXPIRY_SWEEP_INTERVAL`] so the ledger
-//! records expiries within a second or so even when nothing else happens.
+//! Expired holds stop counting at their deadline, and open spends complete
+//! when their time runs out: every handler first expires the holds whose
+//! `expiresAt` has passed and completes the spends made
+//! `spend_complete_after` ago ([`InventoryActor::expire_due`]), and a timer
+//! does the same every [`EXPIRY_SWEEP_INTERVAL`] so the ledger records them
+//! within a second or so even when nothing else happens.
 //!
 //! Messages: [`WalletChange`] (from the engine facade: purchase, capture,
 //! spend, refund; see `hot.rs` for the wallets it keeps), [`CreateHold`],
-//! [`ReleaseHold`], [`HoldOwner`], [`SpendOwner`], [`Snapshot`], [`SetPurchasesEnabled`], [`UpdatePackage`] (from the engine
+//! [`ReleaseHold`], [`HoldOwner`], [`SpendOwner`], [`CompleteSpend`], [`Snapshot`], [`SetPurchasesEnabled`], [`UpdatePackage`] (from the engine
 //! facade), [`BeginSync`] and [`ApplySync`] (from the sync actor). Sends
 //! `alert::InventoryObserved` after every change and capacity refusal.
 //!
@@ -41,6 +43,7 @@ mod change;
 mod holds;
 mod hot;
 mod operators;
+mod spends;
 mod view;
 mod wallets;
 
@@ -53,6 +56,7 @@ pub use hot::{LoadTicket, LoadedWallet};
 pub use operators::{
     ApplySync, BeginSync, DurableSequence, PurchasesState, SetPurchasesEnabled, SyncOutcome, SyncToken, UpdatePackage,
 };
+pub use spends::CompleteSpend;
 pub use view::{InventoryView, PackageView, Snapshot, ViewInputs, PACKAGE_UNAVAILABLE};
 pub use wallets::{WalletAnswer, WalletChange, WalletCommand, WalletReceipt};
 
@@ -60,9 +64,9 @@ use super::alert::{AlertActor, InventoryObserved};
 use super::EngineError;
 use crate::actors::setup::{Health, Recovered, Settings};
 use crate::clock::Clock;
-use crate::domain::{HoldId, PackageId};
+use crate::domain::{HoldId, PackageId, SpendId};
 use crate::store::commit::{CommitFailed, CommitQueue, CommitReceipt};
-use crate::store::records::HoldState;
+use crate::store::records::{HoldState, SpendState};
 use crate::store::Store;
 
 /// Messages queued for the inventory before senders wait.
@@ -131,6 +135,7 @@ impl InventoryActor {
             available: capacity.available(),
             provider_balance: capacity.provider_balance,
             reserved: capacity.reserved,
+            overcommitted: capacity.overcommitted(),
             capacity: capacity.user_credits(),
             purchases_enabled: self.books.state.purchases_enabled,
             disabled_reason: self.books.state.disabled_reason.clone(),
@@ -171,10 +176,10 @@ impl InventoryActor {
             Consumption::Spent(credits) => {
                 metrics::counter!("creditd_consumed_provider_credits_total").increment(credits.get());
             }
-            Consumption::Refunded { credits, .. } => {
+            Consumption::Refunded(credits) => {
                 metrics::counter!("creditd_refunded_provider_credits_total").increment(credits.get());
             }
-            Consumption::None => {}
+            Consumption::Completed(_) | Consumption::None => {}
         }
         let sale = change.sale;
         if let Some(record) = change.api_key.take() {
@@ -195,7 +200,12 @@ impl InventoryActor {
     fn finish<T: 'static>(&mut self, change: Change, value: T) -> Reply<T> {
         let closing: Vec<HoldId> =
             change.holds.iter().filter(|hold| hold.state != HoldState::Open).map(|hold| hold.hold_id.clone()).collect();
-        let refunding = change.refunding.clone();
+        let closing_spends: Vec<SpendId> = change
+            .spends
+            .iter()
+            .filter(|spend| spend.state != SpendState::Open)
+            .map(|spend| spend.spend_id.clone())
+            .collect();
         let key = change.key_in_flight.as_ref().map(|(key, _)| key.clone());
         let wallet = change.wallet.as_ref().map(|(user, _)| user.clone());
         let durable = match self.commit(change) {
@@ -206,8 +216,8 @@ impl InventoryActor {
             for id in &closing {
                 actor.books.closing_holds.remove(id);
             }
-            if let Some(spend) = &refunding {
-                actor.books.refunding.remove(spend);
+            for id in &closing_spends {
+                actor.books.closing_spends.remove(id);
             }
             if let Some(key) = &key {
                 actor.books.keys_in_flight.remove(key);
@@ -258,11 +268,41 @@ impl InventoryActor {
         }
     }
 
-    /// Expires every open hold whose deadline has passed, as one change.
+    /// Expires every open hold whose deadline has passed, as one change, and
+    /// completes every open spend whose time has run out, as another.
     fn expire_due(&mut self, ctx: &mut Context<Self>) {
         if self.health.storage_failed() {
             return;
         }
+        self.expire_due_holds(ctx);
+        self.complete_due_spends(ctx);
+    }
+
+    fn complete_due_spends(&mut self, ctx: &mut Context<Self>) {
+        let now = self.clock.monotonic_ms();
+        let due: Vec<SpendId> = self
+            .books
+            .spend_deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .map(|(_, id)| id.clone())
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        match self.books.decide_completions(&self.inputs(), &due) {
+            Ok(change) => {
+                let completed = u64::try_from(change.spends.len()).unwrap_or(u64::MAX);
+                metrics::counter!("creditd_spend_completions_total", "by" => "time", "outcome" => "ok")
+                    .increment(completed);
+                let durable = self.finish(change, ());
+                ctx.spawn(durable.map(|_, _, _| ()));
+            }
+            Err(error) => tracing::error!(%error, "cannot complete spends"),
+        }
+    }
+
+    fn expire_due_holds(&mut self, ctx: &mut Context<Self>) {
         let now = self.clock.monotonic_ms();
         let due: Vec<HoldId> = self
             .books

@@ -40,7 +40,7 @@ pub struct BeginSync;
 
 /// Identifies the sync window a real balance belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncToken(u64);
+pub struct SyncToken(pub(super) u64);
 
 impl Message for BeginSync {
     type Result = SyncToken;
@@ -67,7 +67,13 @@ pub struct SyncOutcome {
     pub real: ProviderCredits,
     pub previous: ProviderCredits,
     pub balance: ProviderCredits,
+    /// `ratio ×` the spends it held back (SPEC §6).
+    pub held_back: ProviderCredits,
     pub drift: Option<i64>,
+    /// The drift is within what spends in flight explain (SPEC §6): from
+    /// `−` what this sync held back to `+` what the previous one did. Such
+    /// a drift raises no `drift` alert.
+    pub drift_explained: bool,
 }
 
 impl Message for ApplySync {
@@ -97,16 +103,21 @@ impl Handler<ApplySync> for InventoryActor {
 
 impl Books {
     /// Opens the window of a sync request that leaves now: from here on,
-    /// provider credits spent are counted so that the sync can subtract them
-    /// from the real balance it brings back (SPEC §6). A newer window
-    /// replaces an older one. Answers the window's token.
+    /// spends completed are counted so that the sync holds them back (the
+    /// provider may not have consumed them when it read its balance, SPEC
+    /// §6). A newer window replaces an older one. Answers the window's token.
     pub(super) fn begin_sync(&mut self) -> u64 {
         let token = self.next_sync_token;
         self.next_sync_token = self.next_sync_token.saturating_add(1);
-        self.sync_window = Some(SyncWindow { token, start_seq: self.state.next_seq, consumed: ProviderCredits::ZERO });
+        self.sync_window = Some(SyncWindow { token, completed: ProviderCredits::ZERO });
         token
     }
 
+    /// SPEC §6: the provider balance becomes the real balance minus what the
+    /// sync holds back, `ratio ×` the spends still open now and those
+    /// completed while the request was in flight: the provider may consume
+    /// the first later, and may have read its balance before consuming the
+    /// second. Counting them as still to come can only under-estimate.
     pub(super) fn decide_sync(
         &self,
         inputs: &Inputs<'_>,
@@ -117,19 +128,28 @@ impl Books {
             .sync_window
             .filter(|window| window.token == message.token.0)
             .ok_or(EngineError::Overloaded("a newer sync started"))?;
-        let consumed_in_flight = window.consumed;
+        let held_back = self.ratio.backing(self.state.open_spends)?.checked_add(window.completed)?;
         let previous = self.state.provider_balance;
-        let balance = message.real.saturating_sub(consumed_in_flight);
-        // What the provider should have reported if nothing drifted: today's
-        // database balance plus what was consumed after the request left.
-        let expected = previous.checked_add(consumed_in_flight)?;
+        let balance = message.real.saturating_sub(held_back);
+        // What the provider should have reported if nothing drifted and it
+        // had consumed none of the held-back spends.
+        let expected = previous.checked_add(held_back)?;
         let drift = self.state.last_sync.map(|_| signed(message.real).saturating_sub(signed(expected)));
+        // A held-back spend consumed before the provider read its balance
+        // makes the drift negative, down to −held_back; one the previous sync
+        // held back and the provider had consumed before that read makes the
+        // next drift positive, up to what that sync held back.
+        let previous_held_back = self.state.last_sync.map_or(0, |sync| signed(sync.held_back));
+        let drift_explained = drift.is_none_or(|drift| (-signed(held_back)..=previous_held_back).contains(&drift));
         let mut change = self.begin(inputs);
         change.next.provider_balance = balance;
-        change.next.last_sync = Some(SyncRecord { at_ms: change.at_ms, real: message.real, drift });
-        let kind = EntryKind::ProviderSync { real: message.real, previous, consumed_in_flight, drift };
+        change.next.held_back = held_back;
+        change.next.last_sync =
+            Some(SyncRecord { at_ms: change.at_ms, real: message.real, drift, seq: change.next_seq(), held_back });
+        let kind = EntryKind::ProviderSync { real: message.real, previous, held_back, drift };
         change.record(None, None, kind, None)?;
-        Ok((change, SyncOutcome { real: message.real, previous, balance, drift }))
+        let outcome = SyncOutcome { real: message.real, previous, balance, held_back, drift, drift_explained };
+        Ok((change, outcome))
     }
 }
 

@@ -23,6 +23,7 @@ impl InventoryActor {
             ratio: self.books.ratio,
             warning_level: self.books.warning_level,
             open_holds: self.books.open_holds.len(),
+            open_spends: self.books.open_spends.len(),
             hot_wallets: self.books.wallets.count(),
         }
     }
@@ -36,6 +37,7 @@ pub struct ViewInputs {
     ratio: Ratio,
     warning_level: ProviderCredits,
     open_holds: usize,
+    open_spends: usize,
     hot_wallets: usize,
 }
 
@@ -50,8 +52,12 @@ impl InventoryView {
     /// The view of `inputs`; `ready` as the engine's health says.
     pub fn of(inputs: &ViewInputs, ready: bool) -> Self {
         let state = &inputs.state;
-        let capacity =
-            Capacity { provider_balance: state.provider_balance, reserved: state.reserved, ratio: inputs.ratio };
+        let capacity = Capacity {
+            provider_balance: state.provider_balance,
+            reserved: state.reserved,
+            ratio: inputs.ratio,
+            held_back: state.held_back,
+        };
         let status = PlatformStatus::of(&capacity, state.purchases_enabled, inputs.warning_level);
         let limited = capacity.available() < i64::try_from(inputs.warning_level.get()).unwrap_or(i64::MAX);
         let packages = inputs
@@ -84,6 +90,8 @@ impl InventoryView {
             revenue: state.revenue,
             consumed_total: state.consumed_total,
             open_holds: inputs.open_holds,
+            open_spends: inputs.open_spends,
+            open_spends_total: state.open_spends,
             ready,
         }
     }
@@ -118,6 +126,9 @@ pub struct InventoryView {
     pub revenue: crate::domain::Money,
     pub consumed_total: ProviderCredits,
     pub open_holds: usize,
+    /// Spends neither completed nor refunded (SPEC §5), and their credits.
+    pub open_spends: usize,
+    pub open_spends_total: UserCredits,
     pub ready: bool,
 }
 

@@ -11,7 +11,7 @@ use crate::actors::EngineError;
 use crate::domain::{HoldId, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId};
 use crate::store::records::{
     CaptureReceipt, EntryKind, HoldRecord, HoldState, Operation, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt,
-    SpendRecord, WalletRecord,
+    SpendRecord, SpendState, WalletRecord,
 };
 
 // ---------------------------------------------------------------------------
@@ -241,13 +241,20 @@ impl Books {
         change.next.reserved = change.next.reserved.checked_sub(provider)?;
         change.next.wallets_total = change.next.wallets_total.checked_sub(credits)?;
         change.next.consumed_total = change.next.consumed_total.checked_add(provider)?;
+        change.next.open_spends = change.next.open_spends.checked_add(credits)?;
         change.consumption = Consumption::Spent(provider);
         let spend_id = id_from_seq("spend", change.next_seq(), SpendId::parse)?;
         let kind = EntryKind::Spend { spend_id: spend_id.clone(), credits, reason };
         let seq = change.record(Some(user), Some(key), kind, Some(wallet.balance))?;
         change.put_wallet(user, &mut wallet, seq)?;
-        let record = SpendRecord { spend_id: spend_id.clone(), user: user.clone(), credits, seq, refund: None };
-        change.writes.spend(record);
+        change.put_spend(SpendRecord {
+            spend_id: spend_id.clone(),
+            user: user.clone(),
+            credits,
+            seq,
+            created_at_ms: change.at_ms,
+            state: SpendState::Open,
+        });
         let receipt = SpendReceipt { spend_id, user_id: user.clone(), credits, balance: wallet.balance };
         change.remember(Operation::Spend, key, fingerprint, Receipt::Spend(receipt.clone()))?;
         Ok(Decision::Apply(Box::new(change), WalletReceipt::Spend(receipt)))
@@ -260,12 +267,17 @@ impl Books {
         wallet: WalletRecord,
         spend_id: &SpendId,
     ) -> Result<Decision<WalletReceipt>, EngineError> {
-        let spend = inputs.records.spend(spend_id)?.ok_or_else(|| EngineError::UnknownSpend(spend_id.clone()))?;
+        let spend = self.spend(inputs, spend_id)?;
         if &spend.user != user {
             return Err(EngineError::UnknownSpend(spend_id.clone()));
         }
-        if spend.refund.is_some() || self.refunding.contains(spend_id) {
-            return Err(EngineError::AlreadyRefunded);
+        match spend.state {
+            SpendState::Refunded(_) => return Err(EngineError::AlreadyRefunded),
+            SpendState::Completed { .. } => return Err(EngineError::SpendCompleted),
+            SpendState::Open if self.spend_is_due(spend_id, inputs.monotonic_ms) => {
+                return Err(EngineError::SpendCompleted)
+            }
+            SpendState::Open => {}
         }
         let mut wallet = credited(wallet, spend.credits)?;
         let provider = self.ratio.backing(spend.credits)?;
@@ -274,8 +286,13 @@ impl Books {
         change.next.reserved = change.next.reserved.checked_add(provider)?;
         change.next.wallets_total = change.next.wallets_total.checked_add(spend.credits)?;
         change.next.consumed_total = change.next.consumed_total.saturating_sub(provider);
-        change.consumption = Consumption::Refunded { spend_seq: spend.seq, credits: provider };
-        change.refunding = Some(spend_id.clone());
+        change.next.open_spends = change.next.open_spends.checked_sub(spend.credits)?;
+        // Made before the last sync: that sync held it back, and the refund
+        // gives back exactly that (SPEC §6).
+        if self.state.last_sync.is_some_and(|sync| spend.seq < sync.seq) {
+            change.next.held_back = change.next.held_back.checked_sub(provider)?;
+        }
+        change.consumption = Consumption::Refunded(provider);
         let kind = EntryKind::Refund { spend_id: spend_id.clone(), credits: spend.credits };
         let seq = change.record(Some(user), None, kind, Some(wallet.balance))?;
         change.put_wallet(user, &mut wallet, seq)?;
@@ -285,8 +302,7 @@ impl Books {
             credits: spend.credits,
             balance: wallet.balance,
         };
-        let record = SpendRecord { refund: Some(receipt.clone()), ..spend };
-        change.writes.spend(record);
+        change.put_spend(SpendRecord { state: SpendState::Refunded(receipt.clone()), ..spend });
         Ok(Decision::Apply(Box::new(change), WalletReceipt::Refund(receipt)))
     }
 }

@@ -61,10 +61,23 @@ impl From<&SyncAttempt> for SyncAttemptResponse {
 pub struct AdminCreditsResponse {
     /// The provider's balance at the last successful sync.
     pub real_balance: Option<u64>,
-    /// `providerBalance`: the last real balance minus local consumption since.
+    /// `providerBalance`: the last real balance, minus what that sync held
+    /// back, minus what spends consumed or may still consume since (SPEC §6).
     pub database_balance: u64,
-    /// Real minus database at the last successful sync.
+    /// Real minus what the database expected at the last successful sync
+    /// (its balance plus what the sync held back).
     pub drift: Option<i64>,
+    /// Spends neither completed nor refunded: the provider may still consume them.
+    pub open_spends: usize,
+    /// Σ open spends, in user credits.
+    pub open_spends_user_credits: u64,
+    /// `ratio ×` Σ open spends: provider credits the provider may still consume.
+    pub open_spends_provider_credits: u64,
+    /// Provider credits the last sync held back (open spends and spends
+    /// completed while it was in flight), less what refunds gave back since.
+    pub held_back_credits: u64,
+    /// `providerBalance + heldBackCredits < reserved`: sales stopped (SPEC §6).
+    pub overcommitted: bool,
     pub reserved_credits: u64,
     pub available_credits: i64,
     pub total_user_credits: u64,
@@ -92,6 +105,15 @@ impl AdminCreditsResponse {
             real_balance: view.last_sync.map(|sync| sync.real.get()),
             database_balance: view.capacity.provider_balance.get(),
             drift: view.last_sync.and_then(|sync| sync.drift),
+            open_spends: view.open_spends,
+            open_spends_user_credits: view.open_spends_total.get(),
+            open_spends_provider_credits: view
+                .capacity
+                .ratio
+                .backing(view.open_spends_total)
+                .map_or(u64::MAX, |credits| credits.get()),
+            held_back_credits: view.capacity.held_back.get(),
+            overcommitted: view.capacity.overcommitted(),
             reserved_credits: view.capacity.reserved.get(),
             available_credits: view.capacity.available(),
             total_user_credits: view.capacity.user_credits().get(),

@@ -7,7 +7,8 @@ use crate::actors::inventory::InventoryView;
 use crate::actors::inventory::ReleaseReceipt;
 use crate::clock::rfc3339;
 use crate::domain::ledger::{
-    CaptureReceipt, EntryKind, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt, SpendReceipt,
+    CaptureReceipt, CompletionReceipt, EntryKind, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt,
+    SpendReceipt,
 };
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -150,6 +151,29 @@ impl From<SpendReceipt> for SpendResponse {
             user_id: receipt.user_id.into(),
             credits: receipt.credits.get(),
             balance: receipt.balance.get(),
+        }
+    }
+}
+
+/// `POST /api/credits/spend/{spendId}/complete`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompletionResponse {
+    pub spend_id: String,
+    pub user_id: String,
+    pub credits: u64,
+    /// Always `completed`.
+    #[schema(value_type = String, example = "completed")]
+    pub state: &'static str,
+}
+
+impl From<CompletionReceipt> for CompletionResponse {
+    fn from(receipt: CompletionReceipt) -> Self {
+        Self {
+            spend_id: receipt.spend_id.into(),
+            user_id: receipt.user_id.into(),
+            credits: receipt.credits.get(),
+            state: "completed",
         }
     }
 }
@@ -309,10 +333,23 @@ pub struct LedgerEntryResponse {
     pub currency: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub real_balance: Option<u64>,
+    /// `providerSync`: `ratio ×` the spends it held back (still open when its
+    /// answer arrived, or completed while its request was in flight); the
+    /// balance it set is `realBalance − heldBack` (SPEC §6).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub consumed_in_flight: Option<u64>,
+    pub held_back: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<i64>,
+    /// `spendCompleted`: `service` (the enhancement service said the provider
+    /// did the work) or `time` (`spend_complete_after_secs` ran out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub by: Option<&'static str>,
+    /// A `spend` among a wallet's entries: where it stands now, `open`,
+    /// `completed` or `refunded` (only on `GET /api/users/{userId}/credits`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub spend_state: Option<&'static str>,
     /// The API key an `apiKeyCreated` or `apiKeyRevoked` entry is about (never the key itself, nor its hash).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
@@ -345,8 +382,10 @@ impl From<LedgerEntry> for LedgerEntryResponse {
             price: None,
             currency: None,
             real_balance: None,
-            consumed_in_flight: None,
+            held_back: None,
             drift: None,
+            by: None,
+            spend_state: None,
             key_id: None,
             key_name: None,
             scopes: None,
@@ -362,9 +401,9 @@ impl From<LedgerEntry> for LedgerEntryResponse {
                 response.price = Some(price.minor_units());
                 response.currency = Some(price.currency().to_string());
             }
-            EntryKind::ProviderSync { real, consumed_in_flight, drift, .. } => {
+            EntryKind::ProviderSync { real, held_back, drift, .. } => {
                 response.real_balance = Some(real.get());
-                response.consumed_in_flight = Some(consumed_in_flight.get());
+                response.held_back = Some(held_back.get());
                 response.drift = drift;
             }
             EntryKind::HoldCreated { hold_id, package_id, credits, price, expires_at_ms } => {
@@ -418,6 +457,11 @@ impl From<LedgerEntry> for LedgerEntryResponse {
                 response.scopes = Some(scopes.list().into_iter().map(|scope| scope.as_str().to_owned()).collect());
             }
             EntryKind::ApiKeyRevoked { key_id } => response.key_id = Some(key_id.into()),
+            EntryKind::SpendCompleted { spend_id, credits, by } => {
+                response.spend_id = Some(spend_id.into());
+                response.credits = Some(credits.get());
+                response.by = Some(by.name());
+            }
         }
         response
     }

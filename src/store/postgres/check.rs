@@ -81,6 +81,7 @@ async fn read_stored(client: &Client, currency: Currency) -> Result<Stored, Post
         open_index: BTreeSet::new(),
         stale_recent: Vec::new(),
         spends: BTreeMap::new(),
+        open_spends: BTreeSet::new(),
         packages: BTreeMap::new(),
         api_keys: BTreeMap::new(),
     };
@@ -119,9 +120,18 @@ async fn read_stored(client: &Client, currency: Currency) -> Result<Stored, Post
         }
         stored.holds.insert(id, state);
     }
-    for row in client.query("SELECT spend_id, refunded_balance IS NOT NULL FROM spends", &[]).await? {
+    for row in client.query("SELECT spend_id, state FROM spends", &[]).await? {
         let id = SpendId::parse(&row.get::<_, String>(0)).map_err(|e| bad(format!("spend id: {e}")))?;
-        stored.spends.insert(id, row.get(1));
+        let state = match row.get::<_, String>(1).as_str() {
+            "open" => "open",
+            "completed" => "completed",
+            "refunded" => "refunded",
+            other => return Err(bad(format!("spend {id}: state {other:?}"))),
+        };
+        if state == "open" {
+            stored.open_spends.insert(id.clone());
+        }
+        stored.spends.insert(id, state);
     }
     for row in client
         .query("SELECT package_id, enabled, credits, price_minor_units, currency FROM package_overrides", &[])
@@ -165,7 +175,8 @@ pub(super) fn api_key(row: &Row) -> Result<ApiKeyRecord, PostgresError> {
 pub(super) async fn inventory(client: &Client, currency: Currency) -> Result<InventoryRecord, PostgresError> {
     let query = format!(
         "SELECT provider_balance, reserved, wallets_total, holds_total, next_seq, {}, last_sync_real, \
-         last_sync_drift, purchases_enabled, disabled_reason, revenue_minor_units, consumed_total FROM inventory",
+         last_sync_drift, purchases_enabled, disabled_reason, revenue_minor_units, consumed_total, open_spends, \
+         held_back, last_sync_seq, last_sync_held_back FROM inventory",
         ms("last_sync_at")
     );
     let row = client.query_opt(query.as_str(), &[]).await?.ok_or_else(|| bad("the inventory row is missing"))?;
@@ -174,6 +185,8 @@ pub(super) async fn inventory(client: &Client, currency: Currency) -> Result<Inv
             at_ms: unsigned(at, "last_sync_at")?,
             real: provider_credits(real, "last_sync_real")?,
             drift: row.get(7),
+            seq: unsigned(row.get::<_, Option<i64>>(14).unwrap_or(0), "last_sync_seq")?,
+            held_back: provider_credits(row.get::<_, Option<i64>>(15).unwrap_or(0), "last_sync_held_back")?,
         }),
         _ => None,
     };
@@ -188,5 +201,7 @@ pub(super) async fn inventory(client: &Client, currency: Currency) -> Result<Inv
         disabled_reason: row.get(9),
         revenue: Money::new(unsigned(row.get(10), "revenue")?, currency).map_err(|e| bad(format!("{e:?}")))?,
         consumed_total: provider_credits(row.get(11), "consumed_total")?,
+        open_spends: user_credits(row.get(12), "open_spends")?,
+        held_back: provider_credits(row.get(13), "held_back")?,
     })
 }

@@ -15,7 +15,7 @@ use super::{big, connect, lease, ledger, PostgresError};
 use crate::domain::{HoldId, KeyId, PackageId, SpendId, UserId};
 use crate::store::records::{
     AlertEventRecord, ApiKeyRecord, HoldRecord, HoldState, InventoryRecord, LedgerEntry, MetaRecord, Operation,
-    PackageOverride, PruneCursor, SpendRecord, WalletRecord,
+    PackageOverride, PruneCursor, SpendRecord, SpendState, WalletRecord,
 };
 use crate::store::writes::{Write, WriteSet};
 use crate::store::StoreError;
@@ -48,14 +48,18 @@ const HOLDS: &str = "INSERT INTO holds (hold_id, user_id, package_id, credits, p
      AS h (hold_id, user_id, package_id, credits, price, created_ms, expires_ms, state, captured) \
      ON CONFLICT (hold_id) DO UPDATE SET state = EXCLUDED.state, captured_balance = EXCLUDED.captured_balance";
 
-const SPENDS: &str = "INSERT INTO spends (spend_id, user_id, credits, seq, refunded_balance) \
-     SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[]) \
-     ON CONFLICT (spend_id) DO UPDATE SET refunded_balance = EXCLUDED.refunded_balance";
+pub(super) const SPENDS: &str = "INSERT INTO spends (spend_id, user_id, credits, seq, refunded_balance, created_at, \
+     state, completed_by, completed_at) SELECT spend_id, user_id, credits, seq, refunded, \
+     to_timestamp(created_ms / 1000.0), state, done_by, to_timestamp(completed_ms / 1000.0) FROM UNNEST($1::TEXT[], \
+     $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[]) \
+     AS s (spend_id, user_id, credits, seq, refunded, created_ms, state, done_by, completed_ms) \
+     ON CONFLICT (spend_id) DO UPDATE SET refunded_balance = EXCLUDED.refunded_balance, state = EXCLUDED.state, \
+     completed_by = EXCLUDED.completed_by, completed_at = EXCLUDED.completed_at";
 
 const INVENTORY: &str = "UPDATE inventory SET provider_balance = $1, reserved = $2, wallets_total = $3, \
      holds_total = $4, next_seq = $5, last_sync_at = to_timestamp($6::BIGINT / 1000.0), last_sync_real = $7, \
      last_sync_drift = $8, purchases_enabled = $9, disabled_reason = $10, revenue_minor_units = $11, \
-     consumed_total = $12";
+     consumed_total = $12, open_spends = $13, held_back = $14, last_sync_seq = $15, last_sync_held_back = $16";
 
 /// The commit connection and its prepared statements.
 pub(super) struct Writer {
@@ -361,10 +365,16 @@ impl Group {
     }
 }
 
-fn inventory_params(state: &InventoryRecord) -> Vec<Box<dyn ToSql + Sync + Send>> {
-    let (sync_at, sync_real, sync_drift) = match state.last_sync {
-        Some(sync) => (Some(big(sync.at_ms)), Some(big(sync.real.get())), sync.drift),
-        None => (None, None, None),
+pub(super) fn inventory_params(state: &InventoryRecord) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    let (sync_at, sync_real, sync_drift, sync_seq, sync_held_back) = match state.last_sync {
+        Some(sync) => (
+            Some(big(sync.at_ms)),
+            Some(big(sync.real.get())),
+            sync.drift,
+            Some(big(sync.seq)),
+            Some(big(sync.held_back.get())),
+        ),
+        None => (None, None, None, None, None),
     };
     vec![
         Box::new(big(state.provider_balance.get())),
@@ -379,6 +389,10 @@ fn inventory_params(state: &InventoryRecord) -> Vec<Box<dyn ToSql + Sync + Send>
         Box::new(state.disabled_reason.clone()),
         Box::new(big(state.revenue.minor_units())),
         Box::new(big(state.consumed_total.get())),
+        Box::new(big(state.open_spends.get())),
+        Box::new(big(state.held_back.get())),
+        Box::new(sync_seq),
+        Box::new(sync_held_back),
     ]
 }
 
@@ -520,25 +534,49 @@ impl HoldRows {
     }
 }
 
+/// Spends as the column arrays of [`SPENDS`].
 #[derive(Default)]
-struct SpendRows {
+pub(super) struct SpendRows {
     id: Vec<String>,
     user: Vec<String>,
     credits: Vec<i64>,
     seq: Vec<i64>,
     refunded: Vec<Option<i64>>,
+    created_ms: Vec<i64>,
+    state: Vec<&'static str>,
+    completed_by: Vec<Option<&'static str>>,
+    completed_ms: Vec<Option<i64>>,
 }
 
 impl SpendRows {
-    fn push(&mut self, record: &SpendRecord) {
+    pub(super) fn push(&mut self, record: &SpendRecord) {
         self.id.push(record.spend_id.as_str().to_owned());
         self.user.push(record.user.as_str().to_owned());
         self.credits.push(big(record.credits.get()));
         self.seq.push(big(record.seq));
-        self.refunded.push(record.refund.as_ref().map(|receipt| big(receipt.balance.get())));
+        self.created_ms.push(big(record.created_at_ms));
+        self.state.push(record.state.name());
+        let (refunded, by, at) = match &record.state {
+            SpendState::Open => (None, None, None),
+            SpendState::Completed { by, at_ms } => (None, Some(by.name()), Some(big(*at_ms))),
+            SpendState::Refunded(receipt) => (Some(big(receipt.balance.get())), None, None),
+        };
+        self.refunded.push(refunded);
+        self.completed_by.push(by);
+        self.completed_ms.push(at);
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
-        [&self.id, &self.user, &self.credits, &self.seq, &self.refunded]
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+        [
+            &self.id,
+            &self.user,
+            &self.credits,
+            &self.seq,
+            &self.refunded,
+            &self.created_ms,
+            &self.state,
+            &self.completed_by,
+            &self.completed_ms,
+        ]
     }
 }

@@ -9,14 +9,14 @@ use crate::domain::{
     Currency, HoldId, IdempotencyKey, KeyId, KeyName, Money, PackageId, ProviderCredits, Reason, Scope, Scopes,
     SpendId, UserCredits, UserId,
 };
-use crate::store::records::{EntryKind, LedgerEntry};
+use crate::store::records::{CompletedBy, EntryKind, LedgerEntry};
 
 /// Selects entries with times as milliseconds since the epoch.
 pub const SELECT: &str = "SELECT seq, (extract(epoch FROM at) * 1000)::BIGINT, kind, user_id, idempotency_key, \
      caller, package_id, credits, price_minor_units, purchase_id, hold_id, spend_id, \
      (extract(epoch FROM expires_at) * 1000)::BIGINT, reason, enabled, real_balance, previous_balance, \
-     consumed_in_flight, drift, key_id, key_name, scopes, key_hash, provider_balance_after, reserved_after, \
-     wallet_after FROM ledger";
+     held_back, drift, key_id, key_name, scopes, key_hash, provider_balance_after, reserved_after, \
+     wallet_after, completed_by FROM ledger";
 
 /// A row that does not make a valid entry.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ struct Values {
     enabled: Option<bool>,
     real_balance: Option<i64>,
     previous_balance: Option<i64>,
-    consumed_in_flight: Option<i64>,
+    held_back: Option<i64>,
     drift: Option<i64>,
     key_id: Option<String>,
     key_name: Option<String>,
@@ -55,24 +55,25 @@ struct Values {
     provider_balance_after: i64,
     reserved_after: i64,
     wallet_after: Option<i64>,
+    completed_by: Option<&'static str>,
 }
 
 /// Inserts many entries in one statement: one array per column
 /// ([`Columns::params`]); an entry's scopes travel as one comma-separated text.
 pub const INSERT_MANY: &str = "INSERT INTO ledger (seq, at, kind, user_id, idempotency_key, caller, package_id, \
      credits, price_minor_units, purchase_id, hold_id, spend_id, expires_at, reason, enabled, real_balance, \
-     previous_balance, consumed_in_flight, drift, key_id, key_name, scopes, key_hash, provider_balance_after, \
-     reserved_after, wallet_after) SELECT seq, to_timestamp(at_ms / 1000.0), kind, user_id, idempotency_key, \
+     previous_balance, held_back, drift, key_id, key_name, scopes, key_hash, provider_balance_after, \
+     reserved_after, wallet_after, completed_by) SELECT seq, to_timestamp(at_ms / 1000.0), kind, user_id, idempotency_key, \
      caller, package_id, credits, price_minor_units, purchase_id, hold_id, spend_id, \
-     to_timestamp(expires_at_ms / 1000.0), reason, enabled, real_balance, previous_balance, consumed_in_flight, \
+     to_timestamp(expires_at_ms / 1000.0), reason, enabled, real_balance, previous_balance, held_back, \
      drift, key_id, key_name, string_to_array(scopes, ','), key_hash, provider_balance_after, reserved_after, \
-     wallet_after FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
+     wallet_after, completed_by FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
      $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::BIGINT[], $14::TEXT[], \
      $15::BOOLEAN[], $16::BIGINT[], $17::BIGINT[], $18::BIGINT[], $19::BIGINT[], $20::TEXT[], $21::TEXT[], \
-     $22::TEXT[], $23::BYTEA[], $24::BIGINT[], $25::BIGINT[], $26::BIGINT[]) AS entry (seq, at_ms, kind, \
+     $22::TEXT[], $23::BYTEA[], $24::BIGINT[], $25::BIGINT[], $26::BIGINT[], $27::TEXT[]) AS entry (seq, at_ms, kind, \
      user_id, idempotency_key, caller, package_id, credits, price_minor_units, purchase_id, hold_id, spend_id, \
-     expires_at_ms, reason, enabled, real_balance, previous_balance, consumed_in_flight, drift, key_id, \
-     key_name, scopes, key_hash, provider_balance_after, reserved_after, wallet_after)";
+     expires_at_ms, reason, enabled, real_balance, previous_balance, held_back, drift, key_id, \
+     key_name, scopes, key_hash, provider_balance_after, reserved_after, wallet_after, completed_by)";
 
 /// Many entries' values, one array per column, for [`INSERT_MANY`].
 #[derive(Debug, Default)]
@@ -94,7 +95,7 @@ pub struct Columns {
     enabled: Vec<Option<bool>>,
     real_balance: Vec<Option<i64>>,
     previous_balance: Vec<Option<i64>>,
-    consumed_in_flight: Vec<Option<i64>>,
+    held_back: Vec<Option<i64>>,
     drift: Vec<Option<i64>>,
     key_id: Vec<Option<String>>,
     key_name: Vec<Option<String>>,
@@ -103,6 +104,7 @@ pub struct Columns {
     provider_balance_after: Vec<i64>,
     reserved_after: Vec<i64>,
     wallet_after: Vec<Option<i64>>,
+    completed_by: Vec<Option<&'static str>>,
 }
 
 impl Columns {
@@ -125,7 +127,7 @@ impl Columns {
         self.enabled.push(row.enabled);
         self.real_balance.push(row.real_balance);
         self.previous_balance.push(row.previous_balance);
-        self.consumed_in_flight.push(row.consumed_in_flight);
+        self.held_back.push(row.held_back);
         self.drift.push(row.drift);
         self.key_id.push(row.key_id);
         self.key_name.push(row.key_name);
@@ -134,6 +136,7 @@ impl Columns {
         self.provider_balance_after.push(row.provider_balance_after);
         self.reserved_after.push(row.reserved_after);
         self.wallet_after.push(row.wallet_after);
+        self.completed_by.push(row.completed_by);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -141,7 +144,7 @@ impl Columns {
     }
 
     /// The parameters of [`INSERT_MANY`], in order.
-    pub fn params(&self) -> [&(dyn ToSql + Sync); 26] {
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 27] {
         [
             &self.seq,
             &self.at_ms,
@@ -160,7 +163,7 @@ impl Columns {
             &self.enabled,
             &self.real_balance,
             &self.previous_balance,
-            &self.consumed_in_flight,
+            &self.held_back,
             &self.drift,
             &self.key_id,
             &self.key_name,
@@ -169,6 +172,7 @@ impl Columns {
             &self.provider_balance_after,
             &self.reserved_after,
             &self.wallet_after,
+            &self.completed_by,
         ]
     }
 }
@@ -195,10 +199,10 @@ fn values(entry: &LedgerEntry) -> Values {
             row.credits = Some(big(credits.get()));
             row.price_minor_units = Some(big(price.minor_units()));
         }
-        EntryKind::ProviderSync { real, previous, consumed_in_flight, drift } => {
+        EntryKind::ProviderSync { real, previous, held_back, drift } => {
             row.real_balance = Some(big(real.get()));
             row.previous_balance = Some(big(previous.get()));
-            row.consumed_in_flight = Some(big(consumed_in_flight.get()));
+            row.held_back = Some(big(held_back.get()));
             row.drift = *drift;
         }
         EntryKind::HoldCreated { hold_id, package_id, credits, price, expires_at_ms } => {
@@ -250,6 +254,11 @@ fn values(entry: &LedgerEntry) -> Values {
             row.key_hash = Some(key_hash.to_vec());
         }
         EntryKind::ApiKeyRevoked { key_id } => row.key_id = text(key_id.as_str()),
+        EntryKind::SpendCompleted { spend_id, credits, by } => {
+            row.spend_id = text(spend_id.as_str());
+            row.credits = Some(big(credits.get()));
+            row.completed_by = Some(by.name());
+        }
     }
     row
 }
@@ -293,7 +302,7 @@ pub fn entry(row: &Row, currency: Currency) -> Result<LedgerEntry, BadRow> {
         "providerSync" => EntryKind::ProviderSync {
             real: provider(need(15, "real_balance")?, "real_balance")?,
             previous: provider(need(16, "previous_balance")?, "previous_balance")?,
-            consumed_in_flight: provider(need(17, "consumed_in_flight")?, "consumed_in_flight")?,
+            held_back: provider(need(17, "held_back")?, "held_back")?,
             drift: row.get(18),
         },
         "holdCreated" => EntryKind::HoldCreated {
@@ -339,6 +348,15 @@ pub fn entry(row: &Row, currency: Currency) -> Result<LedgerEntry, BadRow> {
             }
         }
         "apiKeyRevoked" => EntryKind::ApiKeyRevoked { key_id: key_id()? },
+        "spendCompleted" => EntryKind::SpendCompleted {
+            spend_id: spend()?,
+            credits: credits()?,
+            by: match row.get::<_, Option<String>>(26).as_deref() {
+                Some("service") => CompletedBy::Service,
+                Some("time") => CompletedBy::Time,
+                other => return Err(bad(format!("completed_by {other:?}"))),
+            },
+        },
         other => return Err(bad(format!("unknown kind {other:?}"))),
     };
     let text_id = |index: usize| row.get::<_, Option<String>>(index);

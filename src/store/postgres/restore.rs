@@ -126,24 +126,11 @@ async fn write_records(client: &mut Client, replay: &Replay, meta: &MetaRecord) 
         ];
         transaction.execute(&hold, &params).await?;
     }
-    let spend = transaction
-        .prepare("INSERT INTO spends (spend_id, user_id, credits, seq, refunded_balance) VALUES ($1, $2, $3, $4, $5)")
-        .await?;
+    let mut spends = super::group::SpendRows::default();
     for record in replay.spends.values() {
-        let refunded = record.refund.as_ref().map(|receipt| big(receipt.balance.get()));
-        transaction
-            .execute(
-                &spend,
-                &[
-                    &record.spend_id.as_str(),
-                    &record.user.as_str(),
-                    &big(record.credits.get()),
-                    &big(record.seq),
-                    &refunded,
-                ],
-            )
-            .await?;
+        spends.push(record);
     }
+    transaction.execute(super::group::SPENDS, &spends.params()).await?;
     for (package, settings) in &replay.packages {
         transaction
             .execute(
@@ -177,30 +164,15 @@ async fn write_records(client: &mut Client, replay: &Replay, meta: &MetaRecord) 
             )
             .await?;
     }
-    let state = &replay.state;
-    let (sync_at, sync_real, sync_drift) = match state.last_sync {
-        Some(sync) => (Some(big(sync.at_ms)), Some(big(sync.real.get())), sync.drift),
-        None => (None, None, None),
-    };
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 12] = [
-        &big(state.provider_balance.get()),
-        &big(state.reserved.get()),
-        &big(state.wallets_total.get()),
-        &big(state.holds_total.get()),
-        &big(state.next_seq),
-        &sync_at,
-        &sync_real,
-        &sync_drift,
-        &state.purchases_enabled,
-        &state.disabled_reason,
-        &big(state.revenue.minor_units()),
-        &big(state.consumed_total.get()),
-    ];
+    let params = super::group::inventory_params(&replay.state);
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        params.iter().map(|param| param.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
     transaction
         .execute(
             "INSERT INTO inventory (provider_balance, reserved, wallets_total, holds_total, next_seq, last_sync_at, \
              last_sync_real, last_sync_drift, purchases_enabled, disabled_reason, revenue_minor_units, \
-             consumed_total) VALUES ($1, $2, $3, $4, $5, to_timestamp($6::BIGINT / 1000.0), $7, $8, $9, $10, $11, $12)",
+             consumed_total, open_spends, held_back, last_sync_seq, last_sync_held_back) VALUES ($1, $2, $3, $4, $5, \
+             to_timestamp($6::BIGINT / 1000.0), $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             &params,
         )
         .await?;

@@ -34,8 +34,9 @@ use super::{big, connect, ledger, target, PostgresError};
 use crate::domain::{Currency, HoldId, IdempotencyKey, KeyId, Money, PackageId, Ratio, SpendId, UserId};
 use crate::replay::idempotency_record;
 use crate::store::records::{
-    AlertEventRecord, ApiKeyRecord, CaptureReceipt, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord,
-    LedgerEntry, MetaRecord, Operation, PackageOverride, PruneCursor, RefundReceipt, SpendRecord, WalletRecord,
+    AlertEventRecord, ApiKeyRecord, CaptureReceipt, CompletedBy, HoldRecord, HoldState, IdempotencyRecord,
+    InventoryRecord, LedgerEntry, MetaRecord, Operation, PackageOverride, PruneCursor, RefundReceipt, SpendRecord,
+    SpendState, WalletRecord,
 };
 use crate::store::writes::{Write, WriteSet};
 use crate::store::StoreError;
@@ -312,13 +313,18 @@ impl PgStore {
     pub fn spend(&self, id: &SpendId) -> Result<Option<SpendRecord>, StoreError> {
         let id = id.as_str().to_owned();
         self.read(|_, client| async move {
-            let row = client
-                .query_opt(
-                    "SELECT spend_id, user_id, credits, seq, refunded_balance FROM spends WHERE spend_id = $1",
-                    &[&id],
-                )
-                .await?;
+            let query = format!("SELECT {} WHERE spend_id = $1", spend_columns());
+            let row = client.query_opt(query.as_str(), &[&id]).await?;
             row.map(|row| spend(&row)).transpose()
+        })
+    }
+
+    /// # Errors
+    /// A read failure.
+    pub fn open_spends(&self) -> Result<Vec<SpendRecord>, StoreError> {
+        self.read(|_, client| async move {
+            let query = format!("SELECT {} WHERE state = 'open'", spend_columns());
+            client.query(query.as_str(), &[]).await?.iter().map(spend).collect()
         })
     }
 
@@ -541,20 +547,43 @@ fn hold(row: &Row, currency: Currency) -> Result<HoldRecord, StoreError> {
     })
 }
 
+/// The columns [`spend`] reads, and their table.
+fn spend_columns() -> String {
+    format!(
+        "spend_id, user_id, credits, seq, refunded_balance, {}, state, completed_by, {} FROM spends",
+        ms("created_at"),
+        ms("completed_at")
+    )
+}
+
 fn spend(row: &Row) -> Result<SpendRecord, StoreError> {
     let spend_id = SpendId::parse(&row.get::<_, String>(0)).map_err(|e| bad(format!("spend id: {e}")))?;
     let user = UserId::parse(&row.get::<_, String>(1)).map_err(|e| bad(format!("spend {spend_id} user: {e}")))?;
     let credits = user_credits(row.get(2), "spend credits")?;
-    let refunded: Option<i64> = row.get(4);
-    let refund = refunded
-        .map(|balance| {
-            Ok::<_, PostgresError>(RefundReceipt {
-                spend_id: spend_id.clone(),
-                user_id: user.clone(),
-                credits,
-                balance: user_credits(balance, "refunded balance")?,
-            })
-        })
-        .transpose()?;
-    Ok(SpendRecord { seq: unsigned(row.get(3), "spend seq")?, spend_id, user, credits, refund })
+    let state = match (row.get::<_, String>(6).as_str(), row.get::<_, Option<i64>>(4)) {
+        ("open", _) => SpendState::Open,
+        ("completed", _) => {
+            let by = match row.get::<_, Option<String>>(7).as_deref() {
+                Some("service") => CompletedBy::Service,
+                Some("time") => CompletedBy::Time,
+                other => return Err(bad(format!("spend {spend_id}: completed by {other:?}")).into()),
+            };
+            SpendState::Completed { by, at_ms: unsigned(row.get::<_, Option<i64>>(8).unwrap_or(0), "completed_at")? }
+        }
+        ("refunded", Some(balance)) => SpendState::Refunded(RefundReceipt {
+            spend_id: spend_id.clone(),
+            user_id: user.clone(),
+            credits,
+            balance: user_credits(balance, "refunded balance")?,
+        }),
+        (other, _) => return Err(bad(format!("spend {spend_id}: state {other:?}")).into()),
+    };
+    Ok(SpendRecord {
+        seq: unsigned(row.get(3), "spend seq")?,
+        created_at_ms: unsigned(row.get(5), "spend created_at")?,
+        spend_id,
+        user,
+        credits,
+        state,
+    })
 }
