@@ -32,7 +32,7 @@ use crate::domain::{
 use crate::provider::NanoBananaClient;
 use crate::store::commit::CommitQueue;
 use crate::store::records::{
-    ApiKeyRecord, CaptureReceipt, CompletionReceipt, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt,
+    ApiKeyRecord, CaptureReceipt, CompletionReceipt, EntryKind, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt,
     SpendReceipt, WalletRecord,
 };
 use crate::store::Store;
@@ -357,11 +357,19 @@ impl Engine {
         &self,
         user: UserId,
         limit: usize,
-    ) -> Result<(WalletRecord, Vec<LedgerEntry>), EngineError> {
+    ) -> Result<(WalletRecord, Vec<(LedgerEntry, Option<&'static str>)>), EngineError> {
         let store = self.store.clone();
         let read = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
             let wallet = store.wallet(&user)?.ok_or(EngineError::UnknownUser)?;
-            let entries = store.wallet_entries(&wallet, limit)?;
+            let mut entries = Vec::new();
+            // A spend's entry with where the spend stands now, as stored.
+            for entry in store.wallet_entries(&wallet, limit)? {
+                let state = match &entry.kind {
+                    EntryKind::Spend { spend_id, .. } => store.spend(spend_id)?.map(|spend| spend.state.name()),
+                    _ => None,
+                };
+                entries.push((entry, state));
+            }
             Ok((wallet, entries))
         });
         read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))?

@@ -287,7 +287,10 @@ pub async fn user_credits(request: HttpRequest, path: web::Path<String>, state: 
     Ok(HttpResponse::Ok().json(UserCreditsResponse {
         user_id: user.into(),
         balance: wallet.balance.get(),
-        entries: entries.into_iter().map(LedgerEntryResponse::from).collect(),
+        entries: entries
+            .into_iter()
+            .map(|(entry, spend_state)| LedgerEntryResponse { spend_state, ..LedgerEntryResponse::from(entry) })
+            .collect(),
     }))
 }
 

@@ -31,6 +31,7 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>, Needs)> {
         ("POST", "/api/credits/holds/no-such-hold/capture", None, Needs::Storefront),
         ("POST", "/api/credits/holds/no-such-hold/release", None, Needs::Storefront),
         ("POST", "/api/credits/spend", Some(json!({"userId": "nobody", "credits": 1})), Needs::Enhancement),
+        ("POST", "/api/credits/spend/no-such-spend/complete", None, Needs::Enhancement),
         ("POST", "/api/credits/spend/no-such-spend/refund", None, Needs::Enhancement),
         ("GET", "/api/users/m/credits", None, Needs::WalletRead),
         ("GET", "/api/admin/credits", None, Needs::Admin),

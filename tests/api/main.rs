@@ -21,6 +21,7 @@ mod idempotency;
 mod lifecycle;
 mod limits;
 mod loadtest;
+mod open_spends;
 mod openapi;
 mod prometheus;
 mod spend;

@@ -47,7 +47,7 @@ async fn the_openapi_document_matches_the_served_routes() {
             );
         }
     }
-    assert_eq!(operations, 25, "every route of SPEC §9, §9.1 (keys) and §11 (backup) is documented");
+    assert_eq!(operations, 26, "every route of SPEC §9, §9.1 (keys) and §11 (backup) is documented");
     let codes = document.body["components"]["schemas"]["ErrorCode"]["enum"].to_string();
     for code in [
         "invalid_request",
@@ -65,6 +65,7 @@ async fn the_openapi_document_matches_the_served_routes() {
         "hold_released",
         "hold_expired",
         "already_refunded",
+        "spend_completed",
         "idempotency_key_in_use",
         "payload_too_large",
         "unsupported_media_type",

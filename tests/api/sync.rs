@@ -98,17 +98,24 @@ async fn a_sync_in_flight_keeps_concurrent_consumption_and_records_drift() {
     assert!(!in_flight_finished_early(&synced), "the purchases happened while the sync was in flight");
 
     assert_eq!(synced.body["realBalance"], 9_000);
-    assert_eq!(synced.body["balance"], 9_000 - 40, "the spend made in flight is kept");
+    assert_eq!(synced.body["balance"], 9_000 - 40, "the spend made in flight is open: held back");
     assert_eq!(synced.body["drift"], -1_000);
     let after = capacity(&client, &server).await;
     assert_eq!(after["nanoBananaCredits"], 8_960);
     assert_eq!(after["reservedCredits"], 4 * (90 + 5 * 10), "the purchases made in flight are kept");
     let entry =
         ledger(&client, &server).await.into_iter().rev().find(|e| e["kind"] == "providerSync").expect("sync entry");
-    assert_eq!((entry["consumedInFlight"].as_u64(), entry["drift"].as_i64()), (Some(40), Some(-1_000)));
-    let drift = open_alert(&client, &server, "drift").await.expect("a drift alert");
+    assert_eq!((entry["heldBack"].as_u64(), entry["drift"].as_i64()), (Some(40), Some(-1_000)));
+    let drift = open_alert(&client, &server, "drift").await.expect("a drift alert: more than the spend explains");
     assert!(drift["message"].as_str().unwrap_or("").contains("-1000"), "{drift}");
 
+    // The provider did the work of the spend: it consumed its 40 credits.
+    let spend_id = ledger(&client, &server).await.into_iter().rev().find(|e| e["kind"] == "spend").expect("spend")
+        ["spendId"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    assert_eq!(crate::common::complete(&client, &server, &spend_id).await.status, 200);
     provider.set_behaviour(Behaviour::Healthy);
     provider.set_balance(8_960);
     assert_eq!(sync_now(&client, &server).await.body["drift"], 0);

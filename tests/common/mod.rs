@@ -375,6 +375,10 @@ pub async fn refund(client: &reqwest::Client, server: &Server, spend_id: &str) -
     post(client, &server.url(&format!("/api/credits/spend/{spend_id}/refund")), None, None).await
 }
 
+pub async fn complete(client: &reqwest::Client, server: &Server, spend_id: &str) -> Answer {
+    post(client, &server.url(&format!("/api/credits/spend/{spend_id}/complete")), None, None).await
+}
+
 /// The platform capacity block of the catalogue.
 pub async fn capacity(client: &reqwest::Client, server: &Server) -> Value {
     catalogue(client, server).await["platformCapacity"].clone()

@@ -49,7 +49,10 @@ impl Message for BeginSync {
 impl Handler<BeginSync> for InventoryActor {
     type Result = MessageResult<BeginSync>;
 
-    fn handle(&mut self, _: BeginSync, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: BeginSync, ctx: &mut Self::Context) -> Self::Result {
+        // A spend whose time ran out before the request left completed then,
+        // not while the request was in flight.
+        self.expire_due(ctx);
         MessageResult(SyncToken(self.books.begin_sync()))
     }
 }
