@@ -15,6 +15,8 @@
 #[path = "common/mod.rs"]
 mod common;
 #[path = "common/history.rs"]
+// The provider model is the crash harness's; these tests check histories only.
+#[allow(dead_code)]
 mod history;
 #[path = "common/postgres.rs"]
 mod postgres;
@@ -357,7 +359,7 @@ async fn retry_unknown(
         match invoke(client, base, &op).await {
             Outcome::Ok(body) => {
                 if let Some(owner) = owner {
-                    learn(&mut states[owner], &op, &body);
+                    learn(&mut states[owner], &op, &body, None);
                 }
                 let made = made_id(&op, &body);
                 history.acknowledged.push((op, made));
@@ -398,7 +400,7 @@ async fn the_leader_killed_under_load_fails_over_with_every_promise_kept() {
             .drain(..)
             .map(|state| {
                 let task_seed = rng.gen();
-                tokio::spawn(run_client(client.clone(), base.clone(), state, stop.clone(), round, task_seed))
+                tokio::spawn(run_client(client.clone(), base.clone(), state, stop.clone(), round, task_seed, None))
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.gen_range(500..=3_000))).await;
@@ -463,7 +465,9 @@ async fn a_leader_paused_past_its_lease_commits_nothing_after_it() {
     let tasks: Vec<_> = states
         .drain(..)
         .enumerate()
-        .map(|(i, state)| tokio::spawn(run_client(client.clone(), base.clone(), state, stop.clone(), 0, i as u64)))
+        .map(|(i, state)| {
+            tokio::spawn(run_client(client.clone(), base.clone(), state, stop.clone(), 0, i as u64, None))
+        })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -570,7 +574,9 @@ async fn postgres_failing_over_to_its_synchronous_standby_loses_nothing() {
     let tasks: Vec<_> = states
         .drain(..)
         .enumerate()
-        .map(|(i, state)| tokio::spawn(run_client(client.clone(), base.clone(), state, stop.clone(), 0, i as u64)))
+        .map(|(i, state)| {
+            tokio::spawn(run_client(client.clone(), base.clone(), state, stop.clone(), 0, i as u64, None))
+        })
         .collect();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 

@@ -4,13 +4,21 @@
 //! operation that got no answer is applied at most once (exactly once after
 //! its retry with the same key), nothing is oversold or half-applied.
 //!
-//! Method: 64 clients run purchases, holds, captures, releases, spends and
-//! refunds with unique idempotency keys and record a history of ok / refused
-//! / unknown (no answer). After a random 0.5–5 s the server gets SIGKILL;
+//! Method: 64 clients run purchases, holds, captures, releases, spends,
+//! completions and refunds with unique idempotency keys and record a
+//! history of ok / refused / unknown (no answer), and play the provider
+//! (`history::ProviderModel`): the fake provider's balance is the real one,
+//! consumed for a spend at a random step before its completion, never for a
+//! refunded one. The server syncs every second and completes spends by
+//! time after 20 s. After a random 0.5–5 s the server gets SIGKILL;
 //! `creditd check` must pass on the stopped directory; the server restarts;
-//! every unknown operation is retried with its key; then the whole ledger is
-//! checked against the history. `CRASH_CYCLES` cycles (default 20; the long
-//! mode is `CRASH_CYCLES=200 cargo test --release --test crash`).
+//! every unknown operation is retried with its key; the engine's
+//! `providerBalance` must not exceed the real balance minus the consumption
+//! still to come (SPEC §4.1); then the whole ledger is checked against the
+//! history. At the end every spend is completed or refunded and two quiet
+//! syncs must leave `providerBalance` equal to the real balance, drift 0.
+//! `CRASH_CYCLES` cycles (default 20; the long mode is
+//! `CRASH_CYCLES=200 cargo test --release --test crash`).
 
 mod common;
 #[path = "common/history.rs"]
@@ -26,8 +34,26 @@ use rand::{Rng, SeedableRng};
 use common::{capacity, provider, run_check, temp_dir, Server};
 use history::{
     applied_once, extend_index, invoke, learn, ledger_after, made_id, nothing_twice, run_client, ClientState,
-    LedgerIndex, Op, Outcome, CLIENTS,
+    LedgerIndex, Op, Outcome, Plan, ProviderModel, CLIENTS,
 };
+
+/// SPEC §4.1 against the provider itself: the engine's `providerBalance`
+/// never exceeds what the provider really holds minus the consumption still
+/// to come. Checked while no client runs.
+async fn no_oversell_against_the_provider(
+    client: &reqwest::Client,
+    server: &Server,
+    model: &ProviderModel,
+    when: &str,
+) {
+    let capacity = capacity(client, server).await;
+    let balance = capacity["nanoBananaCredits"].as_u64().expect("a balance");
+    let (real, to_come) = model.real_and_to_come();
+    assert!(
+        balance + to_come <= real,
+        "{when}: §4.1: providerBalance {balance} exceeds the real balance {real} minus the consumption to come {to_come}"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_operations_survive_kill_9_exactly_once() {
@@ -36,9 +62,11 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
         std::env::var("CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| rand::thread_rng().gen());
     eprintln!("crash harness: {cycles} cycles, CRASH_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let provider = provider(1_000_000_000);
+    let provider = Arc::new(provider(1_000_000_000));
+    let model = Arc::new(ProviderModel::new(Arc::clone(&provider)));
     let dir = temp_dir();
-    let mut server = Server::start(&provider, dir.path()).await;
+    let env = [("CREDITD_SYNC_INTERVAL_SECS", "1"), ("CREDITD_SPEND_COMPLETE_AFTER_SECS", "20")];
+    let mut server = Server::start_with(&provider, dir.path(), &env).await;
     // As a storefront and an enhancement service would: one key with both scopes (SPEC §9.1).
     let (_, key) = common::create_key(&server, "crash harness", &["storefront", "enhancement"]).await;
     let client = common::client_with_key(&key);
@@ -58,7 +86,16 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
             .drain(..)
             .map(|state| {
                 let task_seed = rng.gen();
-                tokio::spawn(run_client(client.clone(), server.base.clone(), state, stop.clone(), cycle, task_seed))
+                let model = Some(Arc::clone(&model));
+                tokio::spawn(run_client(
+                    client.clone(),
+                    server.base.clone(),
+                    state,
+                    stop.clone(),
+                    cycle,
+                    task_seed,
+                    model,
+                ))
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(rng.gen_range(500..=5_000))).await;
@@ -89,7 +126,7 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
         for (owner, op) in unknown {
             match invoke(&client, &server.base, &op).await {
                 Outcome::Ok(body) => {
-                    learn(&mut states[owner], &op, &body);
+                    learn(&mut states[owner], &op, &body, Some(&model));
                     let made = made_id(&op, &body);
                     acknowledged.push((op, made));
                 }
@@ -109,14 +146,62 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
             applied_once(&index, op, made.as_deref()).unwrap_or_else(|error| panic!("cycle {cycle}: {error}"));
         }
         verified = acknowledged.len();
+        no_oversell_against_the_provider(&client, &server, &model, &format!("cycle {cycle}")).await;
         let capacity = capacity(&client, &server).await;
         let (balance, reserved) = (capacity["nanoBananaCredits"].as_u64(), capacity["reservedCredits"].as_u64());
-        assert!(reserved <= balance, "cycle {cycle}: oversold: reserved {reserved:?} > balance {balance:?}");
+        let held_back = common::admin_get(&client, &server.url("/api/admin/credits")).await.body["heldBackCredits"]
+            .as_u64()
+            .expect("held back");
+        assert!(
+            reserved <= balance.map(|balance| balance + held_back),
+            "cycle {cycle}: overcommitted: reserved {reserved:?} > balance {balance:?} + held back {held_back}"
+        );
         eprintln!(
             "cycle {cycle:>3}: {operations} operations, {} acknowledged, {unknown_total} unknown retried, {refused_total} refused, ledger {last_seq}",
             acknowledged.len(),
         );
     }
+    // Every spend ends: the provider does the work of those planned to
+    // complete (if it still may), the others are refunded or completed
+    // without it (abandoned: the service never said).
+    for state in &mut states {
+        for spend in std::mem::take(&mut state.spends) {
+            let op = match spend.plan {
+                Plan::Complete => {
+                    model.consume(&spend.id);
+                    Op::Complete { spend: spend.id }
+                }
+                Plan::Refund => Op::Refund { spend: spend.id },
+                Plan::Abandon => Op::Complete { spend: spend.id },
+            };
+            match invoke(&client, &server.base, &op).await {
+                Outcome::Ok(body) => {
+                    let made = made_id(&op, &body);
+                    acknowledged.push((op, made));
+                }
+                Outcome::Refused(status, code) => {
+                    assert_eq!((status, code.as_str()), (409, "spend_completed"), "{op:?}")
+                }
+                Outcome::Unknown => panic!("the server did not answer {op:?}"),
+            }
+        }
+    }
+    common::eventually("every spend is completed or refunded", || async {
+        common::admin_get(&client, &server.url("/api/admin/credits")).await.body["openSpends"] == 0
+    })
+    .await;
+    no_oversell_against_the_provider(&client, &server, &model, "at the end").await;
+    // SPEC §6: with nothing in flight, two quiet syncs leave the engine's
+    // balance at the real one (the periodic syncs may be among them).
+    common::sync_now(&client, &server).await;
+    let quiet = common::sync_now(&client, &server).await;
+    let (real, _) = model.real_and_to_come();
+    assert_eq!(
+        (quiet.body["balance"].as_u64(), quiet.body["drift"].as_i64()),
+        (Some(real), Some(0)),
+        "two quiet syncs: {quiet:?}"
+    );
+
     // Everything again, against the whole ledger: an acknowledged operation
     // must still be there, once, however many crashes came after it.
     drop(index);

@@ -62,19 +62,44 @@ const PACKAGES: [(&str, u64); 5] = [("starter", 10), ("creative", 50), ("pro", 1
 
 #[derive(Debug, Clone)]
 enum Op {
-    Purchase { user: usize, package: usize, key: u8 },
-    Hold { user: usize, package: usize, ttl_s: u64, key: Option<u8> },
-    Capture { hold: usize },
-    Release { hold: usize },
-    Advance { ms: u64 },
-    Spend { user: usize, credits: u64, key: u8 },
+    Purchase {
+        user: usize,
+        package: usize,
+        key: u8,
+    },
+    Hold {
+        user: usize,
+        package: usize,
+        ttl_s: u64,
+        key: Option<u8>,
+    },
+    Capture {
+        hold: usize,
+    },
+    Release {
+        hold: usize,
+    },
+    Advance {
+        ms: u64,
+    },
+    Spend {
+        user: usize,
+        credits: u64,
+        key: u8,
+    },
     /// The enhancement service says the provider did the work.
-    Complete { spend: usize },
+    Complete {
+        spend: usize,
+    },
     /// The enhancement service says the provider call failed. A spend the
     /// provider already consumed cannot have failed: the service completes it.
-    Refund { spend: usize },
+    Refund {
+        spend: usize,
+    },
     /// The provider consumes an open spend's credits (once).
-    Consume { spend: usize },
+    Consume {
+        spend: usize,
+    },
     /// A sync request leaves (if none is in flight).
     SyncBegin,
     /// The provider reads its balance for the request in flight.
@@ -82,7 +107,9 @@ enum Op {
     /// The answer lands (the provider reads now if it has not yet).
     SyncLand,
     /// The operator buys credits at the provider.
-    Refill { credits: u64 },
+    Refill {
+        credits: u64,
+    },
     Restart,
 }
 

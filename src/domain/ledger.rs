@@ -51,7 +51,14 @@ pub enum EntryKind {
     /// open when the answer arrived and those completed while the request
     /// was in flight (SPEC §6). (Stores written before open spends kept
     /// the consumption in flight here, which the same rule replays.)
-    ProviderSync { real: ProviderCredits, previous: ProviderCredits, held_back: ProviderCredits, drift: Option<i64> },
+    ProviderSync {
+        real: ProviderCredits,
+        previous: ProviderCredits,
+        /// Backups written before open spends name it `consumed_in_flight`.
+        #[serde(alias = "consumed_in_flight")]
+        held_back: ProviderCredits,
+        drift: Option<i64>,
+    },
     /// `reserved` gains `ratio × credits` until the hold is captured, released or expires.
     HoldCreated { hold_id: HoldId, package_id: PackageId, credits: UserCredits, price: Money, expires_at_ms: u64 },
     /// The hold's credits move into the wallet; `reserved` is unchanged; revenue gains `price`.
@@ -213,4 +220,22 @@ pub enum Receipt {
     Purchase(PurchaseReceipt),
     Hold(HoldReceipt),
     Spend(SpendReceipt),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EntryKind;
+
+    /// A backup written before open spends names what a sync subtracted
+    /// `consumed_in_flight`; it still reads, as what the sync held back.
+    #[test]
+    fn an_older_backups_provider_sync_reads_as_held_back() {
+        let old = r#"{"ProviderSync":{"real":938,"previous":900,"consumed_in_flight":40,"drift":null}}"#;
+        let kind: EntryKind = serde_json::from_str(old).expect("reads");
+        let EntryKind::ProviderSync { held_back, real, .. } = kind else { panic!("{kind:?}") };
+        assert_eq!((real.get(), held_back.get()), (938, 40));
+        let now = serde_json::to_string(&EntryKind::ProviderSync { real, previous: real, held_back, drift: Some(0) })
+            .expect("writes");
+        assert!(now.contains("\"held_back\":40"), "{now}");
+    }
 }

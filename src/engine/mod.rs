@@ -32,8 +32,8 @@ use crate::domain::{
 use crate::provider::NanoBananaClient;
 use crate::store::commit::CommitQueue;
 use crate::store::records::{
-    ApiKeyRecord, CaptureReceipt, CompletionReceipt, EntryKind, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt,
-    SpendReceipt, WalletRecord,
+    ApiKeyRecord, CaptureReceipt, CompletionReceipt, EntryKind, HoldReceipt, LedgerEntry, PurchaseReceipt,
+    RefundReceipt, SpendReceipt, WalletRecord,
 };
 use crate::store::Store;
 

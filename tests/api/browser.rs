@@ -49,7 +49,8 @@ async fn the_admin_page_syncs_and_disables_in_a_real_browser() {
     for (user, key) in [("ada", "b-1"), ("bo", "b-2")] {
         assert_eq!(purchase(&shop, &server.base, user, "pro", key).await.status, 200);
     }
-    assert_eq!(spend(&shop, &server, "ada", 10, "s-1").await.status, 200);
+    let spent = spend(&shop, &server, "ada", 10, "s-1").await;
+    assert_eq!(spent.status, 200);
     let port = free_port();
     let driver = Guarded(
         Command::new(chromedriver)
@@ -89,6 +90,8 @@ async fn the_admin_page_syncs_and_disables_in_a_real_browser() {
     wait_for_text(&browser, "#capacity", "34").await;
     wait_for_text(&browser, "#database-balance", "898").await;
     wait_for_text(&browser, "#burn-24h", "40").await;
+    wait_for_text(&browser, "#open-spends", "1").await;
+    wait_for_text(&browser, "#open-spends-credits", "40").await;
     let storage = browser
         .execute(
             "return [sessionStorage.getItem('creditd-admin-token') !== null, localStorage.length, document.cookie];",
@@ -98,10 +101,15 @@ async fn the_admin_page_syncs_and_disables_in_a_real_browser() {
         .expect("runs");
     assert_eq!(storage, serde_json::json!([true, 0, ""]), "the token lives in session storage only");
 
+    // The provider did the work of ada's spend: it is final, and no sync
+    // holds it back any more.
+    let spend_id = spent.body["spendId"].as_str().expect("spendId");
+    assert_eq!(crate::common::complete(&shop, &server, spend_id).await.status, 200);
     provider.set_balance(5_000);
     browser.find(Locator::Id("sync-button")).await.expect("button").click().await.expect("clicks");
     wait_for_text(&browser, "#real-balance", "5,000").await;
     wait_for_text(&browser, "#database-balance", "5,000").await;
+    wait_for_text(&browser, "#open-spends", "0").await;
 
     browser.find(Locator::Id("disable-reason")).await.expect("field").send_keys("browser test").await.expect("types");
     browser.find(Locator::Id("disable-button")).await.expect("button").click().await.expect("clicks");

@@ -38,7 +38,8 @@ async fn a_sync_between_a_spend_and_its_refund_sells_nothing_beyond_the_real_bal
     assert_eq!(after["totalUserCredits"], 150, "not 250");
 
     let mut sold = 0u64;
-    for (i, package, credits) in [(0, "pro", 100), (1, "pro", 100)].into_iter().chain((2..7).map(|i| (i, "starter", 10)))
+    for (i, package, credits) in
+        [(0, "pro", 100), (1, "pro", 100)].into_iter().chain((2..7).map(|i| (i, "starter", 10)))
     {
         if purchase(&client, &server.base, &format!("buyer-{i}"), package, &format!("p-{i}")).await.status == 200 {
             sold += credits;
@@ -93,7 +94,10 @@ async fn a_spend_is_completed_or_refunded_once_and_the_ledger_says_by_whom() {
     let entries = ledger(&client, &server).await;
     let completed: Vec<_> = entries.iter().filter(|entry| entry["kind"] == "spendCompleted").collect();
     assert_eq!(completed.len(), 1, "{entries:?}");
-    assert_eq!((completed[0]["spendId"].as_str(), completed[0]["by"].as_str()), (Some(first.as_str()), Some("service")));
+    assert_eq!(
+        (completed[0]["spendId"].as_str(), completed[0]["by"].as_str()),
+        (Some(first.as_str()), Some("service"))
+    );
     let wallet = crate::common::get(&client, &server.url("/api/users/cara/credits")).await.body;
     let states: Vec<_> = wallet["entries"]
         .as_array()

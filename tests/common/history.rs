@@ -1,13 +1,22 @@
 //! The history checker the crash harness and the cluster tests share
 //! (SPEC §4.2, §4.3): clients that run purchases, holds, captures,
-//! releases, spends and refunds with unique idempotency keys and record
-//! ok / refused / unknown; the ledger read back through the admin API and
-//! checked against that history (every acknowledged operation applied
-//! exactly once, nothing applied twice, no gap).
+//! releases, spends, completions and refunds with unique idempotency keys
+//! and record ok / refused / unknown; the ledger read back through the
+//! admin API and checked against that history (every acknowledged
+//! operation applied exactly once, nothing applied twice, no gap).
+//!
+//! With a [`ProviderModel`], the clients also play the provider (SPEC §4.1):
+//! a spend they plan to complete is consumed at the fake provider at a
+//! random later step, before its completion is sent; one they plan to
+//! refund is never consumed; one they abandon completes by time and is
+//! never consumed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use creditd::provider::fake::FakeProvider;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -23,7 +32,77 @@ pub enum Op {
     Capture { hold: String },
     Release { hold: String },
     Spend { user: String, credits: u64, key: String },
+    Complete { spend: String },
     Refund { spend: String },
+}
+
+/// What the enhancement service will do with an acknowledged spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// The provider does the work (consumes), then the spend is completed.
+    Complete,
+    /// The provider call fails: nothing consumed, the spend is refunded.
+    Refund,
+    /// Nobody says: it completes by time, nothing consumed.
+    Abandon,
+}
+
+/// A spend a client knows of.
+#[derive(Debug, Clone)]
+pub struct KnownSpend {
+    pub id: String,
+    pub credits: u64,
+    pub plan: Plan,
+}
+
+/// The provider credits per user credit of the servers under test.
+pub const RATIO: u64 = 4;
+
+/// A spend is consumed only this soon after the client learnt of it: the
+/// servers under test complete spends by time later than this
+/// (`CREDITD_SPEND_COMPLETE_AFTER_SECS`), and the provider never consumes
+/// after a completion.
+pub const CONSUME_WITHIN: Duration = Duration::from_secs(8);
+
+/// The provider's side of SPEC §4.1: the fake provider's balance is the real
+/// balance; it consumes a spend's `ratio × credits` at most once, and only
+/// for spends planned to complete.
+pub struct ProviderModel {
+    pub fake: Arc<FakeProvider>,
+    /// Spends planned to complete and not consumed yet: provider credits and
+    /// when the client learnt of them.
+    to_come: Mutex<HashMap<String, (u64, Instant)>>,
+}
+
+impl ProviderModel {
+    pub fn new(fake: Arc<FakeProvider>) -> Self {
+        Self { fake, to_come: Mutex::new(HashMap::new()) }
+    }
+
+    fn plan(&self, spend: &KnownSpend) {
+        if spend.plan == Plan::Complete {
+            let mut to_come = self.to_come.lock().expect("not poisoned");
+            to_come.entry(spend.id.clone()).or_insert((RATIO * spend.credits, Instant::now()));
+        }
+    }
+
+    /// The provider does the work of `spend` now, if it has not yet and may still.
+    pub fn consume(&self, spend: &str) {
+        let mut to_come = self.to_come.lock().expect("not poisoned");
+        if let Some((credits, learnt)) = to_come.remove(spend) {
+            if learnt.elapsed() < CONSUME_WITHIN {
+                self.fake.consume(i64::try_from(credits).expect("small"));
+            }
+        }
+    }
+
+    /// What the provider really holds, and the consumption still to come.
+    pub fn real_and_to_come(&self) -> (u64, u64) {
+        let to_come = self.to_come.lock().expect("not poisoned");
+        let real = u64::try_from(self.fake.balance()).expect("never negative");
+        let pending = to_come.values().filter(|(_, learnt)| learnt.elapsed() < CONSUME_WITHIN).map(|(c, _)| c).sum();
+        (real, pending)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -33,11 +112,11 @@ pub enum Outcome {
     Unknown,
 }
 
-/// What one client believes: its user, its open holds and refundable spends.
+/// What one client believes: its user, its open holds and open spends.
 pub struct ClientState {
     pub user: String,
     pub holds: Vec<String>,
-    pub spends: Vec<String>,
+    pub spends: Vec<KnownSpend>,
     pub balance: u64,
     pub next: u64,
 }
@@ -58,6 +137,7 @@ pub fn request(client: &reqwest::Client, base: &str, op: &Op) -> reqwest::Reques
             .post(format!("{base}/api/credits/spend"))
             .header("Idempotency-Key", key)
             .json(&json!({"userId": user, "credits": credits, "reason": "crash harness"})),
+        Op::Complete { spend } => client.post(format!("{base}/api/credits/spend/{spend}/complete")),
         Op::Refund { spend } => client.post(format!("{base}/api/credits/spend/{spend}/refund")),
     }
 }
@@ -79,10 +159,16 @@ pub async fn invoke(client: &reqwest::Client, base: &str, op: &Op) -> Outcome {
     }
 }
 
-pub fn next_op(state: &mut ClientState, rng: &mut StdRng, cycle: usize) -> Op {
+pub fn next_op(state: &mut ClientState, rng: &mut StdRng, cycle: usize, provider: Option<&ProviderModel>) -> Op {
     state.next += 1;
     let key = format!("c{cycle}-{}-{}", state.user, state.next);
     let user = state.user.clone();
+    // Now and then the provider finishes the work of a spend before anyone says so.
+    if let (Some(provider), Some(spend)) = (provider, state.spends.get(rng.gen_range(0..state.spends.len().max(1)))) {
+        if rng.gen_bool(0.2) {
+            provider.consume(&spend.id);
+        }
+    }
     match rng.gen_range(0..100) {
         0..=29 => Op::Purchase { user, package: PACKAGES[rng.gen_range(0..PACKAGES.len())], key },
         30..=44 => Op::Hold { user, package: "starter", ttl: if rng.gen_bool(0.2) { 1 } else { 60 }, key },
@@ -92,20 +178,48 @@ pub fn next_op(state: &mut ClientState, rng: &mut StdRng, cycle: usize) -> Op {
         60..=64 if !state.holds.is_empty() => {
             Op::Release { hold: state.holds.swap_remove(rng.gen_range(0..state.holds.len())) }
         }
-        65..=89 if state.balance > 0 => Op::Spend { user, credits: rng.gen_range(1..=state.balance.min(5)), key },
-        90..=99 if !state.spends.is_empty() => {
-            Op::Refund { spend: state.spends.swap_remove(rng.gen_range(0..state.spends.len())) }
+        65..=84 if state.balance > 0 => Op::Spend { user, credits: rng.gen_range(1..=state.balance.min(5)), key },
+        85..=99 if !state.spends.is_empty() => {
+            // The oldest first, so that a planned consumption comes before the spend's time runs out.
+            let spend = state.spends.remove(0);
+            match spend.plan {
+                Plan::Complete => {
+                    if let Some(provider) = provider {
+                        provider.consume(&spend.id);
+                    }
+                    Op::Complete { spend: spend.id }
+                }
+                Plan::Refund => Op::Refund { spend: spend.id },
+                Plan::Abandon => Op::Purchase { user, package: "starter", key },
+            }
         }
         _ => Op::Purchase { user, package: "starter", key },
     }
 }
 
+/// What the service will do with spend `id`: a fixed mix, from the id.
+fn plan_of(id: &str) -> Plan {
+    match id.bytes().map(u64::from).sum::<u64>() % 10 {
+        0..=5 => Plan::Complete,
+        6..=8 => Plan::Refund,
+        _ => Plan::Abandon,
+    }
+}
+
 /// What an acknowledged operation teaches the client.
-pub fn learn(state: &mut ClientState, op: &Op, body: &Value) {
+pub fn learn(state: &mut ClientState, op: &Op, body: &Value, provider: Option<&ProviderModel>) {
     let balance = body["balance"].as_u64();
     match op {
         Op::Hold { .. } => state.holds.extend(body["holdId"].as_str().map(str::to_owned)),
-        Op::Spend { .. } => state.spends.extend(body["spendId"].as_str().map(str::to_owned)),
+        Op::Spend { credits, .. } => {
+            if let Some(id) = body["spendId"].as_str() {
+                let spend = KnownSpend { id: id.to_owned(), credits: *credits, plan: plan_of(id) };
+                if let Some(provider) = provider {
+                    provider.plan(&spend);
+                }
+                state.spends.push(spend);
+            }
+        }
         _ => {}
     }
     if let Some(balance) = balance {
@@ -120,14 +234,15 @@ pub async fn run_client(
     stop: Arc<AtomicBool>,
     cycle: usize,
     seed: u64,
+    provider: Option<Arc<ProviderModel>>,
 ) -> (ClientState, Vec<(Op, Outcome)>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut history = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let op = next_op(&mut state, &mut rng, cycle);
+        let op = next_op(&mut state, &mut rng, cycle, provider.as_deref());
         let outcome = invoke(&client, &base, &op).await;
         if let Outcome::Ok(body) = &outcome {
-            learn(&mut state, &op, body);
+            learn(&mut state, &op, body, provider.as_deref());
         }
         let unknown = matches!(outcome, Outcome::Unknown);
         history.push((op, outcome));
@@ -143,7 +258,8 @@ pub async fn run_client(
 pub struct LedgerIndex {
     pub keys: BTreeMap<(String, String), usize>,
     closes: BTreeMap<String, Vec<String>>,
-    refunds: BTreeMap<String, usize>,
+    /// How each spend ended: `refund` or `spendCompleted`, each time.
+    ends: BTreeMap<String, Vec<String>>,
     ids: BTreeSet<String>,
 }
 
@@ -162,8 +278,8 @@ pub fn extend_index(index: &mut LedgerIndex, entries: &[Value]) {
         if matches!(kind.as_str(), "holdCaptured" | "holdReleased" | "holdExpired") {
             index.closes.entry(entry["holdId"].as_str().unwrap_or("").to_owned()).or_default().push(kind.clone());
         }
-        if kind == "refund" {
-            *index.refunds.entry(entry["spendId"].as_str().unwrap_or("").to_owned()).or_default() += 1;
+        if matches!(kind.as_str(), "refund" | "spendCompleted") {
+            index.ends.entry(entry["spendId"].as_str().unwrap_or("").to_owned()).or_default().push(kind.clone());
         }
     }
 }
@@ -224,10 +340,14 @@ pub fn applied_once(index: &LedgerIndex, op: &Op, made: Option<&str>) -> Result<
                 other => Err(format!("hold {hold} acknowledged as {expected}, the ledger has {other:?}")),
             }
         }
-        Op::Refund { spend } => match index.refunds.get(spend) {
-            Some(1) => Ok(()),
-            other => Err(format!("refund of {spend} is in the ledger {other:?} times")),
-        },
+        Op::Refund { spend } | Op::Complete { spend } => {
+            // A completion acknowledged may have been by time, before the service said so.
+            let expected = if matches!(op, Op::Refund { .. }) { "refund" } else { "spendCompleted" };
+            match index.ends.get(spend).map(Vec::as_slice) {
+                Some([kind]) if kind == expected => Ok(()),
+                other => Err(format!("spend {spend} acknowledged as {expected}, the ledger has {other:?}")),
+            }
+        }
     }
 }
 
@@ -239,8 +359,8 @@ pub fn nothing_twice(index: &LedgerIndex) -> Result<(), String> {
     if let Some((hold, closes)) = index.closes.iter().find(|(_, closes)| closes.len() > 1) {
         return Err(format!("hold {hold} closed {} times: {closes:?}", closes.len()));
     }
-    if let Some((spend, n)) = index.refunds.iter().find(|(_, n)| **n > 1) {
-        return Err(format!("spend {spend} refunded {n} times"));
+    if let Some((spend, ends)) = index.ends.iter().find(|(_, ends)| ends.len() > 1) {
+        return Err(format!("spend {spend} ended {} times: {ends:?}", ends.len()));
     }
     Ok(())
 }
