@@ -121,7 +121,9 @@ async fn the_report_follows_a_synthetic_week_computed_by_hand() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = ManualClock::starting_at(1_750_000_000_000);
     let config = Config::load_with(None, |_| None).expect("defaults");
-    let settings = Settings::from_config(&config);
+    let mut settings = Settings::from_config(&config);
+    // s4 is refunded two hours after it was made: still open then.
+    settings.spend_complete_after = std::time::Duration::from_millis(3 * HOUR);
     let (engine, threads) = start_on(dir.path(), settings, Arc::new(clock.clone()), 10_000).await;
 
     let buy = |user: &str, package: &str, key: &str| {
