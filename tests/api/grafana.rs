@@ -76,6 +76,8 @@ async fn the_grafana_dashboard_uses_only_metrics_that_creditd_exports() {
     release(&client, &server, other.body["holdId"].as_str().expect("id")).await;
     let spent = spend(&client, &server, "g", 5, "s-1").await;
     refund(&client, &server, spent.body["spendId"].as_str().expect("id")).await;
+    let done = spend(&client, &server, "g", 5, "s-2").await;
+    crate::common::complete(&client, &server, done.body["spendId"].as_str().expect("id")).await;
     assert_eq!(purchase(&client, &server.base, "g", "studio", "g-2").await.status, 409, "a refusal, and its alert");
     assert_eq!(sync_now(&client, &server).await.status, 200);
     let response = client.get(server.url("/metrics")).send().await.expect("answers");
