@@ -794,6 +794,53 @@ mod tests {
         assert!(books.capacity().overcommitted(), "959 < 960 with nothing held back");
     }
 
+    /// Spends that complete by time together, in one sweep, while a sync is
+    /// in flight: the sync holds back every one of them.
+    #[test]
+    fn spends_completed_by_time_in_one_sweep_during_a_sync_are_all_held_back() {
+        let (mut books, mut memory) = (books(1_000), Memory::default());
+        let first = buy_and_spend(&mut books, &mut memory, "ann", 3);
+        let second = buy_and_spend(&mut books, &mut memory, "bo", 5);
+        let after = books.spend_complete_after_ms;
+        let outcome = sync(&mut books, &mut memory, 1_000, |books, memory| {
+            let both = [first.clone(), second.clone()];
+            let swept = books.decide_completions(&inputs(memory, after), &both).expect("completes");
+            memory.keep(&swept.writes);
+            books.adopt(swept).expect("adopts");
+        });
+        assert_eq!(outcome.held_back, credits(32), "4 × (3 + 5): both may have been consumed after the read");
+        assert_eq!(books.state.provider_balance, credits(968));
+    }
+
+    /// A spend may take the provider balance to zero, not one credit below
+    /// (SPEC §5: "Enhancement temporarily unavailable").
+    #[test]
+    fn a_spend_may_use_the_whole_provider_balance_and_not_a_credit_more() {
+        let (mut books, mut memory) = (books(1_000), Memory::default());
+        buy(&mut books, &mut memory, "ann", "a").expect("fits");
+        sync(&mut books, &mut memory, 20, |_, _| {});
+        spend(&mut books, &mut memory, "ann", 5);
+        assert_eq!(books.state.provider_balance, credits(0), "20 provider credits, exactly the balance");
+        let wallet = books.wallets.wallet(&user("ann"), None, 0).expect("hot");
+        let one = crate::domain::UserCredits::new(1).expect("small");
+        let refused = books.decide_spend(&inputs(&memory, 0), &user("ann"), wallet, one, None, &key("more"), [5; 32]);
+        assert!(matches!(refused, Err(EngineError::EnhancementUnavailable)), "{:?}", refused.err());
+    }
+
+    /// A refund after a spend's time ran out is refused even before the
+    /// sweep has completed it: every answer after the instant treats it as
+    /// completed (SPEC §5).
+    #[test]
+    fn a_refund_at_the_spends_time_is_refused_before_any_sweep() {
+        let (mut books, mut memory) = (books(1_000), Memory::default());
+        let late = buy_and_spend(&mut books, &mut memory, "ann", 2);
+        let after = books.spend_complete_after_ms;
+        let wallet = books.wallets.wallet(&user("ann"), None, 0).expect("hot");
+        let refused = books.decide_refund(&inputs(&memory, after), &user("ann"), wallet, &late);
+        assert!(matches!(refused, Err(EngineError::SpendCompleted)), "{:?}", refused.err());
+        assert!(books.open_spends.contains_key(&late), "no sweep ran: it is the deadline that refuses");
+    }
+
     #[test]
     fn a_spend_ends_once_completed_or_refunded_and_completes_by_itself_at_its_time() {
         let (mut books, mut memory) = (books(1_000), Memory::default());
