@@ -27,13 +27,37 @@ pub const PACKAGES: [&str; 3] = ["starter", "creative", "pro"];
 
 #[derive(Debug, Clone)]
 pub enum Op {
-    Purchase { user: String, package: &'static str, key: String },
-    Hold { user: String, package: &'static str, ttl: u64, key: String },
-    Capture { hold: String },
-    Release { hold: String },
-    Spend { user: String, credits: u64, key: String },
-    Complete { spend: String },
-    Refund { spend: String },
+    Purchase {
+        user: String,
+        package: &'static str,
+        key: String,
+    },
+    Hold {
+        user: String,
+        package: &'static str,
+        ttl: u64,
+        key: String,
+    },
+    Capture {
+        hold: String,
+    },
+    Release {
+        hold: String,
+    },
+    /// `sent`: when it was first sent, so before the server made the spend:
+    /// a retry after a restart keeps it.
+    Spend {
+        user: String,
+        credits: u64,
+        key: String,
+        sent: Instant,
+    },
+    Complete {
+        spend: String,
+    },
+    Refund {
+        spend: String,
+    },
 }
 
 /// What the enhancement service will do with an acknowledged spend.
@@ -58,10 +82,12 @@ pub struct KnownSpend {
 /// The provider credits per user credit of the servers under test.
 pub const RATIO: u64 = 4;
 
-/// A spend is consumed only this soon after the client learnt of it: the
-/// servers under test complete spends by time later than this
-/// (`CREDITD_SPEND_COMPLETE_AFTER_SECS`), and the provider never consumes
-/// after a completion.
+/// A spend is consumed only this soon after its request was first sent
+/// (before the server made it): the servers under test complete spends by
+/// time later than this (`CREDITD_SPEND_COMPLETE_AFTER_SECS`), and the
+/// provider never consumes after a completion. Measured from the first
+/// send, not from the answer: a spend whose answer was lost is learnt only
+/// after `check` and a restart, which take longer as the ledger grows.
 pub const CONSUME_WITHIN: Duration = Duration::from_secs(8);
 
 /// The provider's side of SPEC §4.1: the fake provider's balance is the real
@@ -70,7 +96,7 @@ pub const CONSUME_WITHIN: Duration = Duration::from_secs(8);
 pub struct ProviderModel {
     pub fake: Arc<FakeProvider>,
     /// Spends planned to complete and not consumed yet: provider credits and
-    /// when the client learnt of them.
+    /// when their request was first sent.
     to_come: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
@@ -79,18 +105,18 @@ impl ProviderModel {
         Self { fake, to_come: Mutex::new(HashMap::new()) }
     }
 
-    fn plan(&self, spend: &KnownSpend) {
+    fn plan(&self, spend: &KnownSpend, sent: Instant) {
         if spend.plan == Plan::Complete {
             let mut to_come = self.to_come.lock().expect("not poisoned");
-            to_come.entry(spend.id.clone()).or_insert((RATIO * spend.credits, Instant::now()));
+            to_come.entry(spend.id.clone()).or_insert((RATIO * spend.credits, sent));
         }
     }
 
     /// The provider does the work of `spend` now, if it has not yet and may still.
     pub fn consume(&self, spend: &str) {
         let mut to_come = self.to_come.lock().expect("not poisoned");
-        if let Some((credits, learnt)) = to_come.remove(spend) {
-            if learnt.elapsed() < CONSUME_WITHIN {
+        if let Some((credits, sent)) = to_come.remove(spend) {
+            if sent.elapsed() < CONSUME_WITHIN {
                 self.fake.consume(i64::try_from(credits).expect("small"));
             }
         }
@@ -100,7 +126,7 @@ impl ProviderModel {
     pub fn real_and_to_come(&self) -> (u64, u64) {
         let to_come = self.to_come.lock().expect("not poisoned");
         let real = u64::try_from(self.fake.balance()).expect("never negative");
-        let pending = to_come.values().filter(|(_, learnt)| learnt.elapsed() < CONSUME_WITHIN).map(|(c, _)| c).sum();
+        let pending = to_come.values().filter(|(_, sent)| sent.elapsed() < CONSUME_WITHIN).map(|(c, _)| c).sum();
         (real, pending)
     }
 }
@@ -133,7 +159,7 @@ pub fn request(client: &reqwest::Client, base: &str, op: &Op) -> reqwest::Reques
             .json(&json!({"userId": user, "packageId": package, "ttlSeconds": ttl})),
         Op::Capture { hold } => client.post(format!("{base}/api/credits/holds/{hold}/capture")),
         Op::Release { hold } => client.post(format!("{base}/api/credits/holds/{hold}/release")),
-        Op::Spend { user, credits, key } => client
+        Op::Spend { user, credits, key, .. } => client
             .post(format!("{base}/api/credits/spend"))
             .header("Idempotency-Key", key)
             .json(&json!({"userId": user, "credits": credits, "reason": "crash harness"})),
@@ -178,7 +204,9 @@ pub fn next_op(state: &mut ClientState, rng: &mut StdRng, cycle: usize, provider
         60..=64 if !state.holds.is_empty() => {
             Op::Release { hold: state.holds.swap_remove(rng.gen_range(0..state.holds.len())) }
         }
-        65..=84 if state.balance > 0 => Op::Spend { user, credits: rng.gen_range(1..=state.balance.min(5)), key },
+        65..=84 if state.balance > 0 => {
+            Op::Spend { user, credits: rng.gen_range(1..=state.balance.min(5)), key, sent: Instant::now() }
+        }
         85..=99 if !state.spends.is_empty() => {
             // The oldest first, so that a planned consumption comes before the spend's time runs out.
             let spend = state.spends.remove(0);
@@ -211,11 +239,11 @@ pub fn learn(state: &mut ClientState, op: &Op, body: &Value, provider: Option<&P
     let balance = body["balance"].as_u64();
     match op {
         Op::Hold { .. } => state.holds.extend(body["holdId"].as_str().map(str::to_owned)),
-        Op::Spend { credits, .. } => {
+        Op::Spend { credits, sent, .. } => {
             if let Some(id) = body["spendId"].as_str() {
                 let spend = KnownSpend { id: id.to_owned(), credits: *credits, plan: plan_of(id) };
                 if let Some(provider) = provider {
-                    provider.plan(&spend);
+                    provider.plan(&spend, *sent);
                 }
                 state.spends.push(spend);
             }
