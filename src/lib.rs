@@ -27,6 +27,7 @@ pub mod check;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod decide;
 pub mod domain;
 pub mod engine;
 pub mod http;

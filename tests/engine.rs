@@ -1,4 +1,4 @@
-//! In-process tests of the engine without HTTP: the hot wallets' life
+//! In-process tests of the engine without HTTP: the wallet actors' life
 //! cycle, where timing matters and a controllable setting makes it quick.
 
 use std::sync::Arc;
@@ -56,17 +56,17 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     }
 }
 
-/// Goal: an idle hot wallet is dropped from memory, and the next operation
-/// loads it again and resumes from the wallet on disk.
+/// Goal: an idle wallet actor retires, and the next operation starts a new
+/// one, which loads the wallet again and resumes from the wallet on disk.
 #[actix_rt::test]
-async fn an_idle_hot_wallet_is_dropped_and_the_next_operation_resumes_from_disk() {
+async fn an_idle_wallet_actor_retires_and_the_next_operation_resumes_from_disk() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (engine, threads) = engine(dir.path(), Duration::from_millis(50)).await;
     let (user, package, key) = ids("idle-user", "k-1");
     let first = engine.purchase(user.clone(), package.clone(), key, [1; 32]).await.expect("buys");
     assert_eq!(first.balance.get(), 10);
-    assert_eq!(engine.hot_wallets(), 1, "the wallet is hot after its change");
-    wait_until("the wallet was dropped", || engine.hot_wallets() == 0).await;
+    assert_eq!(engine.hot_wallets(), 1, "the user's wallet actor is live after its change");
+    wait_until("the wallet actor retired", || engine.hot_wallets() == 0).await;
     let (_, _, key) = ids("idle-user", "k-2");
     let second = engine.purchase(user, package, key, [2; 32]).await.expect("buys again");
     assert_eq!(second.balance.get(), 20, "the wallet was loaded again from the disk");
@@ -74,12 +74,12 @@ async fn an_idle_hot_wallet_is_dropped_and_the_next_operation_resumes_from_disk(
     tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
 }
 
-/// Goal: hot wallets dropped under load never lose an update. Method:
-/// wallets are dropped after 1 ms idle, while 400 purchases for 8 users race;
-/// each user's successful answers must count up by 10 with no gap, and the
+/// Goal: wallet actors retiring under load never lose an update. Method:
+/// they retire after 1 ms idle, while 400 purchases for 8 users race; each
+/// user's successful answers must count up by 10 with no gap, and the
 /// store's version check must never trip (the engine stays ready).
 #[actix_rt::test]
-async fn hot_wallets_dropped_under_load_lose_no_update() {
+async fn wallet_actors_retiring_under_load_lose_no_update() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (engine, threads) = engine(dir.path(), Duration::from_millis(1)).await;
     let answers = join_all((0..400).map(|i| {
@@ -224,7 +224,7 @@ async fn a_wallet_tampered_on_disk_is_caught_at_start_when_asked_and_by_check() 
 /// clock; the wall clock steps back, then time passes.
 #[actix_rt::test]
 async fn a_wall_clock_set_back_neither_stretches_holds_nor_silences_staleness() {
-    use creditd::actors::inventory::{CreateHold, Snapshot};
+    use creditd::actors::inventory::Snapshot;
     use creditd::clock::ManualClock;
     const HOUR_MS: u64 = 3_600_000;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -233,14 +233,8 @@ async fn a_wall_clock_set_back_neither_stretches_holds_nor_silences_staleness() 
     settings.sync_stale_after = Duration::from_secs(300);
     let (engine, threads) = start_on(dir.path(), settings, Arc::new(clock.clone()), 10_000).await;
     let inventory = engine.inventory().clone();
-    let hold = CreateHold {
-        user: UserId::parse("h").expect("valid"),
-        package_id: PackageId::parse("starter").expect("valid"),
-        ttl_ms: 60_000,
-        key: None,
-        fingerprint: [3; 32],
-    };
-    let hold = inventory.send(hold).await.expect("answers").expect("holds");
+    let (user, package) = (UserId::parse("h").expect("valid"), PackageId::parse("starter").expect("valid"));
+    let hold = engine.create_hold(user, package, 60_000, None, [3; 32]).await.expect("holds");
     assert_eq!(inventory.send(Snapshot).await.expect("answers").open_holds, 1);
 
     clock.step_wall_back_ms(HOUR_MS);

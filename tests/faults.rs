@@ -16,14 +16,49 @@ use std::time::Duration;
 use futures_util::FutureExt;
 
 use creditd::actors::inventory::{
-    ApplySync, BeginSync, CreateHold, ReleaseHold, SetPurchasesEnabled, Snapshot, UpdatePackage,
+    ApplySync, BeginSync, Decide, Decided, SetPurchasesEnabled, Snapshot, UpdatePackage, UserCommand, UserReceipt,
 };
 use creditd::actors::EngineError;
 use creditd::clock::SystemClock;
 use creditd::config::Config;
+use creditd::decide::Prefetched;
 use creditd::domain::{IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, UserCredits, UserId};
 use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
+use creditd::store::records::HoldReceipt;
 use creditd::store::{StorageFaults, Store};
+
+/// A hold of a starter for `user`, sent to the inventory as its wallet actor
+/// would: nothing to read for it (no key), so nothing prefetched.
+fn create_hold(user: &str) -> Decide {
+    let command = UserCommand::Hold {
+        package_id: PackageId::parse("starter").expect("valid"),
+        ttl_ms: 60_000,
+        key: None,
+        fingerprint: [1; 32],
+    };
+    Decide { user: UserId::parse(user).expect("valid"), command, prefetched: Prefetched::default() }
+}
+
+/// A release of `user`'s open hold: the inventory holds every open hold,
+/// so it decides without a read.
+fn release(user: &str, hold_id: &creditd::domain::HoldId) -> Decide {
+    let command = UserCommand::Release { hold_id: hold_id.clone() };
+    Decide { user: UserId::parse(user).expect("valid"), command, prefetched: Prefetched::default() }
+}
+
+fn held(answer: Result<Decided, EngineError>) -> HoldReceipt {
+    match receipt(answer.expect("holds")) {
+        UserReceipt::Hold(receipt) => receipt,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn receipt(decided: Decided) -> UserReceipt {
+    match decided {
+        Decided::Done(receipt, _) => receipt,
+        Decided::Refetch(command) => panic!("nothing to read again: {command:?}"),
+    }
+}
 
 /// Once armed, fails the next group commit, before applying it or before
 /// syncing it; then disarms.
@@ -245,22 +280,12 @@ async fn a_replay_waits_for_the_durability_of_the_change_it_repeats() {
     let gate = Gate::new();
     let (engine, threads) = start(dir.path(), Some(gate.clone())).await;
     let inventory = engine.inventory().clone();
-    let hold = inventory
-        .send(CreateHold {
-            user: UserId::parse("h").expect("valid"),
-            package_id: PackageId::parse("starter").expect("valid"),
-            ttl_ms: 60_000,
-            key: None,
-            fingerprint: [1; 32],
-        })
-        .await
-        .expect("answers")
-        .expect("holds");
+    let hold = held(inventory.send(create_hold("h")).await.expect("answers"));
 
     gate.arm();
-    let first = inventory.send(ReleaseHold { hold_id: hold.hold_id.clone() });
+    let first = inventory.send(release("h", &hold.hold_id));
     gate.held().await;
-    let mut replay = Box::pin(inventory.send(ReleaseHold { hold_id: hold.hold_id.clone() }));
+    let mut replay = Box::pin(inventory.send(release("h", &hold.hold_id)));
     let mut kill = Box::pin(inventory.send(SetPurchasesEnabled { enabled: true, reason: None }));
     let package = UpdatePackage {
         package_id: PackageId::parse("pro").expect("valid"),
@@ -295,25 +320,18 @@ async fn a_replay_answers_the_first_answer_once_it_is_durable() {
     let gate = Gate::new();
     let (engine, threads) = start(dir.path(), Some(gate.clone())).await;
     let inventory = engine.inventory().clone();
-    let hold = |user: &str| CreateHold {
-        user: UserId::parse(user).expect("valid"),
-        package_id: PackageId::parse("starter").expect("valid"),
-        ttl_ms: 60_000,
-        key: None,
-        fingerprint: [1; 32],
-    };
-    let released = inventory.send(hold("r")).await.expect("answers").expect("holds").hold_id;
-    let captured = inventory.send(hold("c")).await.expect("answers").expect("holds").hold_id;
+    let released = held(inventory.send(create_hold("r")).await.expect("answers")).hold_id;
+    let captured = held(inventory.send(create_hold("c")).await.expect("answers")).hold_id;
 
     gate.arm();
-    let first = inventory.send(ReleaseHold { hold_id: released.clone() });
+    let first = inventory.send(release("r", &released));
     gate.held().await;
-    let mut replay = Box::pin(inventory.send(ReleaseHold { hold_id: released.clone() }));
+    let mut replay = Box::pin(inventory.send(release("r", &released)));
     inventory.send(Snapshot).await.expect("answers");
     assert!(replay.as_mut().now_or_never().is_none(), "the replay waits");
     gate.release(true);
-    let first = first.await.expect("answers").expect("released");
-    assert_eq!(replay.await.expect("answers"), Ok(first), "the first answer, once durable");
+    let first = receipt(first.await.expect("answers").expect("released"));
+    assert_eq!(receipt(replay.await.expect("answers").expect("replayed")), first, "the first answer, once durable");
 
     gate.arm();
     let capture = {
@@ -322,12 +340,12 @@ async fn a_replay_answers_the_first_answer_once_it_is_durable() {
         actix_rt::spawn(async move { engine.capture(hold_id).await })
     };
     gate.held().await;
-    let mut release = Box::pin(inventory.send(ReleaseHold { hold_id: captured }));
+    let mut release = Box::pin(inventory.send(release("c", &captured)));
     inventory.send(Snapshot).await.expect("answers");
     assert!(release.as_mut().now_or_never().is_none(), "hold_captured is not said before the capture is durable");
     gate.release(true);
     assert_eq!(capture.await.expect("joins").expect("captured").credits, UserCredits::new(10).expect("small"));
-    assert_eq!(release.await.expect("answers"), Err(EngineError::HoldCaptured));
+    assert!(matches!(release.await.expect("answers"), Err(EngineError::HoldCaptured)));
     stop(engine, threads).await;
     check_passes(dir.path());
 }

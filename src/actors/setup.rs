@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::domain::{Levels, Money, Package, Ratio};
 use crate::store::commit::CommitMode;
-use crate::store::records::{HoldRecord, InventoryRecord, SpendRecord};
 
 /// How long an HTTP request waits for the engine before answering 503
 /// (`outcome_unknown` for a change, `overloaded` for a read).
@@ -43,6 +42,16 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The rules the books decide by.
+    pub fn rules(&self) -> crate::decide::Rules {
+        crate::decide::Rules {
+            ratio: self.ratio,
+            warning_level: self.levels.warning,
+            spend_complete_after_ms: u64::try_from(self.spend_complete_after.as_millis()).unwrap_or(u64::MAX),
+            max_open_holds_per_user: self.max_open_holds_per_user,
+        }
+    }
+
     pub fn from_config(config: &Config) -> Self {
         Self {
             ratio: config.ratio,
@@ -95,18 +104,4 @@ impl Health {
     }
 }
 
-/// What a data directory holds at start-up.
-#[derive(Debug)]
-pub struct Recovered {
-    pub state: InventoryRecord,
-    /// Holds still open on disk; those past their deadline expire at the first decision.
-    pub open_holds: Vec<HoldRecord>,
-    /// Spends still open on disk; those past their time complete at the first decision.
-    pub open_spends: Vec<SpendRecord>,
-    /// The configured packages with the operators' stored changes applied.
-    pub packages: Vec<Package>,
-    /// The time of the last ledger entry (0 for an empty ledger).
-    pub last_at_ms: u64,
-    /// Every API key ever made (SPEC §9.1), revoked ones included.
-    pub api_keys: Vec<crate::store::records::ApiKeyRecord>,
-}
+pub use crate::decide::Recovered;

@@ -14,17 +14,16 @@ use actix::prelude::*;
 
 use crate::actors::alert::{AlertActor, AlertSettings, AlertsView, ListAlerts};
 use crate::actors::inventory::{
-    ApiKeys, CreateApiKey, ListApiKeys, PurchasesState, RevokeApiKey, SetPurchasesEnabled, UpdatePackage,
-};
-use crate::actors::inventory::{
-    CompleteSpend, CreateHold, DurableSequence, Fingerprint, HoldOwner, InventoryActor, InventoryView, LoadedWallet,
-    ReleaseHold, ReleaseReceipt, Snapshot, SpendOwner, WalletAnswer, WalletChange, WalletCommand, WalletReceipt,
+    CreateApiKey, DurableSequence, Fingerprint, InventoryActor, InventoryView, ListApiKeys, PurchasesState,
+    ReleaseReceipt, RevokeApiKey, SetPurchasesEnabled, Snapshot, UpdatePackage, UserCommand, UserReceipt,
 };
 use crate::actors::prune::{PruneActor, PruneNow};
 use crate::actors::sync::{SyncActor, SyncError, SyncNow, SyncReport, SyncState, SyncStatus};
+use crate::actors::wallet::{ReadWallet, Run, WalletDeps, WalletDirectory, WalletPage, WalletThreads};
 use crate::actors::webhook::WebhookActor;
 use crate::actors::EngineError;
 use crate::clock::Clock;
+use crate::decide::Books;
 use crate::domain::report::{report, Report, ReportInput, WEEK_MS};
 use crate::domain::{
     HoldId, KeyId, KeyName, Package, PackageId, Reason, ScopedKey, Scopes, SpendId, UserCredits, UserId,
@@ -32,15 +31,13 @@ use crate::domain::{
 use crate::provider::NanoBananaClient;
 use crate::store::commit::CommitQueue;
 use crate::store::records::{
-    ApiKeyRecord, CaptureReceipt, CompletionReceipt, EntryKind, HoldReceipt, LedgerEntry, PurchaseReceipt,
-    RefundReceipt, SpendReceipt, WalletRecord,
+    ApiKeyRecord, CaptureReceipt, CompletionReceipt, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt,
+    SpendReceipt,
 };
 use crate::store::Store;
 
-/// How often a request sends a cold wallet's command back with a fresh read
-/// before giving up. A read is refused only when a sweep of idle wallets
-/// (at most one per half idle period, ≥ 500 ms) came between the ticket and
-/// the read's return, so a second refusal in a row is already remarkable.
+/// How often a request is sent again to a user's wallet actor that retired
+/// before it took the request (it never started on it).
 const WALLET_ATTEMPTS_MAX: usize = 4;
 
 fn timed_out() -> EngineError {
@@ -54,8 +51,13 @@ fn change_timed_out() -> EngineError {
 }
 
 /// The inventory answered a command with another command's receipt: a bug.
-fn unexpected(receipt: &WalletReceipt) -> EngineError {
+fn unexpected(receipt: &UserReceipt) -> EngineError {
     EngineError::Storage(format!("unexpected receipt {receipt:?}"))
+}
+
+/// Threads for the wallet actors: half the cores, at least one.
+fn wallet_thread_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
 }
 
 /// The facade the HTTP layer uses. Cheap to clone into every worker.
@@ -71,6 +73,8 @@ pub struct Engine {
     /// The live API keys, as the inventory last published them.
     keys: tokio::sync::watch::Receiver<Arc<crate::access::KeyRing>>,
     pruner: Addr<PruneActor>,
+    /// The per-user wallet actors.
+    wallets: Arc<WalletDirectory>,
     /// What the inventory's view is made of after its last change (`None` until it started).
     views: tokio::sync::watch::Receiver<Option<Arc<crate::actors::inventory::ViewInputs>>>,
 }
@@ -79,6 +83,8 @@ pub struct Engine {
 pub struct EngineThreads {
     /// Stopped in order: the operations (sync, alerts, webhook), then the engine.
     arbiters: Vec<Arbiter>,
+    /// The wallet actors' threads, stopped first.
+    wallet_threads: WalletThreads,
     commit_thread: JoinHandle<()>,
     store: Store,
 }
@@ -87,6 +93,7 @@ impl EngineThreads {
     /// Stops the actors, lets the commit loop finish what it holds, and
     /// flushes once more. Blocking: call it off the async workers.
     pub fn stop(self) {
+        self.wallet_threads.stop();
         for arbiter in self.arbiters {
             arbiter.stop();
             let _ = arbiter.join();
@@ -111,7 +118,9 @@ impl Engine {
         clock: Arc<dyn Clock>,
         provider: Option<(NanoBananaClient, Duration)>,
     ) -> Result<(Self, EngineThreads), StartError> {
-        let (commits, commit_thread) = CommitQueue::start(store.clone(), settings.commit_mode)?;
+        let last_seq = recovered.state.next_seq.saturating_sub(1);
+        let (commits, commit_thread) = CommitQueue::start(store.clone(), settings.commit_mode, last_seq)?;
+        let visible = commits.visible();
         let health = Arc::new(Health::default());
         let engine_arbiter = Arbiter::new();
         let operations_arbiter = Arbiter::new();
@@ -142,15 +151,26 @@ impl Engine {
                 PruneActor::new(store, commits, clock, retention)
             })
         };
-        let (api_keys, keys) = ApiKeys::load(recovered.api_keys.clone());
+        let books = Books::new(recovered, settings.rules(), clock.now_ms(), clock.monotonic_ms());
+        let (ring, keys) = tokio::sync::watch::channel(Arc::new(crate::access::KeyRing::new(books.keys.live())));
         let (published, views) = tokio::sync::watch::channel(None);
         let inventory = {
-            let (settings, store, health, clock, alerts) =
-                (settings.clone(), store.clone(), Arc::clone(&health), Arc::clone(&clock), alerts.clone());
+            let (health, clock, alerts) = (Arc::clone(&health), Arc::clone(&clock), alerts.clone());
             InventoryActor::start_in_arbiter(&engine_arbiter.handle(), move |_| {
-                InventoryActor::new(recovered, &settings, store, commits, clock, health, alerts, api_keys, published)
+                InventoryActor::new(books, commits, clock, health, alerts, published, ring)
             })
         };
+        let wallet_threads = WalletThreads::start(wallet_thread_count());
+        let wallets = WalletDirectory::new(
+            WalletDeps {
+                store: store.clone(),
+                inventory: inventory.clone(),
+                visible,
+                clock: Arc::clone(&clock),
+                idle: settings.wallet_idle,
+            },
+            &wallet_threads,
+        );
         let engine_clock = Arc::clone(&clock);
         let sync = provider.map(|(client, interval)| {
             let (inventory, alerts) = (inventory.clone(), alerts.clone());
@@ -169,9 +189,10 @@ impl Engine {
             keys,
             views,
             pruner,
+            wallets,
         };
         let arbiters = vec![operations_arbiter, engine_arbiter];
-        Ok((engine, EngineThreads { arbiters, commit_thread, store }))
+        Ok((engine, EngineThreads { arbiters, wallet_threads, commit_thread, store }))
     }
 
     pub fn inventory(&self) -> &Addr<InventoryActor> {
@@ -191,27 +212,37 @@ impl Engine {
         &self.settings
     }
 
-    /// Runs `command` on `user`'s wallet: the inventory decides it at once
-    /// when the wallet is hot; else it hands the command back with a ticket,
-    /// the wallet is read from the store off the async threads, and the
-    /// command goes back with the read.
-    async fn on_wallet(&self, user: &UserId, command: WalletCommand) -> Result<WalletReceipt, EngineError> {
-        let (mut command, mut loaded) = (command, None);
+    /// Runs `command` through `user`'s wallet actor, which reads what it
+    /// needs and hands it to the inventory. An actor that retired before it
+    /// took the command never started on it: the command goes to its successor.
+    async fn on_user(&self, user: &UserId, command: UserCommand) -> Result<UserReceipt, EngineError> {
         for _ in 0..WALLET_ATTEMPTS_MAX {
-            let change = WalletChange { user: user.clone(), loaded, command };
-            match self.change(change).await?? {
-                WalletAnswer::Done(receipt) => return Ok(receipt),
-                WalletAnswer::Load(ticket, returned) => {
-                    let store = self.store.clone();
-                    let owner = user.clone();
-                    let read = tokio::task::spawn_blocking(move || store.wallet(&owner));
-                    let wallet = read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))??;
-                    loaded = Some(LoadedWallet { wallet: wallet.unwrap_or_default(), ticket });
-                    command = returned;
-                }
+            let actor = self.wallets.get(user);
+            match actor.send(Run(command.clone())).timeout(self.settings.request_timeout).await {
+                Ok(outcome) => return outcome,
+                Err(MailboxError::Closed) => {}
+                Err(MailboxError::Timeout) => return Err(change_timed_out()),
             }
         }
-        Err(EngineError::Overloaded("the wallet kept being dropped from memory while it was read"))
+        Err(EngineError::Overloaded("the user's wallet actor kept retiring"))
+    }
+
+    /// Who owns hold `id`, as stored (an id is handed out only once its hold is durable).
+    async fn hold_owner(&self, id: &HoldId) -> Result<UserId, EngineError> {
+        let (store, id) = (self.store.clone(), id.clone());
+        let read = tokio::task::spawn_blocking(move || -> Result<UserId, EngineError> {
+            Ok(store.hold(&id)?.ok_or(EngineError::UnknownHold(id))?.user)
+        });
+        read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))?
+    }
+
+    /// Who owns spend `id`, as stored (an id is handed out only once its spend is durable).
+    async fn spend_owner(&self, id: &SpendId) -> Result<UserId, EngineError> {
+        let (store, id) = (self.store.clone(), id.clone());
+        let read = tokio::task::spawn_blocking(move || -> Result<UserId, EngineError> {
+            Ok(store.spend(&id)?.ok_or(EngineError::UnknownSpend(id))?.user)
+        });
+        read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))?
     }
 
     /// Asks the inventory a question that changes nothing.
@@ -246,8 +277,8 @@ impl Engine {
         key: ScopedKey,
         fingerprint: Fingerprint,
     ) -> Result<PurchaseReceipt, EngineError> {
-        match self.on_wallet(&user, WalletCommand::Purchase { package_id, key, fingerprint }).await? {
-            WalletReceipt::Purchase(receipt) => Ok(receipt),
+        match self.on_user(&user, UserCommand::Purchase { package_id, key, fingerprint }).await? {
+            UserReceipt::Purchase(receipt) => Ok(receipt),
             other => Err(unexpected(&other)),
         }
     }
@@ -264,7 +295,10 @@ impl Engine {
         key: Option<ScopedKey>,
         fingerprint: Fingerprint,
     ) -> Result<HoldReceipt, EngineError> {
-        self.change(CreateHold { user, package_id, ttl_ms, key, fingerprint }).await?
+        match self.on_user(&user, UserCommand::Hold { package_id, ttl_ms, key, fingerprint }).await? {
+            UserReceipt::Hold(receipt) => Ok(receipt),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Turns an open hold into wallet credits; a second capture gets the first answer.
@@ -272,9 +306,9 @@ impl Engine {
     /// # Errors
     /// `UnknownHold`, `HoldReleased`, `HoldExpired`, or 503-class errors.
     pub async fn capture(&self, hold_id: HoldId) -> Result<CaptureReceipt, EngineError> {
-        let user = self.ask(HoldOwner(hold_id.clone())).await??;
-        match self.on_wallet(&user, WalletCommand::Capture { hold_id }).await? {
-            WalletReceipt::Capture(receipt) => Ok(receipt),
+        let user = self.hold_owner(&hold_id).await?;
+        match self.on_user(&user, UserCommand::Capture { hold_id }).await? {
+            UserReceipt::Capture(receipt) => Ok(receipt),
             other => Err(unexpected(&other)),
         }
     }
@@ -284,7 +318,11 @@ impl Engine {
     /// # Errors
     /// `UnknownHold`, `HoldCaptured`, `HoldExpired`, or 503-class errors.
     pub async fn release(&self, hold_id: HoldId) -> Result<ReleaseReceipt, EngineError> {
-        self.change(ReleaseHold { hold_id }).await?
+        let user = self.hold_owner(&hold_id).await?;
+        match self.on_user(&user, UserCommand::Release { hold_id }).await? {
+            UserReceipt::Release(receipt) => Ok(receipt),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Spends `credits` of `user`'s wallet (SPEC §5), exactly once per `key`.
@@ -299,8 +337,8 @@ impl Engine {
         key: ScopedKey,
         fingerprint: Fingerprint,
     ) -> Result<SpendReceipt, EngineError> {
-        match self.on_wallet(&user, WalletCommand::Spend { credits, reason, key, fingerprint }).await? {
-            WalletReceipt::Spend(receipt) => Ok(receipt),
+        match self.on_user(&user, UserCommand::Spend { credits, reason, key, fingerprint }).await? {
+            UserReceipt::Spend(receipt) => Ok(receipt),
             other => Err(unexpected(&other)),
         }
     }
@@ -311,7 +349,11 @@ impl Engine {
     /// # Errors
     /// `UnknownSpend`, `AlreadyRefunded`, or 503-class errors.
     pub async fn complete(&self, spend_id: SpendId) -> Result<CompletionReceipt, EngineError> {
-        self.ask(CompleteSpend(spend_id)).await?
+        let user = self.spend_owner(&spend_id).await?;
+        match self.on_user(&user, UserCommand::Complete { spend_id }).await? {
+            UserReceipt::Complete(receipt) => Ok(receipt),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// Undoes an open spend, once.
@@ -319,9 +361,9 @@ impl Engine {
     /// # Errors
     /// `UnknownSpend`, `AlreadyRefunded`, `SpendCompleted`, or 503-class errors.
     pub async fn refund(&self, spend_id: SpendId) -> Result<RefundReceipt, EngineError> {
-        let user = self.ask(SpendOwner(spend_id.clone())).await??;
-        match self.on_wallet(&user, WalletCommand::Refund { spend_id }).await? {
-            WalletReceipt::Refund(receipt) => Ok(receipt),
+        let user = self.spend_owner(&spend_id).await?;
+        match self.on_user(&user, UserCommand::Refund { spend_id }).await? {
+            UserReceipt::Refund(receipt) => Ok(receipt),
             other => Err(unexpected(&other)),
         }
     }
@@ -349,30 +391,21 @@ impl Engine {
         }
     }
 
-    /// A user's wallet and their `limit` most recent ledger entries.
+    /// A user's wallet and their `limit` most recent ledger entries, as
+    /// the user's wallet actor serves them (after the user's changes in flight).
     ///
     /// # Errors
     /// [`EngineError::UnknownUser`] for a user who never had a wallet.
-    pub async fn user_credits(
-        &self,
-        user: UserId,
-        limit: usize,
-    ) -> Result<(WalletRecord, Vec<(LedgerEntry, Option<&'static str>)>), EngineError> {
-        let store = self.store.clone();
-        let read = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
-            let wallet = store.wallet(&user)?.ok_or(EngineError::UnknownUser)?;
-            let mut entries = Vec::new();
-            // A spend's entry with where the spend stands now, as stored.
-            for entry in store.wallet_entries(&wallet, limit)? {
-                let state = match &entry.kind {
-                    EntryKind::Spend { spend_id, .. } => store.spend(spend_id)?.map(|spend| spend.state.name()),
-                    _ => None,
-                };
-                entries.push((entry, state));
+    pub async fn user_credits(&self, user: UserId, limit: usize) -> Result<WalletPage, EngineError> {
+        for _ in 0..WALLET_ATTEMPTS_MAX {
+            let actor = self.wallets.get(&user);
+            match actor.send(ReadWallet { limit }).timeout(self.settings.request_timeout).await {
+                Ok(page) => return page,
+                Err(MailboxError::Closed) => {}
+                Err(MailboxError::Timeout) => return Err(timed_out()),
             }
-            Ok((wallet, entries))
-        });
-        read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))?
+        }
+        Err(EngineError::Overloaded("the user's wallet actor kept retiring"))
     }
 
     /// Ledger entries after `after`, in order.
@@ -536,9 +569,8 @@ impl Engine {
         }))
     }
 
-    /// How many wallets the inventory holds in memory, as of its last
-    /// published view (for metrics and tests).
+    /// How many wallet actors are live (for metrics and tests).
     pub fn hot_wallets(&self) -> usize {
-        self.views.borrow().as_ref().map_or(0, |inputs| inputs.hot_wallets())
+        self.wallets.len()
     }
 }

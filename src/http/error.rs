@@ -155,7 +155,7 @@ impl ApiError {
 fn engine_status_and_code(error: &EngineError) -> (StatusCode, ErrorCode) {
     match error {
         EngineError::NotReady(_) | EngineError::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady),
-        EngineError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Overloaded),
+        EngineError::Overloaded(_) | EngineError::Stale => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Overloaded),
         EngineError::OutcomeUnknown(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::OutcomeUnknown),
         EngineError::UnknownPackage(_)
         | EngineError::UnknownUser

@@ -13,7 +13,9 @@
 //! answered "nothing was applied". An empty change is a barrier: it is
 //! answered once every change queued before it is.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -69,23 +71,53 @@ struct Commit {
     done: oneshot::Sender<Result<(), CommitFailed>>,
 }
 
+/// The highest ledger sequence number whose group the store has applied:
+/// a read that starts after loading it sees every change up to it. A
+/// prefetch notes it before reading (`decide::Prefetched::seen`).
+#[derive(Debug, Clone)]
+pub struct Visible(Arc<AtomicU64>);
+
+impl Visible {
+    pub fn new(seq: u64) -> Self {
+        Self(Arc::new(AtomicU64::new(seq)))
+    }
+
+    pub fn load(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn advance(&self, seq: u64) {
+        self.0.fetch_max(seq, Ordering::AcqRel);
+    }
+}
+
 /// The sending side of the commit loop. Cheap to clone; the loop ends when
 /// every clone is dropped and the queue is empty.
 #[derive(Clone)]
 pub struct CommitQueue {
     sender: SyncSender<Commit>,
+    visible: Visible,
 }
 
 impl CommitQueue {
-    /// Starts the commit loop on its own thread.
+    /// Starts the commit loop on its own thread;
+    /// `last_seq` is the last ledger sequence number already in the store.
     ///
     /// # Errors
     /// The thread could not be spawned.
-    pub fn start(store: Store, mode: CommitMode) -> Result<(Self, JoinHandle<()>), StoreError> {
+    pub fn start(store: Store, mode: CommitMode, last_seq: u64) -> Result<(Self, JoinHandle<()>), StoreError> {
         let (sender, receiver) = mpsc::sync_channel(QUEUE_CAPACITY);
-        let thread =
-            std::thread::Builder::new().name("creditd-commit".into()).spawn(move || run(&store, &receiver, mode))?;
-        Ok((Self { sender }, thread))
+        let visible = Visible::new(last_seq);
+        let applied = visible.clone();
+        let thread = std::thread::Builder::new()
+            .name("creditd-commit".into())
+            .spawn(move || run(&store, &receiver, mode, &applied))?;
+        Ok((Self { sender, visible }, thread))
+    }
+
+    /// What the store shows, as of the last group applied.
+    pub fn visible(&self) -> Visible {
+        self.visible.clone()
     }
 
     /// A receipt that resolves once every change queued before it is durable
@@ -112,7 +144,7 @@ impl CommitQueue {
     }
 }
 
-fn run(store: &Store, receiver: &Receiver<Commit>, mode: CommitMode) {
+fn run(store: &Store, receiver: &Receiver<Commit>, mode: CommitMode, visible: &Visible) {
     let group_max = match mode {
         CommitMode::Group => GROUP_COMMITS_MAX,
         CommitMode::PerChange => 1,
@@ -134,6 +166,12 @@ fn run(store: &Store, receiver: &Receiver<Commit>, mode: CommitMode) {
             None if group.iter().all(|commit| commit.writes.is_empty()) => Ok(()),
             None => write_group(store, &group),
         };
+        if outcome.is_ok() {
+            // Applied: a read from now on sees the group (before anyone is answered).
+            if let Some(last) = group.iter().filter_map(|commit| commit.writes.last_ledger_seq()).max() {
+                visible.advance(last);
+            }
+        }
         if let Err(error) = &outcome {
             if failure.is_none() {
                 tracing::error!(error = %error, changes = group.len(), "storage failed: refusing every further write");

@@ -171,11 +171,13 @@ impl Store {
         each!(self, store => store.wallet(user))
     }
 
-    /// `user`'s wallet when this store reads it locally (sled: a lookup in
-    /// its page cache, as cheap as the idempotency lookup every purchase
-    /// makes); `None` when a read is a network round trip (PostgreSQL), which
-    /// an actor must not wait for.
-    ///
+    /// Whether a read is local (sled: a lookup in its page cache, which an
+    /// actor may make at once) rather than a network round trip
+    /// (PostgreSQL), which it must make on a blocking thread.
+    pub fn reads_locally(&self) -> bool {
+        matches!(self, Store::Sled(_))
+    }
+
     /// # Errors
     /// A read or decode failure.
     pub fn local_wallet(&self, user: &UserId) -> Option<Result<Option<WalletRecord>, StoreError>> {

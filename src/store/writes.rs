@@ -56,6 +56,13 @@ pub struct WriteSet {
 }
 
 impl WriteSet {
+    /// The sequence number of the last ledger entry among the writes.
+    pub fn last_ledger_seq(&self) -> Option<u64> {
+        self.writes
+            .iter()
+            .filter_map(|write| if let Write::Ledger(entry) = write { Some(entry.seq) } else { None })
+            .max()
+    }
     pub fn push(&mut self, write: Write) {
         self.writes.push(write);
     }

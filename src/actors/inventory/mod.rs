@@ -1,35 +1,37 @@
-//! The inventory actor: the single owner of the provider balance, `reserved`,
-//! the open holds, the revenue, the ledger sequence and the idempotency keys
-//! in flight.
+//! The inventory actor: the one decider. It owns the books
+//! ([`crate::decide::Books`]: the provider balance, `reserved`, the open
+//! holds and spends, the revenue, the ledger sequence, what is in flight)
+//! and only sequences: receive a command with what was read for it, decide
+//! ([`crate::decide::decide`]), hand the change to the commit loop, adopt it,
+//! answer once it is durable. It never reads the store: a command whose
+//! prefetched records moved while it waited goes back to its wallet actor
+//! to be read again ([`Decided::Refetch`]).
 //!
-//! Every change is decided inside one handler (check, build the new state,
-//! queue the writes) so nothing interleaves between the check and the apply:
-//! concurrent buyers are serialised here and cannot jointly exceed capacity
-//! (SPEC §4.1). The handler does not wait for the disk: it queues the change
-//! on the commit loop and goes on deciding; the reply waits for the group
-//! commit that makes the change durable (SPEC §4.2). A failed commit turns
-//! the engine unready and every later change is refused.
+//! Every change is decided inside one handler, so nothing interleaves
+//! between the check and the apply: concurrent buyers are serialised here
+//! and cannot jointly exceed capacity (SPEC §4.1). The handler does not wait
+//! for the disk: it queues the change on the commit loop and goes on
+//! deciding; the reply waits for the group commit that makes the change
+//! durable (SPEC §4.2). A failed commit turns the engine unready and every
+//! later change is refused.
 //!
 //! Expired holds stop counting at their deadline, and open spends complete
-//! when their time runs out: every handler first expires the holds whose
-//! `expiresAt` has passed and completes the spends made
+//! when their time runs out: every handler that decides first expires the
+//! holds whose `expiresAt` has passed and completes the spends made
 //! `spend_complete_after` ago ([`InventoryActor::expire_due`]), and a timer
-//! does the same every [`EXPIRY_SWEEP_INTERVAL`] so the ledger records them
-//! within a second or so even when nothing else happens.
+//! does the same every [`EXPIRY_SWEEP_INTERVAL`] so that the ledger records
+//! them within a second or so even when nothing else happens.
 //!
-//! Messages: [`WalletChange`] (from the engine facade: purchase, capture,
-//! spend, refund; see `hot.rs` for the wallets it keeps), [`CreateHold`],
-//! [`ReleaseHold`], [`HoldOwner`], [`SpendOwner`], [`CompleteSpend`], [`Snapshot`], [`SetPurchasesEnabled`], [`UpdatePackage`] (from the engine
-//! facade), [`BeginSync`] and [`ApplySync`] (from the sync actor). Sends
-//! `alert::InventoryObserved` after every change and capacity refusal.
+//! Messages: [`Decide`] (from the wallet actors: every command about a
+//! user), [`Snapshot`], [`SetPurchasesEnabled`], [`UpdatePackage`],
+//! [`CreateApiKey`], [`RevokeApiKey`], [`ListApiKeys`], [`DurableSequence`]
+//! (from the engine facade), [`BeginSync`] and [`ApplySync`] (from the sync
+//! actor). Sends `alert::InventoryObserved` after every change and capacity
+//! refusal.
 //!
-//! Files: this one holds the actor, its state and what every decision shares
-//! (`check_key`, `commit`, `respond`, the expiry sweep); `change.rs` a change
-//! being built; `wallets.rs`, `holds.rs`, `operators.rs` and `api_keys.rs` the
-//! messages and their decisions; `view.rs` what the actor publishes.
-//!
-//! Invariants asserted on every change: `reserved == ratio × (Σ wallets + Σ
-//! open holds)`; a sale or hold never leaves `reserved > providerBalance`.
+//! Files: this one holds the actor and what every message shares
+//! (`commit`, `finish`, `respond`, the expiry sweep); `messages.rs` the
+//! handlers; `view.rs` what the actor publishes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,37 +39,24 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 
-mod api_keys;
-mod books;
-mod change;
-mod holds;
-mod hot;
-mod operators;
-mod spends;
+mod messages;
 mod view;
-mod wallets;
 
-pub use api_keys::{ApiKeys, CreateApiKey, ListApiKeys, RevokeApiKey};
-pub use books::Records;
-use books::{Books, Inputs};
-use change::{ready, Change, Consumption, Decision, Reply};
-pub use holds::{CreateHold, HoldOwner, ReleaseHold, ReleaseReceipt, SpendOwner};
-pub use hot::{LoadTicket, LoadedWallet};
-pub use operators::{
-    ApplySync, BeginSync, DurableSequence, PurchasesState, SetPurchasesEnabled, SyncOutcome, SyncToken, UpdatePackage,
+pub use crate::decide::{
+    ApplySync, CreateApiKey, Fingerprint, PurchasesState, ReleaseReceipt, RevokeApiKey, SetPurchasesEnabled,
+    SyncOutcome, SyncToken, UpdatePackage, UserCommand, UserReceipt,
 };
-pub use spends::CompleteSpend;
+pub use messages::{BeginSync, Decide, Decided, DurableSequence, ListApiKeys};
 pub use view::{InventoryView, PackageView, Snapshot, ViewInputs, PACKAGE_UNAVAILABLE};
-pub use wallets::{WalletAnswer, WalletChange, WalletCommand, WalletReceipt};
 
 use super::alert::{AlertActor, InventoryObserved};
 use super::EngineError;
-use crate::actors::setup::{Health, Recovered, Settings};
+use crate::access::KeyRing;
+use crate::actors::setup::Health;
 use crate::clock::Clock;
-use crate::domain::{HoldId, PackageId, SpendId};
+use crate::decide::{Books, Change, Consumption, Decision, Now};
+use crate::domain::PackageId;
 use crate::store::commit::{CommitFailed, CommitQueue, CommitReceipt};
-use crate::store::records::{HoldState, SpendState};
-use crate::store::Store;
 
 /// Messages queued for the inventory before senders wait.
 const MAILBOX_CAPACITY: usize = 4_096;
@@ -78,13 +67,16 @@ const UNKNOWN_PACKAGE_LABEL: &str = "unknown";
 /// How often expired holds are written to the ledger when nothing else happens.
 pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A SHA-256 fingerprint of a canonical request.
-pub type Fingerprint = [u8; 32];
+/// An answer that waits for the commit loop.
+pub type Reply<T> = ResponseActFuture<InventoryActor, Result<T, EngineError>>;
+
+fn ready<T: 'static>(result: Result<T, EngineError>) -> Reply<T> {
+    Box::pin(fut::ready(result))
+}
 
 pub struct InventoryActor {
     /// What decisions read and change: the state of the books, no IO.
     books: Books,
-    store: Store,
     commits: CommitQueue,
     clock: Arc<dyn Clock>,
     health: Arc<Health>,
@@ -93,34 +85,32 @@ pub struct InventoryActor {
     /// public reads (catalogue, status) so that they never queue for this
     /// actor (SPEC §9.2).
     views: watch::Sender<Option<Arc<ViewInputs>>>,
+    /// The live API keys, published after every key change for the HTTP
+    /// layer to authenticate against without a message.
+    ring: watch::Sender<Arc<KeyRing>>,
 }
 
 impl InventoryActor {
-    /// Starts from what `engine::recover` found on disk.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts from the books `engine::recover` found on disk.
     pub fn new(
-        recovered: Recovered,
-        settings: &Settings,
-        store: Store,
+        books: Books,
         commits: CommitQueue,
         clock: Arc<dyn Clock>,
         health: Arc<Health>,
         alerts: Addr<AlertActor>,
-        keys: ApiKeys,
         views: watch::Sender<Option<Arc<ViewInputs>>>,
+        ring: watch::Sender<Arc<KeyRing>>,
     ) -> Self {
-        let books = Books::new(recovered, settings, keys, clock.now_ms(), clock.monotonic_ms());
-        Self { books, store, commits, clock, health, alerts, views }
+        Self { books, commits, clock, health, alerts, views, ring }
     }
 
-    /// What a decision reads now besides the books.
-    fn inputs(&self) -> Inputs<'_> {
-        Inputs {
+    /// The time and health a decision reads.
+    fn now(&self) -> Now {
+        Now {
             now_ms: self.clock.now_ms(),
             monotonic_ms: self.clock.monotonic_ms(),
             writable: !self.health.storage_failed(),
             synced: self.health.synced(),
-            records: &self.store,
         }
     }
 
@@ -162,8 +152,9 @@ impl InventoryActor {
         }
     }
 
-    /// Queues `change`; once queued, its state is the actor's.
-    fn commit(&mut self, mut change: Change) -> Result<CommitReceipt, EngineError> {
+    /// Queues `change`, makes it the books' state, and answers its receipt
+    /// with what it touched.
+    fn commit(&mut self, mut change: Change) -> Result<(CommitReceipt, crate::decide::Touched), EngineError> {
         self.books.assert_invariants(&change.next);
         change.writes.inventory(change.next.clone());
         let durable = self.commits.submit(std::mem::take(&mut change.writes))?;
@@ -181,14 +172,14 @@ impl InventoryActor {
             }
             Consumption::Completed(_) | Consumption::None => {}
         }
-        let sale = change.sale;
-        if let Some(record) = change.api_key.take() {
-            self.adopt_api_key(record);
+        let (sale, key_changed) = (change.sale, change.api_key.is_some());
+        let touched = self.books.adopt(change)?;
+        if key_changed {
+            self.ring.send_replace(Arc::new(KeyRing::new(self.books.keys.live())));
         }
-        self.books.adopt(change)?;
         self.observe(sale, false);
         self.publish_view();
-        Ok(durable)
+        Ok((durable, touched))
     }
 
     /// Publishes what the view is made of, as it stands, for the public reads.
@@ -198,33 +189,12 @@ impl InventoryActor {
 
     /// Commits `change` and answers `value` once it is durable.
     fn finish<T: 'static>(&mut self, change: Change, value: T) -> Reply<T> {
-        let closing: Vec<HoldId> =
-            change.holds.iter().filter(|hold| hold.state != HoldState::Open).map(|hold| hold.hold_id.clone()).collect();
-        let closing_spends: Vec<SpendId> = change
-            .spends
-            .iter()
-            .filter(|spend| spend.state != SpendState::Open)
-            .map(|spend| spend.spend_id.clone())
-            .collect();
-        let key = change.key_in_flight.as_ref().map(|(key, _)| key.clone());
-        let wallet = change.wallet.as_ref().map(|(user, _)| user.clone());
-        let durable = match self.commit(change) {
-            Ok(durable) => durable,
+        let (durable, touched) = match self.commit(change) {
+            Ok(committed) => committed,
             Err(error) => return ready(Err(error)),
         };
         Box::pin(durable.into_actor(self).map(move |result, actor, _| {
-            for id in &closing {
-                actor.books.closing_holds.remove(id);
-            }
-            for id in &closing_spends {
-                actor.books.closing_spends.remove(id);
-            }
-            if let Some(key) = &key {
-                actor.books.keys_in_flight.remove(key);
-            }
-            if let Some(user) = &wallet {
-                actor.books.wallets.settled(user, actor.clock.monotonic_ms());
-            }
+            actor.books.settle(touched, actor.clock.monotonic_ms());
             actor.durable(result).map(|()| value)
         }))
     }
@@ -259,12 +229,15 @@ impl InventoryActor {
         }))
     }
 
-    fn respond<T: 'static>(&mut self, decision: Result<Decision<T>, EngineError>) -> Reply<T> {
+    /// Answers a decision: a change once durable, a replay (and a refusal
+    /// that names a state) after a barrier, a refetch or another refusal at once.
+    fn respond<T: 'static>(&mut self, decision: Result<Decision<T>, EngineError>, refetch: Option<T>) -> Reply<T> {
         match decision {
             Err(error) if error.names_a_state() => self.after_durable(Err(error)),
             Err(error) => ready(Err(error)),
             Ok(Decision::Replay(value)) => self.after_durable(Ok(value)),
             Ok(Decision::Apply(change, value)) => self.finish(*change, value),
+            Ok(Decision::Refetch) => ready(refetch.ok_or(EngineError::Stale)),
         }
     }
 
@@ -274,54 +247,50 @@ impl InventoryActor {
         if self.health.storage_failed() {
             return;
         }
-        self.expire_due_holds(ctx);
-        self.complete_due_spends(ctx);
+        let now = self.now();
+        let due = self.books.due_holds(now.monotonic_ms);
+        if !due.is_empty() {
+            match self.books.decide_expiries(&now, &due) {
+                Ok(change) => {
+                    let expired = u64::try_from(change.holds.len()).unwrap_or(u64::MAX);
+                    metrics::counter!("creditd_holds_total", "operation" => "expire", "outcome" => "ok")
+                        .increment(expired);
+                    ctx.spawn(self.finish(change, ()).map(|_, _, _| ()));
+                }
+                Err(error) => tracing::error!(%error, "cannot expire holds"),
+            }
+        }
+        let due = self.books.due_spends(now.monotonic_ms);
+        if !due.is_empty() {
+            match self.books.decide_completions(&now, &due) {
+                Ok(change) => {
+                    let completed = u64::try_from(change.spends.len()).unwrap_or(u64::MAX);
+                    metrics::counter!("creditd_spend_completions_total", "by" => "time", "outcome" => "ok")
+                        .increment(completed);
+                    ctx.spawn(self.finish(change, ()).map(|_, _, _| ()));
+                }
+                Err(error) => tracing::error!(%error, "cannot complete spends"),
+            }
+        }
     }
 
-    fn complete_due_spends(&mut self, ctx: &mut Context<Self>) {
-        let now = self.clock.monotonic_ms();
-        let due: Vec<SpendId> = self
-            .books
-            .spend_deadlines
-            .iter()
-            .take_while(|(deadline, _)| *deadline <= now)
-            .map(|(_, id)| id.clone())
-            .collect();
-        if due.is_empty() {
+    /// Writes the API key uses noted since the last time (a write per key
+    /// and minute at most, outside the ledger).
+    fn persist_key_uses(&mut self) {
+        if self.health.storage_failed() {
             return;
         }
-        match self.books.decide_completions(&self.inputs(), &due) {
-            Ok(change) => {
-                let completed = u64::try_from(change.spends.len()).unwrap_or(u64::MAX);
-                metrics::counter!("creditd_spend_completions_total", "by" => "time", "outcome" => "ok")
-                    .increment(completed);
-                let durable = self.finish(change, ());
-                ctx.spawn(durable.map(|_, _, _| ()));
-            }
-            Err(error) => tracing::error!(%error, "cannot complete spends"),
-        }
-    }
-
-    fn expire_due_holds(&mut self, ctx: &mut Context<Self>) {
-        let now = self.clock.monotonic_ms();
-        let due: Vec<HoldId> = self
-            .books
-            .deadlines
-            .iter()
-            .take_while(|(deadline, _)| *deadline <= now)
-            .map(|(_, id)| id.clone())
-            .collect();
-        if due.is_empty() {
+        let used = self.books.keys.unsaved_uses();
+        if used.is_empty() {
             return;
         }
-        match self.books.decide_expiries(&self.inputs(), &due) {
-            Ok(change) => {
-                let expired = u64::try_from(change.holds.len()).unwrap_or(u64::MAX);
-                metrics::counter!("creditd_holds_total", "operation" => "expire", "outcome" => "ok").increment(expired);
-                let durable = self.finish(change, ());
-                ctx.spawn(durable.map(|_, _, _| ()));
-            }
-            Err(error) => tracing::error!(%error, "cannot expire holds"),
+        let mut writes = crate::store::WriteSet::default();
+        for record in &used {
+            writes.api_key(record.clone());
+        }
+        // Not awaited: nobody is told, and a lost minute of `lastUsedAt` is harmless.
+        if self.commits.submit(writes).is_ok() {
+            self.books.keys.saved(used);
         }
     }
 }
@@ -332,12 +301,9 @@ impl Actor for InventoryActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.publish_view();
-        ctx.run_interval(EXPIRY_SWEEP_INTERVAL, |actor, ctx| actor.expire_due(ctx));
-        let idle = Duration::from_millis(self.books.wallets.idle_ms());
-        ctx.run_interval(idle / 2, |actor, _| {
-            if actor.books.wallets.sweep(actor.clock.monotonic_ms()) > 0 {
-                actor.publish_view();
-            }
+        ctx.run_interval(EXPIRY_SWEEP_INTERVAL, |actor, ctx| {
+            actor.expire_due(ctx);
+            actor.books.prune_settled(actor.clock.monotonic_ms());
         });
         let every = Duration::from_millis(crate::access::LAST_USED_GRANULARITY_MS);
         ctx.run_interval(every, |actor, _| actor.persist_key_uses());

@@ -11,7 +11,7 @@ use crate::store::records::{InventoryRecord, SyncRecord};
 
 impl InventoryActor {
     pub(super) fn view(&self) -> InventoryView {
-        InventoryView::of(&self.view_inputs(), self.books.ensure_ready(&self.inputs()).is_ok())
+        InventoryView::of(&self.view_inputs(), self.books.ensure_ready(&self.now()).is_ok())
     }
 
     /// What the view is computed from: a few numbers and shared packages, so
@@ -22,9 +22,8 @@ impl InventoryActor {
             packages: Arc::clone(&self.books.packages),
             ratio: self.books.ratio,
             warning_level: self.books.warning_level,
-            open_holds: self.books.open_holds.len(),
-            open_spends: self.books.open_spends.len(),
-            hot_wallets: self.books.wallets.count(),
+            open_holds: self.books.open_counts().0,
+            open_spends: self.books.open_counts().1,
         }
     }
 }
@@ -38,14 +37,6 @@ pub struct ViewInputs {
     warning_level: ProviderCredits,
     open_holds: usize,
     open_spends: usize,
-    hot_wallets: usize,
-}
-
-impl ViewInputs {
-    /// How many wallets the inventory holds in memory (see `hot.rs`).
-    pub fn hot_wallets(&self) -> usize {
-        self.hot_wallets
-    }
 }
 
 impl InventoryView {

@@ -1,61 +1,15 @@
-//! The durable sequence for backups, the provider sync, the kill switch and
-//! package changes.
-
-use actix::prelude::*;
+//! The provider sync (SPEC §6), the kill switch and package changes.
 
 use super::books::SyncWindow;
-use super::change::{ready, Change, Decision, Reply};
-use super::Books;
-use super::Inputs;
-use super::InventoryActor;
-use crate::actors::EngineError;
+use super::change::{Change, Decision};
+use super::{Books, EngineError, Now};
 use crate::domain::{Package, PackageId, ProviderCredits, UserCredits};
 use crate::store::records::{EntryKind, PackageOverride, SyncRecord};
-use crate::store::Write;
-
-/// The last ledger sequence number, answered once everything up to it is
-/// durable: the point a consistent backup stops at.
-#[derive(Debug, Clone, Copy)]
-pub struct DurableSequence;
-
-impl Message for DurableSequence {
-    type Result = Result<u64, EngineError>;
-}
-
-impl Handler<DurableSequence> for InventoryActor {
-    type Result = Reply<u64>;
-
-    fn handle(&mut self, _: DurableSequence, _: &mut Self::Context) -> Self::Result {
-        let last = self.books.state.next_seq.saturating_sub(1);
-        self.after_durable(Ok(last))
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Provider sync (SPEC §6).
-
-/// Marks the start of a provider request; the token goes back in [`ApplySync`].
-#[derive(Debug, Clone, Copy)]
-pub struct BeginSync;
+use crate::store::writes::Write;
 
 /// Identifies the sync window a real balance belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncToken(pub(super) u64);
-
-impl Message for BeginSync {
-    type Result = SyncToken;
-}
-
-impl Handler<BeginSync> for InventoryActor {
-    type Result = MessageResult<BeginSync>;
-
-    fn handle(&mut self, _: BeginSync, ctx: &mut Self::Context) -> Self::Result {
-        // A spend whose time ran out before the request left completed then,
-        // not while the request was in flight.
-        self.expire_due(ctx);
-        MessageResult(SyncToken(self.books.begin_sync()))
-    }
-}
+pub struct SyncToken(u64);
 
 /// Sets the provider balance from a real balance fetched after `token`.
 #[derive(Debug, Clone, Copy)]
@@ -79,41 +33,21 @@ pub struct SyncOutcome {
     pub drift_explained: bool,
 }
 
-impl Message for ApplySync {
-    type Result = Result<SyncOutcome, EngineError>;
-}
-
-impl Handler<ApplySync> for InventoryActor {
-    type Result = Reply<SyncOutcome>;
-
-    fn handle(&mut self, message: ApplySync, ctx: &mut Self::Context) -> Self::Result {
-        self.expire_due(ctx);
-        let decided = self.books.decide_sync(&self.inputs(), message);
-        let (change, outcome) = match decided {
-            Ok(decided) => decided,
-            Err(error) => return ready(Err(error)),
-        };
-        self.books.sync_window = None;
-        Box::pin(self.finish(change, outcome).map(|result, actor, _| {
-            if result.is_ok() {
-                actor.health.mark_synced();
-                actor.observe(false, false);
-            }
-            result
-        }))
-    }
-}
-
 impl Books {
     /// Opens the window of a sync request that leaves now: from here on,
     /// spends completed are counted so that the sync holds them back (the
     /// provider may not have consumed them when it read its balance, SPEC
     /// §6). A newer window replaces an older one. Answers the window's token.
-    pub(super) fn begin_sync(&mut self) -> u64 {
+    pub fn begin_sync(&mut self) -> SyncToken {
         let token = self.next_sync_token;
         self.next_sync_token = self.next_sync_token.saturating_add(1);
         self.sync_window = Some(SyncWindow { token, completed: ProviderCredits::ZERO });
-        token
+        SyncToken(token)
+    }
+
+    /// Closes the sync window: its answer is decided.
+    pub fn end_sync(&mut self) {
+        self.sync_window = None;
     }
 
     /// SPEC §6: the provider balance becomes the real balance minus what the
@@ -121,11 +55,7 @@ impl Books {
     /// completed while the request was in flight: the provider may consume
     /// the first later, and may have read its balance before consuming the
     /// second. Counting them as still to come can only under-estimate.
-    pub(super) fn decide_sync(
-        &self,
-        inputs: &Inputs<'_>,
-        message: ApplySync,
-    ) -> Result<(Change, SyncOutcome), EngineError> {
+    pub fn decide_sync(&self, inputs: &Now, message: ApplySync) -> Result<(Change, SyncOutcome), EngineError> {
         self.ensure_writable(inputs)?;
         let window = self
             .sync_window
@@ -161,9 +91,6 @@ fn signed(credits: ProviderCredits) -> i64 {
     i64::try_from(credits.get()).unwrap_or(i64::MAX)
 }
 
-// ---------------------------------------------------------------------------
-// Operators (SPEC §5 admin): the kill switch and the packages.
-
 /// Turn the kill switch on (`enabled: false`, with a reason) or off.
 #[derive(Debug, Clone)]
 pub struct SetPurchasesEnabled {
@@ -178,23 +105,10 @@ pub struct PurchasesState {
     pub reason: Option<String>,
 }
 
-impl Message for SetPurchasesEnabled {
-    type Result = Result<PurchasesState, EngineError>;
-}
-
-impl Handler<SetPurchasesEnabled> for InventoryActor {
-    type Result = Reply<PurchasesState>;
-
-    fn handle(&mut self, message: SetPurchasesEnabled, _: &mut Self::Context) -> Self::Result {
-        let decision = self.books.decide_kill_switch(&self.inputs(), message);
-        self.respond(decision)
-    }
-}
-
 impl Books {
-    pub(super) fn decide_kill_switch(
+    pub fn decide_kill_switch(
         &self,
-        inputs: &Inputs<'_>,
+        inputs: &Now,
         message: SetPurchasesEnabled,
     ) -> Result<Decision<PurchasesState>, EngineError> {
         self.ensure_writable(inputs)?;
@@ -224,25 +138,8 @@ pub struct UpdatePackage {
     pub price_minor_units: Option<u64>,
 }
 
-impl Message for UpdatePackage {
-    type Result = Result<Package, EngineError>;
-}
-
-impl Handler<UpdatePackage> for InventoryActor {
-    type Result = Reply<Package>;
-
-    fn handle(&mut self, message: UpdatePackage, _: &mut Self::Context) -> Self::Result {
-        let decision = self.books.decide_package(&self.inputs(), &message);
-        self.respond(decision)
-    }
-}
-
 impl Books {
-    pub(super) fn decide_package(
-        &self,
-        inputs: &Inputs<'_>,
-        message: &UpdatePackage,
-    ) -> Result<Decision<Package>, EngineError> {
+    pub fn decide_package(&self, inputs: &Now, message: &UpdatePackage) -> Result<Decision<Package>, EngineError> {
         self.ensure_writable(inputs)?;
         let current = self
             .packages

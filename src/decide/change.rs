@@ -1,45 +1,43 @@
 //! A change being built (the next state, its ledger entries, its writes) and
 //! what a decision produced.
 
-use actix::prelude::*;
-
-use super::{Fingerprint, InventoryActor};
-use crate::actors::EngineError;
+use super::{EngineError, Fingerprint};
 use crate::domain::{Package, ProviderCredits, ScopedKey, UserCredits, UserId};
 use crate::store::records::{
     ApiKeyRecord, EntryKind, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry, Operation, Receipt,
     SpendRecord, WalletRecord,
 };
-use crate::store::{keys, Write, WriteSet};
+use crate::store::writes::{Write, WriteSet};
 
 /// A change being built: the next state, its writes, and what the actor
 /// must remember in memory once it is queued.
-pub(super) struct Change {
-    pub(super) next: InventoryRecord,
-    pub(super) writes: WriteSet,
+#[derive(Debug)]
+pub struct Change {
+    pub next: InventoryRecord,
+    pub writes: WriteSet,
     /// Wall time of its ledger entries: never before the previous change's.
-    pub(super) at_ms: u64,
+    pub at_ms: u64,
     /// Monotonic time of the decision, for the deadlines of holds it opens.
-    pub(super) monotonic_ms: u64,
-    pub(super) holds: Vec<HoldRecord>,
+    pub monotonic_ms: u64,
+    pub holds: Vec<HoldRecord>,
     /// The spends it opens, completes or refunds, as it leaves them.
-    pub(super) spends: Vec<SpendRecord>,
-    pub(super) key_in_flight: Option<(Vec<u8>, Fingerprint)>,
-    pub(super) consumption: Consumption,
+    pub spends: Vec<SpendRecord>,
+    pub key_in_flight: Option<(KeyInFlight, Fingerprint)>,
+    pub consumption: Consumption,
     /// The change sells capacity (a purchase or a hold): alerts watch for "low after sale".
-    pub(super) sale: bool,
+    pub sale: bool,
     /// A package's new settings, adopted once the change is queued.
-    pub(super) package: Option<Package>,
+    pub package: Option<Package>,
     /// An API key's new record, adopted once the change is queued.
-    pub(super) api_key: Option<ApiKeyRecord>,
+    pub api_key: Option<ApiKeyRecord>,
     /// The wallet it moves, as it leaves it: hot from the moment it is queued.
-    pub(super) wallet: Option<(UserId, WalletRecord)>,
+    pub wallet: Option<(UserId, WalletRecord)>,
 }
 
 /// The provider credits a change's spends move: for the metrics, and for
 /// a sync in flight, which holds back the spends completed meanwhile.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Consumption {
+pub enum Consumption {
     None,
     Spent(ProviderCredits),
     Refunded(ProviderCredits),
@@ -104,33 +102,46 @@ impl Change {
         fingerprint: Fingerprint,
         receipt: Receipt,
     ) -> Result<(), EngineError> {
-        let store_key = keys::scoped_idempotency(operation, key);
         let record = IdempotencyRecord { fingerprint, receipt, at_ms: self.at_ms };
         self.writes.push(Write::Remember { operation, caller: Some(key.caller.clone()), key: key.key.clone(), record });
-        self.key_in_flight = Some((store_key, fingerprint));
+        self.key_in_flight = Some(((operation, key.clone()), fingerprint));
         Ok(())
     }
 }
 
-/// What a decision produced: a replayed answer, or a change to commit.
-pub(super) enum Decision<T> {
+/// An idempotency key as a decision knows it: the operation, the API key
+/// that sent it and the key itself.
+pub type KeyInFlight = (Operation, ScopedKey);
+
+/// What a decision produced: a replayed answer, a change to commit, or a
+/// request for fresher reads (a prefetched record moved while the command
+/// waited: see [`super::Prefetched`]).
+#[derive(Debug)]
+pub enum Decision<T> {
     Replay(T),
     Apply(Box<Change>, T),
+    Refetch,
 }
 
-pub(super) type Reply<T> = ResponseActFuture<InventoryActor, Result<T, EngineError>>;
-
-/// The metrics label of a decision: `ok`, `replayed`, or the refusal.
-pub(super) fn outcome_label<T>(decision: &Result<Decision<T>, EngineError>) -> &'static str {
-    match decision {
-        Ok(Decision::Apply(..)) => "ok",
-        Ok(Decision::Replay(_)) => "replayed",
-        Err(error) => error.label(),
+impl<T> Decision<T> {
+    /// The same decision with its answer mapped.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Decision<U> {
+        match self {
+            Decision::Replay(value) => Decision::Replay(f(value)),
+            Decision::Apply(change, value) => Decision::Apply(change, f(value)),
+            Decision::Refetch => Decision::Refetch,
+        }
     }
 }
 
-pub(super) fn ready<T: 'static>(result: Result<T, EngineError>) -> Reply<T> {
-    Box::pin(fut::ready(result))
+/// The metrics label of a decision: `ok`, `replayed`, `refetch`, or the refusal.
+pub fn outcome_label<T>(decision: &Result<Decision<T>, EngineError>) -> &'static str {
+    match decision {
+        Ok(Decision::Apply(..)) => "ok",
+        Ok(Decision::Replay(_)) => "replayed",
+        Ok(Decision::Refetch) => "refetch",
+        Err(error) => error.label(),
+    }
 }
 
 pub(super) fn credited(wallet: WalletRecord, credits: UserCredits) -> Result<WalletRecord, EngineError> {

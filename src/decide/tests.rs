@@ -1,0 +1,560 @@
+//! The decisions driven directly, without an actor, a commit loop or a
+//! store: the books, a command, the time, and reads from an in-memory
+//! store of what the changes so far wrote ([`Memory`]).
+
+use std::collections::HashMap;
+
+use super::settled::Touched;
+use super::{
+    decide, ApplySync, Books, Decision, EngineError, Now, Prefetched, Recovered, SetPurchasesEnabled, SyncOutcome,
+    UpdatePackage, UserCommand, UserReceipt,
+};
+use crate::actors::setup::Settings;
+use crate::config::Config;
+use crate::domain::{
+    HoldId, IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, SpendId, UserCredits, UserId,
+};
+use crate::store::records::{
+    CompletedBy, CompletionReceipt, EntryKind, HoldRecord, IdempotencyRecord, InventoryRecord, Operation, SpendRecord,
+    WalletRecord,
+};
+use crate::store::writes::{Write, WriteSet};
+
+/// What a store would hold once the changes so far were durable.
+#[derive(Default)]
+struct Memory {
+    remembered: HashMap<(Operation, Option<KeyId>, IdempotencyKey), IdempotencyRecord>,
+    holds: HashMap<HoldId, HoldRecord>,
+    spends: HashMap<SpendId, SpendRecord>,
+    wallets: HashMap<UserId, WalletRecord>,
+    /// The last ledger sequence number kept: what a read now sees.
+    seen: u64,
+}
+
+impl Memory {
+    fn keep(&mut self, writes: &WriteSet) {
+        for write in writes.writes() {
+            match write {
+                Write::Remember { operation, caller, key, record } => {
+                    self.remembered.insert((*operation, caller.clone(), key.clone()), record.clone());
+                }
+                Write::Hold(record) => {
+                    self.holds.insert(record.hold_id.clone(), record.clone());
+                }
+                Write::Spend(record) => {
+                    self.spends.insert(record.spend_id.clone(), record.clone());
+                }
+                Write::Wallet { user, record, .. } => {
+                    self.wallets.insert(user.clone(), record.clone());
+                }
+                Write::Ledger(entry) => self.seen = self.seen.max(entry.seq),
+                _ => {}
+            }
+        }
+    }
+
+    /// What a wallet actor would read for `command` now.
+    fn prefetch(&self, who: &UserId, command: &UserCommand) -> Prefetched {
+        let needs = command.needs();
+        Prefetched {
+            seen: self.seen,
+            wallet: if needs.wallet { self.wallets.get(who).cloned() } else { None },
+            idempotency: needs.key.and_then(|(operation, key)| {
+                self.remembered.get(&(operation, Some(key.caller.clone()), key.key.clone())).cloned()
+            }),
+            hold: needs.hold.and_then(|id| self.holds.get(id).cloned()),
+            spend: needs.spend.and_then(|id| self.spends.get(id).cloned()),
+        }
+    }
+}
+
+const T0: u64 = 1_750_000_000_000;
+
+/// The default packages and ratio 4, with `balance` provider credits.
+fn books(balance: u64) -> Books {
+    let settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
+    let mut state = InventoryRecord::empty(settings.revenue_zero);
+    state.provider_balance = ProviderCredits::new(balance).expect("small");
+    let recovered = Recovered {
+        state,
+        open_holds: Vec::new(),
+        packages: settings.packages.clone(),
+        last_at_ms: 0,
+        api_keys: Vec::new(),
+        open_spends: Vec::new(),
+    };
+    Books::new(recovered, settings.rules(), T0, 0)
+}
+
+fn inputs(_: &Memory, monotonic_ms: u64) -> Now {
+    Now { now_ms: T0 + monotonic_ms, monotonic_ms, writable: true, synced: true }
+}
+
+fn key(text: &str) -> ScopedKey {
+    ScopedKey { caller: KeyId::parse("key_1").expect("valid"), key: IdempotencyKey::parse(text).expect("valid") }
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).expect("valid")
+}
+
+fn starter() -> PackageId {
+    PackageId::parse("starter").expect("valid")
+}
+
+/// Decides `command` for `who` at `monotonic_ms` with what a read of `memory` gives.
+fn run(
+    books: &Books,
+    memory: &Memory,
+    who: &str,
+    command: &UserCommand,
+    monotonic_ms: u64,
+) -> Result<Decision<UserReceipt>, EngineError> {
+    let prefetched = memory.prefetch(&user(who), command);
+    decide(books, &user(who), command, &prefetched, &inputs(memory, monotonic_ms))
+}
+
+fn purchase(order: &str, fingerprint: u8) -> UserCommand {
+    UserCommand::Purchase { package_id: starter(), key: key(order), fingerprint: [fingerprint; 32] }
+}
+
+/// Adopts a change and makes it durable at once, as the actor and the
+/// commit loop would; keeps its writes.
+fn settle(books: &mut Books, memory: &mut Memory, change: super::Change) -> Touched {
+    memory.keep(&change.writes);
+    let touched = books.adopt(change).expect("adopts");
+    books.settle(touched.clone(), 0);
+    touched
+}
+
+/// Decides a purchase, adopts it and keeps its writes, as the actor and
+/// the commit loop would once it is durable.
+fn buy(books: &mut Books, memory: &mut Memory, who: &str, order: &str) -> Result<UserReceipt, EngineError> {
+    match run(books, memory, who, &purchase(order, 1), 0)? {
+        Decision::Apply(change, outcome) => {
+            settle(books, memory, *change);
+            Ok(outcome)
+        }
+        Decision::Replay(outcome) => Ok(outcome),
+        Decision::Refetch => panic!("a fresh read is current"),
+    }
+}
+
+/// Applies a decision that must change something; answers its outcome.
+fn apply<T>(books: &mut Books, memory: &mut Memory, decided: Result<Decision<T>, EngineError>) -> T {
+    match decided.expect("decided") {
+        Decision::Apply(change, outcome) => {
+            settle(books, memory, *change);
+            outcome
+        }
+        _ => panic!("expected a change"),
+    }
+}
+
+fn credits(n: u64) -> ProviderCredits {
+    ProviderCredits::new(n).expect("small")
+}
+
+/// Buys a starter (10 credits) for `who` and spends `n` of them; answers the spend's id.
+fn buy_and_spend(books: &mut Books, memory: &mut Memory, who: &str, n: u64) -> SpendId {
+    buy(books, memory, who, &format!("buy-{who}-{}", books.state.next_seq)).expect("fits");
+    spend(books, memory, who, n)
+}
+
+fn spend_command(n: u64, order: &str) -> UserCommand {
+    UserCommand::Spend {
+        credits: UserCredits::new(n).expect("small"),
+        reason: None,
+        key: key(order),
+        fingerprint: [4; 32],
+    }
+}
+
+fn spend(books: &mut Books, memory: &mut Memory, who: &str, n: u64) -> SpendId {
+    let order = format!("spend-{who}-{}", books.state.next_seq);
+    let decided = run(books, memory, who, &spend_command(n, &order), 0);
+    match apply(books, memory, decided) {
+        UserReceipt::Spend(receipt) => receipt.spend_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn refund(books: &mut Books, memory: &mut Memory, who: &str, id: &SpendId) -> Result<(), EngineError> {
+    let decided = run(books, memory, who, &UserCommand::Refund { spend_id: id.clone() }, 0)?;
+    apply(books, memory, Ok(decided));
+    Ok(())
+}
+
+/// Completes spend `id` as the actor would: a change is adopted and
+/// kept; answers whether there was one (false: a replay) and the receipt.
+fn complete(books: &mut Books, memory: &mut Memory, id: &SpendId) -> Result<(bool, CompletionReceipt), EngineError> {
+    let owner = memory.spends.get(id).map_or_else(|| "nobody".to_owned(), |spend| spend.user.to_string());
+    let decided = run(books, memory, &owner, &UserCommand::Complete { spend_id: id.clone() }, 0)?;
+    Ok(match decided {
+        Decision::Apply(change, UserReceipt::Complete(receipt)) => {
+            settle(books, memory, *change);
+            (true, receipt)
+        }
+        Decision::Replay(UserReceipt::Complete(receipt)) => (false, receipt),
+        other => panic!("{other:?}"),
+    })
+}
+
+/// A sync whose request leaves now; `between` runs while it is in
+/// flight; the provider answers `real`.
+fn sync(
+    books: &mut Books,
+    memory: &mut Memory,
+    real: u64,
+    between: impl FnOnce(&mut Books, &mut Memory),
+) -> SyncOutcome {
+    let token = books.begin_sync();
+    between(books, memory);
+    let message = ApplySync { real: credits(real), token };
+    let (change, outcome) = books.decide_sync(&inputs(memory, 0), message).expect("applies");
+    settle(books, memory, change);
+    books.end_sync();
+    outcome
+}
+
+#[test]
+fn purchases_sell_to_capacity_and_not_one_credit_beyond() {
+    let (mut books, mut memory) = (books(400), Memory::default());
+    for order in 0..10 {
+        buy(&mut books, &mut memory, &format!("u{order}"), &format!("o{order}")).expect("fits");
+    }
+    assert_eq!(books.state.reserved, ProviderCredits::new(400).expect("small"), "10 × 10 credits × ratio 4");
+    let refused = buy(&mut books, &mut memory, "late", "o10");
+    assert!(matches!(refused, Err(EngineError::InsufficientCapacity)), "{refused:?}");
+    assert_eq!(books.state.next_seq, 11, "a refusal writes nothing");
+}
+
+#[test]
+fn a_retry_is_in_use_while_in_flight_then_the_first_answer_and_another_body_is_refused() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    let decided = run(&books, &memory, "ann", &purchase("k", 1), 0).expect("fits");
+    let Decision::Apply(change, first) = decided else { panic!("a new key is applied") };
+    memory.keep(&change.writes);
+    let touched = books.adopt(*change).expect("adopts");
+    let again = run(&books, &memory, "ann", &purchase("k", 1), 0);
+    assert!(matches!(again, Err(EngineError::IdempotencyKeyInUse)), "not durable yet: {:?}", again.err());
+    books.settle(touched, 0);
+    let Decision::Replay(replayed) = run(&books, &memory, "ann", &purchase("k", 1), 0).expect("answers") else {
+        panic!("a durable key is replayed")
+    };
+    assert_eq!(replayed, first, "the first answer");
+    let other = run(&books, &memory, "ann", &purchase("k", 2), 0);
+    assert!(matches!(other, Err(EngineError::IdempotencyKeyReused)), "{:?}", other.err());
+    assert!(matches!(first, UserReceipt::Purchase(_)));
+}
+
+#[test]
+fn a_hold_expires_at_its_monotonic_deadline_and_gives_its_reservation_back() {
+    let (mut books, memory) = (books(4_000), Memory::default());
+    let hold = UserCommand::Hold { package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32] };
+    let Decision::Apply(change, UserReceipt::Hold(receipt)) = run(&books, &memory, "bo", &hold, 1_000).expect("fits")
+    else {
+        panic!("a new hold is applied")
+    };
+    books.adopt(*change).expect("adopts");
+    assert_eq!(books.state.reserved, ProviderCredits::new(40).expect("small"));
+    assert!(!books.is_due(&receipt.hold_id, 60_999), "one millisecond before its deadline");
+    assert!(books.is_due(&receipt.hold_id, 61_000), "at its deadline");
+    let expired =
+        books.decide_expiries(&inputs(&memory, 61_000), std::slice::from_ref(&receipt.hold_id)).expect("expires");
+    let entry = expired.writes.writes().iter().find_map(|write| match write {
+        Write::Ledger(entry) => Some(entry.clone()),
+        _ => None,
+    });
+    let entry = entry.expect("an expiry entry");
+    assert!(matches!(entry.kind, EntryKind::HoldExpired { .. }), "{entry:?}");
+    assert!(entry.at_ms >= receipt.expires_at_ms, "dated no earlier than its expiresAt");
+    books.adopt(expired).expect("adopts");
+    assert_eq!(books.state.reserved, ProviderCredits::ZERO, "the reservation is back");
+    assert!(books.open_holds.is_empty());
+    assert!(books.holds_per_user.is_empty(), "no open hold is counted for the user any more");
+}
+
+/// The scenario, on the books: a sync that lands while a spend is
+/// open must not count the spend's provider credits twice once it is refunded.
+#[test]
+fn a_sync_holds_back_an_open_spend_and_its_refund_gives_back_exactly_that() {
+    let (mut books, mut memory) = (books(1_000), Memory::default());
+    let spent = buy_and_spend(&mut books, &mut memory, "alice", 10);
+    assert_eq!((books.state.provider_balance, books.state.reserved), (credits(960), credits(0)));
+    let outcome = sync(&mut books, &mut memory, 1_000, |_, _| {});
+    assert_eq!(outcome.held_back, credits(40), "the open spend");
+    assert_eq!(books.state.provider_balance, credits(960), "the provider may still consume it");
+    refund(&mut books, &mut memory, "alice", &spent).expect("refunds");
+    assert_eq!(books.state.provider_balance, credits(1_000), "given back: what the sync held back");
+    assert_eq!(books.state.held_back, credits(0));
+    assert_eq!(books.capacity().user_credits().get(), 240, "(1000 − 40) / 4, not a credit more");
+}
+
+#[test]
+fn a_spend_completed_in_flight_is_held_back_and_one_refunded_in_flight_is_not() {
+    let (mut books, mut memory) = (books(1_000), Memory::default());
+    let done = buy_and_spend(&mut books, &mut memory, "ann", 5);
+    let failed = buy_and_spend(&mut books, &mut memory, "bo", 3);
+    let outcome = sync(&mut books, &mut memory, 900, |books, memory| {
+        complete(books, memory, &done).expect("completes");
+        refund(books, memory, "bo", &failed).expect("refunds");
+    });
+    assert_eq!(outcome.held_back, credits(20), "ann's 5 credits: the provider may have read before consuming");
+    assert_eq!(books.state.provider_balance, credits(880));
+    assert_eq!(outcome.previous, credits(980), "1000 − 20 spent (ann), bo's 12 given back");
+    assert_eq!(outcome.drift, None, "the first sync of a store has no drift");
+    let later = sync(&mut books, &mut memory, 900, |_, _| {});
+    assert_eq!((later.held_back, later.drift, later.drift_explained), (credits(0), Some(20), true));
+    assert_eq!(books.state.provider_balance, credits(900));
+    let quiet = sync(&mut books, &mut memory, 900, |_, _| {});
+    assert_eq!((quiet.drift, quiet.drift_explained), (Some(0), true), "two quiet syncs: drift 0");
+    let lost = sync(&mut books, &mut memory, 899, |_, _| {});
+    assert_eq!((lost.drift, lost.drift_explained), (Some(-1), false), "nothing in flight explains a lost credit");
+}
+
+#[test]
+fn a_drift_is_explained_only_within_what_the_syncs_held_back() {
+    let (mut books, mut memory) = (books(1_000), Memory::default());
+    sync(&mut books, &mut memory, 1_000, |_, _| {});
+    let open = buy_and_spend(&mut books, &mut memory, "ann", 10);
+    let consumed = sync(&mut books, &mut memory, 960, |_, _| {});
+    assert_eq!((consumed.held_back, consumed.drift, consumed.drift_explained), (credits(40), Some(-40), true));
+    complete(&mut books, &mut memory, &open).expect("completes");
+    let back = sync(&mut books, &mut memory, 960, |_, _| {});
+    assert_eq!((back.drift, back.drift_explained), (Some(40), true), "up to what the previous sync held back");
+    let over = sync(&mut books, &mut memory, 961, |_, _| {});
+    assert_eq!((over.drift, over.drift_explained), (Some(1), false), "the previous sync held back nothing");
+
+    let (mut fresh, mut memory) = (self::books(1_000), Memory::default());
+    sync(&mut fresh, &mut memory, 1_000, |_, _| {});
+    buy_and_spend(&mut fresh, &mut memory, "ann", 10);
+    let below = sync(&mut fresh, &mut memory, 959, |_, _| {});
+    assert_eq!((below.drift, below.drift_explained), (Some(-41), false), "one credit past what it held back");
+}
+
+#[test]
+fn held_back_spends_leave_nothing_to_sell_without_overcommitting() {
+    let (mut books, mut memory) = (books(1_000), Memory::default());
+    buy(&mut books, &mut memory, "ann", "a").expect("fits");
+    let open = spend(&mut books, &mut memory, "ann", 10);
+    for order in 0..24 {
+        buy(&mut books, &mut memory, &format!("u{order}"), &format!("o{order}")).expect("fits");
+    }
+    assert_eq!((books.state.provider_balance, books.state.reserved), (credits(960), credits(960)));
+    sync(&mut books, &mut memory, 960, |_, _| {});
+    assert_eq!(books.state.provider_balance, credits(920), "the provider consumed it, or may still");
+    assert!(!books.capacity().overcommitted(), "920 + 40 held back cover 960");
+    assert_eq!(books.capacity().user_credits().get(), 0, "but nothing is left to sell");
+    complete(&mut books, &mut memory, &open).expect("completes");
+    sync(&mut books, &mut memory, 959, |_, _| {});
+    assert!(books.capacity().overcommitted(), "959 < 960 with nothing held back");
+}
+
+/// Spends that complete by time together, in one sweep, while a sync is
+/// in flight: the sync holds back every one of them.
+#[test]
+fn spends_completed_by_time_in_one_sweep_during_a_sync_are_all_held_back() {
+    let (mut books, mut memory) = (books(1_000), Memory::default());
+    let first = buy_and_spend(&mut books, &mut memory, "ann", 3);
+    let second = buy_and_spend(&mut books, &mut memory, "bo", 5);
+    let after = books.spend_complete_after_ms;
+    let outcome = sync(&mut books, &mut memory, 1_000, |books, memory| {
+        let both = [first.clone(), second.clone()];
+        let swept = books.decide_completions(&inputs(memory, after), &both).expect("completes");
+        memory.keep(&swept.writes);
+        books.adopt(swept).expect("adopts");
+    });
+    assert_eq!(outcome.held_back, credits(32), "4 × (3 + 5): both may have been consumed after the read");
+    assert_eq!(books.state.provider_balance, credits(968));
+}
+
+/// A spend may take the provider balance to zero, not one credit below
+/// (SPEC §5: "Enhancement temporarily unavailable").
+#[test]
+fn a_spend_may_use_the_whole_provider_balance_and_not_a_credit_more() {
+    let (mut books, mut memory) = (books(1_000), Memory::default());
+    buy(&mut books, &mut memory, "ann", "a").expect("fits");
+    sync(&mut books, &mut memory, 20, |_, _| {});
+    spend(&mut books, &mut memory, "ann", 5);
+    assert_eq!(books.state.provider_balance, credits(0), "20 provider credits, exactly the balance");
+    let refused = run(&books, &memory, "ann", &spend_command(1, "more"), 0);
+    assert!(matches!(refused, Err(EngineError::EnhancementUnavailable)), "{:?}", refused.err());
+}
+
+/// A refund after a spend's time ran out is refused even before the
+/// sweep has completed it: every answer after the instant treats it as
+/// completed (SPEC §5).
+#[test]
+fn a_refund_at_the_spends_time_is_refused_before_any_sweep() {
+    let (mut books, mut memory) = (books(1_000), Memory::default());
+    let late = buy_and_spend(&mut books, &mut memory, "ann", 2);
+    let after = books.spend_complete_after_ms;
+    let refused = run(&books, &memory, "ann", &UserCommand::Refund { spend_id: late.clone() }, after);
+    assert!(matches!(refused, Err(EngineError::SpendCompleted)), "{:?}", refused.err());
+    assert!(books.open_spends.contains_key(&late), "no sweep ran: it is the deadline that refuses");
+}
+
+#[test]
+fn a_spend_ends_once_completed_or_refunded_and_completes_by_itself_at_its_time() {
+    let (mut books, mut memory) = (books(1_000), Memory::default());
+    let done = buy_and_spend(&mut books, &mut memory, "ann", 2);
+    let (applied, receipt) = complete(&mut books, &mut memory, &done).expect("completes");
+    assert!(applied, "an open spend is completed");
+    let again = complete(&mut books, &mut memory, &done).expect("answers");
+    assert_eq!(again, (false, receipt), "a second completion replays the first answer");
+    assert!(matches!(refund(&mut books, &mut memory, "ann", &done), Err(EngineError::SpendCompleted)));
+    let failed = spend(&mut books, &mut memory, "ann", 3);
+    refund(&mut books, &mut memory, "ann", &failed).expect("refunds");
+    assert!(matches!(refund(&mut books, &mut memory, "ann", &failed), Err(EngineError::AlreadyRefunded)));
+    assert!(matches!(complete(&mut books, &mut memory, &failed), Err(EngineError::AlreadyRefunded)));
+    let late = spend(&mut books, &mut memory, "ann", 1);
+    let after = books.spend_complete_after_ms;
+    assert!(!books.spend_is_due(&late, after - 1), "one millisecond before its time");
+    assert!(books.spend_is_due(&late, after), "at its time");
+    let timed = books.decide_completions(&inputs(&memory, after), std::slice::from_ref(&late)).expect("completes");
+    let entry = timed.writes.writes().iter().find_map(|write| match write {
+        Write::Ledger(entry) => Some(entry.clone()),
+        _ => None,
+    });
+    let entry = entry.expect("a completion entry");
+    assert!(matches!(entry.kind, EntryKind::SpendCompleted { by: CompletedBy::Time, .. }), "{entry:?}");
+    assert!(entry.at_ms >= T0 + after, "dated no earlier than its time");
+    memory.keep(&timed.writes);
+    books.adopt(timed).expect("adopts");
+    assert_eq!(books.state.open_spends, crate::domain::UserCredits::ZERO);
+    assert!(books.open_spends.is_empty() && books.spend_deadlines.is_empty());
+    assert!(matches!(refund(&mut books, &mut memory, "ann", &late), Err(EngineError::SpendCompleted)));
+}
+
+#[test]
+fn a_package_change_replaces_that_package_and_no_other() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    let others: Vec<_> = books.packages.iter().filter(|package| package.id != starter()).cloned().collect();
+    let update =
+        UpdatePackage { package_id: starter(), enabled: Some(false), credits: None, price_minor_units: Some(1_234) };
+    let decided = books.decide_package(&inputs(&memory, 0), &update);
+    let changed = apply(&mut books, &mut memory, decided);
+    let starter_now = books.packages.iter().find(|package| package.id == starter()).expect("still there");
+    assert_eq!((starter_now.enabled, starter_now.price.minor_units()), (false, 1_234));
+    assert_eq!(starter_now, &changed);
+    let others_now: Vec<_> = books.packages.iter().filter(|package| package.id != starter()).cloned().collect();
+    assert_eq!(others_now, others, "the other packages are untouched");
+}
+
+#[test]
+fn nothing_is_decided_on_failed_storage_and_nothing_sold_before_the_first_sync() {
+    let (books, memory) = (books(4_000), Memory::default());
+    let failed = Now { writable: false, ..inputs(&memory, 0) };
+    let unsynced = Now { synced: false, ..inputs(&memory, 0) };
+    assert!(matches!(books.ensure_writable(&failed), Err(EngineError::NotReady(_))));
+    assert!(matches!(books.ensure_ready(&failed), Err(EngineError::NotReady(_))));
+    assert!(matches!(books.ensure_ready(&unsynced), Err(EngineError::NotReady(_))));
+    assert!(books.ensure_writable(&unsynced).is_ok(), "an operator may act before the first sync");
+    let switch = SetPurchasesEnabled { enabled: false, reason: Some("x".into()) };
+    assert!(matches!(books.decide_kill_switch(&failed, switch), Err(EngineError::NotReady(_))));
+}
+
+#[test]
+#[should_panic(expected = "reserved must equal")]
+fn a_state_whose_reserve_is_not_ratio_times_what_is_spoken_for_is_never_adopted() {
+    let books = books(4_000);
+    let mut next = books.state.clone();
+    next.next_seq += 1;
+    next.reserved = ProviderCredits::new(4).expect("small");
+    books.assert_invariants(&next);
+}
+
+/// Two users' purchases with the same key and different bodies: the second
+/// was read before the first became durable, so its read shows no record;
+/// the decision asks for a fresh read, which shows the first body's record.
+#[test]
+fn a_key_read_before_another_change_with_it_settled_is_read_again() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    let early = memory.prefetch(&user("bo"), &purchase("k", 2));
+    let Decision::Apply(change, _) = run(&books, &memory, "ann", &purchase("k", 1), 0).expect("fits") else {
+        panic!("a new key is applied")
+    };
+    settle(&mut books, &mut memory, *change);
+    let stale = decide(&books, &user("bo"), &purchase("k", 2), &early, &inputs(&memory, 0));
+    assert!(matches!(stale, Ok(Decision::Refetch)), "{stale:?}");
+    let fresh = run(&books, &memory, "bo", &purchase("k", 2), 0);
+    assert!(matches!(fresh, Err(EngineError::IdempotencyKeyReused)), "{fresh:?}");
+    assert_eq!(books.state.wallets_total.get(), 10, "one purchase, not two");
+}
+
+/// A capture read while the hold was open, decided after its release
+/// settled: read again, and the fresh read says released.
+#[test]
+fn a_hold_read_before_its_release_settled_is_read_again() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    let hold = UserCommand::Hold { package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32] };
+    let decided = run(&books, &memory, "bo", &hold, 0);
+    let UserReceipt::Hold(receipt) = apply(&mut books, &mut memory, decided) else { panic!("a hold") };
+    let capture = UserCommand::Capture { hold_id: receipt.hold_id.clone() };
+    let early = memory.prefetch(&user("bo"), &capture);
+    let release = UserCommand::Release { hold_id: receipt.hold_id.clone() };
+    let decided = run(&books, &memory, "bo", &release, 0);
+    apply(&mut books, &mut memory, decided);
+    let stale = decide(&books, &user("bo"), &capture, &early, &inputs(&memory, 0));
+    assert!(matches!(stale, Ok(Decision::Refetch)), "{stale:?}");
+    let fresh = run(&books, &memory, "bo", &capture, 0);
+    assert!(matches!(fresh, Err(EngineError::HoldReleased)), "{fresh:?}");
+    let elsewhere = run(&books, &memory, "ann", &capture, 0);
+    assert!(matches!(elsewhere, Err(EngineError::UnknownHold(_))), "another user's hold is not found: {elsewhere:?}");
+}
+
+/// A spend read while open, decided after it completed: read again.
+#[test]
+fn a_spend_read_before_its_completion_settled_is_read_again() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    let id = buy_and_spend(&mut books, &mut memory, "ann", 2);
+    let refund_command = UserCommand::Refund { spend_id: id.clone() };
+    let early = memory.prefetch(&user("ann"), &refund_command);
+    complete(&mut books, &mut memory, &id).expect("completes");
+    let stale = decide(&books, &user("ann"), &refund_command, &early, &inputs(&memory, 0));
+    assert!(matches!(stale, Ok(Decision::Refetch)), "{stale:?}");
+    assert!(matches!(run(&books, &memory, "ann", &refund_command, 0), Err(EngineError::SpendCompleted)));
+}
+
+/// The wallet a wallet actor sends is checked by version: behind one that
+/// settled is read again; one in flight is newer than any read and wins.
+#[test]
+fn a_wallet_behind_a_settled_version_is_read_again_and_one_in_flight_wins() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    buy(&mut books, &mut memory, "ann", "a").expect("fits");
+    let behind =
+        Prefetched { wallet: Some(WalletRecord::default()), ..memory.prefetch(&user("ann"), &purchase("b", 1)) };
+    let stale = decide(&books, &user("ann"), &purchase("b", 1), &behind, &inputs(&memory, 0));
+    assert!(matches!(stale, Ok(Decision::Refetch)), "{stale:?}");
+    let Decision::Apply(change, _) = run(&books, &memory, "ann", &purchase("b", 1), 0).expect("fits") else {
+        panic!("applies")
+    };
+    memory.keep(&change.writes);
+    let touched = books.adopt(*change).expect("adopts");
+    // Not durable yet: a read shows version 2, the books hold version 2 in flight.
+    let Decision::Apply(change, UserReceipt::Purchase(receipt)) =
+        decide(&books, &user("ann"), &purchase("c", 1), &behind, &inputs(&memory, 0)).expect("fits")
+    else {
+        panic!("applies")
+    };
+    assert_eq!(receipt.balance.get(), 30, "decided on the wallet in flight, not the one sent");
+    assert_eq!(change.wallet.as_ref().map(|(_, wallet)| wallet.version), Some(3));
+    books.settle(touched, 0);
+}
+
+/// A read older than the window cannot be checked: it is read again.
+#[test]
+fn a_read_older_than_the_window_is_read_again() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    let early = memory.prefetch(&user("bo"), &purchase("k", 1));
+    buy(&mut books, &mut memory, "ann", "a").expect("fits");
+    books.prune_settled(super::books::SETTLED_WINDOW_MS - 1);
+    let within = decide(&books, &user("bo"), &purchase("k", 1), &early, &inputs(&memory, 0));
+    assert!(matches!(within, Ok(Decision::Apply(..))), "nothing it read moved: {within:?}");
+    books.prune_settled(super::books::SETTLED_WINDOW_MS);
+    let old = decide(&books, &user("bo"), &purchase("k", 1), &early, &inputs(&memory, 0));
+    assert!(matches!(old, Ok(Decision::Refetch)), "{old:?}");
+    let fresh = run(&books, &memory, "bo", &purchase("k", 1), 0);
+    assert!(matches!(fresh, Ok(Decision::Apply(..))), "{fresh:?}");
+}
