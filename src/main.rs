@@ -8,6 +8,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+
+/// mimalloc instead of the C library's allocator: every request allocates
+/// and frees small objects on one thread that another thread made (actor
+/// messages, replies, records), which glibc serves through locked arenas
+/// (BENCHMARKS.md, issue 25).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use rand::distributions::{Alphanumeric, DistString};
 

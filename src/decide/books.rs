@@ -271,14 +271,12 @@ impl Books {
         if let Some(key) = &touched.key {
             self.keys_in_flight.remove(key);
         }
-        if let Some((user, version)) = &touched.wallet {
+        if let Some((user, _)) = &touched.wallet {
             if let Some(in_flight) = self.wallets.get_mut(user) {
                 in_flight.changes = in_flight.changes.saturating_sub(1);
+                // Changes of one group settle in any order: the wallet in
+                // memory is the newest until the last of them settles.
                 if in_flight.changes == 0 {
-                    debug_assert_eq!(
-                        in_flight.wallet.version, *version,
-                        "the last change in flight left the newest wallet"
-                    );
                     self.wallets.remove(user);
                 }
             }

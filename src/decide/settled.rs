@@ -81,15 +81,19 @@ impl Settled {
 
     /// `touched` is durable at `monotonic_ms`.
     pub fn settle(&mut self, touched: Touched, monotonic_ms: u64) {
+        // Changes settle in any order within a group: keep the latest.
         let seq = touched.seq;
         if let Some(key) = &touched.key {
-            self.keys.insert(key.clone(), seq);
+            let known = self.keys.entry(key.clone()).or_default();
+            *known = (*known).max(seq);
         }
         for hold in &touched.holds {
-            self.holds.insert(hold.clone(), seq);
+            let known = self.holds.entry(hold.clone()).or_default();
+            *known = (*known).max(seq);
         }
         for spend in &touched.spends {
-            self.spends.insert(spend.clone(), seq);
+            let known = self.spends.entry(spend.clone()).or_default();
+            *known = (*known).max(seq);
         }
         if let Some((user, version)) = &touched.wallet {
             let known = self.wallets.entry(user.clone()).or_default();

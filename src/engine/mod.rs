@@ -55,7 +55,9 @@ fn unexpected(receipt: &UserReceipt) -> EngineError {
     EngineError::Storage(format!("unexpected receipt {receipt:?}"))
 }
 
-/// Threads for the wallet actors: half the cores, at least one.
+/// Threads for the wallet actors: half the cores, at least one (on two
+/// cores, one wallet thread beside the two HTTP workers, the inventory and
+/// the commit loop measured fastest: BENCHMARKS.md, issue 25).
 fn wallet_thread_count() -> usize {
     std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
 }
@@ -229,20 +231,16 @@ impl Engine {
 
     /// Who owns hold `id`, as stored (an id is handed out only once its hold is durable).
     async fn hold_owner(&self, id: &HoldId) -> Result<UserId, EngineError> {
-        let (store, id) = (self.store.clone(), id.clone());
-        let read = tokio::task::spawn_blocking(move || -> Result<UserId, EngineError> {
-            Ok(store.hold(&id)?.ok_or(EngineError::UnknownHold(id))?.user)
-        });
-        read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))?
+        let id = id.clone();
+        let read = move |store: &Store| Ok(store.hold(&id)?.ok_or(EngineError::UnknownHold(id))?.user);
+        self.wallets.read(read).await
     }
 
     /// Who owns spend `id`, as stored (an id is handed out only once its spend is durable).
     async fn spend_owner(&self, id: &SpendId) -> Result<UserId, EngineError> {
-        let (store, id) = (self.store.clone(), id.clone());
-        let read = tokio::task::spawn_blocking(move || -> Result<UserId, EngineError> {
-            Ok(store.spend(&id)?.ok_or(EngineError::UnknownSpend(id))?.user)
-        });
-        read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))?
+        let id = id.clone();
+        let read = move |store: &Store| Ok(store.spend(&id)?.ok_or(EngineError::UnknownSpend(id))?.user);
+        self.wallets.read(read).await
     }
 
     /// Asks the inventory a question that changes nothing.

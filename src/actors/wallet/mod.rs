@@ -62,25 +62,20 @@ pub struct WalletDeps {
 
 pub struct WalletActor {
     user: UserId,
-    /// Its entry in the directory: a later actor for the same user has another.
-    id: u64,
     deps: WalletDeps,
-    directory: Arc<WalletDirectory>,
+    /// When it last finished a request, or `BUSY`: read by the directory's sweep.
+    used: Arc<std::sync::atomic::AtomicU64>,
     /// The wallet as the last change left it: `None` until loaded (or after
     /// an answer whose outcome is not known); `Some(None)` when the store
     /// holds no wallet for the user.
     wallet: Option<Option<WalletRecord>>,
-    /// Commands and reads being served (at most one, as the mailbox is held).
-    busy: u32,
-    last_used_ms: u64,
 }
 
 type Reads = Pin<Box<dyn Future<Output = Result<Prefetched, EngineError>>>>;
 
 impl WalletActor {
-    fn new(user: UserId, id: u64, deps: WalletDeps, directory: Arc<WalletDirectory>) -> Self {
-        let last_used_ms = deps.clock.monotonic_ms();
-        Self { user, id, deps, directory, wallet: None, busy: 0, last_used_ms }
+    fn new(user: UserId, deps: WalletDeps, used: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self { user, deps, used, wallet: None }
     }
 
     /// Runs `read` where the store allows: at once when it reads locally
@@ -184,29 +179,18 @@ impl WalletActor {
         ))
     }
 
-    /// Marks the start of a request; the returned future marks its end.
+    /// Serves one request with the mailbox held; marks the actor busy
+    /// meanwhile, so that the directory's sweep does not retire it.
     fn serve<T: 'static>(
         &mut self,
         work: ResponseActFuture<Self, Result<T, EngineError>>,
     ) -> AtomicResponse<Self, Result<T, EngineError>> {
-        self.busy += 1;
+        use std::sync::atomic::Ordering;
+        self.used.store(directory::BUSY, Ordering::Release);
         AtomicResponse::new(Box::pin(work.map(|result, actor: &mut Self, _| {
-            actor.busy = actor.busy.saturating_sub(1);
-            actor.last_used_ms = actor.deps.clock.monotonic_ms();
+            actor.used.store(actor.deps.clock.monotonic_ms(), Ordering::Release);
             result
         })))
-    }
-
-    /// Retires the actor when it has been idle long enough with nothing in
-    /// flight: it leaves the directory first, so the next request starts a
-    /// new one (a message already queued here fails `Closed` and is sent again).
-    fn retire_if_idle(&mut self, ctx: &mut Context<Self>) {
-        let idle_ms = u64::try_from(self.deps.idle.as_millis()).unwrap_or(u64::MAX);
-        let now = self.deps.clock.monotonic_ms();
-        if self.busy == 0 && now.saturating_sub(self.last_used_ms) >= idle_ms {
-            self.directory.retire(&self.user, self.id);
-            ctx.stop();
-        }
     }
 }
 
@@ -214,9 +198,21 @@ type Outcome = Result<UserReceipt, EngineError>;
 
 impl Actor for WalletActor {
     type Context = Context<Self>;
+}
 
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.deps.idle / 2, Self::retire_if_idle);
+/// From the directory's sweep: the actor left the directory; stop.
+#[derive(Debug, Clone, Copy)]
+pub struct Retire;
+
+impl Message for Retire {
+    type Result = ();
+}
+
+impl Handler<Retire> for WalletActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 
