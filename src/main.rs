@@ -319,7 +319,12 @@ fn init_postgres(config: &Config, url: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let made = runtime.block_on(creditd::store::postgres::init(url, &settings, &SystemClock));
+    let made = runtime.block_on(creditd::store::postgres::init(
+        url,
+        settings.ratio,
+        settings.revenue_zero.currency(),
+        &SystemClock,
+    ));
     report_init(config, made, &format!("PostgreSQL at {}", creditd::store::postgres::target(url)), "")
 }
 
@@ -448,7 +453,7 @@ fn restore_postgres(from: &[PathBuf], url: &str) -> ExitCode {
             return ExitCode::from(EXIT_CONFIGURATION);
         }
     };
-    match creditd::backup::restore_into(verified, &mut sink, &SystemClock) {
+    match creditd::backup::restore::restore_into(verified, &mut sink, &SystemClock) {
         Ok(replayed) => {
             say!(
                 "restored {} ledger entries (up to {}) and {} wallets into PostgreSQL at {}",
@@ -553,7 +558,7 @@ async fn fetch_backup(
 fn restore(from: &[PathBuf], data_dir: &std::path::Path) -> ExitCode {
     use creditd::backup::BackupError;
     use creditd::store::StoreError;
-    match creditd::backup::restore(from, data_dir, &SystemClock) {
+    match creditd::backup::restore::restore(from, data_dir, &SystemClock) {
         Ok(restored) => {
             for file in &restored.files {
                 let header = &file.header;

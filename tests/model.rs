@@ -472,7 +472,9 @@ impl Harness {
             }
             Backend::Postgres { url, initialised } => {
                 if !*initialised {
-                    creditd::store::postgres::init(url, &settings, &self.clock).await.expect("init --store");
+                    creditd::store::postgres::init(url, settings.ratio, settings.revenue_zero.currency(), &self.clock)
+                        .await
+                        .expect("init --store");
                     *initialised = true;
                 }
                 // Epoch 0: the lease `init` leaves, which nobody else takes here.

@@ -12,6 +12,7 @@
 //! - [`prune::PruneActor`] forgets idempotency records past their retention.
 
 pub mod alert;
+pub mod backoff;
 pub mod inventory;
 pub mod prune;
 pub mod setup;

@@ -22,7 +22,7 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use super::sync::backoff;
+use super::backoff::backoff;
 use crate::clock::rfc3339;
 use crate::store::records::AlertEventRecord;
 

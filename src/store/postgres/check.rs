@@ -4,39 +4,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tokio_postgres::{Client, Row};
+use tokio_postgres::Client;
 
+use super::rows::{api_key, bad, inventory, ms, unsigned, user_credits};
 use super::{connect, ledger, target, PostgresError};
 use crate::check::{report, CheckReport, Stored};
-use crate::domain::{
-    Currency, HoldId, KeyId, KeyName, Money, ProviderCredits, Ratio, Scope, Scopes, SpendId, UserCredits, UserId,
-};
+use crate::domain::{Currency, HoldId, Money, Ratio, SpendId, UserId};
 use crate::replay::Replay;
-use crate::store::records::{ApiKeyRecord, InventoryRecord, PackageOverride, SyncRecord};
+use crate::store::records::PackageOverride;
 
 /// Ledger rows read per query.
 const PAGE: i64 = 10_000;
-
-/// Milliseconds since the epoch of a TIMESTAMPTZ column, in SQL.
-pub(super) fn ms(column: &str) -> String {
-    format!("(extract(epoch FROM {column}) * 1000)::BIGINT")
-}
-
-pub(super) fn bad(what: impl std::fmt::Display) -> PostgresError {
-    PostgresError::Corrupt(what.to_string())
-}
-
-pub(super) fn unsigned(value: i64, name: &str) -> Result<u64, PostgresError> {
-    u64::try_from(value).map_err(|_| bad(format!("{name} is negative")))
-}
-
-pub(super) fn user_credits(value: i64, name: &str) -> Result<UserCredits, PostgresError> {
-    UserCredits::new(unsigned(value, name)?).map_err(|e| bad(format!("{name}: {e}")))
-}
-
-pub(super) fn provider_credits(value: i64, name: &str) -> Result<ProviderCredits, PostgresError> {
-    ProviderCredits::new(unsigned(value, name)?).map_err(|e| bad(format!("{name}: {e}")))
-}
 
 /// Checks the store in the database at `url`.
 ///
@@ -153,55 +131,4 @@ async fn read_stored(client: &Client, currency: Currency) -> Result<Stored, Post
         stored.api_keys.insert(record.id.clone(), record);
     }
     Ok(stored)
-}
-
-pub(super) fn api_key(row: &Row) -> Result<ApiKeyRecord, PostgresError> {
-    let id = KeyId::parse(&row.get::<_, String>(0)).map_err(|e| bad(format!("key id: {e}")))?;
-    let scopes: Vec<String> = row.get(2);
-    let scopes = scopes.iter().map(|scope| Scope::parse(scope)).collect::<Result<Vec<_>, _>>().map_err(bad)?;
-    let hash: Vec<u8> = row.get(3);
-    let optional = |value: Option<i64>, name: &str| value.map(|ms| unsigned(ms, name)).transpose();
-    Ok(ApiKeyRecord {
-        name: KeyName::parse(&row.get::<_, String>(1)).map_err(|e| bad(format!("key {id} name: {e}")))?,
-        scopes: Scopes::new(scopes).map_err(bad)?,
-        key_hash: hash.try_into().map_err(|_| bad(format!("key {id}: the hash is not 32 bytes")))?,
-        created_at_ms: unsigned(row.get(4), "created_at")?,
-        last_used_at_ms: optional(row.get(5), "last_used_at")?,
-        revoked_at_ms: optional(row.get(6), "revoked_at")?,
-        id,
-    })
-}
-
-pub(super) async fn inventory(client: &Client, currency: Currency) -> Result<InventoryRecord, PostgresError> {
-    let query = format!(
-        "SELECT provider_balance, reserved, wallets_total, holds_total, next_seq, {}, last_sync_real, \
-         last_sync_drift, purchases_enabled, disabled_reason, revenue_minor_units, consumed_total, open_spends, \
-         held_back, last_sync_seq, last_sync_held_back FROM inventory",
-        ms("last_sync_at")
-    );
-    let row = client.query_opt(query.as_str(), &[]).await?.ok_or_else(|| bad("the inventory row is missing"))?;
-    let last_sync = match (row.get::<_, Option<i64>>(5), row.get::<_, Option<i64>>(6)) {
-        (Some(at), Some(real)) => Some(SyncRecord {
-            at_ms: unsigned(at, "last_sync_at")?,
-            real: provider_credits(real, "last_sync_real")?,
-            drift: row.get(7),
-            seq: unsigned(row.get::<_, Option<i64>>(14).unwrap_or(0), "last_sync_seq")?,
-            held_back: provider_credits(row.get::<_, Option<i64>>(15).unwrap_or(0), "last_sync_held_back")?,
-        }),
-        _ => None,
-    };
-    Ok(InventoryRecord {
-        provider_balance: provider_credits(row.get(0), "provider_balance")?,
-        reserved: provider_credits(row.get(1), "reserved")?,
-        wallets_total: user_credits(row.get(2), "wallets_total")?,
-        holds_total: user_credits(row.get(3), "holds_total")?,
-        next_seq: unsigned(row.get(4), "next_seq")?,
-        last_sync,
-        purchases_enabled: row.get(8),
-        disabled_reason: row.get(9),
-        revenue: Money::new(unsigned(row.get(10), "revenue")?, currency).map_err(|e| bad(format!("{e:?}")))?,
-        consumed_total: provider_credits(row.get(11), "consumed_total")?,
-        open_spends: user_credits(row.get(12), "open_spends")?,
-        held_back: provider_credits(row.get(13), "held_back")?,
-    })
 }

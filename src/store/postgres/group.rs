@@ -10,7 +10,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-use super::store::tag;
+use super::rows::tag;
 use super::{big, connect, lease, ledger, PostgresError};
 use crate::domain::{HoldId, KeyId, PackageId, SpendId, UserId};
 use crate::store::records::{

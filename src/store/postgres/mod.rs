@@ -11,14 +11,15 @@ mod group;
 pub mod lease;
 pub mod ledger;
 pub mod restore;
+mod rows;
 pub mod store;
 
 pub use store::PgStore;
 
 use tokio_postgres::NoTls;
 
-use crate::actors::setup::Settings;
 use crate::clock::Clock;
+use crate::domain::{Currency, Ratio};
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -115,7 +116,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client, url: &str) -> Result<(
 ///
 /// # Errors
 /// [`PostgresError::AlreadyInitialised`], or the database cannot be reached or written.
-pub async fn init(url: &str, settings: &Settings, clock: &dyn Clock) -> Result<(), PostgresError> {
+pub async fn init(url: &str, ratio: Ratio, currency: Currency, clock: &dyn Clock) -> Result<(), PostgresError> {
     let mut client = connect(url).await?;
     let exists = client.query_one("SELECT to_regclass('public.meta') IS NOT NULL", &[]).await?.get::<_, bool>(0);
     if exists {
@@ -126,8 +127,8 @@ pub async fn init(url: &str, settings: &Settings, clock: &dyn Clock) -> Result<(
     }
     embedded::migrations::runner().run_async(&mut client).await?;
     let created_ms = i64::try_from(clock.now_ms()).unwrap_or(i64::MAX);
-    let ratio = i64::try_from(settings.ratio.get()).unwrap_or(i64::MAX);
-    let currency = settings.revenue_zero.currency().to_string();
+    let ratio = i64::try_from(ratio.get()).unwrap_or(i64::MAX);
+    let currency = currency.to_string();
     let transaction = client.transaction().await?;
     let inserted = transaction
         .execute(

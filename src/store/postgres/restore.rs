@@ -10,7 +10,8 @@ use tokio_postgres::Client;
 
 use super::group::{RememberRows, Remembered, REMEMBER};
 use super::{big, connect, ledger, migrate, target, PostgresError};
-use crate::backup::{BackupError, Sink};
+use crate::backup::restore::Sink;
+use crate::backup::BackupError;
 use crate::replay::Replay;
 use crate::store::records::{HoldState, LedgerEntry, MetaRecord};
 use crate::store::StoreError;

@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, Row};
 
-use super::check::{api_key, bad, inventory, ms, unsigned, user_credits};
 use super::group::{Group, Writer};
+use super::rows::{api_key, bad, inventory, ms, tag, unsigned, user_credits};
 use super::{big, connect, ledger, target, PostgresError};
 use crate::domain::{Currency, HoldId, IdempotencyKey, KeyId, Money, PackageId, Ratio, SpendId, UserId};
 use crate::replay::idempotency_record;
@@ -120,10 +120,6 @@ fn key_hash(operation: Operation, caller: Option<&str>, key: &str) -> u64 {
     caller.unwrap_or("").hash(&mut hasher);
     key.hash(&mut hasher);
     hasher.finish()
-}
-
-pub(super) fn tag(operation: Operation) -> String {
-    char::from(operation.tag()).to_string()
 }
 
 fn timeout() -> StoreError {

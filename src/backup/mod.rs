@@ -12,8 +12,9 @@
 //!
 //! The server writes a backup at a durable sequence number (the admin route
 //! `GET /api/admin/backup`); `creditd backup` saves it and verifies it;
-//! `creditd restore` verifies every file, checks that they chain, replays
-//! them into a new store and runs `check` on it.
+//! `creditd restore` verifies every file, checks that they chain, and
+//! [`restore`] replays them into a new store and runs `check` on it. This
+//! module is the file format only: it reads and writes files, never a store.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -22,11 +23,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::clock::Clock;
-use crate::domain::{Currency, Money, Ratio};
-use crate::replay::{idempotency_record, Replay};
-use crate::store::records::{LedgerEntry, MetaRecord};
-use crate::store::{SledStore, StoreError, WriteSet};
+use crate::domain::{Currency, Ratio};
+use crate::store::records::LedgerEntry;
 
 /// The `format` of every backup's header.
 pub const FORMAT: &str = "creditd-backup";
@@ -35,8 +33,7 @@ pub const FORMAT: &str = "creditd-backup";
 pub const VERSION: u32 = 2;
 /// The oldest layout version this build reads.
 pub const VERSION_OLDEST: u32 = 1;
-/// Records written to the new store per durable batch during a restore.
-const RESTORE_BATCH_WRITES: usize = 10_000;
+
 /// The longest line a backup may hold (an entry is a few hundred bytes).
 const LINE_BYTES_MAX: usize = 64 * 1024;
 
@@ -56,7 +53,7 @@ pub enum BackupError {
     #[error("the backups break the ledger's rules, nothing was restored: {0}")]
     Ledger(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] crate::store::StoreError),
     #[error("the restored store fails check: {0}")]
     Check(String),
 }
@@ -171,7 +168,7 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
 
 /// Reads a backup file line by line, calling `on_entry` for each entry; checks
 /// the header, the sequence numbers, the count and the checksum.
-fn read(
+pub(crate) fn read(
     path: &Path,
     mut on_entry: impl FnMut(LedgerEntry, Option<Fingerprint>) -> Result<(), BackupError>,
 ) -> Result<Verified, BackupError> {
@@ -276,20 +273,10 @@ pub fn finish(file: File, to: &Path) -> Result<Verified, BackupError> {
     Ok(Verified { path: to.to_owned(), ..verified })
 }
 
-/// What a restore did.
-#[derive(Debug)]
-pub struct Restored {
-    pub files: Vec<Verified>,
-    pub entries: u64,
-    pub wallets: usize,
-    pub up_to: u64,
-    pub check: crate::check::CheckReport,
-}
-
 /// Checks that verified backups chain: the first starts at the ledger's
 /// beginning, each next one starts at or before where the previous ended,
 /// and all are of one store (ratio and currency).
-fn chain(files: &[Verified]) -> Result<(Ratio, Currency, u64), BackupError> {
+pub(crate) fn chain(files: &[Verified]) -> Result<(Ratio, Currency, u64), BackupError> {
     let first = files.first().ok_or_else(|| BackupError::Chain("no backup given".into()))?;
     if first.header.after != 0 {
         return Err(BackupError::Chain(format!(
@@ -319,40 +306,6 @@ fn chain(files: &[Verified]) -> Result<(Ratio, Currency, u64), BackupError> {
     Ok((ratio, currency, up_to))
 }
 
-/// Writes `writes` durably once it holds a batch (or when `flush`).
-fn write_batch(store: &SledStore, writes: &mut WriteSet, flush: bool) -> Result<(), BackupError> {
-    if writes.len() >= RESTORE_BATCH_WRITES || (flush && !writes.is_empty()) {
-        store.write_durably([&*writes])?;
-        *writes = WriteSet::default();
-    }
-    Ok(())
-}
-
-/// Where a restore writes: a sled directory or a PostgreSQL database.
-pub trait Sink {
-    /// One ledger entry, in order, with the fingerprint behind its
-    /// idempotency key when the backup carries one.
-    ///
-    /// # Errors
-    /// The store refused the write.
-    fn entry(&mut self, entry: &LedgerEntry, fingerprint: Option<Fingerprint>) -> Result<(), BackupError>;
-
-    /// Every record the replay rebuilt and the store's facts, written last:
-    /// the store is whole, and marked as creditd's, only once this returns.
-    ///
-    /// # Errors
-    /// The store refused the write.
-    fn finish(&mut self, replay: &Replay, meta: &MetaRecord) -> Result<(), BackupError>;
-}
-
-/// What [`restore_into`] did.
-pub struct Replayed {
-    pub files: Vec<Verified>,
-    pub entries: u64,
-    pub wallets: usize,
-    pub up_to: u64,
-}
-
 /// Verifies `files` (a full backup, then incremental ones) and checks that
 /// they chain, before anything is written anywhere.
 ///
@@ -364,104 +317,7 @@ pub fn verify_all(files: &[PathBuf]) -> Result<Vec<Verified>, BackupError> {
     Ok(verified)
 }
 
-/// Replays the entries of `verified` (from [`verify_all`]) with every rule
-/// of SPEC §4 checked, and writes them and what they describe into `sink`.
-///
-/// # Errors
-/// Backups that break the ledger's rules, or the sink's failure.
-pub fn restore_into(verified: Vec<Verified>, sink: &mut dyn Sink, clock: &dyn Clock) -> Result<Replayed, BackupError> {
-    let (ratio, currency, up_to) = chain(&verified)?;
-    let mut replay = Replay::new(ratio, Money::zero(currency));
-    let mut entries = 0u64;
-    for file in &verified {
-        read(&file.path, |entry, fingerprint| {
-            if entry.seq < replay.state.next_seq {
-                return Ok(()); // Already restored from an earlier, overlapping backup.
-            }
-            replay.apply(&entry);
-            if let Some(first) = replay.violations.first() {
-                return Err(BackupError::Ledger(first.clone()));
-            }
-            entries = entries.saturating_add(1);
-            sink.entry(&entry, fingerprint)
-        })?;
-    }
-    let meta = MetaRecord { ratio, created_at_ms: clock.now_ms() };
-    sink.finish(&replay, &meta)?;
-    Ok(Replayed { files: verified, entries, wallets: replay.wallets.len(), up_to })
-}
-
-/// A sled directory being restored into, in durable batches.
-struct SledSink {
-    store: SledStore,
-    writes: WriteSet,
-}
-
-impl Sink for SledSink {
-    fn entry(&mut self, entry: &LedgerEntry, fingerprint: Option<Fingerprint>) -> Result<(), BackupError> {
-        if let Some(write) = fingerprint.and_then(|print| idempotency_record(entry, print)) {
-            self.writes.push(write);
-        }
-        self.writes.ledger(entry.clone());
-        write_batch(&self.store, &mut self.writes, false)
-    }
-
-    fn finish(&mut self, replay: &Replay, meta: &MetaRecord) -> Result<(), BackupError> {
-        write_records(&self.store, replay, &mut self.writes)?;
-        self.writes.meta(meta.clone());
-        self.writes.inventory(replay.state.clone());
-        write_batch(&self.store, &mut self.writes, true)?;
-        self.store.mark()?;
-        Ok(())
-    }
-}
-
-/// Restores `files` (a full backup, then incremental ones) into a new store
-/// in `directory`, which must be missing or empty, and checks the result.
-///
-/// # Errors
-/// A file that does not verify, backups that do not chain or break the
-/// ledger's rules, a directory that is not empty, a storage failure.
-pub fn restore(files: &[PathBuf], directory: &Path, clock: &dyn Clock) -> Result<Restored, BackupError> {
-    let verified = verify_all(files)?;
-    let store = SledStore::create(directory)?;
-    let mut sink = SledSink { store, writes: WriteSet::default() };
-    let replayed = restore_into(verified, &mut sink, clock)?;
-    drop(sink);
-    // sled releases the directory's lock a moment after its last handle is
-    // dropped (its background flush ends first): wait for it rather than fail.
-    let check = SledStore::when_unlocked(std::time::Duration::from_secs(30), || crate::check::check(directory))
-        .map_err(|error| BackupError::Check(error.to_string()))?;
-    if !check.passed() {
-        return Err(BackupError::Check(check.to_string()));
-    }
-    let Replayed { files, entries, wallets, up_to } = replayed;
-    Ok(Restored { files, entries, wallets, up_to, check })
-}
-
-/// Every record the ledger describes besides the entries themselves.
-fn write_records(store: &SledStore, replay: &Replay, writes: &mut WriteSet) -> Result<(), BackupError> {
-    for (user, wallet) in &replay.wallets {
-        writes.push(crate::store::Write::Wallet { user: user.clone(), record: wallet.clone(), expected: None });
-        write_batch(store, writes, false)?;
-    }
-    for hold in replay.holds.values() {
-        writes.hold(hold.clone());
-        write_batch(store, writes, false)?;
-    }
-    for spend in replay.spends.values() {
-        writes.spend(spend.clone());
-        write_batch(store, writes, false)?;
-    }
-    for (package, settings) in &replay.packages {
-        writes.push(crate::store::Write::Package { id: package.clone(), settings: settings.clone() });
-    }
-    // Revoked keys too: a revocation survives a restore (SPEC §9.1).
-    for key in replay.api_keys.values() {
-        writes.api_key(key.clone());
-    }
-    Ok(())
-}
+pub mod restore;
 
 #[cfg(test)]
 mod tests {
