@@ -32,6 +32,7 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod loadtest;
+pub mod operate;
 pub mod provider;
 pub mod replay;
 pub mod store;

@@ -20,6 +20,7 @@ use rand::distributions::{Alphanumeric, DistString};
 
 use creditd::clock::SystemClock;
 use creditd::config::{Config, Secret};
+use creditd::operate::{self, OperationError, Place};
 use creditd::provider::fake::FakeProvider;
 use creditd::provider::NanoBananaClient;
 use creditd::{shutdown_signal, Application};
@@ -173,31 +174,27 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Serve => serve(&config),
         Command::Init { data_dir, store } => {
-            let store = store.or_else(|| config.store_url.as_ref().map(|url| url.expose().to_owned()));
-            return match (store, data_dir) {
-                (Some(url), None) => init_postgres(&config, &url),
-                (_, data_dir) => init(&config, &data_dir.unwrap_or_else(|| config.data_dir.clone())),
-            };
+            let place = Place::of(&config, data_dir, store);
+            return report("init", operate::init(&config, &place, &SystemClock).map(|made| say!("{made}"))).into();
         }
         Command::Demo { provider_credits } => demo(config, provider_credits),
         Command::FakeProvider { listen, credits } => fake_provider(&config, &listen, credits),
         Command::Check { data_dir, store } => {
-            let store = store.or_else(|| config.store_url.as_ref().map(|url| url.expose().to_owned()));
-            return match (store, data_dir) {
-                (Some(url), None) => check_postgres(&url),
-                (_, data_dir) => check(&data_dir.unwrap_or_else(|| config.data_dir.clone())),
-            };
+            let place = Place::of(&config, data_dir, store);
+            return report("check", operate::check(&place)).pipe_check();
         }
         Command::Backup { to, after, url } => {
             let url = url.unwrap_or_else(|| format!("http://{}", config.listen));
-            return backup(&config, &to, after, url.trim_end_matches('/'));
+            let made = operate::backup(&config, &to, after, url.trim_end_matches('/'));
+            return report("backup", made.map(|summary| say!("{summary}"))).into();
         }
         Command::Restore { from, data_dir, store } => {
-            let store = store.or_else(|| config.store_url.as_ref().map(|url| url.expose().to_owned()));
-            return match (store, data_dir) {
-                (Some(url), None) => restore_postgres(&from, &url),
-                (_, data_dir) => restore(&from, &data_dir.unwrap_or_else(|| config.data_dir.clone())),
-            };
+            let place = Place::of(&config, data_dir, store);
+            let restored = operate::restore(&from, &place, &SystemClock).map(|restored| {
+                say!("{}", restored.summary);
+                restored.check
+            });
+            return report("restore", restored).pipe_check();
         }
         Command::Loadtest {
             url,
@@ -248,6 +245,43 @@ fn main() -> ExitCode {
     }
 }
 
+/// What an operation's outcome means for the process: exit 0, 2 for
+/// configuration (SPEC §11), 1 otherwise.
+struct Reported<T>(Result<T, ExitCode>);
+
+fn report<T>(command: &str, outcome: Result<T, OperationError>) -> Reported<T> {
+    Reported(outcome.map_err(|error| {
+        eprintln!("creditd {command}: {error}");
+        match error {
+            OperationError::Configuration(_) => ExitCode::from(EXIT_CONFIGURATION),
+            OperationError::Failed(_) => ExitCode::FAILURE,
+        }
+    }))
+}
+
+impl From<Reported<()>> for ExitCode {
+    fn from(reported: Reported<()>) -> Self {
+        reported.0.err().unwrap_or(ExitCode::SUCCESS)
+    }
+}
+
+impl Reported<creditd::check::CheckReport> {
+    /// Prints a check's report: exit 0 when it passed, 1 on a violation.
+    fn pipe_check(self) -> ExitCode {
+        match self.0 {
+            Ok(report) => {
+                print!("{report}");
+                if report.passed() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(code) => code,
+        }
+    }
+}
+
 fn fake_provider(config: &Config, listen: &str, credits: u64) -> anyhow::Result<ExitCode> {
     let Some(key) = config.provider_api_key.as_ref() else {
         eprintln!("creditd fake-provider: missing configuration: NANOBANANA_API_KEY (the key it accepts)");
@@ -283,49 +317,6 @@ fn serve(config: &Config) -> anyhow::Result<ExitCode> {
         Some(url) => run_cluster(config, url.expose(), &admin_token, client),
         None => run(config, admin_token, client, None),
     }
-}
-
-fn init(config: &Config, data_dir: &std::path::Path) -> ExitCode {
-    let settings = creditd::engine::Settings::from_config(config);
-    let made = creditd::engine::init(data_dir, &settings, &SystemClock);
-    report_init(config, made, &format!("{}", data_dir.display()), "; start it with `creditd serve`")
-}
-
-/// Prints what `init` made (in `place`), or why not: exit 2.
-fn report_init(config: &Config, made: Result<(), impl std::fmt::Display>, place: &str, next: &str) -> ExitCode {
-    match made {
-        Ok(()) => {
-            say!(
-                "created a creditd store in {place} (ratio {}, currency {}){next}",
-                config.ratio.get(),
-                config.currency
-            );
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("creditd init: {error}");
-            ExitCode::from(EXIT_CONFIGURATION)
-        }
-    }
-}
-
-/// `creditd init --store postgres://…`: the schema and the store's facts.
-fn init_postgres(config: &Config, url: &str) -> ExitCode {
-    let settings = creditd::engine::Settings::from_config(config);
-    let runtime = match one_shot_runtime() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("creditd init: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let made = runtime.block_on(creditd::store::postgres::init(
-        url,
-        settings.ratio,
-        settings.revenue_zero.currency(),
-        &SystemClock,
-    ));
-    report_init(config, made, &format!("PostgreSQL at {}", creditd::store::postgres::target(url)), "")
 }
 
 fn demo(mut config: Config, provider_credits: u64) -> anyhow::Result<ExitCode> {
@@ -420,169 +411,6 @@ fn run(
         app.run_until(shutdown_signal()?).await?;
         Ok(ExitCode::SUCCESS)
     })
-}
-
-/// A runtime for a one-shot command that talks to PostgreSQL.
-fn one_shot_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build()
-}
-
-/// `creditd check --store postgres://…`.
-fn check_postgres(url: &str) -> ExitCode {
-    let checked = one_shot_runtime()
-        .map_err(|error| error.to_string())
-        .and_then(|runtime| runtime.block_on(creditd::store::postgres::check::check(url)).map_err(|e| e.to_string()));
-    report_check(checked)
-}
-
-/// `creditd restore --from FILE... --store postgres://…`: the backups into a
-/// database without a store, then `check --store` on it.
-fn restore_postgres(from: &[PathBuf], url: &str) -> ExitCode {
-    use creditd::store::postgres::{restore::PostgresSink, target};
-    let verified = match creditd::backup::verify_all(from) {
-        Ok(verified) => verified,
-        Err(error) => {
-            eprintln!("creditd restore: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut sink = match PostgresSink::open(url) {
-        Ok(sink) => sink,
-        Err(error) => {
-            eprintln!("creditd restore: {error}");
-            return ExitCode::from(EXIT_CONFIGURATION);
-        }
-    };
-    match creditd::backup::restore::restore_into(verified, &mut sink, &SystemClock) {
-        Ok(replayed) => {
-            say!(
-                "restored {} ledger entries (up to {}) and {} wallets into PostgreSQL at {}",
-                replayed.entries,
-                replayed.up_to,
-                replayed.wallets,
-                target(url)
-            );
-            drop(sink);
-            check_postgres(url)
-        }
-        Err(error) => {
-            eprintln!("creditd restore: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn check(data_dir: &std::path::Path) -> ExitCode {
-    report_check(creditd::check::check(data_dir))
-}
-
-/// Prints a check's report: exit 0 when it passed, 1 on a violation, 2
-/// when the store could not be read as one.
-fn report_check(checked: Result<creditd::check::CheckReport, impl std::fmt::Display>) -> ExitCode {
-    match checked {
-        Ok(report) => {
-            print!("{report}");
-            if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(error) => {
-            eprintln!("creditd check: {error}");
-            ExitCode::from(EXIT_CONFIGURATION)
-        }
-    }
-}
-
-fn backup(config: &Config, to: &std::path::Path, after: u64, url: &str) -> ExitCode {
-    let Some(token) = config.admin_token.as_ref() else {
-        eprintln!("creditd backup: missing configuration: CREDITD_ADMIN_TOKEN (the server's admin token)");
-        return ExitCode::from(EXIT_CONFIGURATION);
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("creditd backup: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(fetch_backup(url, token, after, to)) {
-        Ok(verified) => {
-            let header = &verified.header;
-            println!(
-                "backup of ledger entries {}..={} ({} entries, ratio {}, {}) in {}\nsha256 {}",
-                header.after.saturating_add(1),
-                header.up_to,
-                verified.entries,
-                header.ratio,
-                header.currency,
-                verified.path.display(),
-                verified.sha256
-            );
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("creditd backup: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Streams the server's backup into `to`'s partial file, then verifies and renames it.
-async fn fetch_backup(
-    url: &str,
-    token: &Secret,
-    after: u64,
-    to: &std::path::Path,
-) -> anyhow::Result<creditd::backup::Verified> {
-    let mut response = reqwest::Client::new()
-        .get(format!("{url}/api/admin/backup?after={after}"))
-        .bearer_auth(token.expose())
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        anyhow::bail!("the server answered {status}: {body}");
-    }
-    let partial = creditd::backup::partial_path(to);
-    let mut file = std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
-    while let Some(chunk) = response.chunk().await.context("the backup stopped arriving")? {
-        creditd::backup::append(&mut file, &partial, &chunk)?;
-    }
-    Ok(creditd::backup::finish(file, to)?)
-}
-
-fn restore(from: &[PathBuf], data_dir: &std::path::Path) -> ExitCode {
-    use creditd::backup::BackupError;
-    use creditd::store::StoreError;
-    match creditd::backup::restore::restore(from, data_dir, &SystemClock) {
-        Ok(restored) => {
-            for file in &restored.files {
-                let header = &file.header;
-                println!("{}: entries {}..={}", file.path.display(), header.after.saturating_add(1), header.up_to);
-            }
-            println!(
-                "restored {} ledger entries (up to {}) and {} wallets into {}",
-                restored.entries,
-                restored.up_to,
-                restored.wallets,
-                data_dir.display()
-            );
-            print!("{}", restored.check);
-            ExitCode::SUCCESS
-        }
-        Err(error @ BackupError::Store(StoreError::NotEmpty(_))) => {
-            eprintln!("creditd restore: {error}");
-            ExitCode::from(EXIT_CONFIGURATION)
-        }
-        Err(error) => {
-            eprintln!("creditd restore: {error}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 fn loadtest(options: creditd::loadtest::LoadOptions) -> ExitCode {
