@@ -23,6 +23,7 @@ mod books;
 mod change;
 mod error;
 mod holds;
+pub mod memory;
 mod operators;
 pub mod settled;
 mod spends;

@@ -2,8 +2,7 @@
 //! store: the books, a command, the time, and reads from an in-memory
 //! store of what the changes so far wrote ([`Memory`]).
 
-use std::collections::HashMap;
-
+use super::memory::Memory;
 use super::settled::Touched;
 use super::{
     decide, ApplySync, Books, Decision, EngineError, Now, Prefetched, Recovered, SetPurchasesEnabled, SyncOutcome,
@@ -11,62 +10,9 @@ use super::{
 };
 use crate::actors::setup::Settings;
 use crate::config::Config;
-use crate::domain::{
-    HoldId, IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, SpendId, UserCredits, UserId,
-};
-use crate::store::records::{
-    CompletedBy, CompletionReceipt, EntryKind, HoldRecord, IdempotencyRecord, InventoryRecord, Operation, SpendRecord,
-    WalletRecord,
-};
-use crate::store::writes::{Write, WriteSet};
-
-/// What a store would hold once the changes so far were durable.
-#[derive(Default)]
-struct Memory {
-    remembered: HashMap<(Operation, Option<KeyId>, IdempotencyKey), IdempotencyRecord>,
-    holds: HashMap<HoldId, HoldRecord>,
-    spends: HashMap<SpendId, SpendRecord>,
-    wallets: HashMap<UserId, WalletRecord>,
-    /// The last ledger sequence number kept: what a read now sees.
-    seen: u64,
-}
-
-impl Memory {
-    fn keep(&mut self, writes: &WriteSet) {
-        for write in writes.writes() {
-            match write {
-                Write::Remember { operation, caller, key, record } => {
-                    self.remembered.insert((*operation, caller.clone(), key.clone()), record.clone());
-                }
-                Write::Hold(record) => {
-                    self.holds.insert(record.hold_id.clone(), record.clone());
-                }
-                Write::Spend(record) => {
-                    self.spends.insert(record.spend_id.clone(), record.clone());
-                }
-                Write::Wallet { user, record, .. } => {
-                    self.wallets.insert(user.clone(), record.clone());
-                }
-                Write::Ledger(entry) => self.seen = self.seen.max(entry.seq),
-                _ => {}
-            }
-        }
-    }
-
-    /// What a wallet actor would read for `command` now.
-    fn prefetch(&self, who: &UserId, command: &UserCommand) -> Prefetched {
-        let needs = command.needs();
-        Prefetched {
-            seen: self.seen,
-            wallet: if needs.wallet { self.wallets.get(who).cloned() } else { None },
-            idempotency: needs.key.and_then(|(operation, key)| {
-                self.remembered.get(&(operation, Some(key.caller.clone()), key.key.clone())).cloned()
-            }),
-            hold: needs.hold.and_then(|id| self.holds.get(id).cloned()),
-            spend: needs.spend.and_then(|id| self.spends.get(id).cloned()),
-        }
-    }
-}
+use crate::domain::{IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, SpendId, UserCredits, UserId};
+use crate::store::records::{CompletedBy, CompletionReceipt, EntryKind, InventoryRecord, WalletRecord};
+use crate::store::writes::Write;
 
 const T0: u64 = 1_750_000_000_000;
 
@@ -188,7 +134,7 @@ fn refund(books: &mut Books, memory: &mut Memory, who: &str, id: &SpendId) -> Re
 /// Completes spend `id` as the actor would: a change is adopted and
 /// kept; answers whether there was one (false: a replay) and the receipt.
 fn complete(books: &mut Books, memory: &mut Memory, id: &SpendId) -> Result<(bool, CompletionReceipt), EngineError> {
-    let owner = memory.spends.get(id).map_or_else(|| "nobody".to_owned(), |spend| spend.user.to_string());
+    let owner = memory.spend(id).map_or_else(|| "nobody".to_owned(), |spend| spend.user.to_string());
     let decided = run(books, memory, &owner, &UserCommand::Complete { spend_id: id.clone() }, 0)?;
     Ok(match decided {
         Decision::Apply(change, UserReceipt::Complete(receipt)) => {
