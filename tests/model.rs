@@ -516,19 +516,19 @@ impl Decider {
     fn command(
         &mut self,
         user: &UserId,
-        command: UserCommand,
+        command: &UserCommand,
         clock: &ManualClock,
     ) -> Result<UserReceipt, EngineError> {
-        let mut prefetched = self.memory.prefetch(user, &command);
+        let mut prefetched = self.memory.prefetch(user, command);
         self.sweep(clock);
         for _ in 0..4 {
-            match decide(&self.books, user, &command, &prefetched, &self.now(clock))? {
+            match decide(&self.books, user, command, &prefetched, &self.now(clock))? {
                 Decision::Apply(change, receipt) => {
                     self.apply(*change, clock);
                     return Ok(receipt);
                 }
                 Decision::Replay(receipt) => return Ok(receipt),
-                Decision::Refetch => prefetched = self.memory.prefetch(user, &command),
+                Decision::Refetch => prefetched = self.memory.prefetch(user, command),
             }
         }
         panic!("a fresh read is never stale: {command:?}");
@@ -644,7 +644,7 @@ impl Harness {
     /// A command about a user, on the engine or on the decider alone.
     async fn command(&mut self, user: &UserId, command: UserCommand) -> Result<UserReceipt, EngineError> {
         if let Some(decider) = &mut self.decider {
-            return decider.command(user, command, &self.clock);
+            return decider.command(user, &command, &self.clock);
         }
         let engine = self.engine().clone();
         let user = user.clone();
