@@ -44,7 +44,10 @@ impl Handler<Decide> for InventoryActor {
         let now = self.now();
         let decision = self.note_refusal(decide(&self.books, &user, &command, &prefetched, &now));
         let outcome = outcome_label(&decision);
+        // A refetch is not an outcome: the command comes back, and is counted then.
+        let counted = !matches!(decision, Ok(Decision::Refetch));
         match &command {
+            _ if !counted => {}
             UserCommand::Purchase { package_id, .. } => {
                 let package = self.package_label(package_id);
                 metrics::counter!("creditd_purchases_total", "package" => package, "outcome" => outcome).increment(1);
