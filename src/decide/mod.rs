@@ -83,19 +83,7 @@ pub struct Needs<'a> {
 }
 
 impl UserCommand {
-    /// The operation, for metrics and logs.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::Purchase { .. } => "purchase",
-            Self::Spend { .. } => "spend",
-            Self::Capture { .. } => "capture",
-            Self::Refund { .. } => "refund",
-            Self::Hold { .. } => "hold",
-            Self::Release { .. } => "release",
-            Self::Complete { .. } => "complete",
-        }
-    }
-
+    /// What must be read before the command is decided.
     pub fn needs(&self) -> Needs<'_> {
         let none = Needs { wallet: false, key: None, hold: None, spend: None };
         match self {
