@@ -187,6 +187,16 @@ impl Store {
         }
     }
 
+    /// Whether reading the key's record may find one, known without IO:
+    /// `false` only when the store knows it holds none (PostgreSQL keeps the
+    /// hashes of its keys in memory); sled reads to know.
+    pub fn may_know(&self, operation: Operation, caller: Option<&KeyId>, key: &IdempotencyKey) -> bool {
+        match self {
+            Store::Sled(_) => true,
+            Store::Postgres(store) => store.may_know(operation, caller, key),
+        }
+    }
+
     /// # Errors
     /// A read or decode failure.
     pub fn idempotency(

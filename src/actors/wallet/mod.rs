@@ -78,25 +78,10 @@ impl WalletActor {
         Self { user, deps, used, wallet: None }
     }
 
-    /// Runs `read` where the store allows: at once when it reads locally
-    /// (sled), else on a blocking thread (PostgreSQL).
-    fn off_thread<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&Store) -> Result<T, EngineError> + Send + 'static,
-    ) -> Pin<Box<dyn Future<Output = Result<T, EngineError>>>> {
-        let store = self.deps.store.clone();
-        if store.reads_locally() {
-            let result = read(&store);
-            return Box::pin(std::future::ready(result));
-        }
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || read(&store))
-                .await
-                .map_err(|_| EngineError::Overloaded("the read was cancelled"))?
-        })
-    }
-
-    /// Reads what `command` needs, noting first what the store shows.
+    /// Reads what `command` needs, noting first what the store shows: at
+    /// once when the store reads locally (sled) or when nothing needs a
+    /// round trip (PostgreSQL: the wallet is kept here and a new key is known
+    /// to be new), else on a blocking thread.
     fn reads(&self, command: &UserCommand) -> Reads {
         let needs = command.needs();
         let user = self.user.clone();
@@ -104,16 +89,23 @@ impl WalletActor {
         let key = needs.key.map(|(operation, key)| (operation, key.clone()));
         let hold = needs.hold.cloned();
         let spend = needs.spend.cloned();
-        let visible = self.deps.visible.clone();
-        self.off_thread(move |store| {
-            let seen = visible.load();
+        let store = self.deps.store.clone();
+        // First: whatever is read from here on shows every change up to `seen`
+        // (a key made durable is known to the store before `seen` covers it).
+        let seen = self.deps.visible.load();
+        let key_may_exist =
+            key.as_ref().is_some_and(|(operation, key)| store.may_know(*operation, Some(&key.caller), &key.key));
+        let local = store.reads_locally() || (cached.is_some() && hold.is_none() && spend.is_none() && !key_may_exist);
+        let read = move |store: &Store| -> Result<Prefetched, EngineError> {
             let wallet = match cached {
                 Some(wallet) => wallet,
                 None => store.wallet(&user)?,
             };
             let idempotency = match &key {
-                Some((operation, key)) => store.idempotency(*operation, Some(&key.caller), &key.key)?,
-                None => None,
+                Some((operation, key)) if key_may_exist => {
+                    store.idempotency(*operation, Some(&key.caller), &key.key)?
+                }
+                _ => None,
             };
             let hold = match &hold {
                 Some(id) => store.hold(id)?,
@@ -124,6 +116,14 @@ impl WalletActor {
                 None => None,
             };
             Ok(Prefetched { seen, wallet, idempotency, hold, spend })
+        };
+        if local {
+            return Box::pin(std::future::ready(read(&store)));
+        }
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || read(&store))
+                .await
+                .map_err(|_| EngineError::Overloaded("the read was cancelled"))?
         })
     }
 

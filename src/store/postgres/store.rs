@@ -244,6 +244,13 @@ impl PgStore {
         })
     }
 
+    /// Whether the key may have a record: `false` means it has none, known
+    /// without a round trip (the hashes of every stored key are in memory).
+    pub fn may_know(&self, operation: Operation, caller: Option<&KeyId>, key: &IdempotencyKey) -> bool {
+        let hash = key_hash(operation, Some(caller.map_or("", KeyId::as_str)), key.as_str());
+        self.known.lock().map_or(true, |known| known.contains(&hash))
+    }
+
     /// # Errors
     /// A read failure.
     pub fn idempotency(
