@@ -504,3 +504,51 @@ fn a_read_older_than_the_window_is_read_again() {
     let fresh = run(&books, &memory, "bo", &purchase("k", 1), 0);
     assert!(matches!(fresh, Ok(Decision::Apply(..))), "{fresh:?}");
 }
+
+fn key_record(id: &str, created_at_ms: u64, revoked_at_ms: Option<u64>) -> crate::store::records::ApiKeyRecord {
+    use crate::domain::{KeyName, Scope, Scopes};
+    crate::store::records::ApiKeyRecord {
+        id: KeyId::parse(id).expect("valid"),
+        name: KeyName::parse("a key").expect("valid"),
+        scopes: Scopes::new([Scope::Storefront]).expect("one scope"),
+        key_hash: [u8::try_from(created_at_ms % 256).expect("small"); 32],
+        created_at_ms,
+        last_used_at_ms: None,
+        revoked_at_ms,
+    }
+}
+
+/// The keys the books start with: every record listed oldest first, only
+/// the ones not revoked live; a key made is live at once, a revoked one
+/// stops being live at once, and a second revocation answers the first.
+#[test]
+fn the_key_book_lists_every_key_oldest_first_and_only_live_keys_authenticate() {
+    use super::{CreateApiKey, KeyBook};
+    use crate::domain::{KeyName, Scope, Scopes};
+    let loaded = vec![key_record("key_b", 20, None), key_record("key_a", 10, Some(15)), key_record("key_c", 30, None)];
+    let book = KeyBook::load(loaded.clone());
+    let mut live: Vec<String> = book.live().map(|key| key.id.to_string()).collect();
+    live.sort();
+    assert_eq!(live, ["key_b", "key_c"], "the revoked key is not live");
+    let listed: Vec<String> = book.listed().iter().map(|record| record.id.to_string()).collect();
+    assert_eq!(listed, ["key_a", "key_b", "key_c"], "every key, oldest first");
+
+    let mut recovered = books(4_000);
+    recovered.keys = KeyBook::load(loaded);
+    let (mut books, mut memory) = (recovered, Memory::default());
+    let create = CreateApiKey {
+        name: KeyName::parse("new").expect("valid"),
+        scopes: Scopes::new([Scope::Enhancement]).expect("one scope"),
+        key_hash: [7; 32],
+    };
+    let decided = books.decide_create_key(&inputs(&memory, 0), create);
+    let made = apply(&mut books, &mut memory, decided);
+    assert!(books.keys.live().any(|key| key.id == made.id), "live once made");
+    let decided = books.decide_revoke_key(&inputs(&memory, 0), &made.id);
+    let revoked = apply(&mut books, &mut memory, decided);
+    assert!(revoked.revoked_at_ms.is_some());
+    assert!(!books.keys.live().any(|key| key.id == made.id), "not live once revoked");
+    let again = books.decide_revoke_key(&inputs(&memory, 0), &made.id);
+    assert!(matches!(again, Ok(Decision::Replay(ref record)) if record == &revoked), "{again:?}");
+    assert_eq!(books.keys.listed().len(), 4);
+}
