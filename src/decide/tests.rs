@@ -552,3 +552,25 @@ fn the_key_book_lists_every_key_oldest_first_and_only_live_keys_authenticate() {
     assert!(matches!(again, Ok(Decision::Replay(ref record)) if record == &revoked), "{again:?}");
     assert_eq!(books.keys.listed().len(), 4);
 }
+
+/// A use noted in memory is written once (then it is saved), and only when
+/// it is newer than the stored one; the listing shows the newest.
+#[test]
+fn a_key_use_is_saved_once_and_only_when_newer_than_the_stored_one() {
+    use super::KeyBook;
+    let mut used = key_record("key_u", 10, None);
+    used.last_used_at_ms = Some(1_000_000);
+    let mut book = KeyBook::load(vec![used, key_record("key_idle", 20, None)]);
+    assert!(book.unsaved_uses().is_empty(), "nothing used since it was stored");
+    let live = |book: &KeyBook, id: &str| book.live().find(|key| key.id.as_str() == id).expect("live");
+    live(&book, "key_u").touch(500_000);
+    assert!(book.unsaved_uses().is_empty(), "an older use than the stored one is not written");
+    live(&book, "key_u").touch(5_000_000);
+    let unsaved = book.unsaved_uses();
+    assert_eq!(unsaved.len(), 1, "{unsaved:?}");
+    assert_eq!((unsaved[0].id.as_str(), unsaved[0].last_used_at_ms), ("key_u", Some(5_000_000)));
+    let listed = book.listed();
+    assert_eq!(listed[0].last_used_at_ms, Some(5_000_000), "the listing shows the use noted in memory");
+    book.saved(unsaved);
+    assert!(book.unsaved_uses().is_empty(), "saved: not written again");
+}
