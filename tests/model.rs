@@ -494,7 +494,7 @@ impl Decider {
         let writes = std::mem::take(&mut change.writes);
         let touched = self.books.adopt(change).expect("adopts");
         self.memory.keep(&writes);
-        self.books.settle(touched, clock.monotonic_ms());
+        self.books.settle(&touched, clock.monotonic_ms());
     }
 
     /// The expiries and completions by time that are due, as every handler starts.

@@ -261,7 +261,7 @@ impl Books {
     /// The change that touched `touched` is durable (or failed, and the
     /// store refuses every later one): the store holds what the books kept
     /// for it, and the books remember only when it settled.
-    pub fn settle(&mut self, touched: Touched, monotonic_ms: u64) {
+    pub fn settle(&mut self, touched: &Touched, monotonic_ms: u64) {
         for id in &touched.holds {
             self.closing_holds.remove(id);
         }

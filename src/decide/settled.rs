@@ -10,11 +10,40 @@
 //! [`super::Prefetched::seen`] is lower) may show the record as it was: the
 //! decision asks for a fresh read instead. A read older than the window
 //! cannot be checked and is refetched too ([`Settled::floor`]).
+//!
+//! The window keeps 64-bit hashes of the records' names, not the names: a
+//! few seconds of changes cost no allocation, and two names with one hash
+//! can only make a read look stale (a refetch), never hide a staler one.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 
 use super::change::KeyInFlight;
 use crate::domain::{HoldId, SpendId, UserId};
+
+/// A record's name, hashed (with its kind, so kinds never collide).
+fn name(kind: u8, value: &impl Hash) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    kind.hash(&mut hasher);
+    value.hash(&mut hasher);
+    hasher.finish()
+}
+
+const KEY: u8 = 1;
+const HOLD: u8 = 2;
+const SPEND: u8 = 3;
+const WALLET: u8 = 4;
+
+/// What the window remembers of one settled change: the names it touched, hashed.
+#[derive(Debug)]
+struct Remembered {
+    at_ms: u64,
+    seq: u64,
+    /// Keys, holds and spends.
+    names: Vec<u64>,
+    wallet: Option<(u64, u64)>,
+}
 
 /// What one durable change touched.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,12 +62,12 @@ pub struct Touched {
 #[derive(Debug)]
 pub struct Settled {
     window_ms: u64,
-    keys: HashMap<KeyInFlight, u64>,
-    holds: HashMap<HoldId, u64>,
-    spends: HashMap<SpendId, u64>,
-    wallets: HashMap<UserId, u64>,
-    /// In the order they settled, with the monotonic time they did.
-    order: VecDeque<(u64, Touched)>,
+    /// A key's, hold's or spend's name → the last change that touched it.
+    records: HashMap<u64, u64>,
+    /// A user's name → the newest version of their wallet that settled.
+    wallets: HashMap<u64, u64>,
+    /// In the order they settled.
+    order: VecDeque<Remembered>,
     /// The highest sequence number forgotten: a read that saw less is too old to check.
     floor: u64,
 }
@@ -49,15 +78,7 @@ pub struct Stale;
 
 impl Settled {
     pub fn new(window_ms: u64, floor: u64) -> Self {
-        Self {
-            window_ms,
-            keys: HashMap::new(),
-            holds: HashMap::new(),
-            spends: HashMap::new(),
-            wallets: HashMap::new(),
-            order: VecDeque::new(),
-            floor,
-        }
+        Self { window_ms, records: HashMap::new(), wallets: HashMap::new(), order: VecDeque::new(), floor }
     }
 
     /// How long a settled record is remembered.
@@ -72,7 +93,7 @@ impl Settled {
 
     /// How many records are remembered (for the view and the tests).
     pub fn len(&self) -> usize {
-        self.keys.len() + self.holds.len() + self.spends.len() + self.wallets.len()
+        self.records.len() + self.wallets.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -80,58 +101,44 @@ impl Settled {
     }
 
     /// `touched` is durable at `monotonic_ms`.
-    pub fn settle(&mut self, touched: Touched, monotonic_ms: u64) {
-        // Changes settle in any order within a group: keep the latest.
+    pub fn settle(&mut self, touched: &Touched, monotonic_ms: u64) {
         let seq = touched.seq;
-        if let Some(key) = &touched.key {
-            let known = self.keys.entry(key.clone()).or_default();
+        let keys = touched.key.iter().map(|key| name(KEY, key));
+        let holds = touched.holds.iter().map(|id| name(HOLD, id));
+        let spends = touched.spends.iter().map(|id| name(SPEND, id));
+        let names: Vec<u64> = keys.chain(holds).chain(spends).collect();
+        // Changes settle in any order within a group: keep the latest.
+        for record in &names {
+            let known = self.records.entry(*record).or_default();
             *known = (*known).max(seq);
         }
-        for hold in &touched.holds {
-            let known = self.holds.entry(hold.clone()).or_default();
-            *known = (*known).max(seq);
+        let wallet = touched.wallet.as_ref().map(|(user, version)| (name(WALLET, user), *version));
+        if let Some((user, version)) = wallet {
+            let known = self.wallets.entry(user).or_default();
+            *known = (*known).max(version);
         }
-        for spend in &touched.spends {
-            let known = self.spends.entry(spend.clone()).or_default();
-            *known = (*known).max(seq);
-        }
-        if let Some((user, version)) = &touched.wallet {
-            let known = self.wallets.entry(user.clone()).or_default();
-            *known = (*known).max(*version);
-        }
-        self.order.push_back((monotonic_ms, touched));
+        self.order.push_back(Remembered { at_ms: monotonic_ms, seq, names, wallet });
     }
 
     /// Forgets what settled more than the window before `monotonic_ms`.
     pub fn prune(&mut self, monotonic_ms: u64) {
-        while let Some((at_ms, _)) = self.order.front() {
-            if at_ms.saturating_add(self.window_ms) > monotonic_ms {
+        while let Some(front) = self.order.front() {
+            if front.at_ms.saturating_add(self.window_ms) > monotonic_ms {
                 break;
             }
-            let Some((_, touched)) = self.order.pop_front() else { break };
-            let seq = touched.seq;
+            let Some(remembered) = self.order.pop_front() else { break };
             // A later change to the same record keeps it.
-            if let Some(key) = touched.key {
-                if self.keys.get(&key) == Some(&seq) {
-                    self.keys.remove(&key);
+            for record in remembered.names {
+                if self.records.get(&record) == Some(&remembered.seq) {
+                    self.records.remove(&record);
                 }
             }
-            for hold in touched.holds {
-                if self.holds.get(&hold) == Some(&seq) {
-                    self.holds.remove(&hold);
-                }
-            }
-            for spend in touched.spends {
-                if self.spends.get(&spend) == Some(&seq) {
-                    self.spends.remove(&spend);
-                }
-            }
-            if let Some((user, version)) = touched.wallet {
+            if let Some((user, version)) = remembered.wallet {
                 if self.wallets.get(&user) == Some(&version) {
                     self.wallets.remove(&user);
                 }
             }
-            self.floor = self.floor.max(seq);
+            self.floor = self.floor.max(remembered.seq);
         }
     }
 
@@ -146,19 +153,19 @@ impl Settled {
     /// # Errors
     /// [`Stale`]: the key's record may have been written after the read.
     pub fn check_key(&self, key: &KeyInFlight, seen: u64) -> Result<(), Stale> {
-        self.check(self.keys.get(key), seen)
+        self.check(self.records.get(&name(KEY, key)), seen)
     }
 
     /// # Errors
     /// [`Stale`]: the hold may have moved after the read.
     pub fn check_hold(&self, id: &HoldId, seen: u64) -> Result<(), Stale> {
-        self.check(self.holds.get(id), seen)
+        self.check(self.records.get(&name(HOLD, id)), seen)
     }
 
     /// # Errors
     /// [`Stale`]: the spend may have moved after the read.
     pub fn check_spend(&self, id: &SpendId, seen: u64) -> Result<(), Stale> {
-        self.check(self.spends.get(id), seen)
+        self.check(self.records.get(&name(SPEND, id)), seen)
     }
 
     /// A wallet is checked by its version: the wallet actor keeps its
@@ -168,7 +175,7 @@ impl Settled {
     /// # Errors
     /// [`Stale`]: a newer version of the wallet settled recently.
     pub fn check_wallet(&self, user: &UserId, version: u64) -> Result<(), Stale> {
-        match self.wallets.get(user) {
+        match self.wallets.get(&name(WALLET, user)) {
             Some(settled) if *settled > version => Err(Stale),
             _ => Ok(()),
         }

@@ -69,7 +69,7 @@ fn purchase(order: &str, fingerprint: u8) -> UserCommand {
 fn settle(books: &mut Books, memory: &mut Memory, change: super::Change) -> Touched {
     memory.keep(&change.writes);
     let touched = books.adopt(change).expect("adopts");
-    books.settle(touched.clone(), 0);
+    books.settle(&touched, 0);
     touched
 }
 
@@ -184,7 +184,7 @@ fn a_retry_is_in_use_while_in_flight_then_the_first_answer_and_another_body_is_r
     let touched = books.adopt(*change).expect("adopts");
     let again = run(&books, &memory, "ann", &purchase("k", 1), 0);
     assert!(matches!(again, Err(EngineError::IdempotencyKeyInUse)), "not durable yet: {:?}", again.err());
-    books.settle(touched, 0);
+    books.settle(&touched, 0);
     let Decision::Replay(replayed) = run(&books, &memory, "ann", &purchase("k", 1), 0).expect("answers") else {
         panic!("a durable key is replayed")
     };
@@ -486,7 +486,7 @@ fn a_wallet_behind_a_settled_version_is_read_again_and_one_in_flight_wins() {
     };
     assert_eq!(receipt.balance.get(), 30, "decided on the wallet in flight, not the one sent");
     assert_eq!(change.wallet.as_ref().map(|(_, wallet)| wallet.version), Some(3));
-    books.settle(touched, 0);
+    books.settle(&touched, 0);
 }
 
 /// A read older than the window cannot be checked: it is read again.

@@ -194,7 +194,7 @@ impl InventoryActor {
             Err(error) => return ready(Err(error)),
         };
         Box::pin(durable.into_actor(self).map(move |result, actor, _| {
-            actor.books.settle(touched, actor.clock.monotonic_ms());
+            actor.books.settle(&touched, actor.clock.monotonic_ms());
             actor.durable(result).map(|()| value)
         }))
     }
