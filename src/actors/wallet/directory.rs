@@ -53,23 +53,24 @@ impl WalletThreads {
 pub struct WalletDirectory {
     shards: Vec<Mutex<Shard>>,
     threads: Vec<ArbiterHandle>,
-    deps: WalletDeps,
+    deps: Arc<WalletDeps>,
     live: AtomicUsize,
 }
 
 impl WalletDirectory {
-    /// The directory, and its sweep on the first wallet thread: every half
+    /// The directory, and its sweep on the first wallet thread: every quarter
     /// idle period, the actors idle for `deps.idle` leave the directory and
     /// are told to retire (one timer for all of them, none per actor).
     pub fn new(deps: WalletDeps, threads: &WalletThreads) -> Arc<Self> {
         let directory = Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             threads: threads.arbiters.iter().map(Arbiter::handle).collect(),
-            deps,
+            deps: Arc::new(deps),
             live: AtomicUsize::new(0),
         });
         let weak = Arc::downgrade(&directory);
-        let every = (directory.deps.idle / 2).max(std::time::Duration::from_millis(1));
+        // Every quarter idle period: an actor lives from `idle` to 1¼ × `idle` after its last request.
+        let every = (directory.deps.idle / 4).max(std::time::Duration::from_millis(1));
         directory.threads[0].spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
@@ -131,7 +132,7 @@ impl WalletDirectory {
             }
         }
         let used = Arc::new(AtomicU64::new(self.deps.clock.monotonic_ms()));
-        let actor = WalletActor::new(user.clone(), self.deps.clone(), Arc::clone(&used));
+        let actor = WalletActor::new(user.clone(), Arc::clone(&self.deps), Arc::clone(&used));
         let thread = &self.threads[usize::try_from(slot % self.threads.len() as u64).unwrap_or(0)];
         let addr = WalletActor::start_in_arbiter(thread, move |_| actor);
         if shard.insert(user.clone(), Entry { addr: addr.clone(), used }).is_none() {

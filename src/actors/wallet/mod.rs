@@ -62,7 +62,8 @@ pub struct WalletDeps {
 
 pub struct WalletActor {
     user: UserId,
-    deps: WalletDeps,
+    /// Shared by every wallet actor: one pointer each.
+    deps: Arc<WalletDeps>,
     /// When it last finished a request, or `BUSY`: read by the directory's sweep.
     used: Arc<std::sync::atomic::AtomicU64>,
     /// The wallet as the last change left it: `None` until loaded (or after
@@ -74,7 +75,7 @@ pub struct WalletActor {
 type Reads = Pin<Box<dyn Future<Output = Result<Prefetched, EngineError>>>>;
 
 impl WalletActor {
-    fn new(user: UserId, deps: WalletDeps, used: Arc<std::sync::atomic::AtomicU64>) -> Self {
+    fn new(user: UserId, deps: Arc<WalletDeps>, used: Arc<std::sync::atomic::AtomicU64>) -> Self {
         Self { user, deps, used, wallet: None }
     }
 
