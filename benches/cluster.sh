@@ -12,7 +12,8 @@
 #
 # Needs: apt-get install postgresql haproxy wrk curl.
 # Env: DURATION seconds per run (20), PGPORT (55432), PORT (HAProxy, 18400),
-#      OUT_DIR (target/cluster/<time>).
+#      OUT_DIR (target/cluster/<time>), BIN (the creditd to measure; default
+#      this checkout's release build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/api_key.sh
@@ -42,8 +43,10 @@ PSQL=(runuser -u postgres -- psql -X -q -h /var/run/postgresql -p "$PGPORT")
   ('synchronous_commit','fsync','wal_sync_method','full_page_writes','commit_delay','shared_buffers')" | tee -a "$OUT"
 STORE="postgres://creditd_bench:bench@127.0.0.1:$PGPORT/creditd_bench"
 
-cargo build --release -q
-BIN=${CARGO_TARGET_DIR:-./target}/release/creditd
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q
+  BIN=${CARGO_TARGET_DIR:-./target}/release/creditd
+fi
 CREDITD_STORE=$STORE $BIN init >/dev/null
 NANOBANANA_API_KEY=bench $BIN fake-provider --listen 127.0.0.1:18499 --credits 9000000000000000 >/dev/null 2>&1 &
 pids+=($!)
