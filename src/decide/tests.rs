@@ -574,3 +574,22 @@ fn a_key_use_is_saved_once_and_only_when_newer_than_the_stored_one() {
     book.saved(unsaved);
     assert!(book.unsaved_uses().is_empty(), "saved: not written again");
 }
+
+/// A hold past its deadline is expired for every decision, before any sweep
+/// has written its expiry: it can be neither captured nor released.
+#[test]
+fn a_hold_at_its_deadline_is_expired_before_any_sweep() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    let hold = UserCommand::Hold { package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32] };
+    let decided = run(&books, &memory, "bo", &hold, 1_000);
+    let UserReceipt::Hold(receipt) = apply(&mut books, &mut memory, decided) else { panic!("a hold") };
+    let release = UserCommand::Release { hold_id: receipt.hold_id.clone() };
+    let capture = UserCommand::Capture { hold_id: receipt.hold_id.clone() };
+    for command in [&release, &capture] {
+        let before = run(&books, &memory, "bo", command, 60_999);
+        assert!(matches!(before, Ok(Decision::Apply(..))), "one millisecond before its deadline: {before:?}");
+        let at = run(&books, &memory, "bo", command, 61_000);
+        assert!(matches!(at, Err(EngineError::HoldExpired)), "at its deadline: {at:?}");
+    }
+    assert_eq!(books.open_counts().0, 1, "no sweep ran: it is the deadline that refuses");
+}
