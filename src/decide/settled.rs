@@ -81,25 +81,6 @@ impl Settled {
         Self { window_ms, records: HashMap::new(), wallets: HashMap::new(), order: VecDeque::new(), floor }
     }
 
-    /// How long a settled record is remembered.
-    pub fn window_ms(&self) -> u64 {
-        self.window_ms
-    }
-
-    /// A read older than this cannot be checked.
-    pub fn floor(&self) -> u64 {
-        self.floor
-    }
-
-    /// How many records are remembered (for the view and the tests).
-    pub fn len(&self) -> usize {
-        self.records.len() + self.wallets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// `touched` is durable at `monotonic_ms`.
     pub fn settle(&mut self, touched: &Touched, monotonic_ms: u64) {
         let seq = touched.seq;
