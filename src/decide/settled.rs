@@ -162,3 +162,40 @@ impl Settled {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{IdempotencyKey, KeyId, ScopedKey};
+    use crate::store::records::Operation;
+
+    fn key(text: &str) -> KeyInFlight {
+        let caller = KeyId::parse("key_1").expect("valid");
+        (Operation::Purchase, ScopedKey { caller, key: IdempotencyKey::parse(text).expect("valid") })
+    }
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(name).expect("valid")
+    }
+
+    /// A record touched twice: when the first change leaves the window, the
+    /// second still makes an older read stale; once both left, the floor does.
+    #[test]
+    fn a_later_change_to_a_record_outlives_the_earlier_one_in_the_window() {
+        let mut settled = Settled::new(2_000, 0);
+        let first = Touched { seq: 5, key: Some(key("k")), wallet: Some((user("ann"), 1)), ..Touched::default() };
+        let second = Touched { seq: 9, key: Some(key("k")), wallet: Some((user("ann"), 2)), ..Touched::default() };
+        settled.settle(&first, 0);
+        settled.settle(&second, 1_500);
+        settled.prune(2_000);
+        assert_eq!(settled.check_key(&key("k"), 6), Err(Stale), "the second change (seq 9) is still remembered");
+        assert_eq!(settled.check_key(&key("k"), 9), Ok(()));
+        assert_eq!(settled.check_wallet(&user("ann"), 1), Err(Stale), "version 2 is still remembered");
+        assert_eq!(settled.check_wallet(&user("ann"), 2), Ok(()));
+        assert_eq!(settled.check_key(&key("other"), 4), Err(Stale), "older than the floor (5)");
+        settled.prune(3_500);
+        assert!(settled.records.is_empty() && settled.wallets.is_empty(), "both left the window");
+        assert_eq!(settled.check_key(&key("k"), 8), Err(Stale), "older than the floor (9)");
+        assert_eq!(settled.check_wallet(&user("ann"), 1), Ok(()), "a wallet is checked by version, within the window");
+    }
+}
