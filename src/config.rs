@@ -11,11 +11,10 @@ use serde::Deserialize;
 use crate::domain::{Currency, Levels, Money, Package, PackageId, ProviderCredits, Ratio, UserCredits};
 use crate::store::commit::CommitMode;
 
-/// How long an unused wallet stays hot in the inventory's memory. Short on
-/// purpose: a user who comes back later is one store read away. (When each
-/// wallet was a per-user actor of ~1.5 KiB, 60 s kept ~400 000 alive with a
-/// million users at full speed and 1 s ~5 000; a hot wallet is a map entry
-/// of a few hundred bytes, BENCHMARKS.md.)
+/// How long a user's wallet actor lives after its last request. Short on
+/// purpose: a user who comes back later is one actor start and one store
+/// read away, and each live actor costs about 1–1.5 KiB (60 s kept ~400 000
+/// alive with a million users at full speed, 1 s ~17 000: BENCHMARKS.md).
 const WALLET_IDLE_SECS_DEFAULT: u64 = 1;
 /// SPEC §5: an open spend completes by itself after 10 minutes.
 const SPEND_COMPLETE_AFTER_SECS_DEFAULT: u64 = 600;
