@@ -291,11 +291,6 @@ impl Books {
         self.settled.prune(monotonic_ms);
     }
 
-    /// The wallets moved by changes not yet durable.
-    pub fn wallets_in_flight(&self) -> usize {
-        self.wallets.len()
-    }
-
     /// `user`'s wallet as it stands now: the newest in flight, else the
     /// one its actor sent, unless a newer version settled meanwhile.
     pub(super) fn wallet(&self, prefetched: &Prefetched, user: &UserId) -> Result<WalletRecord, EngineError> {
