@@ -593,3 +593,20 @@ fn a_hold_at_its_deadline_is_expired_before_any_sweep() {
     }
     assert_eq!(books.open_counts().0, 1, "no sweep ran: it is the deadline that refuses");
 }
+
+/// What the sweeps and the view read: the holds and spends due at an
+/// instant, and how many are open.
+#[test]
+fn the_due_holds_and_spends_are_those_at_their_deadline_and_the_open_ones_are_counted() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    assert_eq!(books.open_counts(), (0, 0));
+    let spent = buy_and_spend(&mut books, &mut memory, "ann", 2);
+    let hold = UserCommand::Hold { package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32] };
+    let decided = run(&books, &memory, "bo", &hold, 0);
+    let UserReceipt::Hold(held) = apply(&mut books, &mut memory, decided) else { panic!("a hold") };
+    assert_eq!(books.open_counts(), (1, 1), "one hold, one spend");
+    let after = books.spend_complete_after_ms;
+    assert!(books.due_spends(after - 1).is_empty() && books.due_holds(59_999).is_empty(), "nothing due yet");
+    assert_eq!(books.due_spends(after), vec![spent]);
+    assert_eq!(books.due_holds(60_000), vec![held.hold_id]);
+}
