@@ -610,3 +610,47 @@ fn the_due_holds_and_spends_are_those_at_their_deadline_and_the_open_ones_are_co
     assert_eq!(books.due_spends(after), vec![spent]);
     assert_eq!(books.due_holds(60_000), vec![held.hold_id]);
 }
+
+#[test]
+fn the_kill_switch_set_as_it_stands_is_a_replay_and_a_new_reason_is_a_change() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    let switch = |enabled: bool, reason: Option<&str>| SetPurchasesEnabled { enabled, reason: reason.map(Into::into) };
+    let now = inputs(&memory, 0);
+    assert!(matches!(books.decide_kill_switch(&now, switch(true, None)), Ok(Decision::Replay(_))), "on already");
+    let decided = books.decide_kill_switch(&now, switch(false, Some("fraud")));
+    let answer = apply(&mut books, &mut memory, decided);
+    assert_eq!((answer.enabled, answer.reason.as_deref()), (false, Some("fraud")));
+    let again = books.decide_kill_switch(&now, switch(false, Some("fraud")));
+    assert!(matches!(again, Ok(Decision::Replay(_))), "the same reason again changes nothing: {again:?}");
+    let reason = books.decide_kill_switch(&now, switch(false, Some("audit")));
+    assert!(matches!(reason, Ok(Decision::Apply(..))), "a new reason is a ledger entry: {reason:?}");
+    let enable = books.decide_kill_switch(&now, switch(true, Some("ignored")));
+    assert!(matches!(enable, Ok(Decision::Apply(..))), "enabling is a change: {enable:?}");
+}
+
+#[test]
+fn a_sync_answer_is_applied_once_and_its_token_is_spent_when_its_window_closes() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    let token = books.begin_sync();
+    let (change, _) =
+        books.decide_sync(&inputs(&memory, 0), ApplySync { real: credits(4_000), token }).expect("applies");
+    settle(&mut books, &mut memory, change);
+    books.end_sync();
+    let late = books.decide_sync(&inputs(&memory, 0), ApplySync { real: credits(9_000), token });
+    assert!(matches!(late, Err(EngineError::Overloaded(_))), "the window is closed: {late:?}");
+    assert_eq!(books.state.provider_balance, credits(4_000), "the late answer changed nothing");
+}
+
+#[test]
+fn each_decision_has_its_metrics_label() {
+    let books = books(4_000);
+    let change = books.begin(&inputs(&Memory::default(), 0));
+    assert_eq!(super::outcome_label(&Ok(Decision::Apply(Box::new(change), ()))), "ok");
+    assert_eq!(super::outcome_label(&Ok(Decision::Replay(()))), "replayed");
+    assert_eq!(super::outcome_label::<()>(&Ok(Decision::Refetch)), "refetch");
+    assert_eq!(
+        super::outcome_label::<()>(&Err(EngineError::InsufficientCapacity)),
+        EngineError::InsufficientCapacity.label()
+    );
+    assert_ne!(EngineError::InsufficientCapacity.label(), "ok");
+}
