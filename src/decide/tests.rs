@@ -654,3 +654,47 @@ fn each_decision_has_its_metrics_label() {
     );
     assert_ne!(EngineError::InsufficientCapacity.label(), "ok");
 }
+
+#[test]
+fn a_key_forgotten_after_its_retention_is_a_new_operation() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    buy(&mut books, &mut memory, "ann", "k").expect("fits");
+    assert!(matches!(run(&books, &memory, "ann", &purchase("k", 1), 0), Ok(Decision::Replay(_))), "remembered");
+    let mut pruned = crate::store::writes::WriteSet::default();
+    let forgotten = key("k");
+    pruned.push(Write::Forget {
+        operation: crate::store::records::Operation::Purchase,
+        caller: Some(forgotten.caller),
+        key: forgotten.key,
+    });
+    memory.keep(&pruned);
+    let again = run(&books, &memory, "ann", &purchase("k", 2), 0);
+    assert!(matches!(again, Ok(Decision::Apply(..))), "forgotten: another body is a new purchase: {again:?}");
+}
+
+#[test]
+fn only_refusals_that_name_a_state_wait_for_it_to_be_durable() {
+    let named = [
+        EngineError::HoldCaptured,
+        EngineError::HoldReleased,
+        EngineError::HoldExpired,
+        EngineError::AlreadyRefunded,
+        EngineError::SpendCompleted,
+    ];
+    assert!(named.iter().all(EngineError::names_a_state));
+    let others = [EngineError::InsufficientCapacity, EngineError::InsufficientFunds, EngineError::UnknownUser];
+    assert!(!others.iter().any(EngineError::names_a_state));
+}
+
+#[test]
+fn the_metrics_labels_of_refusals_are_their_error_codes() {
+    let labelled = [
+        (EngineError::InsufficientCapacity, "insufficient_capacity"),
+        (EngineError::HoldExpired, "hold_expired"),
+        (EngineError::IdempotencyKeyInUse, "idempotency_key_in_use"),
+        (EngineError::Stale, "refetch"),
+    ];
+    for (error, label) in labelled {
+        assert_eq!(error.label(), label);
+    }
+}
