@@ -17,6 +17,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+pub use crate::domain::Caller;
 use crate::domain::{KeyId, Scopes};
 
 /// What every key made by creditd starts with, so that a leaked one is
@@ -115,13 +116,6 @@ impl TokenBucket {
             Err(Duration::from_secs_f64((1.0 - refilled) / rate))
         }
     }
-}
-
-/// Who is calling: the key's id and scopes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub id: KeyId,
-    pub scopes: Scopes,
 }
 
 /// The live keys at one moment, by hash. Revoked keys are not in it.

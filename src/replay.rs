@@ -294,6 +294,7 @@ impl Replay {
                     created_at_ms: entry.at_ms,
                     expires_at_ms: *expires_at_ms,
                     state: HoldState::Open,
+                    owner: entry.caller.clone(),
                 };
                 self.holds.insert(hold_id.clone(), hold);
                 self.move_holds_total(seq, *credits, true);
@@ -344,6 +345,7 @@ impl Replay {
                     seq,
                     created_at_ms: entry.at_ms,
                     state: SpendState::Open,
+                    owner: entry.caller.clone(),
                 };
                 self.spends.insert(spend_id.clone(), spend);
                 self.move_open_spends(seq, *credits, true);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use creditd::actors::inventory::{ApplySync, BeginSync};
 use creditd::clock::SystemClock;
 use creditd::config::Config;
-use creditd::domain::{IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, UserId};
+use creditd::domain::{Caller, IdempotencyKey, KeyId, PackageId, ProviderCredits, Scope, ScopedKey, Scopes, UserId};
 use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
 use creditd::store::Store;
 use futures_util::future::join_all;
@@ -41,6 +41,12 @@ async fn start_on(
 
 fn ids(user: &str, key: &str) -> (UserId, PackageId, ScopedKey) {
     (UserId::parse(user).expect("valid"), PackageId::parse("starter").expect("valid"), scoped(key))
+}
+
+/// The storefront's API key, which makes and finishes holds and spends here.
+fn maker() -> Caller {
+    let scopes = Scopes::new([Scope::Storefront, Scope::Enhancement]).expect("two scopes");
+    Caller { id: KeyId::parse("key_storefront").expect("valid"), scopes }
 }
 
 /// `key` as the storefront's API key sent it.
@@ -151,7 +157,7 @@ async fn the_report_follows_a_synthetic_week_computed_by_hand() {
     clock.advance_ms(2 * HOUR);
     let refunded = spend("a", 5, "s4").await; // 20 at T0 + 7 d 16 h ...
     clock.advance_ms(2 * HOUR);
-    engine.refund(refunded.spend_id).await.expect("refunds"); // ... given back at T0 + 7 d 18 h
+    engine.refund(refunded.spend_id, maker()).await.expect("refunds"); // ... given back at T0 + 7 d 18 h
     clock.advance_ms(4 * HOUR); // now: T0 + 7 d 22 h
 
     let report = engine.report().await.expect("report");
@@ -234,7 +240,7 @@ async fn a_wall_clock_set_back_neither_stretches_holds_nor_silences_staleness() 
     let (engine, threads) = start_on(dir.path(), settings, Arc::new(clock.clone()), 10_000).await;
     let inventory = engine.inventory().clone();
     let (user, package) = (UserId::parse("h").expect("valid"), PackageId::parse("starter").expect("valid"));
-    let hold = engine.create_hold(user, package, 60_000, None, [3; 32]).await.expect("holds");
+    let hold = engine.create_hold(user, package, 60_000, None, [3; 32], maker().id).await.expect("holds");
     assert_eq!(inventory.send(Snapshot).await.expect("answers").open_holds, 1);
 
     clock.step_wall_back_ms(HOUR_MS);

@@ -22,10 +22,17 @@ use creditd::actors::EngineError;
 use creditd::clock::SystemClock;
 use creditd::config::Config;
 use creditd::decide::Prefetched;
-use creditd::domain::{IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, UserCredits, UserId};
+use creditd::domain::{
+    Caller, IdempotencyKey, KeyId, PackageId, ProviderCredits, Scope, ScopedKey, Scopes, UserCredits, UserId,
+};
 use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
 use creditd::store::records::HoldReceipt;
 use creditd::store::{StorageFaults, Store};
+
+/// The API key that makes and finishes the holds of these tests.
+fn maker() -> Caller {
+    Caller { id: KeyId::parse("key_faults").expect("valid"), scopes: Scopes::new([Scope::Storefront]).expect("one") }
+}
 
 /// A hold of a starter for `user`, sent to the inventory as its wallet actor
 /// would: nothing to read for it (no key), so nothing prefetched.
@@ -35,6 +42,7 @@ fn create_hold(user: &str) -> Decide {
         ttl_ms: 60_000,
         key: None,
         fingerprint: [1; 32],
+        owner: maker().id,
     };
     Decide { user: UserId::parse(user).expect("valid"), command, prefetched: Prefetched::default() }
 }
@@ -42,7 +50,7 @@ fn create_hold(user: &str) -> Decide {
 /// A release of `user`'s open hold: the inventory holds every open hold,
 /// so it decides without a read.
 fn release(user: &str, hold_id: &creditd::domain::HoldId) -> Decide {
-    let command = UserCommand::Release { hold_id: hold_id.clone() };
+    let command = UserCommand::Release { hold_id: hold_id.clone(), by: maker() };
     Decide { user: UserId::parse(user).expect("valid"), command, prefetched: Prefetched::default() }
 }
 
@@ -337,7 +345,7 @@ async fn a_replay_answers_the_first_answer_once_it_is_durable() {
     let capture = {
         let engine = engine.clone();
         let hold_id = captured.clone();
-        actix_rt::spawn(async move { engine.capture(hold_id).await })
+        actix_rt::spawn(async move { engine.capture(hold_id, maker()).await })
     };
     gate.held().await;
     let mut release = Box::pin(inventory.send(release("c", &captured)));

@@ -54,7 +54,8 @@ use creditd::config::Config;
 use creditd::decide::memory::Memory;
 use creditd::decide::{decide, Books, Decision, Now, UserCommand, UserReceipt};
 use creditd::domain::{
-    HoldId, IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, SpendId, UserCredits, UserId,
+    Caller, HoldId, IdempotencyKey, KeyId, PackageId, ProviderCredits, Scope, ScopedKey, Scopes, SpendId, UserCredits,
+    UserId,
 };
 use creditd::engine::{init, recover, Engine, EngineThreads, Settings};
 use creditd::http::extract::fingerprint;
@@ -84,11 +85,15 @@ enum Op {
         ttl_s: u64,
         key: Option<u8>,
     },
+    /// `by`: who asks ([`finisher`]): the key that made the hold, the other
+    /// key, or an admin key.
     Capture {
         hold: usize,
+        by: u8,
     },
     Release {
         hold: usize,
+        by: u8,
     },
     Advance {
         ms: u64,
@@ -101,11 +106,13 @@ enum Op {
     /// The enhancement service says the provider did the work.
     Complete {
         spend: usize,
+        by: u8,
     },
     /// The enhancement service says the provider call failed. A spend the
     /// provider already consumed cannot have failed: the service completes it.
     Refund {
         spend: usize,
+        by: u8,
     },
     /// The provider consumes an open spend's credits (once).
     Consume {
@@ -129,12 +136,12 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..4usize, 0..5usize, 0..6u8).prop_map(|(user, package, key)| Op::Purchase { user, package, key }),
         3 => (0..4usize, 0..4usize, 1..4u64, proptest::option::of(0..4u8))
             .prop_map(|(user, package, ttl_s, key)| Op::Hold { user, package, ttl_s, key }),
-        2 => (0..8usize).prop_map(|hold| Op::Capture { hold }),
-        1 => (0..8usize).prop_map(|hold| Op::Release { hold }),
+        2 => (0..8usize, 0..4u8).prop_map(|(hold, by)| Op::Capture { hold, by }),
+        1 => (0..8usize, 0..4u8).prop_map(|(hold, by)| Op::Release { hold, by }),
         2 => prop_oneof![0..1500u64, Just(1000u64), Just(999u64), Just(1u64)].prop_map(|ms| Op::Advance { ms }),
         3 => (0..4usize, 1..130u64, 0..6u8).prop_map(|(user, credits, key)| Op::Spend { user, credits, key }),
-        2 => (0..8usize).prop_map(|spend| Op::Complete { spend }),
-        2 => (0..8usize).prop_map(|spend| Op::Refund { spend }),
+        2 => (0..8usize, 0..4u8).prop_map(|(spend, by)| Op::Complete { spend, by }),
+        2 => (0..8usize, 0..4u8).prop_map(|(spend, by)| Op::Refund { spend, by }),
         2 => (0..8usize).prop_map(|spend| Op::Consume { spend }),
         2 => Just(Op::SyncBegin),
         1 => Just(Op::SyncRead),
@@ -147,6 +154,30 @@ fn op() -> impl Strategy<Value = Op> {
 // ---------------------------------------------------------------------------
 // The model: plain maps and integers, written to be obviously right.
 
+/// The callers: 0 and 1 are the two storefront-and-enhancement keys of
+/// [`key`], 2 an admin key. SPEC §9.1: a hold or spend is finished only by
+/// the key that made it (`maker`) or an admin key.
+const ADMIN: u8 = 2;
+
+/// Who asks, for an op's `by`: 1 the other key, 2 an admin key, else the maker.
+fn finisher(by: u8, maker: u8) -> u8 {
+    match by {
+        1 => 1 - maker,
+        2 => ADMIN,
+        _ => maker,
+    }
+}
+
+/// Whether caller `who` may finish what `maker` made.
+fn may_finish(who: u8, maker: u8) -> bool {
+    who == ADMIN || who == maker
+}
+
+/// The maker of a hold: the caller of its key, or (without one) the user's.
+fn hold_maker(user: usize, key: Option<u8>) -> u8 {
+    key.map_or(u8::from(user % 2 == 1), |key| key % 2)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum HoldState {
     Open,
@@ -158,6 +189,7 @@ enum HoldState {
 #[derive(Debug, Clone)]
 struct ModelHold {
     id: String,
+    maker: u8,
     user: usize,
     credits: u64,
     expires_at: u64,
@@ -174,6 +206,7 @@ enum SpendState {
 #[derive(Debug, Clone)]
 struct ModelSpend {
     id: String,
+    maker: u8,
     user: usize,
     credits: u64,
     made_at: u64,
@@ -289,7 +322,8 @@ impl Model {
             Ok(credits) => {
                 let id = engine_id.unwrap_or_default();
                 let expires_at = self.now + ttl_s * 1000;
-                self.holds.push(ModelHold { id: id.clone(), user, credits, expires_at, state: HoldState::Open });
+                let maker = hold_maker(user, key);
+                self.holds.push(ModelHold { id: id.clone(), maker, user, credits, expires_at, state: HoldState::Open });
                 let answer = Expect::Id(id);
                 if let Some(key) = key {
                     self.keys.insert(('h', key), (request, answer.clone()));
@@ -307,7 +341,10 @@ impl Model {
         }
     }
 
-    fn capture(&mut self, index: usize) -> Expect {
+    fn capture(&mut self, index: usize, by: u8) -> Expect {
+        if let Some(refused) = self.not_theirs_hold(index, by) {
+            return refused;
+        }
         self.expire(index);
         let hold = self.holds[index].clone();
         match hold.state {
@@ -324,7 +361,23 @@ impl Model {
         }
     }
 
-    fn release(&mut self, index: usize) -> Expect {
+    /// Another key's hold is as unknown as one that does not exist.
+    fn not_theirs_hold(&self, index: usize, by: u8) -> Option<Expect> {
+        let hold = &self.holds[index];
+        let id = HoldId::parse(&hold.id).expect("valid");
+        (!may_finish(finisher(by, hold.maker), hold.maker)).then_some(Expect::Refused(EngineError::UnknownHold(id)))
+    }
+
+    fn not_theirs_spend(&self, index: usize, by: u8) -> Option<Expect> {
+        let spend = &self.spends[index];
+        let id = SpendId::parse(&spend.id).expect("valid");
+        (!may_finish(finisher(by, spend.maker), spend.maker)).then_some(Expect::Refused(EngineError::UnknownSpend(id)))
+    }
+
+    fn release(&mut self, index: usize, by: u8) -> Expect {
+        if let Some(refused) = self.not_theirs_hold(index, by) {
+            return refused;
+        }
         self.expire(index);
         let hold = &mut self.holds[index];
         match hold.state {
@@ -356,6 +409,7 @@ impl Model {
         self.balance -= RATIO * credits;
         self.spends.push(ModelSpend {
             id: engine_id.unwrap_or_default(),
+            maker: key % 2,
             user,
             credits,
             made_at: self.now,
@@ -392,7 +446,10 @@ impl Model {
         }
     }
 
-    fn complete(&mut self, index: usize) -> Expect {
+    fn complete(&mut self, index: usize, by: u8) -> Expect {
+        if let Some(refused) = self.not_theirs_spend(index, by) {
+            return refused;
+        }
         match self.spends[index].state {
             SpendState::Refunded => Expect::Refused(EngineError::AlreadyRefunded),
             SpendState::Completed => Expect::Id("completed".into()),
@@ -403,7 +460,10 @@ impl Model {
         }
     }
 
-    fn refund(&mut self, index: usize) -> Expect {
+    fn refund(&mut self, index: usize, by: u8) -> Expect {
+        if let Some(refused) = self.not_theirs_spend(index, by) {
+            return refused;
+        }
         let spend = self.spends[index].clone();
         match spend.state {
             SpendState::Refunded => return Expect::Refused(EngineError::AlreadyRefunded),
@@ -652,26 +712,26 @@ impl Harness {
             UserCommand::Purchase { package_id, key, fingerprint } => {
                 UserReceipt::Purchase(engine.purchase(user, package_id, key, fingerprint).await?)
             }
-            UserCommand::Hold { package_id, ttl_ms, key, fingerprint } => {
-                UserReceipt::Hold(engine.create_hold(user, package_id, ttl_ms, key, fingerprint).await?)
+            UserCommand::Hold { package_id, ttl_ms, key, fingerprint, owner } => {
+                UserReceipt::Hold(engine.create_hold(user, package_id, ttl_ms, key, fingerprint, owner).await?)
             }
             UserCommand::Spend { credits, reason, key, fingerprint } => {
                 UserReceipt::Spend(engine.spend(user, credits, reason, key, fingerprint).await?)
             }
-            UserCommand::Capture { hold_id } => UserReceipt::Capture(engine.capture(hold_id).await?),
-            UserCommand::Release { hold_id } => UserReceipt::Release(engine.release(hold_id).await?),
-            UserCommand::Refund { spend_id } => UserReceipt::Refund(engine.refund(spend_id).await?),
-            UserCommand::Complete { spend_id } => UserReceipt::Complete(engine.complete(spend_id).await?),
+            UserCommand::Capture { hold_id, by } => UserReceipt::Capture(engine.capture(hold_id, by).await?),
+            UserCommand::Release { hold_id, by } => UserReceipt::Release(engine.release(hold_id, by).await?),
+            UserCommand::Refund { spend_id, by } => UserReceipt::Refund(engine.refund(spend_id, by).await?),
+            UserCommand::Complete { spend_id, by } => UserReceipt::Complete(engine.complete(spend_id, by).await?),
         })
     }
 
     /// A command about a hold or spend, sent to its owner as the engine does.
     async fn by_id(&mut self, command: UserCommand) -> Result<UserReceipt, EngineError> {
         let owner = match (&self.decider, &command) {
-            (Some(decider), UserCommand::Capture { hold_id } | UserCommand::Release { hold_id }) => {
+            (Some(decider), UserCommand::Capture { hold_id, .. } | UserCommand::Release { hold_id, .. }) => {
                 decider.hold_owner(hold_id)?
             }
-            (Some(decider), UserCommand::Refund { spend_id } | UserCommand::Complete { spend_id }) => {
+            (Some(decider), UserCommand::Refund { spend_id, .. } | UserCommand::Complete { spend_id, .. }) => {
                 decider.spend_owner(spend_id)?
             }
             // The engine finds the owner itself.
@@ -728,6 +788,15 @@ struct View {
 /// API keys sending the same `Idempotency-Key` are two operations (SPEC
 /// §9.1), which the model, keyed by `n`, expects; an engine that ignored
 /// the caller would replay one caller's answer to the other.
+/// Caller `n` of the model ([`ADMIN`] or a key of [`key`]).
+fn caller(n: u8) -> Caller {
+    if n == ADMIN {
+        return Caller { id: KeyId::parse("key_admin").expect("valid"), scopes: Scopes::ADMIN };
+    }
+    let scopes = Scopes::new([Scope::Storefront, Scope::Enhancement]).expect("two scopes");
+    Caller { id: KeyId::parse(&format!("key_caller{n}")).expect("valid"), scopes }
+}
+
 fn key(op: char, n: u8) -> ScopedKey {
     let caller = KeyId::parse(&format!("key_caller{}", n % 2)).expect("valid");
     ScopedKey::new(caller, IdempotencyKey::parse(&format!("{op}{}", n / 2)).expect("valid"))
@@ -758,8 +827,8 @@ async fn run(harness: &mut Harness, model: &Model, op: &Op) -> (Expect, Option<S
             let package_id = PackageId::parse(PACKAGES[*package].0).expect("valid");
             let fingerprint =
                 fingerprint(&[b"hold", USERS[*u].as_bytes(), PACKAGES[*package].0.as_bytes(), &ttl_s.to_be_bytes()]);
-            let command =
-                UserCommand::Hold { package_id, ttl_ms: ttl_s * 1000, key: k.map(|k| key('h', k)), fingerprint };
+            let (ttl_ms, owner) = (ttl_s * 1000, caller(hold_maker(*u, *k)).id);
+            let command = UserCommand::Hold { package_id, ttl_ms, key: k.map(|k| key('h', k)), fingerprint, owner };
             match harness.command(&user(*u), command).await {
                 Ok(UserReceipt::Hold(receipt)) => {
                     let id = receipt.hold_id.to_string();
@@ -769,13 +838,15 @@ async fn run(harness: &mut Harness, model: &Model, op: &Op) -> (Expect, Option<S
                 Err(error) => (Expect::Refused(error), None),
             }
         }
-        Op::Capture { hold } => {
-            let hold_id = HoldId::parse(&model.holds[*hold % model.holds.len()].id).expect("valid");
-            (balance_of(harness.by_id(UserCommand::Capture { hold_id }).await), None)
+        Op::Capture { hold, by } => {
+            let hold = &model.holds[*hold % model.holds.len()];
+            let (hold_id, by) = (HoldId::parse(&hold.id).expect("valid"), caller(finisher(*by, hold.maker)));
+            (balance_of(harness.by_id(UserCommand::Capture { hold_id, by }).await), None)
         }
-        Op::Release { hold } => {
-            let hold_id = HoldId::parse(&model.holds[*hold % model.holds.len()].id).expect("valid");
-            match harness.by_id(UserCommand::Release { hold_id }).await {
+        Op::Release { hold, by } => {
+            let hold = &model.holds[*hold % model.holds.len()];
+            let (hold_id, by) = (HoldId::parse(&hold.id).expect("valid"), caller(finisher(*by, hold.maker)));
+            match harness.by_id(UserCommand::Release { hold_id, by }).await {
                 Ok(UserReceipt::Release(receipt)) => (Expect::Id(receipt.hold_id.to_string()), None),
                 Ok(other) => panic!("{other:?}"),
                 Err(error) => (Expect::Refused(error), None),
@@ -794,13 +865,15 @@ async fn run(harness: &mut Harness, model: &Model, op: &Op) -> (Expect, Option<S
                 Err(error) => (Expect::Refused(error), None),
             }
         }
-        Op::Refund { spend } => {
-            let spend_id = SpendId::parse(&model.spends[*spend % model.spends.len()].id).expect("valid");
-            (balance_of(harness.by_id(UserCommand::Refund { spend_id }).await), None)
+        Op::Refund { spend, by } => {
+            let spend = &model.spends[*spend % model.spends.len()];
+            let (spend_id, by) = (SpendId::parse(&spend.id).expect("valid"), caller(finisher(*by, spend.maker)));
+            (balance_of(harness.by_id(UserCommand::Refund { spend_id, by }).await), None)
         }
-        Op::Complete { spend } => {
-            let spend_id = SpendId::parse(&model.spends[*spend % model.spends.len()].id).expect("valid");
-            match harness.by_id(UserCommand::Complete { spend_id }).await {
+        Op::Complete { spend, by } => {
+            let spend = &model.spends[*spend % model.spends.len()];
+            let (spend_id, by) = (SpendId::parse(&spend.id).expect("valid"), caller(finisher(*by, spend.maker)));
+            match harness.by_id(UserCommand::Complete { spend_id, by }).await {
                 Ok(_) => (Expect::Id("completed".into()), None),
                 Err(error) => (Expect::Refused(error), None),
             }
@@ -908,8 +981,8 @@ fn check_case_on(backend: Backend, initial: u64, ops: Vec<Op>) -> Result<(), Tes
                     // A spend the provider already consumed did not fail: the
                     // enhancement service completes it instead.
                     let op = match op {
-                        Op::Refund { spend } if model.spends[spend % model.spends.len()].consumed => {
-                            &Op::Complete { spend: *spend }
+                        Op::Refund { spend, by } if model.spends[spend % model.spends.len()].consumed => {
+                            &Op::Complete { spend: *spend, by: *by }
                         }
                         other => other,
                     };
@@ -917,11 +990,11 @@ fn check_case_on(backend: Backend, initial: u64, ops: Vec<Op>) -> Result<(), Tes
                     let expected = match op {
                         Op::Purchase { user, package, key } => model.purchase(*user, *package, *key),
                         Op::Hold { user, package, ttl_s, key } => model.hold(*user, *package, *ttl_s, *key, new_id),
-                        Op::Capture { hold } => model.capture(hold % model.holds.len()),
-                        Op::Release { hold } => model.release(hold % model.holds.len()),
+                        Op::Capture { hold, by } => model.capture(hold % model.holds.len(), *by),
+                        Op::Release { hold, by } => model.release(hold % model.holds.len(), *by),
                         Op::Spend { user, credits, key } => model.spend(*user, *credits, *key, new_id),
-                        Op::Refund { spend } => model.refund(spend % model.spends.len()),
-                        Op::Complete { spend } => model.complete(spend % model.spends.len()),
+                        Op::Refund { spend, by } => model.refund(spend % model.spends.len(), *by),
+                        Op::Complete { spend, by } => model.complete(spend % model.spends.len(), *by),
                         _ => unreachable!(),
                     };
                     Some((got, expected))
@@ -978,7 +1051,7 @@ async fn settle(harness: &mut Harness, model: &mut Model) -> Result<(), TestCase
     for index in 0..model.spends.len() {
         if model.spends[index].state == SpendState::Open {
             let spend_id = SpendId::parse(&model.spends[index].id).expect("valid");
-            let completed = harness.by_id(UserCommand::Complete { spend_id }).await;
+            let completed = harness.by_id(UserCommand::Complete { spend_id, by: caller(ADMIN) }).await;
             completed.map_err(|error| TestCaseError::fail(format!("complete: {error}")))?;
             model.finish(index);
         }
@@ -1071,7 +1144,7 @@ fn a_refund_after_a_sync_that_held_back_its_spend_gives_back_only_that() {
         Op::Spend { user: 0, credits: 100, key: 0 },
         Op::SyncBegin,
         Op::SyncLand,
-        Op::Refund { spend: 0 },
+        Op::Refund { spend: 0, by: 0 },
         Op::Purchase { user: 1, package: 2, key: 1 },
         Op::Purchase { user: 2, package: 2, key: 2 },
         Op::Restart,
@@ -1091,10 +1164,10 @@ fn a_spend_consumed_before_the_read_and_completed_in_flight_is_held_back() {
         Op::SyncBegin,
         Op::Consume { spend: 0 },
         Op::SyncRead,
-        Op::Complete { spend: 0 },
+        Op::Complete { spend: 0, by: 0 },
         Op::Spend { user: 0, credits: 10, key: 1 },
         Op::SyncLand,
-        Op::Refund { spend: 1 },
+        Op::Refund { spend: 1, by: 0 },
         Op::Refill { credits: 100 },
         Op::Advance { ms: 1_500 },
         Op::Advance { ms: 1_500 },

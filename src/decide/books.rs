@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::change::{Change, Consumption, KeyInFlight};
 use super::settled::{Settled, Touched};
 use super::{EngineError, Fingerprint, KeyBook, Now, Prefetched};
-use crate::domain::{Capacity, HoldId, Package, PackageId, ProviderCredits, Ratio, ScopedKey, SpendId, UserId};
+use crate::domain::{Caller, Capacity, HoldId, Package, PackageId, ProviderCredits, Ratio, ScopedKey, SpendId, UserId};
 use crate::store::records::{
     ApiKeyRecord, CompletedBy, EntryKind, HoldRecord, HoldState, InventoryRecord, Operation, Receipt, SpendRecord,
     SpendState, WalletRecord,
@@ -418,6 +418,41 @@ impl Books {
             .clone()
             .filter(|spend| &spend.spend_id == id)
             .ok_or_else(|| EngineError::UnknownSpend(id.clone()))
+    }
+
+    /// The hold `id` of `user`, if `by` may capture or release it (SPEC
+    /// §9.1): another user's hold, or another key's, is as unknown as one
+    /// that does not exist.
+    pub(super) fn finishable_hold(
+        &self,
+        prefetched: &Prefetched,
+        user: &UserId,
+        id: &HoldId,
+        by: &Caller,
+    ) -> Result<HoldRecord, EngineError> {
+        let hold = self.hold(prefetched, id)?;
+        if &hold.user == user && by.may_finish(hold.owner.as_ref()) {
+            Ok(hold)
+        } else {
+            Err(EngineError::UnknownHold(id.clone()))
+        }
+    }
+
+    /// The spend `id` of `user`, if `by` may complete or refund it (SPEC
+    /// §9.1), as [`Books::finishable_hold`].
+    pub(super) fn finishable_spend(
+        &self,
+        prefetched: &Prefetched,
+        user: &UserId,
+        id: &SpendId,
+        by: &Caller,
+    ) -> Result<SpendRecord, EngineError> {
+        let spend = self.spend(prefetched, id)?;
+        if &spend.user == user && by.may_finish(spend.owner.as_ref()) {
+            Ok(spend)
+        } else {
+            Err(EngineError::UnknownSpend(id.clone()))
+        }
     }
 
     /// The open holds whose deadline has passed at `monotonic_ms`.

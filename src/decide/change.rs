@@ -2,7 +2,7 @@
 //! what a decision produced.
 
 use super::{EngineError, Fingerprint};
-use crate::domain::{Package, ProviderCredits, ScopedKey, UserCredits, UserId};
+use crate::domain::{KeyId, Package, ProviderCredits, ScopedKey, UserCredits, UserId};
 use crate::store::records::{
     ApiKeyRecord, EntryKind, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry, Operation, Receipt,
     SpendRecord, WalletRecord,
@@ -45,11 +45,26 @@ pub enum Consumption {
 }
 
 impl Change {
-    /// Appends a ledger entry describing `next` as it stands now; returns its sequence number.
+    /// Appends a ledger entry describing `next` as it stands now; returns
+    /// its sequence number. The entry's caller is the key's.
     pub(super) fn record(
         &mut self,
         user: Option<&UserId>,
         key: Option<&ScopedKey>,
+        kind: EntryKind,
+        wallet_after: Option<UserCredits>,
+    ) -> Result<u64, EngineError> {
+        self.record_by(user, key, key.map(|key| &key.caller), kind, wallet_after)
+    }
+
+    /// As [`Change::record`], with the caller named: a hold made without an
+    /// `Idempotency-Key` still records the key that made it, which alone may
+    /// finish it (SPEC §9.1).
+    pub(super) fn record_by(
+        &mut self,
+        user: Option<&UserId>,
+        key: Option<&ScopedKey>,
+        caller: Option<&KeyId>,
         kind: EntryKind,
         wallet_after: Option<UserCredits>,
     ) -> Result<u64, EngineError> {
@@ -64,7 +79,7 @@ impl Change {
             provider_balance_after: self.next.provider_balance,
             reserved_after: self.next.reserved,
             wallet_after,
-            caller: key.map(|key| key.caller.clone()),
+            caller: caller.cloned(),
         };
         self.writes.ledger(entry);
         Ok(seq)

@@ -3,7 +3,7 @@
 
 use super::change::{id_from_seq, Decision};
 use super::{Books, EngineError, Fingerprint, Now, Prefetched};
-use crate::domain::{HoldId, PackageId, ScopedKey, UserCredits, UserId};
+use crate::domain::{Caller, HoldId, KeyId, PackageId, ScopedKey, UserCredits, UserId};
 use crate::store::records::{EntryKind, HoldReceipt, HoldRecord, HoldState, Operation, Receipt};
 
 /// The answer to a release.
@@ -27,6 +27,7 @@ impl Books {
         ttl_ms: u64,
         key: Option<&ScopedKey>,
         fingerprint: Fingerprint,
+        owner: &KeyId,
     ) -> Result<Decision<HoldReceipt>, EngineError> {
         if let Some(key) = key {
             match self.check_key(prefetched, Operation::Hold, key, &fingerprint)? {
@@ -55,7 +56,7 @@ impl Books {
             price: package.price,
             expires_at_ms,
         };
-        change.record(Some(user), key, kind, None)?;
+        change.record_by(Some(user), key, Some(owner), kind, None)?;
         change.put_hold(HoldRecord {
             hold_id: hold_id.clone(),
             user: user.clone(),
@@ -65,6 +66,7 @@ impl Books {
             created_at_ms: change.at_ms,
             expires_at_ms,
             state: HoldState::Open,
+            owner: Some(owner.clone()),
         })?;
         let receipt = HoldReceipt {
             hold_id,
@@ -86,11 +88,9 @@ impl Books {
         prefetched: &Prefetched,
         user: &UserId,
         hold_id: &HoldId,
+        by: &Caller,
     ) -> Result<Decision<ReleaseReceipt>, EngineError> {
-        let hold = self.hold(prefetched, hold_id)?;
-        if &hold.user != user {
-            return Err(EngineError::UnknownHold(hold_id.clone()));
-        }
+        let hold = self.finishable_hold(prefetched, user, hold_id, by)?;
         let receipt =
             ReleaseReceipt { hold_id: hold.hold_id.clone(), user_id: hold.user.clone(), credits: hold.credits };
         let mut change = self.begin(inputs);

@@ -37,7 +37,7 @@ pub use holds::ReleaseReceipt;
 pub use operators::{ApplySync, PurchasesState, SetPurchasesEnabled, SyncOutcome, SyncToken, UpdatePackage};
 pub use settled::Touched;
 
-use crate::domain::{HoldId, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId};
+use crate::domain::{Caller, HoldId, KeyId, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId};
 use crate::store::records::{
     CaptureReceipt, CompletionReceipt, HoldReceipt, HoldRecord, IdempotencyRecord, Operation, PurchaseReceipt,
     RefundReceipt, SpendReceipt, SpendRecord, WalletRecord,
@@ -63,13 +63,42 @@ pub struct Now {
 /// user's wallet actor read for it ([`UserCommand::needs`]).
 #[derive(Debug, Clone)]
 pub enum UserCommand {
-    Purchase { package_id: PackageId, key: ScopedKey, fingerprint: Fingerprint },
-    Spend { credits: UserCredits, reason: Option<Reason>, key: ScopedKey, fingerprint: Fingerprint },
-    Capture { hold_id: HoldId },
-    Refund { spend_id: SpendId },
-    Hold { package_id: PackageId, ttl_ms: u64, key: Option<ScopedKey>, fingerprint: Fingerprint },
-    Release { hold_id: HoldId },
-    Complete { spend_id: SpendId },
+    Purchase {
+        package_id: PackageId,
+        key: ScopedKey,
+        fingerprint: Fingerprint,
+    },
+    Spend {
+        credits: UserCredits,
+        reason: Option<Reason>,
+        key: ScopedKey,
+        fingerprint: Fingerprint,
+    },
+    Capture {
+        hold_id: HoldId,
+        by: Caller,
+    },
+    Refund {
+        spend_id: SpendId,
+        by: Caller,
+    },
+    /// `owner`: the API key that makes the hold, and alone (with admin keys)
+    /// may capture or release it.
+    Hold {
+        package_id: PackageId,
+        ttl_ms: u64,
+        key: Option<ScopedKey>,
+        fingerprint: Fingerprint,
+        owner: KeyId,
+    },
+    Release {
+        hold_id: HoldId,
+        by: Caller,
+    },
+    Complete {
+        spend_id: SpendId,
+        by: Caller,
+    },
 }
 
 /// What a command needs read before it is decided.
@@ -89,11 +118,11 @@ impl UserCommand {
         match self {
             Self::Purchase { key, .. } => Needs { wallet: true, key: Some((Operation::Purchase, key)), ..none },
             Self::Spend { key, .. } => Needs { wallet: true, key: Some((Operation::Spend, key)), ..none },
-            Self::Capture { hold_id } => Needs { wallet: true, hold: Some(hold_id), ..none },
-            Self::Refund { spend_id } => Needs { wallet: true, spend: Some(spend_id), ..none },
+            Self::Capture { hold_id, .. } => Needs { wallet: true, hold: Some(hold_id), ..none },
+            Self::Refund { spend_id, .. } => Needs { wallet: true, spend: Some(spend_id), ..none },
             Self::Hold { key, .. } => Needs { key: key.as_ref().map(|key| (Operation::Hold, key)), ..none },
-            Self::Release { hold_id } => Needs { hold: Some(hold_id), ..none },
-            Self::Complete { spend_id } => Needs { spend: Some(spend_id), ..none },
+            Self::Release { hold_id, .. } => Needs { hold: Some(hold_id), ..none },
+            Self::Complete { spend_id, .. } => Needs { spend: Some(spend_id), ..none },
         }
     }
 }
@@ -143,17 +172,17 @@ pub fn decide(
         UserCommand::Spend { credits, reason, key, fingerprint } => {
             books.decide_spend(now, prefetched, user, *credits, reason.clone(), key, *fingerprint)
         }
-        UserCommand::Capture { hold_id } => books.decide_capture(now, prefetched, user, hold_id),
-        UserCommand::Refund { spend_id } => books.decide_refund(now, prefetched, user, spend_id),
-        UserCommand::Hold { package_id, ttl_ms, key, fingerprint } => books
-            .decide_hold(now, prefetched, user, package_id, *ttl_ms, key.as_ref(), *fingerprint)
+        UserCommand::Capture { hold_id, by } => books.decide_capture(now, prefetched, user, hold_id, by),
+        UserCommand::Refund { spend_id, by } => books.decide_refund(now, prefetched, user, spend_id, by),
+        UserCommand::Hold { package_id, ttl_ms, key, fingerprint, owner } => books
+            .decide_hold(now, prefetched, user, package_id, *ttl_ms, key.as_ref(), *fingerprint, owner)
             .map(|decision| decision.map(UserReceipt::Hold)),
-        UserCommand::Release { hold_id } => {
-            books.decide_release(now, prefetched, user, hold_id).map(|decision| decision.map(UserReceipt::Release))
+        UserCommand::Release { hold_id, by } => {
+            books.decide_release(now, prefetched, user, hold_id, by).map(|decision| decision.map(UserReceipt::Release))
         }
-        UserCommand::Complete { spend_id } => {
-            books.decide_complete(now, prefetched, user, spend_id).map(|decision| decision.map(UserReceipt::Complete))
-        }
+        UserCommand::Complete { spend_id, by } => books
+            .decide_complete(now, prefetched, user, spend_id, by)
+            .map(|decision| decision.map(UserReceipt::Complete)),
     });
     match decided {
         Err(EngineError::Stale) => Ok(Decision::Refetch),

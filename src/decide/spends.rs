@@ -5,7 +5,7 @@
 
 use super::change::Decision;
 use super::{Books, EngineError, Now, Prefetched};
-use crate::domain::{SpendId, UserId};
+use crate::domain::{Caller, SpendId, UserId};
 use crate::store::records::{CompletedBy, CompletionReceipt, SpendState};
 
 impl Books {
@@ -17,11 +17,9 @@ impl Books {
         prefetched: &Prefetched,
         user: &UserId,
         spend_id: &SpendId,
+        by: &Caller,
     ) -> Result<Decision<CompletionReceipt>, EngineError> {
-        let spend = self.spend(prefetched, spend_id)?;
-        if &spend.user != user {
-            return Err(EngineError::UnknownSpend(spend_id.clone()));
-        }
+        let spend = self.finishable_spend(prefetched, user, spend_id, by)?;
         let receipt =
             CompletionReceipt { spend_id: spend.spend_id.clone(), user_id: spend.user.clone(), credits: spend.credits };
         match spend.state {

@@ -10,7 +10,10 @@ use super::{
 };
 use crate::actors::setup::Settings;
 use crate::config::Config;
-use crate::domain::{IdempotencyKey, KeyId, PackageId, ProviderCredits, ScopedKey, SpendId, UserCredits, UserId};
+use crate::domain::{
+    Caller, HoldId, IdempotencyKey, KeyId, PackageId, ProviderCredits, Scope, ScopedKey, Scopes, SpendId, UserCredits,
+    UserId,
+};
 use crate::store::records::{CompletedBy, CompletionReceipt, EntryKind, InventoryRecord, WalletRecord};
 use crate::store::writes::Write;
 
@@ -38,6 +41,13 @@ fn inputs(_: &Memory, monotonic_ms: u64) -> Now {
 
 fn key(text: &str) -> ScopedKey {
     ScopedKey { caller: KeyId::parse("key_1").expect("valid"), key: IdempotencyKey::parse(text).expect("valid") }
+}
+
+/// The key that makes the holds and spends of these tests (`key_1`, as
+/// [`key`]'s caller).
+fn maker() -> Caller {
+    let scopes = Scopes::new([Scope::Storefront, Scope::Enhancement]).expect("two scopes");
+    Caller { id: KeyId::parse("key_1").expect("valid"), scopes }
 }
 
 fn user(name: &str) -> UserId {
@@ -126,7 +136,7 @@ fn spend(books: &mut Books, memory: &mut Memory, who: &str, n: u64) -> SpendId {
 }
 
 fn refund(books: &mut Books, memory: &mut Memory, who: &str, id: &SpendId) -> Result<(), EngineError> {
-    let decided = run(books, memory, who, &UserCommand::Refund { spend_id: id.clone() }, 0)?;
+    let decided = run(books, memory, who, &UserCommand::Refund { spend_id: id.clone(), by: maker() }, 0)?;
     apply(books, memory, Ok(decided));
     Ok(())
 }
@@ -135,7 +145,7 @@ fn refund(books: &mut Books, memory: &mut Memory, who: &str, id: &SpendId) -> Re
 /// kept; answers whether there was one (false: a replay) and the receipt.
 fn complete(books: &mut Books, memory: &mut Memory, id: &SpendId) -> Result<(bool, CompletionReceipt), EngineError> {
     let owner = memory.spend(id).map_or_else(|| "nobody".to_owned(), |spend| spend.user.to_string());
-    let decided = run(books, memory, &owner, &UserCommand::Complete { spend_id: id.clone() }, 0)?;
+    let decided = run(books, memory, &owner, &UserCommand::Complete { spend_id: id.clone(), by: maker() }, 0)?;
     Ok(match decided {
         Decision::Apply(change, UserReceipt::Complete(receipt)) => {
             settle(books, memory, *change);
@@ -197,7 +207,8 @@ fn a_retry_is_in_use_while_in_flight_then_the_first_answer_and_another_body_is_r
 #[test]
 fn a_hold_expires_at_its_monotonic_deadline_and_gives_its_reservation_back() {
     let (mut books, memory) = (books(4_000), Memory::default());
-    let hold = UserCommand::Hold { package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32] };
+    let hold =
+        UserCommand::Hold { package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32], owner: maker().id };
     let Decision::Apply(change, UserReceipt::Hold(receipt)) = run(&books, &memory, "bo", &hold, 1_000).expect("fits")
     else {
         panic!("a new hold is applied")
@@ -336,7 +347,7 @@ fn a_refund_at_the_spends_time_is_refused_before_any_sweep() {
     let (mut books, mut memory) = (books(1_000), Memory::default());
     let late = buy_and_spend(&mut books, &mut memory, "ann", 2);
     let after = books.spend_complete_after_ms;
-    let refused = run(&books, &memory, "ann", &UserCommand::Refund { spend_id: late.clone() }, after);
+    let refused = run(&books, &memory, "ann", &UserCommand::Refund { spend_id: late.clone(), by: maker() }, after);
     assert!(matches!(refused, Err(EngineError::SpendCompleted)), "{:?}", refused.err());
     assert!(books.open_spends.contains_key(&late), "no sweep ran: it is the deadline that refuses");
 }
@@ -434,12 +445,13 @@ fn a_key_read_before_another_change_with_it_settled_is_read_again() {
 #[test]
 fn a_hold_read_before_its_release_settled_is_read_again() {
     let (mut books, mut memory) = (books(4_000), Memory::default());
-    let hold = UserCommand::Hold { package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32] };
+    let hold =
+        UserCommand::Hold { package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32], owner: maker().id };
     let decided = run(&books, &memory, "bo", &hold, 0);
     let UserReceipt::Hold(receipt) = apply(&mut books, &mut memory, decided) else { panic!("a hold") };
-    let capture = UserCommand::Capture { hold_id: receipt.hold_id.clone() };
+    let capture = UserCommand::Capture { hold_id: receipt.hold_id.clone(), by: maker() };
     let early = memory.prefetch(&user("bo"), &capture);
-    let release = UserCommand::Release { hold_id: receipt.hold_id.clone() };
+    let release = UserCommand::Release { hold_id: receipt.hold_id.clone(), by: maker() };
     let decided = run(&books, &memory, "bo", &release, 0);
     apply(&mut books, &mut memory, decided);
     let stale = decide(&books, &user("bo"), &capture, &early, &inputs(&memory, 0));
@@ -455,7 +467,7 @@ fn a_hold_read_before_its_release_settled_is_read_again() {
 fn a_spend_read_before_its_completion_settled_is_read_again() {
     let (mut books, mut memory) = (books(4_000), Memory::default());
     let id = buy_and_spend(&mut books, &mut memory, "ann", 2);
-    let refund_command = UserCommand::Refund { spend_id: id.clone() };
+    let refund_command = UserCommand::Refund { spend_id: id.clone(), by: maker() };
     let early = memory.prefetch(&user("ann"), &refund_command);
     complete(&mut books, &mut memory, &id).expect("completes");
     let stale = decide(&books, &user("ann"), &refund_command, &early, &inputs(&memory, 0));
@@ -580,11 +592,12 @@ fn a_key_use_is_saved_once_and_only_when_newer_than_the_stored_one() {
 #[test]
 fn a_hold_at_its_deadline_is_expired_before_any_sweep() {
     let (mut books, mut memory) = (books(4_000), Memory::default());
-    let hold = UserCommand::Hold { package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32] };
+    let hold =
+        UserCommand::Hold { package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32], owner: maker().id };
     let decided = run(&books, &memory, "bo", &hold, 1_000);
     let UserReceipt::Hold(receipt) = apply(&mut books, &mut memory, decided) else { panic!("a hold") };
-    let release = UserCommand::Release { hold_id: receipt.hold_id.clone() };
-    let capture = UserCommand::Capture { hold_id: receipt.hold_id.clone() };
+    let release = UserCommand::Release { hold_id: receipt.hold_id.clone(), by: maker() };
+    let capture = UserCommand::Capture { hold_id: receipt.hold_id.clone(), by: maker() };
     for command in [&release, &capture] {
         let before = run(&books, &memory, "bo", command, 60_999);
         assert!(matches!(before, Ok(Decision::Apply(..))), "one millisecond before its deadline: {before:?}");
@@ -601,7 +614,8 @@ fn the_due_holds_and_spends_are_those_at_their_deadline_and_the_open_ones_are_co
     let (mut books, mut memory) = (books(4_000), Memory::default());
     assert_eq!(books.open_counts(), (0, 0));
     let spent = buy_and_spend(&mut books, &mut memory, "ann", 2);
-    let hold = UserCommand::Hold { package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32] };
+    let hold =
+        UserCommand::Hold { package_id: starter(), ttl_ms: 60_000, key: None, fingerprint: [3; 32], owner: maker().id };
     let decided = run(&books, &memory, "bo", &hold, 0);
     let UserReceipt::Hold(held) = apply(&mut books, &mut memory, decided) else { panic!("a hold") };
     assert_eq!(books.open_counts(), (1, 1), "one hold, one spend");
@@ -697,4 +711,68 @@ fn the_metrics_labels_of_refusals_are_their_error_codes() {
     for (error, label) in labelled {
         assert_eq!(error.label(), label);
     }
+}
+
+/// Another key of the same scope, for [`maker`]'s holds and spends.
+fn rival() -> Caller {
+    Caller { id: KeyId::parse("key_2").expect("valid"), ..maker() }
+}
+
+fn admin() -> Caller {
+    Caller { id: KeyId::parse("key_9").expect("valid"), scopes: Scopes::ADMIN }
+}
+
+/// SPEC §9.1: only the key that made a hold or spend, or an admin key,
+/// finishes it; to any other key it is as unknown as an id that does not
+/// exist. A hold or spend made before makers were recorded (`owner: None`)
+/// is finished by an admin key alone.
+#[test]
+fn only_the_maker_or_an_admin_finishes_a_hold_or_a_spend() {
+    let (mut books, mut memory) = (books(4_000), Memory::default());
+    let make_hold = |books: &mut Books, memory: &mut Memory| {
+        let hold = UserCommand::Hold {
+            package_id: starter(),
+            ttl_ms: 60_000,
+            key: None,
+            fingerprint: [3; 32],
+            owner: maker().id,
+        };
+        match apply(books, memory, run(books, memory, "ann", &hold, 0)) {
+            UserReceipt::Hold(receipt) => receipt.hold_id,
+            other => panic!("{other:?}"),
+        }
+    };
+    let (mine, legacy) = (make_hold(&mut books, &mut memory), make_hold(&mut books, &mut memory));
+    assert_eq!(books.open_holds[&mine].record.owner, Some(maker().id), "the hold records its maker");
+    if let Some(open) = books.open_holds.get_mut(&legacy) {
+        open.record.owner = None;
+    }
+    let spent = buy_and_spend(&mut books, &mut memory, "ann", 3);
+    assert_eq!(memory.spend(&spent).and_then(|spend| spend.owner.clone()), Some(maker().id));
+    let reserved = books.state.reserved;
+
+    let capture = |id: &HoldId, by: Caller| UserCommand::Capture { hold_id: id.clone(), by };
+    let release = |id: &HoldId, by: Caller| UserCommand::Release { hold_id: id.clone(), by };
+    for command in
+        [capture(&mine, rival()), release(&mine, rival()), capture(&legacy, maker()), release(&legacy, rival())]
+    {
+        let refused = run(&books, &memory, "ann", &command, 0).expect_err("not theirs");
+        assert!(matches!(refused, EngineError::UnknownHold(_)), "{command:?}: {refused:?}");
+    }
+    let refund = UserCommand::Refund { spend_id: spent.clone(), by: rival() };
+    let complete = UserCommand::Complete { spend_id: spent.clone(), by: rival() };
+    for command in [refund, complete] {
+        let refused = run(&books, &memory, "ann", &command, 0).expect_err("not theirs");
+        assert_eq!(refused, EngineError::UnknownSpend(spent.clone()), "{command:?}");
+    }
+    assert_eq!(books.state.reserved, reserved, "nothing moved");
+
+    let decided = run(&books, &memory, "ann", &capture(&mine, maker()), 0);
+    let captured = apply(&mut books, &mut memory, decided);
+    assert!(matches!(captured, UserReceipt::Capture(_)), "the maker captures: {captured:?}");
+    let decided = run(&books, &memory, "ann", &release(&legacy, admin()), 0);
+    let released = apply(&mut books, &mut memory, decided);
+    assert!(matches!(released, UserReceipt::Release(_)), "an admin releases a hold of no known maker");
+    let refunded = run(&books, &memory, "ann", &UserCommand::Refund { spend_id: spent.clone(), by: admin() }, 0);
+    assert!(matches!(apply(&mut books, &mut memory, refunded), UserReceipt::Refund(_)), "an admin refunds any spend");
 }

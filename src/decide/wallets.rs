@@ -3,7 +3,7 @@
 
 use super::change::{credited, debited, id_from_seq, Consumption, Decision};
 use super::{Books, EngineError, Fingerprint, Now, Prefetched, UserReceipt};
-use crate::domain::{HoldId, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId};
+use crate::domain::{Caller, HoldId, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId};
 use crate::store::records::{
     CaptureReceipt, EntryKind, HoldRecord, HoldState, Operation, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt,
     SpendRecord, SpendState,
@@ -59,11 +59,9 @@ impl Books {
         prefetched: &Prefetched,
         user: &UserId,
         hold_id: &HoldId,
+        by: &Caller,
     ) -> Result<Decision<UserReceipt>, EngineError> {
-        let hold = self.hold(prefetched, hold_id)?;
-        if &hold.user != user {
-            return Err(EngineError::UnknownHold(hold_id.clone()));
-        }
+        let hold = self.finishable_hold(prefetched, user, hold_id, by)?;
         let mut change = self.begin(inputs);
         match &hold.state {
             HoldState::Captured(receipt) => return Ok(Decision::Replay(UserReceipt::Capture(receipt.clone()))),
@@ -140,6 +138,7 @@ impl Books {
             seq,
             created_at_ms: change.at_ms,
             state: SpendState::Open,
+            owner: Some(key.caller.clone()),
         });
         let receipt = SpendReceipt { spend_id, user_id: user.clone(), credits, balance: wallet.balance };
         change.remember(Operation::Spend, key, fingerprint, Receipt::Spend(receipt.clone()))?;
@@ -152,11 +151,9 @@ impl Books {
         prefetched: &Prefetched,
         user: &UserId,
         spend_id: &SpendId,
+        by: &Caller,
     ) -> Result<Decision<UserReceipt>, EngineError> {
-        let spend = self.spend(prefetched, spend_id)?;
-        if &spend.user != user {
-            return Err(EngineError::UnknownSpend(spend_id.clone()));
-        }
+        let spend = self.finishable_spend(prefetched, user, spend_id, by)?;
         match spend.state {
             SpendState::Refunded(_) => return Err(EngineError::AlreadyRefunded),
             SpendState::Completed { .. } => return Err(EngineError::SpendCompleted),

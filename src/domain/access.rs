@@ -19,6 +19,25 @@ pub struct ApiKeyRecord {
     pub revoked_at_ms: Option<u64>,
 }
 
+/// Who is calling: the key's id and scopes (the configured admin token is
+/// a key with the `admin` scope).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub id: KeyId,
+    pub scopes: Scopes,
+}
+
+impl Caller {
+    /// Whether this caller may capture or release a hold, or complete or
+    /// refund a spend, that `owner` made (SPEC §9.1): the key that made it
+    /// may, and so may any admin key. A hold or spend whose maker is not
+    /// known (made before makers were recorded) is finished by an admin or
+    /// by time alone.
+    pub fn may_finish(&self, owner: Option<&KeyId>) -> bool {
+        self.scopes.contains(Scope::Admin) || owner == Some(&self.id)
+    }
+}
+
 /// One permission an API key carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Scope {

@@ -16,7 +16,7 @@ mod money;
 mod package;
 pub mod report;
 
-pub use access::{ApiKeyRecord, Needs, NoScopes, Scope, Scopes, UnknownScope};
+pub use access::{ApiKeyRecord, Caller, Needs, NoScopes, Scope, Scopes, UnknownScope};
 pub use capacity::{under_level, Capacity, Levels, PlatformStatus, ReserveBand};
 pub use credits::{ProviderCredits, QuantityError, Ratio, UserCredits, QUANTITY_MAX};
 pub use ids::{HoldId, IdError, IdempotencyKey, KeyId, KeyName, PackageId, Reason, ScopedKey, SpendId, UserId};

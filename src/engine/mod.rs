@@ -26,7 +26,7 @@ use crate::clock::Clock;
 use crate::decide::Books;
 use crate::domain::report::{report, Report, ReportInput, WEEK_MS};
 use crate::domain::{
-    HoldId, KeyId, KeyName, Package, PackageId, Reason, ScopedKey, Scopes, SpendId, UserCredits, UserId,
+    Caller, HoldId, KeyId, KeyName, Package, PackageId, Reason, ScopedKey, Scopes, SpendId, UserCredits, UserId,
 };
 use crate::provider::NanoBananaClient;
 use crate::store::commit::CommitQueue;
@@ -229,15 +229,15 @@ impl Engine {
         Err(EngineError::Overloaded("the user's wallet actor kept retiring"))
     }
 
-    /// Who owns hold `id`, as stored (an id is handed out only once its hold is durable).
-    async fn hold_owner(&self, id: &HoldId) -> Result<UserId, EngineError> {
+    /// The user of hold `id`, as stored (an id is handed out only once its hold is durable).
+    async fn hold_user(&self, id: &HoldId) -> Result<UserId, EngineError> {
         let id = id.clone();
         let read = move |store: &Store| Ok(store.hold(&id)?.ok_or(EngineError::UnknownHold(id))?.user);
         self.wallets.read(read).await
     }
 
-    /// Who owns spend `id`, as stored (an id is handed out only once its spend is durable).
-    async fn spend_owner(&self, id: &SpendId) -> Result<UserId, EngineError> {
+    /// The user of spend `id`, as stored (an id is handed out only once its spend is durable).
+    async fn spend_user(&self, id: &SpendId) -> Result<UserId, EngineError> {
         let id = id.clone();
         let read = move |store: &Store| Ok(store.spend(&id)?.ok_or(EngineError::UnknownSpend(id))?.user);
         self.wallets.read(read).await
@@ -292,8 +292,9 @@ impl Engine {
         ttl_ms: u64,
         key: Option<ScopedKey>,
         fingerprint: Fingerprint,
+        owner: KeyId,
     ) -> Result<HoldReceipt, EngineError> {
-        match self.on_user(&user, UserCommand::Hold { package_id, ttl_ms, key, fingerprint }).await? {
+        match self.on_user(&user, UserCommand::Hold { package_id, ttl_ms, key, fingerprint, owner }).await? {
             UserReceipt::Hold(receipt) => Ok(receipt),
             other => Err(unexpected(&other)),
         }
@@ -303,9 +304,9 @@ impl Engine {
     ///
     /// # Errors
     /// `UnknownHold`, `HoldReleased`, `HoldExpired`, or 503-class errors.
-    pub async fn capture(&self, hold_id: HoldId) -> Result<CaptureReceipt, EngineError> {
-        let user = self.hold_owner(&hold_id).await?;
-        match self.on_user(&user, UserCommand::Capture { hold_id }).await? {
+    pub async fn capture(&self, hold_id: HoldId, by: Caller) -> Result<CaptureReceipt, EngineError> {
+        let user = self.hold_user(&hold_id).await?;
+        match self.on_user(&user, UserCommand::Capture { hold_id, by }).await? {
             UserReceipt::Capture(receipt) => Ok(receipt),
             other => Err(unexpected(&other)),
         }
@@ -315,9 +316,9 @@ impl Engine {
     ///
     /// # Errors
     /// `UnknownHold`, `HoldCaptured`, `HoldExpired`, or 503-class errors.
-    pub async fn release(&self, hold_id: HoldId) -> Result<ReleaseReceipt, EngineError> {
-        let user = self.hold_owner(&hold_id).await?;
-        match self.on_user(&user, UserCommand::Release { hold_id }).await? {
+    pub async fn release(&self, hold_id: HoldId, by: Caller) -> Result<ReleaseReceipt, EngineError> {
+        let user = self.hold_user(&hold_id).await?;
+        match self.on_user(&user, UserCommand::Release { hold_id, by }).await? {
             UserReceipt::Release(receipt) => Ok(receipt),
             other => Err(unexpected(&other)),
         }
@@ -346,9 +347,9 @@ impl Engine {
     ///
     /// # Errors
     /// `UnknownSpend`, `AlreadyRefunded`, or 503-class errors.
-    pub async fn complete(&self, spend_id: SpendId) -> Result<CompletionReceipt, EngineError> {
-        let user = self.spend_owner(&spend_id).await?;
-        match self.on_user(&user, UserCommand::Complete { spend_id }).await? {
+    pub async fn complete(&self, spend_id: SpendId, by: Caller) -> Result<CompletionReceipt, EngineError> {
+        let user = self.spend_user(&spend_id).await?;
+        match self.on_user(&user, UserCommand::Complete { spend_id, by }).await? {
             UserReceipt::Complete(receipt) => Ok(receipt),
             other => Err(unexpected(&other)),
         }
@@ -358,9 +359,9 @@ impl Engine {
     ///
     /// # Errors
     /// `UnknownSpend`, `AlreadyRefunded`, `SpendCompleted`, or 503-class errors.
-    pub async fn refund(&self, spend_id: SpendId) -> Result<RefundReceipt, EngineError> {
-        let user = self.spend_owner(&spend_id).await?;
-        match self.on_user(&user, UserCommand::Refund { spend_id }).await? {
+    pub async fn refund(&self, spend_id: SpendId, by: Caller) -> Result<RefundReceipt, EngineError> {
+        let user = self.spend_user(&spend_id).await?;
+        match self.on_user(&user, UserCommand::Refund { spend_id, by }).await? {
             UserReceipt::Refund(receipt) => Ok(receipt),
             other => Err(unexpected(&other)),
         }

@@ -120,8 +120,8 @@ pub async fn create_hold(request: HttpRequest, payload: web::Payload, state: web
     let ttl = ttl_seconds.to_be_bytes();
     let fingerprint = fingerprint(&[b"hold", user.as_str().as_bytes(), package.as_str().as_bytes(), &ttl]);
     let ttl_ms = ttl_seconds.saturating_mul(1000);
-    let key = key.map(|key| ScopedKey::new(caller.id, key));
-    let receipt = state.engine.create_hold(user, package, ttl_ms, key, fingerprint).await?;
+    let key = key.map(|key| ScopedKey::new(caller.id.clone(), key));
+    let receipt = state.engine.create_hold(user, package, ttl_ms, key, fingerprint, caller.id).await?;
     Ok(HttpResponse::Ok().json(HoldResponse::from(receipt)))
 }
 
@@ -143,15 +143,15 @@ fn hold_id(path: web::Path<String>) -> Result<HoldId, ApiError> {
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key has none of the scopes `storefront` (nor `admin`)", body = ErrorBody),
-        (status = 404, description = "`not_found`: unknown hold", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown hold, or a hold made by another API key (only the key that made it, or an admin key, may finish it)", body = ErrorBody),
         (status = 409, description = "`hold_released` or `hold_expired`", body = ErrorBody),
         (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn capture_hold(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
-    authorize(&request, &state, Needs::Storefront)?;
+    let caller = authorize(&request, &state, Needs::Storefront)?;
     idempotency_key(&request)?;
-    let receipt = state.engine.capture(hold_id(path)?).await?;
+    let receipt = state.engine.capture(hold_id(path)?, caller).await?;
     Ok(HttpResponse::Ok().json(CaptureResponse::from(receipt)))
 }
 
@@ -167,15 +167,15 @@ pub async fn capture_hold(request: HttpRequest, path: web::Path<String>, state: 
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key has none of the scopes `storefront` (nor `admin`)", body = ErrorBody),
-        (status = 404, description = "`not_found`: unknown hold", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown hold, or a hold made by another API key (only the key that made it, or an admin key, may finish it)", body = ErrorBody),
         (status = 409, description = "`hold_captured` or `hold_expired`", body = ErrorBody),
         (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn release_hold(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
-    authorize(&request, &state, Needs::Storefront)?;
+    let caller = authorize(&request, &state, Needs::Storefront)?;
     idempotency_key(&request)?;
-    let receipt = state.engine.release(hold_id(path)?).await?;
+    let receipt = state.engine.release(hold_id(path)?, caller).await?;
     Ok(HttpResponse::Ok().json(ReleaseResponse::from(receipt)))
 }
 
@@ -228,16 +228,16 @@ pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data
         (status = 400, description = "`invalid_request`: a bad id; the message names the field", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key has none of the scopes `enhancement` (nor `admin`)", body = ErrorBody),
-        (status = 404, description = "`not_found`: unknown spend", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown spend, or a spend made by another API key (only the key that made it, or an admin key, may finish it)", body = ErrorBody),
         (status = 409, description = "`already_refunded`: the spend was refunded", body = ErrorBody),
         (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn complete(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
-    authorize(&request, &state, Needs::Enhancement)?;
+    let caller = authorize(&request, &state, Needs::Enhancement)?;
     idempotency_key(&request)?;
     let spend_id = SpendId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("spendId", error))?;
-    let receipt = state.engine.complete(spend_id).await?;
+    let receipt = state.engine.complete(spend_id, caller).await?;
     Ok(HttpResponse::Ok().json(CompletionResponse::from(receipt)))
 }
 
@@ -254,16 +254,16 @@ pub async fn complete(request: HttpRequest, path: web::Path<String>, state: web:
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key has none of the scopes `enhancement` (nor `admin`)", body = ErrorBody),
-        (status = 404, description = "`not_found`: unknown spend", body = ErrorBody),
+        (status = 404, description = "`not_found`: unknown spend, or a spend made by another API key (only the key that made it, or an admin key, may finish it)", body = ErrorBody),
         (status = 409, description = "`already_refunded`, or `spend_completed` (the spend was completed, by the service or by time: the provider did the work)", body = ErrorBody),
         (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn refund(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
-    authorize(&request, &state, Needs::Enhancement)?;
+    let caller = authorize(&request, &state, Needs::Enhancement)?;
     idempotency_key(&request)?;
     let spend_id = SpendId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("spendId", error))?;
-    let receipt = state.engine.refund(spend_id).await?;
+    let receipt = state.engine.refund(spend_id, caller).await?;
     Ok(HttpResponse::Ok().json(RefundResponse::from(receipt)))
 }
 

@@ -11,7 +11,9 @@ pub use crate::domain::ledger::{
 };
 pub use crate::domain::ApiKeyRecord;
 
-use crate::domain::{HoldId, IdempotencyKey, Money, PackageId, ProviderCredits, Ratio, SpendId, UserCredits, UserId};
+use crate::domain::{
+    HoldId, IdempotencyKey, KeyId, Money, PackageId, ProviderCredits, Ratio, SpendId, UserCredits, UserId,
+};
 
 /// Facts fixed when the data directory was created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,7 +210,6 @@ impl Record for PruneCursor {}
 impl Record for MetaRecord {}
 impl Record for WalletRecord {}
 impl Record for IdempotencyRecord {}
-impl Record for HoldRecord {}
 impl Record for PackageOverride {}
 impl Record for AlertEventRecord {}
 impl Record for ApiKeyRecord {}
@@ -253,6 +254,46 @@ pub struct HoldRecord {
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
     pub state: HoldState,
+    /// The API key that made it: only that key or an admin key may capture
+    /// or release it (SPEC §9.1). `None` for holds made before makers were
+    /// recorded.
+    pub owner: Option<KeyId>,
+}
+
+/// `HoldRecord` version 1, before makers were recorded.
+#[derive(Serialize, Deserialize)]
+struct HoldRecordV1 {
+    hold_id: HoldId,
+    user: UserId,
+    package_id: PackageId,
+    credits: UserCredits,
+    price: Money,
+    created_at_ms: u64,
+    expires_at_ms: u64,
+    state: HoldState,
+}
+
+impl Record for HoldRecord {
+    /// 2: the key that made the hold.
+    const VERSION: u8 = 2;
+
+    fn upgrade(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        if version != 1 {
+            return Err(CodecError::UnknownVersion(version));
+        }
+        let v1: HoldRecordV1 = decode_body(body)?;
+        Ok(Self {
+            hold_id: v1.hold_id,
+            user: v1.user,
+            package_id: v1.package_id,
+            credits: v1.credits,
+            price: v1.price,
+            created_at_ms: v1.created_at_ms,
+            expires_at_ms: v1.expires_at_ms,
+            state: v1.state,
+            owner: None,
+        })
+    }
 }
 
 /// Where a spend stands (SPEC §5): open until the enhancement service says
@@ -286,6 +327,21 @@ pub struct SpendRecord {
     /// `spend_complete_after` later.
     pub created_at_ms: u64,
     pub state: SpendState,
+    /// The API key that made it: only that key or an admin key may complete
+    /// or refund it (SPEC §9.1). `None` for spends made before makers were
+    /// recorded.
+    pub owner: Option<KeyId>,
+}
+
+/// `SpendRecord` version 2, before makers were recorded.
+#[derive(Serialize, Deserialize)]
+struct SpendRecordV2 {
+    spend_id: SpendId,
+    user: UserId,
+    credits: UserCredits,
+    seq: u64,
+    created_at_ms: u64,
+    state: SpendState,
 }
 
 /// `SpendRecord` version 1, before open spends: a spend was final at once.
@@ -299,21 +355,44 @@ struct SpendRecordV1 {
 }
 
 impl Record for SpendRecord {
-    /// 2: the state (open, completed, refunded) and the time it was made.
-    const VERSION: u8 = 2;
+    /// 2: the state (open, completed, refunded) and the time it was made;
+    /// 3: the key that made the spend.
+    const VERSION: u8 = 3;
 
     /// A version-1 spend that was not refunded was counted as consumed when
-    /// it was made: it reads as completed.
+    /// it was made: it reads as completed. Neither version knew its maker.
     fn upgrade(version: u8, body: &[u8]) -> Result<Self, CodecError> {
-        if version != 1 {
-            return Err(CodecError::UnknownVersion(version));
+        match version {
+            1 => {
+                let v1: SpendRecordV1 = decode_body(body)?;
+                let state = match v1.refund {
+                    Some(receipt) => SpendState::Refunded(receipt),
+                    None => SpendState::Completed { by: CompletedBy::Time, at_ms: 0 },
+                };
+                Ok(Self {
+                    spend_id: v1.spend_id,
+                    user: v1.user,
+                    credits: v1.credits,
+                    seq: v1.seq,
+                    created_at_ms: 0,
+                    state,
+                    owner: None,
+                })
+            }
+            2 => {
+                let v2: SpendRecordV2 = decode_body(body)?;
+                Ok(Self {
+                    spend_id: v2.spend_id,
+                    user: v2.user,
+                    credits: v2.credits,
+                    seq: v2.seq,
+                    created_at_ms: v2.created_at_ms,
+                    state: v2.state,
+                    owner: None,
+                })
+            }
+            _ => Err(CodecError::UnknownVersion(version)),
         }
-        let v1: SpendRecordV1 = decode_body(body)?;
-        let state = match v1.refund {
-            Some(receipt) => SpendState::Refunded(receipt),
-            None => SpendState::Completed { by: CompletedBy::Time, at_ms: 0 },
-        };
-        Ok(Self { spend_id: v1.spend_id, user: v1.user, credits: v1.credits, seq: v1.seq, created_at_ms: 0, state })
     }
 }
 
@@ -371,5 +450,51 @@ mod tests {
         let mut unknown = bytes;
         unknown[0] = 3;
         assert!(decode::<LedgerEntry>(&unknown).is_err(), "a version from the future is refused");
+    }
+
+    /// Goal: holds and spends written before makers were recorded still
+    /// decode, with no maker (so only an admin key or time finishes them);
+    /// new ones are written with their maker.
+    #[test]
+    fn holds_and_spends_of_the_previous_release_decode_without_a_maker() {
+        let user = UserId::parse("u").expect("valid");
+        let v1 = HoldRecordV1 {
+            hold_id: HoldId::parse("hold_3").expect("valid"),
+            user: user.clone(),
+            package_id: PackageId::parse("starter").expect("valid"),
+            credits: UserCredits::new(10).expect("small"),
+            price: Money::new(999, crate::domain::Currency::EUR).expect("small"),
+            created_at_ms: 5,
+            expires_at_ms: 9,
+            state: HoldState::Open,
+        };
+        let mut bytes = vec![FORMAT_VERSION];
+        bytes.extend(bincode::serde::encode_to_vec(&v1, bincode::config::standard()).expect("encodes"));
+        let hold: HoldRecord = decode(&bytes).expect("a version-1 hold decodes");
+        assert_eq!((hold.hold_id.as_str(), hold.expires_at_ms, hold.owner.clone()), ("hold_3", 9, None));
+        let made = HoldRecord { owner: Some(KeyId::parse("key_3").expect("valid")), ..hold };
+        let bytes = encode(&made).expect("encodes");
+        assert_eq!(bytes[0], 2, "written as version 2");
+        assert_eq!(decode::<HoldRecord>(&bytes).expect("decodes"), made);
+
+        let v2 = SpendRecordV2 {
+            spend_id: SpendId::parse("spend_4").expect("valid"),
+            user,
+            credits: UserCredits::new(3).expect("small"),
+            seq: 4,
+            created_at_ms: 7,
+            state: SpendState::Open,
+        };
+        let mut bytes = vec![2];
+        bytes.extend(bincode::serde::encode_to_vec(&v2, bincode::config::standard()).expect("encodes"));
+        let spend: SpendRecord = decode(&bytes).expect("a version-2 spend decodes");
+        assert_eq!(
+            (spend.seq, spend.created_at_ms, spend.state.clone(), spend.owner.clone()),
+            (4, 7, SpendState::Open, None)
+        );
+        let made = SpendRecord { owner: Some(KeyId::parse("key_3").expect("valid")), ..spend };
+        let bytes = encode(&made).expect("encodes");
+        assert_eq!(bytes[0], 3, "written as version 3");
+        assert_eq!(decode::<SpendRecord>(&bytes).expect("decodes"), made);
     }
 }

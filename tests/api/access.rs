@@ -307,3 +307,79 @@ async fn no_key_or_token_is_ever_logged_even_at_debug() {
         assert!(!logged.contains(secret), "{what} is in the log");
     }
 }
+
+/// Goal: a hold is captured or released, and a spend completed or
+/// refunded, only by the API key that made it or an admin key (SPEC §9.1);
+/// any other key of the right scope gets 404 `not_found`, as if the id did
+/// not exist, and changes nothing. The reproduction: sequential ids are easy
+/// to walk, so another storefront walks `hold_1` … and another enhancement
+/// service `spend_1` …, and the answers stay 404 after a `kill -9`.
+#[tokio::test]
+async fn only_the_key_that_made_a_hold_or_spend_or_an_admin_may_finish_it() {
+    use crate::common::{capture, complete, hold, purchase, refund, release, spend};
+    let provider = provider(938);
+    let dir = temp_dir();
+    let mut server = Server::start(&provider, dir.path()).await;
+    let (_, shop) = create_key(&server, "shop", &["storefront"]).await;
+    let (_, rival) = create_key(&server, "rival shop", &["storefront"]).await;
+    let (_, enhancer) = create_key(&server, "enhancer", &["enhancement"]).await;
+    let (_, intruder) = create_key(&server, "other enhancer", &["enhancement"]).await;
+    let (shop, rival) = (crate::common::client_with_key(&shop), crate::common::client_with_key(&rival));
+    let (enhancer, intruder) = (crate::common::client_with_key(&enhancer), crate::common::client_with_key(&intruder));
+    let admin = client();
+
+    let held = [hold(&shop, &server, "ann", "starter", 600).await, hold(&shop, &server, "ann", "starter", 600).await];
+    let held: Vec<String> = held.iter().map(|a| a.body["holdId"].as_str().expect("a hold id").to_owned()).collect();
+    assert_eq!(purchase(&shop, &server.base, "ann", "creative", "order-1").await.status, 200);
+    let spends =
+        [spend(&enhancer, &server, "ann", 5, "job-1").await, spend(&enhancer, &server, "ann", 7, "job-2").await];
+    let spends: Vec<String> =
+        spends.iter().map(|a| a.body["spendId"].as_str().expect("a spend id").to_owned()).collect();
+    let before = crate::common::capacity(&admin, &server).await;
+    let wallet = |server: &Server| {
+        let (admin, url) = (admin.clone(), server.url("/api/users/ann/credits"));
+        async move { crate::common::get(&admin, &url).await }
+    };
+    assert_eq!(wallet(&server).await.body["balance"], json!(38), "50 bought, 12 spent");
+
+    let attempts = 2;
+    for round in 0..attempts {
+        for seq in 1..=12 {
+            let (hold_id, spend_id) = (format!("hold_{seq}"), format!("spend_{seq}"));
+            for answer in [capture(&rival, &server, &hold_id).await, release(&rival, &server, &hold_id).await] {
+                assert_eq!((answer.status, answer.code()), (404, "not_found"), "round {round}, {hold_id}: {answer:?}");
+            }
+            for answer in [refund(&intruder, &server, &spend_id).await, complete(&intruder, &server, &spend_id).await] {
+                assert_eq!((answer.status, answer.code()), (404, "not_found"), "round {round}, {spend_id}: {answer:?}");
+            }
+        }
+        let unknown = capture(&rival, &server, "hold_999").await;
+        let theirs = capture(&rival, &server, &held[0]).await;
+        assert_eq!(theirs.body["error"]["code"], unknown.body["error"]["code"], "another key's hold looks unknown");
+        assert_eq!(wallet(&server).await.body["balance"], json!(38), "nothing moved");
+        assert_eq!(crate::common::capacity(&admin, &server).await, before, "nothing moved");
+        server.kill9();
+        server.restart().await;
+    }
+
+    let captured = capture(&shop, &server, &held[0]).await;
+    assert_eq!(
+        (captured.status, captured.body["balance"].clone()),
+        (200, json!(48)),
+        "the maker captures: {captured:?}"
+    );
+    let released = release(&admin, &server, &held[1]).await;
+    assert_eq!(released.status, 200, "an admin key releases another key's hold: {released:?}");
+    let refunded = refund(&enhancer, &server, &spends[0]).await;
+    assert_eq!(
+        (refunded.status, refunded.body["balance"].clone()),
+        (200, json!(53)),
+        "the maker refunds: {refunded:?}"
+    );
+    let completed = complete(&admin, &server, &spends[1]).await;
+    assert_eq!(completed.status, 200, "an admin key completes another key's spend: {completed:?}");
+    let shop_again = capture(&shop, &server, &held[0]).await;
+    assert_eq!(shop_again.body, captured.body, "the maker's retry gets the first answer");
+    let rival_again = capture(&rival, &server, &held[0]).await;
+    assert_eq!((rival_again.status, rival_again.code()), (404, "not_found"), "a finished hold is no more theirs");
+}

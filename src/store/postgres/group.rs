@@ -41,18 +41,20 @@ const FORGET: &str = "DELETE FROM idempotency USING UNNEST($1::TEXT[], $2::TEXT[
      caller, key) WHERE idempotency.operation = f.operation AND idempotency.caller = f.caller \
      AND idempotency.key = f.key";
 
-const HOLDS: &str = "INSERT INTO holds (hold_id, user_id, package_id, credits, price_minor_units, created_at, \
-     expires_at, state, captured_balance) SELECT hold_id, user_id, package_id, credits, price, \
-     to_timestamp(created_ms / 1000.0), to_timestamp(expires_ms / 1000.0), state, captured FROM UNNEST($1::TEXT[], \
-     $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], $8::TEXT[], $9::BIGINT[]) \
-     AS h (hold_id, user_id, package_id, credits, price, created_ms, expires_ms, state, captured) \
+pub(super) const HOLDS: &str = "INSERT INTO holds (hold_id, user_id, package_id, credits, price_minor_units, \
+     created_at, expires_at, state, captured_balance, owner) SELECT hold_id, user_id, package_id, credits, price, \
+     to_timestamp(created_ms / 1000.0), to_timestamp(expires_ms / 1000.0), state, captured, owner FROM \
+     UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], $8::TEXT[], \
+     $9::BIGINT[], $10::TEXT[]) \
+     AS h (hold_id, user_id, package_id, credits, price, created_ms, expires_ms, state, captured, owner) \
      ON CONFLICT (hold_id) DO UPDATE SET state = EXCLUDED.state, captured_balance = EXCLUDED.captured_balance";
 
 pub(super) const SPENDS: &str = "INSERT INTO spends (spend_id, user_id, credits, seq, refunded_balance, created_at, \
-     state, completed_by, completed_at) SELECT spend_id, user_id, credits, seq, refunded, \
-     to_timestamp(created_ms / 1000.0), state, done_by, to_timestamp(completed_ms / 1000.0) FROM UNNEST($1::TEXT[], \
-     $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[]) \
-     AS s (spend_id, user_id, credits, seq, refunded, created_ms, state, done_by, completed_ms) \
+     state, completed_by, completed_at, owner) SELECT spend_id, user_id, credits, seq, refunded, \
+     to_timestamp(created_ms / 1000.0), state, done_by, to_timestamp(completed_ms / 1000.0), owner FROM \
+     UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::TEXT[], $8::TEXT[], \
+     $9::BIGINT[], $10::TEXT[]) \
+     AS s (spend_id, user_id, credits, seq, refunded, created_ms, state, done_by, completed_ms, owner) \
      ON CONFLICT (spend_id) DO UPDATE SET refunded_balance = EXCLUDED.refunded_balance, state = EXCLUDED.state, \
      completed_by = EXCLUDED.completed_by, completed_at = EXCLUDED.completed_at";
 
@@ -490,8 +492,9 @@ impl RememberRows {
     }
 }
 
+/// Holds as the column arrays of [`HOLDS`].
 #[derive(Default)]
-struct HoldRows {
+pub(super) struct HoldRows {
     id: Vec<String>,
     user: Vec<String>,
     package: Vec<String>,
@@ -501,10 +504,11 @@ struct HoldRows {
     expires_ms: Vec<i64>,
     state: Vec<&'static str>,
     captured: Vec<Option<i64>>,
+    owner: Vec<Option<String>>,
 }
 
 impl HoldRows {
-    fn push(&mut self, record: &HoldRecord) {
+    pub(super) fn push(&mut self, record: &HoldRecord) {
         self.id.push(record.hold_id.as_str().to_owned());
         self.user.push(record.user.as_str().to_owned());
         self.package.push(record.package_id.as_str().to_owned());
@@ -517,9 +521,10 @@ impl HoldRows {
             HoldState::Captured(receipt) => Some(big(receipt.balance.get())),
             _ => None,
         });
+        self.owner.push(record.owner.as_ref().map(|owner| owner.as_str().to_owned()));
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 10] {
         [
             &self.id,
             &self.user,
@@ -530,6 +535,7 @@ impl HoldRows {
             &self.expires_ms,
             &self.state,
             &self.captured,
+            &self.owner,
         ]
     }
 }
@@ -546,6 +552,7 @@ pub(super) struct SpendRows {
     state: Vec<&'static str>,
     completed_by: Vec<Option<&'static str>>,
     completed_ms: Vec<Option<i64>>,
+    owner: Vec<Option<String>>,
 }
 
 impl SpendRows {
@@ -564,9 +571,10 @@ impl SpendRows {
         self.refunded.push(refunded);
         self.completed_by.push(by);
         self.completed_ms.push(at);
+        self.owner.push(record.owner.as_ref().map(|owner| owner.as_str().to_owned()));
     }
 
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 10] {
         [
             &self.id,
             &self.user,
@@ -577,6 +585,7 @@ impl SpendRows {
             &self.state,
             &self.completed_by,
             &self.completed_ms,
+            &self.owner,
         ]
     }
 }

@@ -13,7 +13,7 @@ use super::{big, connect, ledger, migrate, target, PostgresError};
 use crate::backup::restore::Sink;
 use crate::backup::BackupError;
 use crate::replay::Replay;
-use crate::store::records::{HoldState, LedgerEntry, MetaRecord};
+use crate::store::records::{LedgerEntry, MetaRecord};
 use crate::store::StoreError;
 
 /// Ledger entries per transaction.
@@ -102,31 +102,11 @@ async fn write_records(client: &mut Client, replay: &Replay, meta: &MetaRecord) 
             .execute(&wallet, &[&user.as_str(), &big(record.balance.get()), &big(record.version), &recent])
             .await?;
     }
-    let hold = transaction
-        .prepare(
-            "INSERT INTO holds (hold_id, user_id, package_id, credits, price_minor_units, created_at, expires_at, \
-             state, captured_balance) VALUES ($1, $2, $3, $4, $5, to_timestamp($6::BIGINT / 1000.0), \
-             to_timestamp($7::BIGINT / 1000.0), $8, $9)",
-        )
-        .await?;
+    let mut holds = super::group::HoldRows::default();
     for record in replay.holds.values() {
-        let captured = match &record.state {
-            HoldState::Captured(receipt) => Some(big(receipt.balance.get())),
-            _ => None,
-        };
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
-            &record.hold_id.as_str(),
-            &record.user.as_str(),
-            &record.package_id.as_str(),
-            &big(record.credits.get()),
-            &big(record.price.minor_units()),
-            &big(record.created_at_ms),
-            &big(record.expires_at_ms),
-            &record.state.name(),
-            &captured,
-        ];
-        transaction.execute(&hold, &params).await?;
+        holds.push(record);
     }
+    transaction.execute(super::group::HOLDS, &holds.params()).await?;
     let mut spends = super::group::SpendRows::default();
     for record in replay.spends.values() {
         spends.push(record);

@@ -50,7 +50,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const HOLD_COLUMNS: &str = "hold_id, user_id, package_id, credits, price_minor_units, \
      (extract(epoch FROM created_at) * 1000)::BIGINT, (extract(epoch FROM expires_at) * 1000)::BIGINT, state, \
-     captured_balance FROM holds";
+     captured_balance, owner FROM holds";
 
 /// What the reads share with the tasks that run them.
 struct Shared {
@@ -538,7 +538,9 @@ fn hold(row: &Row, currency: Currency) -> Result<HoldRecord, StoreError> {
         }
         other => return Err(bad(format!("hold {hold_id}: state {other:?}")).into()),
     };
+    let owner = maker(row, 9, &hold_id)?;
     Ok(HoldRecord {
+        owner,
         price: Money::new(unsigned(row.get(4), "hold price")?, currency).map_err(|e| bad(format!("{e:?}")))?,
         created_at_ms: unsigned(row.get(5), "hold created_at")?,
         expires_at_ms: unsigned(row.get(6), "hold expires_at")?,
@@ -550,10 +552,16 @@ fn hold(row: &Row, currency: Currency) -> Result<HoldRecord, StoreError> {
     })
 }
 
+/// The key that made a hold or spend, from column `index`.
+fn maker(row: &Row, index: usize, of: &dyn std::fmt::Display) -> Result<Option<KeyId>, StoreError> {
+    let owner: Option<String> = row.get(index);
+    Ok(owner.map(|owner| KeyId::parse(&owner)).transpose().map_err(|e| bad(format!("{of} owner: {e}")))?)
+}
+
 /// The columns [`spend`] reads, and their table.
 fn spend_columns() -> String {
     format!(
-        "spend_id, user_id, credits, seq, refunded_balance, {}, state, completed_by, {} FROM spends",
+        "spend_id, user_id, credits, seq, refunded_balance, {}, state, completed_by, {}, owner FROM spends",
         ms("created_at"),
         ms("completed_at")
     )
@@ -581,7 +589,9 @@ fn spend(row: &Row) -> Result<SpendRecord, StoreError> {
         }),
         (other, _) => return Err(bad(format!("spend {spend_id}: state {other:?}")).into()),
     };
+    let owner = maker(row, 9, &spend_id)?;
     Ok(SpendRecord {
+        owner,
         seq: unsigned(row.get(3), "spend seq")?,
         created_at_ms: unsigned(row.get(5), "spend created_at")?,
         spend_id,
