@@ -16,6 +16,9 @@ use crate::store::commit::CommitMode;
 /// read away, and each live actor costs about 1–1.5 KiB (60 s kept ~400 000
 /// alive with a million users at full speed, 1 s ~17 000: BENCHMARKS.md).
 const WALLET_IDLE_SECS_DEFAULT: u64 = 1;
+/// SPEC §9.2: the longest hold a request may ask for, by default an hour
+/// (a day let one key lock the platform's capacity for a day).
+const HOLD_TTL_MAX_SECS_DEFAULT: u64 = 3_600;
 /// SPEC §5: an open spend completes by itself after 10 minutes.
 const SPEND_COMPLETE_AFTER_SECS_DEFAULT: u64 = 600;
 
@@ -105,11 +108,13 @@ struct FileConfig {
     provider_timeout_ms: Option<u64>,
     workers: Option<usize>,
     hold_ttl_default_secs: Option<u64>,
+    #[serde(alias = "max_hold_ttl_secs")]
     hold_ttl_max_secs: Option<u64>,
     provider_credit_cost_micros: Option<u64>,
     store_cache_mb: Option<u64>,
     verify_wallets_at_start: Option<bool>,
     max_open_holds_per_user: Option<u32>,
+    max_open_holds_per_key: Option<u32>,
     rate_limit_per_key: Option<u32>,
     body_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
@@ -165,6 +170,8 @@ pub struct Config {
     pub verify_wallets_at_start: bool,
     /// Open holds one user may have at once (SPEC §9.2); one more is 409 `too_many_holds`.
     pub max_open_holds_per_user: u32,
+    /// Open holds one API key may have made at once (SPEC §9.2); one more is 409 `too_many_holds`.
+    pub max_open_holds_per_key: u32,
     /// Requests per second per API key, a token bucket with one second of burst; 0 = off (SPEC §9.2).
     pub rate_limit_per_key: u32,
     /// A request body not received within this long is 408 `request_timeout` (SPEC §9.2).
@@ -251,6 +258,11 @@ impl Config {
             raw.max_open_holds_per_user =
                 Some(u32::try_from(holds).map_err(|e| invalid("CREDITD_MAX_OPEN_HOLDS_PER_USER", e))?);
         }
+        if let Some(value) = env("CREDITD_MAX_OPEN_HOLDS_PER_KEY") {
+            let holds = number("CREDITD_MAX_OPEN_HOLDS_PER_KEY", value)?;
+            raw.max_open_holds_per_key =
+                Some(u32::try_from(holds).map_err(|e| invalid("CREDITD_MAX_OPEN_HOLDS_PER_KEY", e))?);
+        }
         if let Some(value) = env("CREDITD_RATE_LIMIT_PER_KEY") {
             let rate = number("CREDITD_RATE_LIMIT_PER_KEY", value)?;
             raw.rate_limit_per_key = Some(u32::try_from(rate).map_err(|e| invalid("CREDITD_RATE_LIMIT_PER_KEY", e))?);
@@ -325,7 +337,7 @@ impl Config {
         if sync_interval_secs == 0 {
             return Err(invalid("CREDITD_SYNC_INTERVAL_SECS", "must be at least 1"));
         }
-        let hold_ttl_max_secs = raw.hold_ttl_max_secs.unwrap_or(86_400);
+        let hold_ttl_max_secs = raw.hold_ttl_max_secs.unwrap_or(HOLD_TTL_MAX_SECS_DEFAULT);
         let hold_ttl_default_secs = raw.hold_ttl_default_secs.unwrap_or(900);
         if hold_ttl_max_secs == 0 || hold_ttl_default_secs == 0 || hold_ttl_default_secs > hold_ttl_max_secs {
             return Err(invalid("hold_ttl_default_secs", "hold TTLs must satisfy 1 ≤ default ≤ max"));
@@ -337,6 +349,10 @@ impl Config {
         let max_open_holds_per_user = raw.max_open_holds_per_user.unwrap_or(5);
         if max_open_holds_per_user == 0 {
             return Err(invalid("max_open_holds_per_user", "must be at least 1"));
+        }
+        let max_open_holds_per_key = raw.max_open_holds_per_key.unwrap_or(10_000);
+        if max_open_holds_per_key == 0 {
+            return Err(invalid("max_open_holds_per_key", "must be at least 1"));
         }
         let body_timeout_ms = raw.body_timeout_ms.unwrap_or(5_000);
         if body_timeout_ms == 0 {
@@ -395,6 +411,7 @@ impl Config {
                 .map_or(crate::store::CACHE_BYTES_DEFAULT, |mb| mb.max(1).saturating_mul(1024 * 1024)),
             verify_wallets_at_start: raw.verify_wallets_at_start.unwrap_or(false),
             max_open_holds_per_user,
+            max_open_holds_per_key,
             rate_limit_per_key: raw.rate_limit_per_key.unwrap_or(0),
             body_timeout: Duration::from_millis(body_timeout_ms),
             max_connections,
@@ -505,6 +522,10 @@ mod tests {
         assert_eq!(config.ratio, Ratio::DEFAULT);
         assert_eq!(config.sync_interval, Duration::from_secs(60));
         assert_eq!(config.packages.len(), 4);
+        assert_eq!(
+            (config.hold_ttl_max_secs, config.max_open_holds_per_key, config.max_open_holds_per_user),
+            (3_600, 10_000, 5)
+        );
         assert_eq!(config.missing_for_serve(), ["NANOBANANA_BASE_URL", "NANOBANANA_API_KEY", "CREDITD_ADMIN_TOKEN"]);
     }
 
@@ -555,5 +576,22 @@ mod tests {
         let config = load(&[("CREDITD_ADMIN_TOKEN", "hunter2"), ("NANOBANANA_API_KEY", "sk-live")]).expect("valid");
         let printed = format!("{config:?}");
         assert!(!printed.contains("hunter2") && !printed.contains("sk-live"), "{printed}");
+    }
+
+    /// SPEC §9.2: the hold limits come from the environment and the file,
+    /// where `max_hold_ttl_secs` is another name of `hold_ttl_max_secs`, and
+    /// a limit of 0 is refused.
+    #[test]
+    fn hold_limits_have_their_names_and_refuse_zero() {
+        let config =
+            load(&[("CREDITD_MAX_OPEN_HOLDS_PER_KEY", "7"), ("CREDITD_HOLD_TTL_MAX_SECS", "1200")]).expect("valid");
+        assert_eq!((config.max_open_holds_per_key, config.hold_ttl_max_secs), (7, 1_200));
+        let error = load(&[("CREDITD_MAX_OPEN_HOLDS_PER_KEY", "0")]).expect_err("zero");
+        assert!(error.to_string().contains("max_open_holds_per_key"), "{error}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("creditd.toml");
+        std::fs::write(&file, "max_hold_ttl_secs = 1800\nmax_open_holds_per_key = 3\n").expect("writes");
+        let config = Config::load_with(Some(&file), |_| None).expect("valid");
+        assert_eq!((config.hold_ttl_max_secs, config.max_open_holds_per_key), (1_800, 3));
     }
 }

@@ -39,6 +39,8 @@ pub struct Settings {
     pub idempotency_retention: Duration,
     /// Open holds one user may have at once (SPEC §9.2).
     pub max_open_holds_per_user: u32,
+    /// Open holds one API key may have made at once (SPEC §9.2).
+    pub max_open_holds_per_key: u32,
 }
 
 impl Settings {
@@ -49,6 +51,7 @@ impl Settings {
             warning_level: self.levels.warning,
             spend_complete_after_ms: u64::try_from(self.spend_complete_after.as_millis()).unwrap_or(u64::MAX),
             max_open_holds_per_user: self.max_open_holds_per_user,
+            max_open_holds_per_key: self.max_open_holds_per_key,
         }
     }
 
@@ -70,6 +73,7 @@ impl Settings {
             request_timeout: REQUEST_TIMEOUT,
             idempotency_retention: config.idempotency_retention,
             max_open_holds_per_user: config.max_open_holds_per_user,
+            max_open_holds_per_key: config.max_open_holds_per_key,
         }
     }
 }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use super::change::{Change, Consumption, KeyInFlight};
 use super::settled::{Settled, Touched};
 use super::{EngineError, Fingerprint, KeyBook, Now, Prefetched};
-use crate::domain::{Caller, Capacity, HoldId, Package, PackageId, ProviderCredits, Ratio, ScopedKey, SpendId, UserId};
+use crate::domain::{
+    Caller, Capacity, HoldId, KeyId, Package, PackageId, ProviderCredits, Ratio, ScopedKey, SpendId, UserId,
+};
 use crate::store::records::{
     ApiKeyRecord, CompletedBy, EntryKind, HoldRecord, HoldState, InventoryRecord, Operation, Receipt, SpendRecord,
     SpendState, WalletRecord,
@@ -47,6 +49,9 @@ pub struct Rules {
     pub spend_complete_after_ms: u64,
     /// Open holds one user may have at once (SPEC §9.2).
     pub max_open_holds_per_user: u32,
+    /// Open holds one API key may have made and not finished (SPEC §9.2):
+    /// a caller that invents users is bound by this one.
+    pub max_open_holds_per_key: u32,
 }
 
 /// A wallet moved by changes not yet durable: its newest state.
@@ -111,10 +116,27 @@ pub struct Books {
     /// Open holds by user, for `max_open_holds_per_user` (SPEC §9.2).
     pub(super) holds_per_user: HashMap<UserId, u32>,
     pub(super) max_open_holds_per_user: u32,
+    /// Open holds by the API key that made them, for `max_open_holds_per_key`.
+    pub(super) holds_per_key: HashMap<KeyId, u32>,
+    pub(super) max_open_holds_per_key: u32,
     /// The wallets moved by changes not yet durable, newest state.
     pub(super) wallets: HashMap<UserId, InFlightWallet>,
     /// What durable changes touched lately, to check prefetched reads against.
     pub(super) settled: Settled,
+}
+
+/// Counts one more (`opened`) or one less of `key` in `counts`; a count
+/// that reaches 0 leaves the map, so it holds only what is open.
+fn tally<K: std::hash::Hash + Eq + Clone>(counts: &mut HashMap<K, u32>, key: &K, opened: bool) {
+    if opened {
+        let count = counts.entry(key.clone()).or_default();
+        *count = count.saturating_add(1);
+    } else if let Some(count) = counts.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
 }
 
 impl Books {
@@ -149,10 +171,12 @@ impl Books {
             })
             .collect();
         let deadlines = open_holds.values().map(|open| (open.deadline_ms, open.record.hold_id.clone())).collect();
-        let mut holds_per_user: HashMap<UserId, u32> = HashMap::new();
+        let (mut holds_per_user, mut holds_per_key) = (HashMap::new(), HashMap::new());
         for open in open_holds.values() {
-            let count = holds_per_user.entry(open.record.user.clone()).or_default();
-            *count = count.saturating_add(1);
+            tally(&mut holds_per_user, &open.record.user, true);
+            if let Some(owner) = &open.record.owner {
+                tally(&mut holds_per_key, owner, true);
+            }
         }
         // Every change up to the last one on disk is visible to any read made from now on.
         let floor = state.next_seq.saturating_sub(1);
@@ -175,6 +199,8 @@ impl Books {
             keys: KeyBook::load(api_keys),
             holds_per_user,
             max_open_holds_per_user: rules.max_open_holds_per_user,
+            holds_per_key,
+            max_open_holds_per_key: rules.max_open_holds_per_key,
             wallets: HashMap::new(),
             settled: Settled::new(SETTLED_WINDOW_MS, floor),
         }
@@ -205,11 +231,11 @@ impl Books {
         self.last_at_ms = change.at_ms;
         for hold in change.holds {
             if let Some(open) = self.open_holds.remove(&hold.hold_id) {
+                self.count_hold(&open.record, false);
                 self.deadlines.remove(&(open.deadline_ms, open.record.hold_id));
-                self.count_hold(&open.record.user, false);
             }
             if hold.state == HoldState::Open {
-                self.count_hold(&hold.user, true);
+                self.count_hold(&hold, true);
                 let ttl_ms = hold.expires_at_ms.saturating_sub(hold.created_at_ms);
                 let deadline_ms = change.monotonic_ms.saturating_add(ttl_ms);
                 self.deadlines.insert((deadline_ms, hold.hold_id.clone()));
@@ -513,16 +539,11 @@ impl Books {
         Ok(())
     }
 
-    /// Keeps `holds_per_user` as `open_holds` moves.
-    pub(super) fn count_hold(&mut self, user: &UserId, opened: bool) {
-        if opened {
-            let count = self.holds_per_user.entry(user.clone()).or_default();
-            *count = count.saturating_add(1);
-        } else if let Some(count) = self.holds_per_user.get_mut(user) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.holds_per_user.remove(user);
-            }
+    /// Keeps `holds_per_user` and `holds_per_key` as `open_holds` moves.
+    pub(super) fn count_hold(&mut self, hold: &HoldRecord, opened: bool) {
+        tally(&mut self.holds_per_user, &hold.user, opened);
+        if let Some(owner) = &hold.owner {
+            tally(&mut self.holds_per_key, owner, opened);
         }
     }
 

@@ -46,6 +46,8 @@ pub enum EngineError {
     IdempotencyKeyInUse,
     #[error("the user already holds {0} open holds, the most allowed")]
     TooManyHolds(u32),
+    #[error("this API key already has {0} open holds, the most allowed")]
+    TooManyHoldsForKey(u32),
     #[error("amount: {0}")]
     Quantity(#[from] QuantityError),
     /// Storage failed and nothing of this request was applied.
@@ -96,7 +98,7 @@ impl EngineError {
             Self::PurchasesDisabled => "purchases_disabled",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::IdempotencyKeyInUse => "idempotency_key_in_use",
-            Self::TooManyHolds(_) => "too_many_holds",
+            Self::TooManyHolds(_) | Self::TooManyHoldsForKey(_) => "too_many_holds",
             Self::Quantity(_) => "invalid_amount",
             Self::Storage(_) => "storage_failed",
             Self::OutcomeUnknown(_) => "outcome_unknown",

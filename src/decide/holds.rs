@@ -40,6 +40,10 @@ impl Books {
         if open >= self.max_open_holds_per_user {
             return Err(EngineError::TooManyHolds(self.max_open_holds_per_user));
         }
+        let made = self.holds_per_key.get(owner).copied().unwrap_or(0);
+        if made >= self.max_open_holds_per_key {
+            return Err(EngineError::TooManyHoldsForKey(self.max_open_holds_per_key));
+        }
         let (package, needed) = self.sellable_package(package_id)?;
         let mut change = self.begin(inputs);
         change.sale = true;

@@ -776,3 +776,43 @@ fn only_the_maker_or_an_admin_finishes_a_hold_or_a_spend() {
     let refunded = run(&books, &memory, "ann", &UserCommand::Refund { spend_id: spent.clone(), by: admin() }, 0);
     assert!(matches!(apply(&mut books, &mut memory, refunded), UserReceipt::Refund(_)), "an admin refunds any spend");
 }
+
+/// SPEC §9.2: one API key has at most `max_open_holds_per_key` open holds,
+/// whatever users it names (a caller that invents users is bound by it); one
+/// more is `too_many_holds` and reserves nothing; other keys are not bound
+/// by it, and a release or a capture makes room.
+#[test]
+fn one_key_holds_at_most_its_limit_whatever_users_it_names() {
+    let (mut books, mut memory) = (books(40_000), Memory::default());
+    books.max_open_holds_per_key = 3;
+    let hold = |books: &mut Books, memory: &mut Memory, who: &str, by: &Caller| {
+        let command = UserCommand::Hold {
+            package_id: starter(),
+            ttl_ms: 60_000,
+            key: None,
+            fingerprint: [3; 32],
+            owner: by.id.clone(),
+        };
+        let decided = run(books, memory, who, &command, 0)?;
+        match apply(books, memory, Ok(decided)) {
+            UserReceipt::Hold(receipt) => Ok(receipt.hold_id),
+            other => panic!("{other:?}"),
+        }
+    };
+    let held: Vec<HoldId> =
+        ["u1", "u2", "u3"].iter().map(|who| hold(&mut books, &mut memory, who, &maker()).expect("fits")).collect();
+    let reserved = books.state.reserved;
+    assert_eq!(hold(&mut books, &mut memory, "u4", &maker()), Err(EngineError::TooManyHoldsForKey(3)));
+    assert_eq!(books.state.reserved, reserved, "a refused hold reserves nothing");
+    assert_eq!(EngineError::TooManyHoldsForKey(3).label(), "too_many_holds");
+    hold(&mut books, &mut memory, "u4", &rival()).expect("another key is not bound by it");
+    let release = UserCommand::Release { hold_id: held[0].clone(), by: maker() };
+    let decided = run(&books, &memory, "u1", &release, 0);
+    apply(&mut books, &mut memory, decided);
+    hold(&mut books, &mut memory, "u5", &maker()).expect("a release makes room");
+    assert_eq!(hold(&mut books, &mut memory, "u6", &maker()), Err(EngineError::TooManyHoldsForKey(3)));
+    let capture = UserCommand::Capture { hold_id: held[1].clone(), by: maker() };
+    let decided = run(&books, &memory, "u2", &capture, 0);
+    apply(&mut books, &mut memory, decided);
+    hold(&mut books, &mut memory, "u6", &maker()).expect("a capture makes room");
+}

@@ -174,7 +174,9 @@ fn engine_status_and_code(error: &EngineError) -> (StatusCode, ErrorCode) {
         EngineError::PurchasesDisabled => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::PurchasesDisabled),
         EngineError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::IdempotencyKeyReused),
         EngineError::IdempotencyKeyInUse => (StatusCode::CONFLICT, ErrorCode::IdempotencyKeyInUse),
-        EngineError::TooManyHolds(_) => (StatusCode::CONFLICT, ErrorCode::TooManyHolds),
+        EngineError::TooManyHolds(_) | EngineError::TooManyHoldsForKey(_) => {
+            (StatusCode::CONFLICT, ErrorCode::TooManyHolds)
+        }
         EngineError::Quantity(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
     }
 }

@@ -69,7 +69,7 @@ async fn holds_check_capacity_ttl_and_idempotency_keys() {
 
     let studio = hold(&client, &server, "u", "studio", 60).await;
     assert_eq!((studio.status, studio.code()), (409, "insufficient_capacity"));
-    for ttl in [serde_json::json!(0), serde_json::json!(-5), serde_json::json!(86_401), serde_json::json!("x")] {
+    for ttl in [serde_json::json!(0), serde_json::json!(-5), serde_json::json!(3_601), serde_json::json!("x")] {
         let bad =
             post(&client, &url, None, Some(serde_json::json!({"userId": "u", "packageId": "pro", "ttlSeconds": ttl})))
                 .await;
@@ -272,4 +272,43 @@ async fn the_sixth_open_hold_of_one_user_is_too_many() {
     assert_eq!(hold("h", "h-9").await.code(), "too_many_holds");
     assert_eq!(capture(&client, &server, &ids[1]).await.status, 200);
     assert_eq!(hold("h", "h-10").await.status, 200, "a capture makes room");
+}
+
+/// Goal: one storefront key cannot lock the platform's capacity (SPEC
+/// §9.2). The reproduction: `studio` holds for made-up users at `ttlSeconds`
+/// 86 400 took capacity from 217 961 to 461. Now a TTL over
+/// `hold_ttl_max_secs` (default 3 600) is 400 `invalid_request`, and a key
+/// has at most `max_open_holds_per_key` open holds (here 4), whatever users
+/// it names, also after a restart; other keys still hold.
+#[tokio::test]
+async fn one_key_inventing_users_cannot_lock_the_capacity() {
+    let provider = provider(1_000_000);
+    let dir = temp_dir();
+    let env = [("CREDITD_MAX_OPEN_HOLDS_PER_KEY", "4")];
+    let mut server = Server::start_with(&provider, dir.path(), &env).await;
+    let (_, hoarder) = crate::common::create_key(&server, "hoarder", &["storefront"]).await;
+    let (_, shop) = crate::common::create_key(&server, "shop", &["storefront"]).await;
+    let (hoarder, shop) = (crate::common::client_with_key(&hoarder), crate::common::client_with_key(&shop));
+    let day = hold(&hoarder, &server, "made-up-0", "studio", 86_400).await;
+    assert_eq!((day.status, day.code()), (400, "invalid_request"), "{day:?}");
+    assert!(day.message().contains("ttlSeconds"), "the message names the field: {day:?}");
+    let hour = hold(&hoarder, &server, "made-up-0", "studio", 3_600).await;
+    assert_eq!(hour.status, 200, "an hour is the default maximum: {hour:?}");
+    for n in 1..4 {
+        assert_eq!(hold(&hoarder, &server, &format!("made-up-{n}"), "studio", 3_600).await.status, 200, "hold {n}");
+    }
+    let before = capacity(&client(), &server).await;
+    for n in 4..40 {
+        let more = hold(&hoarder, &server, &format!("made-up-{n}"), "studio", 3_600).await;
+        assert_eq!((more.status, more.code()), (409, "too_many_holds"), "made-up user {n}: {more:?}");
+    }
+    assert_eq!(capacity(&client(), &server).await, before, "refused holds reserve nothing");
+    assert_eq!(hold(&shop, &server, "real-user", "studio", 600).await.status, 200, "another key still holds");
+    server.kill9();
+    server.restart().await;
+    let again = hold(&hoarder, &server, "made-up-99", "studio", 600).await;
+    assert_eq!((again.status, again.code()), (409, "too_many_holds"), "the count survives a restart");
+    let released = release(&hoarder, &server, hour.body["holdId"].as_str().expect("an id")).await;
+    assert_eq!(released.status, 200, "{released:?}");
+    assert_eq!(hold(&hoarder, &server, "made-up-99", "studio", 600).await.status, 200, "a release makes room");
 }

@@ -49,8 +49,9 @@ pub struct HoldRequest {
     pub user_id: String,
     #[schema(min_length = 1, max_length = 128)]
     pub package_id: String,
-    /// Default 900 (15 minutes); at most the configured maximum (default 86 400).
-    #[schema(minimum = 1, maximum = 86400)]
+    /// Default 900 (15 minutes); at most `hold_ttl_max_secs` (default 3 600,
+    /// the maximum shown here); a longer one is 400 `invalid_request`.
+    #[schema(minimum = 1, maximum = 3600)]
     pub ttl_seconds: Option<i64>,
 }
 
