@@ -94,6 +94,7 @@ struct FileConfig {
     sync_interval_secs: Option<u64>,
     alert_webhook_url: Option<String>,
     alert_webhook_secret: Option<Secret>,
+    backup_key: Option<Secret>,
     ratio: Option<u64>,
     currency: Option<String>,
     packages: Option<Vec<PackageConfig>>,
@@ -141,6 +142,9 @@ pub struct Config {
     pub alert_webhook_url: Option<String>,
     /// Signs every alert webhook POST (`Creditd-Signature`, HMAC-SHA256) when set.
     pub alert_webhook_secret: Option<Secret>,
+    /// Signs backups and authenticates them on restore (SPEC §11); at least
+    /// [`crate::backup::BACKUP_KEY_BYTES_MIN`] bytes.
+    pub backup_key: Option<Secret>,
     pub ratio: Ratio,
     pub currency: Currency,
     pub packages: Vec<Package>,
@@ -250,6 +254,9 @@ impl Config {
         if let Some(value) = env("CREDITD_ALERT_WEBHOOK_SECRET") {
             raw.alert_webhook_secret = Some(Secret(value));
         }
+        if let Some(value) = env("CREDITD_BACKUP_KEY") {
+            raw.backup_key = Some(Secret(value));
+        }
         if let Some(value) = env("CREDITD_COMMIT_MODE") {
             raw.commit_mode = Some(value);
         }
@@ -350,6 +357,10 @@ impl Config {
         if max_open_holds_per_user == 0 {
             return Err(invalid("max_open_holds_per_user", "must be at least 1"));
         }
+        let backup_key = raw.backup_key.filter(|key| !key.0.is_empty());
+        if backup_key.as_ref().is_some_and(|key| key.0.len() < crate::backup::BACKUP_KEY_BYTES_MIN) {
+            return Err(invalid("CREDITD_BACKUP_KEY", "must be at least 32 bytes (for example: openssl rand -hex 32)"));
+        }
         let max_open_holds_per_key = raw.max_open_holds_per_key.unwrap_or(10_000);
         if max_open_holds_per_key == 0 {
             return Err(invalid("max_open_holds_per_key", "must be at least 1"));
@@ -385,6 +396,7 @@ impl Config {
             sync_interval: Duration::from_secs(sync_interval_secs),
             alert_webhook_url: non_empty(raw.alert_webhook_url),
             alert_webhook_secret: raw.alert_webhook_secret.filter(|secret| !secret.0.is_empty()),
+            backup_key,
             ratio: Ratio::new(raw.ratio.unwrap_or(4)).map_err(|e| invalid("ratio", e))?,
             currency,
             packages,

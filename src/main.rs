@@ -185,12 +185,18 @@ fn main() -> ExitCode {
         }
         Command::Backup { to, after, url } => {
             let url = url.unwrap_or_else(|| format!("http://{}", config.listen));
+            if config.backup_key.is_none() {
+                eprintln!("creditd backup: warning: CREDITD_BACKUP_KEY is not set: the backup will not be authenticated, and whoever can edit it can plant an API key in the store it is restored into");
+            }
             let made = operate::backup(&config, &to, after, url.trim_end_matches('/'));
             return report("backup", made.map(|summary| say!("{summary}"))).into();
         }
         Command::Restore { from, data_dir, store } => {
             let place = Place::of(&config, data_dir, store);
-            let restored = operate::restore(&from, &place, &SystemClock).map(|restored| {
+            if config.backup_key.is_none() {
+                eprintln!("creditd restore: warning: CREDITD_BACKUP_KEY is not set: the backups are not authenticated, only checked for damage; restore only files you trust");
+            }
+            let restored = operate::restore(&from, &place, &SystemClock, config.backup_key.as_ref()).map(|restored| {
                 say!("{}", restored.summary);
                 restored.check
             });

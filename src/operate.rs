@@ -122,7 +122,17 @@ pub struct Restored {
 /// # Errors
 /// `Configuration` when the place already holds something; `Failed` when a
 /// backup does not verify or break the ledger's rules.
-pub fn restore(from: &[PathBuf], place: &Place, clock: &dyn Clock) -> Result<Restored, OperationError> {
+pub fn restore(
+    from: &[PathBuf],
+    place: &Place,
+    clock: &dyn Clock,
+    key: Option<&Secret>,
+) -> Result<Restored, OperationError> {
+    // Before anything else: a file that is not signed under the key is not read.
+    if let Some(key) = key {
+        crate::backup::authenticate_all(from, key.expose().as_bytes())
+            .map_err(|error| OperationError::Configuration(error.to_string()))?;
+    }
     match place {
         Place::Directory(directory) => match crate::backup::restore::restore(from, directory, clock) {
             Ok(restored) => {
@@ -180,8 +190,9 @@ pub fn backup(config: &Config, to: &Path, after: u64, url: &str) -> Result<Strin
             "missing configuration: CREDITD_ADMIN_TOKEN (the server's admin token)".into(),
         ));
     };
+    let key = config.backup_key.as_ref().map(|key| key.expose().as_bytes());
     let verified = one_shot_runtime()?
-        .block_on(fetch_backup(url, token, after, to))
+        .block_on(fetch_backup(url, token, after, to, key))
         .map_err(|error| OperationError::Failed(format!("{error:#}")))?;
     let header = &verified.header;
     Ok(format!(
@@ -197,7 +208,13 @@ pub fn backup(config: &Config, to: &Path, after: u64, url: &str) -> Result<Strin
 }
 
 /// Streams the server's backup into `to`'s partial file, then verifies and renames it.
-async fn fetch_backup(url: &str, token: &Secret, after: u64, to: &Path) -> anyhow::Result<Verified> {
+async fn fetch_backup(
+    url: &str,
+    token: &Secret,
+    after: u64,
+    to: &Path,
+    key: Option<&[u8]>,
+) -> anyhow::Result<Verified> {
     let mut response = reqwest::Client::new()
         .get(format!("{url}/api/admin/backup?after={after}"))
         .bearer_auth(token.expose())
@@ -214,7 +231,7 @@ async fn fetch_backup(url: &str, token: &Secret, after: u64, to: &Path) -> anyho
     while let Some(chunk) = response.chunk().await.context("the backup stopped arriving")? {
         crate::backup::append(&mut file, &partial, &chunk)?;
     }
-    Ok(crate::backup::finish(file, to)?)
+    Ok(crate::backup::finish(file, to, key)?)
 }
 
 #[cfg(test)]

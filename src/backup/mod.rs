@@ -10,6 +10,13 @@
 //! switch and the package settings are rebuilt from it ([`crate::replay`]);
 //! the fingerprints let a restored store answer retries of old keys.
 //!
+//! A checksum only catches accidents: whoever can edit a backup can
+//! recompute it, and a backup holds the hashes of the API keys, so a forged
+//! one could plant a key. With `CREDITD_BACKUP_KEY`, `creditd backup` adds a
+//! last line, the HMAC-SHA256 under that key of every byte before it
+//! ([`sign`]), and `creditd restore` checks it before it reads anything else
+//! ([`authenticate`]).
+//!
 //! The server writes a backup at a durable sequence number (the admin route
 //! `GET /api/admin/backup`); `creditd backup` saves it and verifies it;
 //! `creditd restore` verifies every file, checks that they chain, and
@@ -20,6 +27,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -48,6 +56,10 @@ pub enum BackupError {
     Format { path: String, line: u64, reason: String },
     #[error("{path}: the checksum does not match: the file is damaged or incomplete")]
     Checksum { path: String },
+    #[error(
+        "{path}: {reason}; it was not restored (a backup is authenticated with the CREDITD_BACKUP_KEY that made it)"
+    )]
+    Unauthenticated { path: String, reason: &'static str },
     #[error("the backups do not chain: {0}")]
     Chain(String),
     #[error("the backups break the ledger's rules, nothing was restored: {0}")]
@@ -92,12 +104,29 @@ pub struct End {
     pub sha256: String,
 }
 
+/// The optional line after the end line: the HMAC-SHA256 (hex), under the
+/// backup key, of every byte of the file before this line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Signature {
+    pub hmac_sha256: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 enum Line {
     Header(Header),
     Entry(EntryLine),
     End(End),
+    Signature(Signature),
+}
+
+/// The shortest backup key (SPEC §11): 32 bytes, as many as the HMAC's hash.
+pub const BACKUP_KEY_BYTES_MIN: usize = 32;
+
+fn mac(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes a key of any length.
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts every key length"))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -222,6 +251,7 @@ pub(crate) fn read(
                     let what = format!("{count} entries, the header promises {}..={}", found.after, found.up_to);
                     return Err(format(number, what));
                 }
+                after_end(&mut reader, number).map_err(|(line, reason)| format(line, reason))?;
                 let header = found.clone();
                 return Ok(Verified { path: path.to_owned(), header, entries: count, sha256: end.sha256 });
             }
@@ -230,6 +260,98 @@ pub(crate) fn read(
         hash.update(&buffer);
     }
     Err(format(0, "too many lines".into()))
+}
+
+/// What may follow the end line (number `end`): a signature line, then
+/// nothing (it is checked by [`authenticate`] when a backup key is set).
+fn after_end(reader: &mut impl BufRead, end: u64) -> Result<(), (u64, String)> {
+    let mut rest = Vec::new();
+    let limit = u64::try_from(LINE_BYTES_MAX).unwrap_or(u64::MAX).saturating_add(1);
+    let read = std::io::Read::take(&mut *reader, limit).read_until(b'\n', &mut rest);
+    if read.map_err(|error| (end + 1, error.to_string()))? == 0 {
+        return Ok(());
+    }
+    match serde_json::from_slice::<Line>(&rest) {
+        Ok(Line::Signature(_)) if rest.last() == Some(&b'\n') => {}
+        _ => return Err((end + 1, "only a signature line may follow the end line".into())),
+    }
+    let mut more = [0u8; 1];
+    match std::io::Read::read(reader, &mut more) {
+        Ok(0) => Ok(()),
+        _ => Err((end + 2, "the file goes on after its signature line".into())),
+    }
+}
+
+/// Appends the signature line to the complete backup at `path`: the
+/// HMAC-SHA256 under `key` of every byte of the file.
+///
+/// # Errors
+/// The file cannot be read or written.
+pub fn sign(path: &Path, key: &[u8]) -> Result<(), BackupError> {
+    let mut mac = mac(key);
+    let mut reader = BufReader::new(File::open(path).map_err(io_error(path))?);
+    std::io::copy(&mut reader, &mut MacWriter(&mut mac)).map_err(io_error(path))?;
+    let signature = Signature { hmac_sha256: hex(&mac.finalize().into_bytes()) };
+    let mut line = serde_json::to_vec(&Line::Signature(signature)).unwrap_or_default();
+    line.push(b'\n');
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).map_err(io_error(path))?;
+    file.write_all(&line).and_then(|()| file.sync_all()).map_err(io_error(path))
+}
+
+/// Feeds what is written into an HMAC.
+struct MacWriter<'a>(&'a mut Hmac<Sha256>);
+
+impl Write for MacWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks that the last line of the backup at `path` is a signature under
+/// `key` of every byte before it, compared in constant time, before
+/// anything of the file is parsed or believed.
+///
+/// # Errors
+/// `Unauthenticated` for a file without a signature line or with one that
+/// does not match (a damaged, altered or forged file, or another key).
+pub fn authenticate(path: &Path, key: &[u8]) -> Result<(), BackupError> {
+    let shown = path.display().to_string();
+    let refuse = |reason| BackupError::Unauthenticated { path: shown.clone(), reason };
+    let mut reader = BufReader::new(File::open(path).map_err(io_error(path))?);
+    let mut mac = mac(key);
+    let (mut last, mut line) = (Vec::new(), Vec::new());
+    loop {
+        line.clear();
+        let limit = u64::try_from(LINE_BYTES_MAX).unwrap_or(u64::MAX).saturating_add(1);
+        if std::io::Read::take(&mut reader, limit).read_until(b'\n', &mut line).map_err(io_error(path))? == 0 {
+            break;
+        }
+        if line.len() > LINE_BYTES_MAX {
+            return Err(refuse("a line is too long"));
+        }
+        mac.update(&last);
+        std::mem::swap(&mut last, &mut line);
+    }
+    let Ok(Line::Signature(signature)) = serde_json::from_slice::<Line>(&last) else {
+        return Err(refuse("the file is not signed"));
+    };
+    let Some(expected) = unhex(&signature.hmac_sha256) else {
+        return Err(refuse("the signature is not a SHA-256 HMAC"));
+    };
+    mac.verify_slice(&expected).map_err(|_| refuse("the signature does not match"))
+}
+
+/// Authenticates every file (see [`authenticate`]).
+///
+/// # Errors
+/// The first file that is not signed under `key`.
+pub fn authenticate_all(files: &[PathBuf], key: &[u8]) -> Result<(), BackupError> {
+    files.iter().try_for_each(|path| authenticate(path, key))
 }
 
 /// Checks a backup file without restoring it.
@@ -256,17 +378,21 @@ pub fn append(file: &mut File, path: &Path, bytes: &[u8]) -> Result<(), BackupEr
     file.write_all(bytes).map_err(io_error(path))
 }
 
-/// Finishes a backup: syncs the partial file, verifies it, renames it to
-/// `to` and syncs the directory, so that `to` is only ever a whole,
-/// checked backup.
+/// Finishes a backup: syncs the partial file, verifies it, signs it under
+/// `key` when there is one, renames it to `to` and syncs the directory, so
+/// that `to` is only ever a whole, checked backup.
 ///
 /// # Errors
-/// The file does not verify, or cannot be synced or renamed.
-pub fn finish(file: File, to: &Path) -> Result<Verified, BackupError> {
+/// The file does not verify, or cannot be signed, synced or renamed.
+pub fn finish(file: File, to: &Path, key: Option<&[u8]>) -> Result<Verified, BackupError> {
     let partial = partial_path(to);
     file.sync_all().map_err(io_error(&partial))?;
     drop(file);
     let verified = verify(&partial)?;
+    if let Some(key) = key {
+        sign(&partial, key)?;
+        authenticate(&partial, key)?;
+    }
     std::fs::rename(&partial, to).map_err(io_error(to))?;
     let directory = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     File::open(directory).and_then(|dir| dir.sync_all()).map_err(io_error(directory))?;
@@ -329,5 +455,51 @@ mod tests {
         assert_eq!(unhex(&hex(&print)), Some(print));
         assert_eq!(unhex("zz"), None);
         assert_eq!(unhex(&"g".repeat(64)), None);
+    }
+
+    fn backup_file(dir: &Path) -> PathBuf {
+        let header = Header {
+            format: FORMAT.into(),
+            version: VERSION,
+            ratio: 4,
+            currency: "EUR".into(),
+            after: 0,
+            up_to: 0,
+            created_at: "2026-12-03T00:00:00Z".into(),
+        };
+        let (writer, mut bytes) = Writer::start(&header);
+        bytes.extend(writer.end());
+        let path = dir.join("backup");
+        std::fs::write(&path, bytes).expect("writes");
+        path
+    }
+
+    /// A signed backup authenticates under its key only; a changed byte,
+    /// another key, a missing signature line or anything after it is
+    /// refused, and the checksum reader accepts the signature line and
+    /// nothing more after the end line.
+    #[test]
+    fn a_signature_covers_every_byte_before_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = backup_file(dir.path());
+        let key = [7u8; 32];
+        assert!(matches!(authenticate(&path, &key), Err(BackupError::Unauthenticated { .. })), "unsigned");
+        sign(&path, &key).expect("signs");
+        authenticate(&path, &key).expect("authentic");
+        verify(&path).expect("a signed backup still verifies");
+        assert!(authenticate(&path, &[8u8; 32]).is_err(), "another key");
+
+        let bytes = std::fs::read(&path).expect("reads");
+        for index in [0, bytes.len() / 2, bytes.len() - 3] {
+            let mut changed = bytes.clone();
+            changed[index] ^= 1;
+            std::fs::write(&path, &changed).expect("writes");
+            assert!(authenticate(&path, &key).is_err(), "byte {index} changed");
+        }
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(b"{}\n");
+        std::fs::write(&path, &longer).expect("writes");
+        assert!(authenticate(&path, &key).is_err(), "a line after the signature");
+        assert!(verify(&path).is_err(), "nothing may follow the signature line");
     }
 }

@@ -15,11 +15,17 @@ use crate::common::{
 
 /// Runs `creditd backup` against `server`: (exit code, stdout + stderr).
 fn run_backup(server: &Server, to: &Path, after: u64) -> (i32, String) {
+    run_backup_with(server, to, after, &[])
+}
+
+/// As [`run_backup`], with more environment (`CREDITD_BACKUP_KEY`).
+fn run_backup_with(server: &Server, to: &Path, after: u64, env: &[(&str, &str)]) -> (i32, String) {
     let output = Command::new(binary())
         .args(["backup", "--url", &server.base, "--after", &after.to_string(), "--to"])
         .arg(to)
         .env_clear()
         .env("CREDITD_ADMIN_TOKEN", ADMIN_TOKEN)
+        .envs(env.iter().copied())
         .output()
         .expect("creditd backup runs");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
@@ -28,10 +34,14 @@ fn run_backup(server: &Server, to: &Path, after: u64) -> (i32, String) {
 
 /// Runs `creditd restore`: (exit code, stdout + stderr).
 fn run_restore(from: &[&Path], data_dir: &Path) -> (i32, String) {
+    run_restore_with(from, data_dir, &[])
+}
+
+fn run_restore_with(from: &[&Path], data_dir: &Path, env: &[(&str, &str)]) -> (i32, String) {
     let mut command = Command::new(binary());
     command.arg("restore").arg("--data-dir").arg(data_dir).arg("--from");
     command.args(from);
-    let output = command.env_clear().output().expect("creditd restore runs");
+    let output = command.env_clear().envs(env.iter().copied()).output().expect("creditd restore runs");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.code().unwrap_or(-1), text)
 }
@@ -263,4 +273,99 @@ async fn a_backup_under_load_is_consistent_at_its_sequence_number() {
     let entries: i64 = client.query_one("SELECT count(*) FROM ledger", &[]).await.expect("counts").get(0);
     assert_eq!(usize::try_from(entries).expect("small"), now.ledger.len(), "and every ledger entry");
     eprintln!("restored into PostgreSQL: {entries} entries, {} wallets, check --store passed", in_postgres.len());
+}
+
+/// The key a forger chooses to plant.
+const CHOSEN: &str = "the forger's chosen admin key";
+
+/// The reproduction of a forged backup: the hash of the first API key
+/// replaced by the SHA-256 of a string the forger chose, its scopes set to
+/// admin, and the checksum recomputed, as anyone who can edit the file can.
+fn forge(signed: &Path, forged: &Path, chosen: &str) {
+    let text = std::fs::read_to_string(signed).expect("reads");
+    let (mut lines, mut replaced): (Vec<String>, usize) = (Vec::new(), 0);
+    for line in text.lines() {
+        let mut value: serde_json::Value = serde_json::from_str(line).expect("JSON");
+        match value["type"].as_str() {
+            Some("end") => {
+                let before: String = lines.iter().map(|line| format!("{line}\n")).collect();
+                value["sha256"] = json!(crate::common::sha256_hex(&before));
+            }
+            Some("signature") => continue,
+            _ => {
+                if let Some(kind) = value.pointer_mut("/entry/kind/ApiKeyCreated") {
+                    let hash: Vec<u8> = (0..32)
+                        .map(|i| {
+                            u8::from_str_radix(&crate::common::sha256_hex(chosen)[i * 2..i * 2 + 2], 16).expect("hex")
+                        })
+                        .collect();
+                    kind["key_hash"] = json!(hash);
+                    kind["scopes"] = json!(["Admin"]);
+                    replaced += 1;
+                }
+            }
+        }
+        lines.push(serde_json::to_string(&value).expect("JSON"));
+    }
+    let forged_text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    assert_eq!(replaced, 1, "one key was made, and it was replaced");
+    std::fs::write(forged, forged_text).expect("writes");
+}
+
+/// Goal: a forged backup cannot plant an admin key (SPEC §11). With
+/// `CREDITD_BACKUP_KEY`, `backup` signs the file (HMAC-SHA256 of every byte)
+/// and `restore` refuses, with exit 2 and no store made, a file whose key
+/// hash was replaced and checksum recomputed, an unsigned file, a file
+/// signed under another key, and a short key; it restores the untouched
+/// file. Without the key both commands warn that nothing is authenticated,
+/// and the forgery restores: the reason the key exists.
+#[tokio::test]
+async fn a_forged_backup_is_refused_when_backups_are_signed() {
+    let provider = provider(100_000);
+    let dir = temp_dir();
+    let server = Server::start(&provider, &dir.path().join("source")).await;
+    let (_, shop) = crate::common::create_key(&server, "shop", &["storefront"]).await;
+    assert_eq!(purchase(&crate::common::client_with_key(&shop), &server.base, "ann", "pro", "p-1").await.status, 200);
+    let key = "k".repeat(40);
+    let signing = [("CREDITD_BACKUP_KEY", key.as_str())];
+    let (signed, unsigned, forged) =
+        (dir.path().join("signed"), dir.path().join("unsigned"), dir.path().join("forged"));
+    let (code, said) = run_backup_with(&server, &signed, 0, &signing);
+    assert_eq!(code, 0, "{said}");
+    assert!(!said.contains("not be authenticated"), "{said}");
+    let last = std::fs::read_to_string(&signed).expect("reads").lines().last().expect("a line").to_owned();
+    assert!(last.contains("\"type\":\"signature\"") && last.contains("hmacSha256"), "the last line signs: {last}");
+    let (code, said) = run_backup(&server, &unsigned, 0);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("warning") && said.contains("not be authenticated"), "{said}");
+    forge(&signed, &forged, CHOSEN);
+
+    for (what, file, env) in [
+        ("a forged file", &forged, signing.to_vec()),
+        ("an unsigned file", &unsigned, signing.to_vec()),
+        ("another key", &signed, vec![("CREDITD_BACKUP_KEY", "x".repeat(40).leak() as &str)]),
+    ] {
+        let target = dir.path().join(format!("restored-{}", what.replace(' ', "-")));
+        let (code, said) = run_restore_with(&[file], &target, &env);
+        assert_eq!(code, 2, "{what}: {said}");
+        assert!(said.contains("not signed") || said.contains("does not match"), "{what}: {said}");
+        assert!(!said.contains(&key), "the key is never printed");
+        let made = std::fs::read_dir(&target).map(|entries| entries.count()).unwrap_or(0);
+        assert_eq!(made, 0, "{what}: no store is made");
+    }
+    let (code, said) = run_restore_with(&[&signed], &dir.path().join("short"), &[("CREDITD_BACKUP_KEY", "too-short")]);
+    assert_eq!(code, 2, "a key under 32 bytes is refused: {said}");
+    assert!(said.contains("CREDITD_BACKUP_KEY") && !said.contains("too-short"), "{said}");
+
+    let restored = dir.path().join("restored");
+    let (code, said) = run_restore_with(&[&signed], &restored, &signing);
+    assert_eq!(code, 0, "the untouched signed file restores: {said}");
+    assert_eq!(run_check(&restored).0, 0);
+    let unguarded = dir.path().join("unguarded");
+    let (code, said) = run_restore(&[&forged], &unguarded);
+    assert_eq!(code, 0, "without the key a forgery restores: {said}");
+    assert!(said.contains("warning") && said.contains("not authenticated"), "{said}");
+    let planted = Server::start(&provider, &unguarded).await;
+    let keys = get(&crate::common::client_with_key(CHOSEN), &planted.url("/api/admin/keys")).await;
+    assert_eq!(keys.status, 200, "what the key prevents: the chosen string is an admin key there: {keys:?}");
 }
