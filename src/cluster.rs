@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::{Config, Secret};
 use crate::engine::StartError;
-use crate::http::standby::{self, LeaderUrl};
+use crate::http::standby::{self, LeaderSeen, MetricsToken};
 use crate::provider::NanoBananaClient;
 use crate::store::postgres::{connect, lease, PgStore};
 use crate::store::{Store, StoreError};
@@ -79,13 +79,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + 'static,
 ) -> Result<(), StartError> {
     let node = Node::from_config(config, listener.local_addr().map_err(StoreError::from)?);
+    let metrics_token =
+        MetricsToken(config.metrics_token.as_ref().map(|token| crate::access::hash_key(token.expose())));
+    leading(false, None);
     let (stop, stopping) = watch::channel(false);
     actix_rt::spawn(async move {
         shutdown.await;
         let _ = stop.send(true);
     });
     loop {
-        let Some(lease) = stand_by(url, &node, &listener, stopping.clone()).await? else { return Ok(()) };
+        let Some(lease) = stand_by(url, &node, &listener, &metrics_token, stopping.clone()).await? else {
+            return Ok(());
+        };
         tracing::info!(epoch = lease.epoch, node = %node.id, "took the leader lease: loading the state");
         let url_owned = url.to_owned();
         let ttl = node.ttl;
@@ -101,7 +106,8 @@ pub async fn run(
         };
         let listener_copy = listener.try_clone().map_err(StoreError::from)?;
         let app = Application::build_on(store, config, admin_token, provider.clone(), listener_copy, clock.clone())?;
-        tracing::info!(epoch = lease.epoch, "leading: serving the API");
+        tracing::info!(epoch = lease.epoch, node = %node.id, "leading: serving the API");
+        leading(true, Some(lease.epoch));
         let health = app.engine().health_handle();
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
         let keeper = actix_rt::spawn(keep_lease(url.to_owned(), node.clone(), lease, health, lost_tx));
@@ -116,11 +122,26 @@ pub async fn run(
         .await
         .map_err(StoreError::from)?;
         keeper.abort();
+        leading(false, Some(lease.epoch));
         give_back(url, &node, lease.epoch).await;
         if *stopping.borrow() {
+            tracing::info!(epoch = lease.epoch, node = %node.id, "stopped leading: shutting down");
             return Ok(());
         }
-        tracing::warn!(epoch = lease.epoch, "stepped down: standing by");
+        tracing::info!(epoch = lease.epoch, node = %node.id, "stepped down: standing by");
+    }
+}
+
+/// `creditd_leader` (1 while this node leads) and `creditd_leader_epoch`
+/// (its lease's epoch) in the process's recorder, which the leader's
+/// `/metrics` shows (SPEC §12).
+fn leading(leads: bool, epoch: Option<i64>) {
+    crate::telemetry::metrics();
+    metrics::gauge!("creditd_leader").set(if leads { 1.0 } else { 0.0 });
+    if let Some(epoch) = epoch {
+        // An epoch counts leases taken: far below 2^53, exact as an f64.
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("creditd_leader_epoch").set(epoch as f64);
     }
 }
 
@@ -130,17 +151,22 @@ async fn stand_by(
     url: &str,
     node: &Node,
     listener: &TcpListener,
+    metrics_token: &MetricsToken,
     mut stopping: watch::Receiver<bool>,
 ) -> Result<Option<lease::Lease>, StartError> {
-    let leader = LeaderUrl::default();
-    let shown = leader.clone();
-    let server =
-        HttpServer::new(move || App::new().app_data(web::Data::new(shown.clone())).configure(standby::configure))
-            .disable_signals()
-            .workers(1)
-            .listen(listener.try_clone().map_err(StoreError::from)?)
-            .map_err(StoreError::from)?
-            .run();
+    let leader = LeaderSeen::default();
+    let (shown, token) = (leader.clone(), metrics_token.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(shown.clone()))
+            .app_data(web::Data::new(token.clone()))
+            .configure(standby::configure)
+    })
+    .disable_signals()
+    .workers(1)
+    .listen(listener.try_clone().map_err(StoreError::from)?)
+    .map_err(StoreError::from)?
+    .run();
     let handle = server.handle();
     let serving = actix_rt::spawn(server);
     let mut client = None;
@@ -159,7 +185,7 @@ async fn stand_by(
             match lease::try_acquire(session, &node.id, &node.advertise_url, node.ttl).await? {
                 Some(lease) => Ok(Some(lease)),
                 None => {
-                    leader.set(lease::leader(session).await?.and_then(|(_, url)| url));
+                    leader.set(lease::leader(session).await?);
                     Ok::<_, tokio_postgres::Error>(None)
                 }
             }

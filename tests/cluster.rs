@@ -513,6 +513,10 @@ async fn a_leader_paused_past_its_lease_commits_nothing_after_it() {
     assert_eq!(not_leader.body["error"]["code"], "not_leader", "{not_leader:?}");
     let leader_url = cluster.nodes[new].base();
     assert!(not_leader.body["error"]["message"].as_str().is_some_and(|m| m.contains(&leader_url)), "{not_leader:?}");
+    let log = std::fs::read_to_string(&cluster.nodes[old].log).unwrap_or_default();
+    let stepped = log.lines().find(|line| line.contains("INFO") && line.contains("stepped down"));
+    let stepped = stepped.unwrap_or_else(|| panic!("stepping down is logged at info:\n{log}"));
+    assert!(stepped.contains("epoch="), "with the epoch it held: {stepped}");
 
     stop.store(true, Ordering::Relaxed);
     history.collect(tasks, &mut states).await;
@@ -597,4 +601,75 @@ async fn postgres_failing_over_to_its_synchronous_standby_loses_nothing() {
         history.acknowledged.len(),
         history.retried
     );
+}
+
+/// The number after `name ` in a Prometheus text exposition.
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn scrape(client: &reqwest::Client, node: &Node) -> (u16, String) {
+    let response = client.get(format!("{}/metrics", node.base())).send().await.expect("the node answers");
+    (response.status().as_u16(), response.text().await.expect("a body"))
+}
+
+/// Goal: standbys look alive and quiet (SPEC §12). Each node's `/metrics`
+/// answers 200: the leader's with `creditd_leader 1` and its lease's
+/// epoch, a standby's with `creditd_leader 0` (and none of the leader's
+/// capacity gauges). A standby answers a health check every 10 ms for a
+/// second without one WARN line (the reproduction: every `not_leader` was a
+/// WARN, ~864 000 lines a day with HAProxy's 100 ms checks). Leadership
+/// changes are logged at info with the epoch, taking the lease and
+/// stepping down both, and after a failover the new leader's epoch is the
+/// next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standbys_serve_their_metrics_and_log_leadership_not_health_checks() {
+    let Some(mut cluster) = Cluster::start().await else { return };
+    let client = reqwest::Client::new();
+    let leader = cluster.await_leader().await;
+    let standbys: Vec<usize> = (0..cluster.nodes.len()).filter(|i| *i != leader).collect();
+    let (status, text) = scrape(&client, &cluster.nodes[leader]).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(gauge(&text, "creditd_leader"), Some(1.0), "{text}");
+    let epoch = gauge(&text, "creditd_leader_epoch").expect("the leader's epoch");
+    assert!(gauge(&text, "creditd_provider_balance_credits").is_some(), "the leader's capacity gauges");
+    for &i in &standbys {
+        let (status, text) = scrape(&client, &cluster.nodes[i]).await;
+        assert_eq!(status, 200, "a standby's /metrics: {text}");
+        assert_eq!(gauge(&text, "creditd_leader"), Some(0.0), "{text}");
+        assert!(gauge(&text, "creditd_provider_balance_credits").is_none(), "no capacity gauge on a standby: {text}");
+    }
+
+    let quiet = &cluster.nodes[standbys[0]];
+    let lines_before = std::fs::read_to_string(&quiet.log).unwrap_or_default().lines().count();
+    for _ in 0..100 {
+        let ready = client.get(format!("{}/readyz", quiet.base())).send().await.expect("answers");
+        assert_eq!(ready.status(), 503);
+        let api = client.get(format!("{}/api/credits/status", quiet.base())).send().await.expect("answers");
+        assert_eq!(api.status(), 503);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let log = std::fs::read_to_string(&quiet.log).unwrap_or_default();
+    let new_lines: Vec<&str> = log.lines().skip(lines_before).filter(|line| line.contains("WARN")).collect();
+    assert!(new_lines.is_empty(), "a standby's not_leader answers are not warnings: {new_lines:?}");
+
+    cluster.nodes[leader].kill9();
+    let next = cluster.await_leader().await;
+    let (_, text) = scrape(&client, &cluster.nodes[next]).await;
+    assert_eq!(gauge(&text, "creditd_leader"), Some(1.0), "{text}");
+    let next_epoch = gauge(&text, "creditd_leader_epoch").expect("the new leader's epoch");
+    assert!(next_epoch > epoch, "the next lease has the next epoch: {epoch} then {next_epoch}");
+    let log = std::fs::read_to_string(&cluster.nodes[next].log).unwrap_or_default();
+    let took = log.lines().find(|line| line.contains("INFO") && line.contains("took the leader lease"));
+    let took = took.unwrap_or_else(|| panic!("taking the lease is logged at info:\n{log}"));
+    assert!(took.contains(&format!("epoch={next_epoch}")), "with its epoch: {took}");
+    let other = standbys.into_iter().find(|i| *i != next).expect("a standby is left");
+    common::eventually("the other standby sees the new epoch", || {
+        let (client, node) = (client.clone(), &cluster.nodes[other]);
+        async move { gauge(&scrape(&client, node).await.1, "creditd_leader_epoch") == Some(next_epoch) }
+    })
+    .await;
+    cluster.restart(leader);
+    let (_, text) = scrape(&client, &cluster.nodes[next]).await;
+    assert_eq!(gauge(&text, "creditd_leader"), Some(1.0), "a restarted node does not take over a live lease");
 }

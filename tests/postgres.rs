@@ -244,7 +244,8 @@ async fn the_lease_has_one_holder_and_fences_the_old_one() {
     let first = try_acquire(&a, "a", "http://a:8080", ttl).await.expect("query").expect("a takes the free lease");
     assert_eq!(first.epoch, 1);
     assert_eq!(try_acquire(&b, "b", "http://b:8080", ttl).await.expect("query"), None, "held: b waits");
-    assert_eq!(leader(&b).await.expect("query"), Some(("a".into(), Some("http://a:8080".into()))));
+    let seen = leader(&b).await.expect("query").expect("a leader");
+    assert_eq!((seen.epoch, seen.holder.as_str(), seen.advertise_url.as_deref()), (1, "a", Some("http://a:8080")));
     let renewed = renew(&a, "a", first.epoch, ttl).await.expect("query").expect("a renews");
     assert!(renewed.expires_at_ms >= first.expires_at_ms);
     assert_eq!(renew(&b, "b", first.epoch, ttl).await.expect("query"), None, "only the holder renews");

@@ -188,7 +188,11 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
+        if let Self::NotLeader(_) = self {
+            // A standby's every answer, a load balancer's health check every
+            // 100 ms included (SPEC §12): not worth more than debug.
+            tracing::debug!(?code, error = %self, "request failed");
+        } else if status.is_server_error() {
             tracing::warn!(?code, error = %self, "request failed");
         }
         let mut response = HttpResponse::build(status);

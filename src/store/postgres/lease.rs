@@ -127,14 +127,22 @@ pub async fn fence(transaction: &impl GenericClient, epoch: i64) -> Result<Resul
 ///
 /// # Errors
 /// The database cannot be reached or refuses.
-pub async fn leader(client: &impl GenericClient) -> Result<Option<(String, Option<String>)>, tokio_postgres::Error> {
+pub async fn leader(client: &impl GenericClient) -> Result<Option<Leader>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT holder, advertise_url FROM lease WHERE expires_at > clock_timestamp() AND holder IS NOT NULL",
+            "SELECT epoch, holder, advertise_url FROM lease WHERE expires_at > clock_timestamp() AND holder IS NOT NULL",
             &[],
         )
         .await?;
-    Ok(row.map(|row| (row.get(0), row.get(1))))
+    Ok(row.map(|row| Leader { epoch: row.get(0), holder: row.get(1), advertise_url: row.get(2) }))
+}
+
+/// The node that holds the lease now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    pub epoch: i64,
+    pub holder: String,
+    pub advertise_url: Option<String>,
 }
 
 /// Ends `node`'s lease of `epoch` now, if it still holds it (a leader that
