@@ -118,6 +118,92 @@ impl TokenBucket {
     }
 }
 
+/// Failed authentications (401) from one address in one second past
+/// which it is answered 429 for the next second (SPEC §9.2).
+pub const AUTH_FAILURES_PER_SECOND_MAX: u32 = 20;
+
+/// The most addresses [`FailedAuthentications`] remembers at once: beyond
+/// it the stalest leave, so a guesser with many addresses costs a bounded
+/// table (each entry is a few dozen bytes).
+pub const AUTH_FAILURE_ADDRESSES_MAX: usize = 10_000;
+
+/// Failed authentications by client address (SPEC §9.2): more than
+/// [`AUTH_FAILURES_PER_SECOND_MAX`] in one second block the address for the
+/// next second. A fixed one-second window per address, started by its first
+/// failure; at most `capacity` addresses.
+#[derive(Debug)]
+pub struct FailedAuthentications {
+    table: Mutex<HashMap<std::net::IpAddr, Failures>>,
+    capacity: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    /// When this address's current one-second window began.
+    since: Instant,
+    count: u32,
+    blocked_until: Option<Instant>,
+}
+
+impl Default for FailedAuthentications {
+    fn default() -> Self {
+        Self::with_capacity(AUTH_FAILURE_ADDRESSES_MAX)
+    }
+}
+
+impl FailedAuthentications {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self { table: Mutex::new(HashMap::new()), capacity: capacity.max(1) }
+    }
+
+    /// How long `address` is still blocked at `now`, if it is.
+    pub fn blocked(&self, address: std::net::IpAddr, now: Instant) -> Option<Duration> {
+        let table = self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let until = table.get(&address)?.blocked_until?;
+        Some(until.saturating_duration_since(now)).filter(|left| !left.is_zero())
+    }
+
+    /// Counts a failed authentication of `address` at `now`; answers how
+    /// long it is blocked when this one went past the limit.
+    pub fn failed(&self, address: std::net::IpAddr, now: Instant) -> Option<Duration> {
+        let second = Duration::from_secs(1);
+        let mut table = self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !table.contains_key(&address) && table.len() >= self.capacity {
+            // Entries whose window and block are over first; then, if every
+            // entry is current, the one whose window began first.
+            table.retain(|_, failures| {
+                now.saturating_duration_since(failures.since) < second
+                    || failures.blocked_until.is_some_and(|until| until > now)
+            });
+            if table.len() >= self.capacity {
+                if let Some(oldest) = table.iter().min_by_key(|(_, failures)| failures.since).map(|(at, _)| *at) {
+                    table.remove(&oldest);
+                }
+            }
+        }
+        let failures = table.entry(address).or_insert(Failures { since: now, count: 0, blocked_until: None });
+        if now.saturating_duration_since(failures.since) >= second {
+            failures.since = now;
+            failures.count = 0;
+        }
+        failures.count = failures.count.saturating_add(1);
+        if failures.count > AUTH_FAILURES_PER_SECOND_MAX {
+            failures.blocked_until = Some(now + second);
+            return Some(second);
+        }
+        None
+    }
+
+    /// How many addresses are remembered.
+    pub fn len(&self) -> usize {
+        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The live keys at one moment, by hash. Revoked keys are not in it.
 #[derive(Debug, Default)]
 pub struct KeyRing {
@@ -189,5 +275,54 @@ mod tests {
         assert_eq!(key.last_used_ms(), Some(1_000_000), "not within the minute");
         key.touch(1_000_000 + LAST_USED_GRANULARITY_MS);
         assert_eq!(key.last_used_ms(), Some(1_000_000 + LAST_USED_GRANULARITY_MS));
+    }
+
+    /// SPEC §9.2: the 21st failure within a second blocks the address for
+    /// the next second; other addresses are not affected; a new second
+    /// starts a new count.
+    #[test]
+    fn more_than_twenty_failures_in_a_second_block_the_address_for_a_second() {
+        let table = FailedAuthentications::default();
+        let (one, two): (std::net::IpAddr, std::net::IpAddr) =
+            ("127.0.0.1".parse().expect("ip"), "127.0.0.2".parse().expect("ip"));
+        let start = Instant::now();
+        for n in 0..AUTH_FAILURES_PER_SECOND_MAX {
+            assert_eq!(table.failed(one, start + Duration::from_millis(u64::from(n) * 40)), None, "failure {n}");
+        }
+        assert_eq!(table.blocked(one, start + Duration::from_millis(800)), None, "twenty are allowed");
+        let at = start + Duration::from_millis(900);
+        assert_eq!(table.failed(one, at), Some(Duration::from_secs(1)), "the 21st blocks");
+        assert_eq!(table.blocked(one, at + Duration::from_millis(999)), Some(Duration::from_millis(1)));
+        assert_eq!(table.blocked(one, at + Duration::from_secs(1)), None, "for one second");
+        assert_eq!(table.blocked(two, at), None, "another address is not blocked");
+        assert_eq!(table.failed(two, at), None);
+        let later = start + Duration::from_secs(5);
+        for n in 0..AUTH_FAILURES_PER_SECOND_MAX {
+            assert_eq!(table.failed(one, later), None, "a new second, a new count: {n}");
+        }
+    }
+
+    /// A guesser with many addresses costs a bounded table: 1 000 distinct
+    /// failing addresses leave at most the capacity, also when every entry
+    /// is current.
+    #[test]
+    fn the_table_of_addresses_is_capped() {
+        let table = FailedAuthentications::with_capacity(100);
+        let start = Instant::now();
+        let blocked: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
+        for _ in 0..=AUTH_FAILURES_PER_SECOND_MAX {
+            table.failed(blocked, start);
+        }
+        for n in 0..1_000u32 {
+            let address = std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a01_0000 + n));
+            table.failed(address, start + Duration::from_millis(u64::from(n)));
+            assert!(table.len() <= 100, "{} addresses after {n}", table.len());
+        }
+        assert_eq!(table.len(), 100);
+        let full = FailedAuthentications::with_capacity(3);
+        for n in 0..10u8 {
+            full.failed(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 2, 0, n)), start);
+        }
+        assert_eq!(full.len(), 3, "even when every entry is current");
     }
 }

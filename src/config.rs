@@ -80,6 +80,9 @@ fn enabled_by_default() -> bool {
 /// SPEC §9.2: idempotency keys are remembered at least this long.
 pub const IDEMPOTENCY_RETENTION_HOURS_MIN: u64 = 24;
 
+/// The shortest admin token `serve` accepts (SPEC §9.2).
+pub const ADMIN_TOKEN_BYTES_MIN: usize = 16;
+
 /// The TOML file: every field optional, unknown fields refused.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -440,6 +443,19 @@ impl Config {
     }
 
     /// What `serve` needs and does not have (SPEC §11), by variable name.
+    /// Why `serve` refuses the configured admin token, if it does (SPEC
+    /// §9.2): shorter than [`ADMIN_TOKEN_BYTES_MIN`] bytes. Never says the token.
+    pub fn weak_admin_token(&self) -> Option<String> {
+        let token = self.admin_token.as_ref()?;
+        (token.expose().len() < ADMIN_TOKEN_BYTES_MIN).then(|| {
+            format!(
+                "CREDITD_ADMIN_TOKEN is {} bytes; it must be at least {ADMIN_TOKEN_BYTES_MIN} (it opens every admin \
+                 route): make one with `openssl rand -hex 32` or `head -c 32 /dev/urandom | base64`",
+                token.expose().len()
+            )
+        })
+    }
+
     pub fn missing_for_serve(&self) -> Vec<&'static str> {
         let mut missing = Vec::new();
         if self.provider_base_url.is_none() {

@@ -136,6 +136,7 @@ impl Application {
             body_timeout: config.body_timeout,
             rate_limit_per_key: config.rate_limit_per_key,
             admin_bucket: access::TokenBucket::default(),
+            auth_failures: access::FailedAuthentications::default(),
             hold_ttl_max_secs: config.hold_ttl_max_secs,
             metrics: telemetry::metrics(),
             openapi: http::openapi::document(&config.packages.iter().map(|p| p.id.to_string()).collect::<Vec<_>>()),

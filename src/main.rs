@@ -317,6 +317,10 @@ fn serve(config: &Config) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_CONFIGURATION));
     };
+    if let Some(weak) = config.weak_admin_token() {
+        eprintln!("creditd serve: {weak}");
+        return Ok(ExitCode::from(EXIT_CONFIGURATION));
+    }
     let client = NanoBananaClient::new(&base_url, key, config.provider_timeout).context("provider client")?;
     match &config.store_url {
         // Cluster mode (SPEC §12): never a fallback to a sled directory.

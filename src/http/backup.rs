@@ -66,7 +66,7 @@ async fn next_chunk(
         (status = 400, description = "`invalid_request`: a bad query, or `after` beyond the ledger's end", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` or `overloaded`, or `outcome_unknown` (the last changes could not be confirmed durable)", body = ErrorBody),
     ))]
 pub async fn backup(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -104,7 +104,7 @@ pub struct KeysResponse {
         (status = 408, description = "`request_timeout`: the body did not arrive within `body_timeout_ms`; the connection is closed", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` or `overloaded` (nothing was applied), or `outcome_unknown` (the key may or may not exist: list the keys to see)", body = ErrorBody),
     ))]
 pub async fn create_key(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
@@ -131,7 +131,7 @@ pub async fn create_key(request: HttpRequest, payload: web::Payload, state: web:
         (status = 200, description = "The keys, oldest first", body = KeysResponse),
         (status = 401, description = "`unauthorized`: no valid key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`overloaded`", body = ErrorBody),
     ))]
 pub async fn list_keys(request: HttpRequest, state: web::Data<AppState>) -> Answer {
@@ -150,7 +150,7 @@ pub async fn list_keys(request: HttpRequest, state: web::Data<AppState>) -> Answ
         (status = 401, description = "`unauthorized`: no valid key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
         (status = 404, description = "`not_found`: no key with this id", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` or `overloaded` (nothing was applied), or `outcome_unknown` (retry: a revocation is idempotent)", body = ErrorBody),
     ))]
 pub async fn revoke_key(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {

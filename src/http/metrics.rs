@@ -92,11 +92,12 @@ fn signed_gauge_value(value: i64) -> f64 {
     responses(
         (status = 200, description = "The metrics", content_type = "text/plain"),
         (status = 401, description = "`unauthorized`: `CREDITD_METRICS_TOKEN` is set and this is not it", body = super::error::ErrorBody),
+        (status = 429, description = "`rate_limited`: more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = super::error::ErrorBody),
         (status = 503, description = "`overloaded`", body = super::error::ErrorBody),
     ))]
 pub async fn metrics(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if let Some(expected) = &state.metrics_key_hash {
-        super::extract::require_token(&request, expected)?;
+        super::extract::require_token(&request, expected, Some(&state.auth_failures))?;
     }
     let view = state.engine.snapshot().await?;
     let alerts = state.engine.alerts().await?;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics_key_hash: Option<KeyHash>,
     /// `rate_limit_per_key` (SPEC §9.2): requests per second per key; 0 = off.
     pub rate_limit_per_key: u32,
+    /// Failed authentications by client address (SPEC §9.2).
+    pub auth_failures: crate::access::FailedAuthentications,
     /// The admin token's bucket (API keys carry their own).
     pub admin_bucket: crate::access::TokenBucket,
     /// The id the admin token acts under ([`crate::access::ADMIN_TOKEN_ID`]).

@@ -68,7 +68,7 @@ pub async fn status(state: web::Data<AppState>) -> Answer {
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused`: the key was used with another body", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`purchases_disabled` (kill switch), `not_ready` or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn purchase(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
@@ -100,7 +100,7 @@ pub async fn purchase(request: HttpRequest, payload: web::Payload, state: web::D
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`purchases_disabled`, `not_ready` or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn create_hold(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
@@ -145,7 +145,7 @@ fn hold_id(path: web::Path<String>) -> Result<HoldId, ApiError> {
         (status = 403, description = "`forbidden`: the key has none of the scopes `storefront` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown hold, or a hold made by another API key (only the key that made it, or an admin key, may finish it)", body = ErrorBody),
         (status = 409, description = "`hold_released` or `hold_expired`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn capture_hold(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
@@ -169,7 +169,7 @@ pub async fn capture_hold(request: HttpRequest, path: web::Path<String>, state: 
         (status = 403, description = "`forbidden`: the key has none of the scopes `storefront` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown hold, or a hold made by another API key (only the key that made it, or an admin key, may finish it)", body = ErrorBody),
         (status = 409, description = "`hold_captured` or `hold_expired`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn release_hold(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
@@ -197,7 +197,7 @@ pub async fn release_hold(request: HttpRequest, path: web::Path<String>, state: 
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
         (status = 422, description = "`idempotency_key_reused`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`enhancement_unavailable` (\"Enhancement temporarily unavailable\"), `not_ready` or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
@@ -230,7 +230,7 @@ pub async fn spend(request: HttpRequest, payload: web::Payload, state: web::Data
         (status = 403, description = "`forbidden`: the key has none of the scopes `enhancement` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown spend, or a spend made by another API key (only the key that made it, or an admin key, may finish it)", body = ErrorBody),
         (status = 409, description = "`already_refunded`: the spend was refunded", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn complete(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
@@ -256,7 +256,7 @@ pub async fn complete(request: HttpRequest, path: web::Path<String>, state: web:
         (status = 403, description = "`forbidden`: the key has none of the scopes `enhancement` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: unknown spend, or a spend made by another API key (only the key that made it, or an admin key, may finish it)", body = ErrorBody),
         (status = 409, description = "`already_refunded`, or `spend_completed` (the spend was completed, by the service or by time: the provider did the work)", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn refund(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
@@ -277,7 +277,7 @@ pub async fn refund(request: HttpRequest, path: web::Path<String>, state: web::D
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key has none of the scopes `storefront`, `enhancement` or `read` (nor `admin`)", body = ErrorBody),
         (status = 404, description = "`not_found`: a user who never had a wallet", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
     ))]
 pub async fn user_credits(request: HttpRequest, path: web::Path<String>, state: web::Data<AppState>) -> Answer {
@@ -306,7 +306,7 @@ pub async fn user_credits(request: HttpRequest, path: web::Path<String>, state: 
         (status = 400, description = "`invalid_request`: malformed JSON, missing, unknown or ill-typed field, bad amount or id; the message names the field", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
     ))]
 pub async fn ledger(request: HttpRequest, state: web::Data<AppState>) -> Answer {
@@ -335,7 +335,7 @@ pub async fn ledger(request: HttpRequest, state: web::Data<AppState>) -> Answer 
         (status = 200, description = "The operators' view", body = AdminCreditsResponse),
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
     ))]
 pub async fn admin_credits(request: HttpRequest, state: web::Data<AppState>) -> Answer {
@@ -352,7 +352,7 @@ pub async fn admin_credits(request: HttpRequest, state: web::Data<AppState>) -> 
         (status = 200, description = "Synced", body = SyncResponse),
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 502, description = "`sync_failed`: the provider could not give a valid answer; the message says why", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
@@ -377,7 +377,7 @@ const REASON_BYTES_MAX: usize = 500;
         (status = 408, description = "`request_timeout`: the body did not arrive within `body_timeout_ms`; the connection is closed", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn disable_purchases(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Answer {
@@ -398,7 +398,7 @@ pub async fn disable_purchases(request: HttpRequest, payload: web::Payload, stat
         (status = 200, description = "Enabled", body = PurchasesStateResponse),
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn enable_purchases(request: HttpRequest, state: web::Data<AppState>) -> Answer {
@@ -421,7 +421,7 @@ pub async fn enable_purchases(request: HttpRequest, state: web::Data<AppState>) 
         (status = 408, description = "`request_timeout`: the body did not arrive within `body_timeout_ms`; the connection is closed", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: a body over 64 KiB", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a body that is not `application/json`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded` (nothing was applied), or `outcome_unknown` (the change was handed to storage but not confirmed durable: retry with the same key to learn whether it was applied)", body = ErrorBody),
     ))]
 pub async fn update_package(
@@ -461,7 +461,7 @@ pub async fn update_package(
         (status = 200, description = "Alerts", body = AlertsResponse),
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
     ))]
 pub async fn admin_alerts(request: HttpRequest, state: web::Data<AppState>) -> Answer {
@@ -477,7 +477,7 @@ pub async fn admin_alerts(request: HttpRequest, state: web::Data<AppState>) -> A
         (status = 200, description = "The report", body = ReportResponse),
         (status = 401, description = "`unauthorized`: no valid API key", body = ErrorBody),
         (status = 403, description = "`forbidden`: the key lacks the `admin` scope", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`; `Retry-After` says when to come back", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: past the key's `rate_limit_per_key`, or more than 20 failed authentications in one second from this address; `Retry-After` says when to come back", body = ErrorBody),
         (status = 503, description = "`not_ready` (before the first successful sync, or after a storage failure) or `overloaded`", body = ErrorBody),
     ))]
 pub async fn admin_report(request: HttpRequest, state: web::Data<AppState>) -> Answer {

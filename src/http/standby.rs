@@ -79,7 +79,7 @@ async fn metrics(
     token: web::Data<MetricsToken>,
 ) -> Result<HttpResponse, ApiError> {
     if let Some(expected) = &token.0 {
-        super::extract::require_token(&request, expected)?;
+        super::extract::require_token(&request, expected, None)?;
     }
     Ok(HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(render(leader.epoch())))
 }

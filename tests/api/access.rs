@@ -49,8 +49,17 @@ fn routes() -> Vec<(&'static str, &'static str, Option<Value>, Needs)> {
     ]
 }
 
+/// Request `n` of a matrix, each from its own loopback address, so that the
+/// matrix's many refusals stay under the 20 failed authentications an
+/// address may make in a second (SPEC §9.2).
 async fn call(server: &Server, method: &str, path: &str, body: Option<&Value>, key: Option<&str>, n: usize) -> Answer {
-    let bare = reqwest::Client::new();
+    let address = std::net::Ipv4Addr::new(
+        127,
+        1,
+        u8::try_from(n / 250 % 250).expect("small"),
+        u8::try_from(n % 250 + 1).expect("small"),
+    );
+    let bare = reqwest::Client::builder().local_address(Some(address.into())).build().expect("a client");
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
     let mut request = bare.request(method, server.url(path)).header("Idempotency-Key", format!("matrix-{n}"));
     if let Some(key) = key {
@@ -382,4 +391,84 @@ async fn only_the_key_that_made_a_hold_or_spend_or_an_admin_may_finish_it() {
     assert_eq!(shop_again.body, captured.body, "the maker's retry gets the first answer");
     let rival_again = capture(&rival, &server, &held[0]).await;
     assert_eq!((rival_again.status, rival_again.code()), (404, "not_found"), "a finished hold is no more theirs");
+}
+
+/// A client from loopback address `address` (127.0.0.0/8 is all loopback),
+/// sending `key` as its bearer key.
+fn client_from(address: &str, key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().expect("a header value"));
+    reqwest::Client::builder()
+        .local_address(Some(address.parse().expect("an address")))
+        .default_headers(headers)
+        .build()
+        .expect("a client")
+}
+
+/// Goal: guessing keys is slowed to 20 a second an address (SPEC §9.2).
+/// The reproduction: 300 wrong keys were answered 401 in 0.45 s. Now the
+/// 21st failed authentication within a second from one address, and every
+/// request from it for the next second (a valid key's too), is 429
+/// `rate_limited` with `Retry-After`; another address is not affected; once
+/// the second is over, the valid key works again from the first address.
+#[tokio::test]
+async fn more_than_twenty_failed_authentications_in_a_second_block_the_address() {
+    let provider = provider(938);
+    let dir = temp_dir();
+    let server = Server::start(&provider, dir.path()).await;
+    let (_, shop) = create_key(&server, "shop", &["storefront"]).await;
+    let wallet = server.url("/api/users/ann/credits");
+    let guesser = client_from("127.0.0.7", "ck_a-guess");
+    let mut statuses = Vec::new();
+    for n in 0..300 {
+        let key = format!("ck_guess-{n}");
+        let answer = guesser.get(&wallet).bearer_auth(&key).send().await.expect("answers");
+        statuses.push(answer.status().as_u16());
+        if answer.status() == 429 {
+            let retry = answer.headers().get("retry-after").and_then(|value| value.to_str().ok()).map(str::to_owned);
+            assert_eq!(retry.as_deref(), Some("1"), "Retry-After says when to come back");
+            let body = answer.json::<Value>().await.expect("JSON");
+            assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+        }
+    }
+    let unauthorized = statuses.iter().filter(|status| **status == 401).count();
+    assert!(statuses[..20].iter().all(|status| *status == 401), "the first 20 are answered: {statuses:?}");
+    assert_eq!(statuses[20], 429, "the 21st is refused");
+    assert!(unauthorized < 300 / 2, "most of 300 guesses are refused unchecked: {unauthorized} answered 401");
+    let honest = client_from("127.0.0.8", &shop);
+    assert_eq!(honest.get(&wallet).send().await.expect("answers").status(), 404, "another address is not blocked");
+    let wrong = client_from("127.0.0.8", "ck_one-typo");
+    assert_eq!(wrong.get(&wallet).send().await.expect("answers").status(), 401, "nor are its own few failures");
+    let same_address = client_from("127.0.0.7", &shop);
+    let blocked = same_address.get(&wallet).send().await.expect("answers");
+    assert_eq!(blocked.status(), 429, "the blocked address is blocked for every key");
+    crate::common::eventually("the block is over", || {
+        let request = same_address.get(&wallet).send();
+        async move { request.await.expect("answers").status() == 404 }
+    })
+    .await;
+}
+
+/// Goal: `serve` refuses an admin token under 16 bytes (SPEC §9.2), with
+/// exit 2 and how to make a good one, never printing the token. The
+/// reproduction: a one-character token started the server.
+#[test]
+fn serve_refuses_an_admin_token_under_16_bytes() {
+    let dir = temp_dir();
+    for token in ["Zq", "fifteen-bytes!!"] {
+        let output = std::process::Command::new(crate::common::binary())
+            .arg("serve")
+            .env_clear()
+            .env("CREDITD_DATA_DIR", dir.path())
+            .env("CREDITD_LISTEN", "127.0.0.1:0")
+            .env("CREDITD_ADMIN_TOKEN", token)
+            .env("NANOBANANA_BASE_URL", "http://127.0.0.1:9")
+            .env("NANOBANANA_API_KEY", "k")
+            .output()
+            .expect("creditd runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{token:?}: {stderr}");
+        assert!(stderr.contains("at least 16") && stderr.contains("openssl rand"), "{stderr}");
+        assert!(!stderr.contains(token), "the token is never printed: {stderr}");
+    }
 }

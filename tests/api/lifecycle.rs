@@ -116,7 +116,7 @@ async fn check_and_start_up_refuse_a_wallet_the_ledger_does_not_explain() {
         .env_clear()
         .env("CREDITD_DATA_DIR", &data_dir)
         .env("CREDITD_LISTEN", "127.0.0.1:0")
-        .env("CREDITD_ADMIN_TOKEN", "t")
+        .env("CREDITD_ADMIN_TOKEN", crate::common::ADMIN_TOKEN)
         .env("CREDITD_VERIFY_WALLETS_AT_START", "true")
         .env("NANOBANANA_BASE_URL", provider.base_url())
         .env("NANOBANANA_API_KEY", crate::common::PROVIDER_KEY)
