@@ -151,12 +151,11 @@ impl Books {
                 .map_err(|_| EngineError::Quantity(crate::domain::QuantityError::Overflow))?,
             None => current.price,
         };
-        let updated = Package {
-            id: current.id.clone(),
-            credits: message.credits.unwrap_or(current.credits),
-            price,
-            enabled: message.enabled.unwrap_or(current.enabled),
-        };
+        let credits = message.credits.unwrap_or(current.credits);
+        let enabled = message.enabled.unwrap_or(current.enabled);
+        // The edge bounds an update already; a package out of bounds is never adopted.
+        let updated = Package::new(current.id.clone(), credits, price, enabled)
+            .map_err(|_| EngineError::Quantity(crate::domain::QuantityError::Overflow))?;
         if &updated == current {
             return Ok(Decision::Replay(updated));
         }

@@ -14,7 +14,10 @@ use super::extract::{authorize, fingerprint, idempotency_key, json_body, require
 use super::AppState;
 use crate::actors::inventory::UpdatePackage;
 use crate::actors::EngineError;
-use crate::domain::{HoldId, Needs, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId, QUANTITY_MAX};
+use crate::domain::{
+    package_credits, package_price, HoldId, Needs, PackageError, PackageId, Reason, ScopedKey, SpendId, UserCredits,
+    UserId, QUANTITY_MAX,
+};
 
 /// Entries shown with a wallet.
 const USER_ENTRIES_DEFAULT: usize = crate::domain::ledger::WALLET_RECENT_MAX;
@@ -436,19 +439,17 @@ pub async fn update_package(
     if body.enabled.is_none() && body.price.is_none() && body.credits.is_none() {
         return Err(ApiError::invalid("body", "name at least one of enabled, price, credits"));
     }
+    // SPEC §9.2: bounded here, once, so that nothing downstream can overflow.
     let credits = body
         .credits
-        .map(UserCredits::positive_from_i64)
+        .map(|credits| u64::try_from(credits).map_err(|_| PackageError::Credits).and_then(package_credits))
         .transpose()
         .map_err(|error| ApiError::invalid("credits", error))?;
     let price = body
         .price
-        .map(|price| {
-            UserCredits::positive_from_i64(price)
-                .map(UserCredits::get)
-                .map_err(|error| ApiError::invalid("price", error))
-        })
-        .transpose()?;
+        .map(|price| u64::try_from(price).map_err(|_| PackageError::Price).and_then(package_price))
+        .transpose()
+        .map_err(|error| ApiError::invalid("price", error))?;
     let update = UpdatePackage { package_id, enabled: body.enabled, credits, price_minor_units: price };
     let package = state.engine.update_package(update).await?;
     Ok(HttpResponse::Ok().json(AdminPackageResponse::from(package)))

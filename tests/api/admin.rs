@@ -120,9 +120,11 @@ async fn operators_change_packages_with_validation() {
     let off = put("starter", json!({"enabled": false})).await;
     assert_eq!(off.body["enabled"], false);
     for (body, field) in [
-        (json!({"price": 0}), "price"),
         (json!({"price": -1}), "price"),
+        (json!({"price": 9_007_199_254_740_991_i64}), "price"),
+        (json!({"price": 100_000_001}), "price"),
         (json!({"credits": 0}), "credits"),
+        (json!({"credits": 1_000_001}), "credits"),
         (json!({}), "body"),
         (json!({"colour": "red"}), "colour"),
     ] {
@@ -152,4 +154,47 @@ async fn operators_change_packages_with_validation() {
     assert_eq!(bought.body["credits"], 40);
     let status = admin_get(&client, &server.url("/api/admin/credits")).await;
     assert_eq!(status.body["reservedCredits"], 160);
+}
+
+/// Goal: an operator's extreme package cannot make later purchases fail
+/// (SPEC §9.2). The reproduction: `price` 2^53 − 1 was accepted, and every
+/// purchase of the package then answered a retryable 503 "revenue
+/// overflow". Now the update is 400 `invalid_request` naming the field and
+/// changes nothing, and the bounds themselves (credits 1 to 1 000 000, price
+/// 0 to 100 000 000) are accepted and sell.
+#[tokio::test]
+async fn extreme_package_updates_are_refused_and_the_bounds_sell() {
+    let provider = provider(100_000_000);
+    let dir = temp_dir();
+    let server = Server::start(&provider, dir.path()).await;
+    let client = client();
+    let put = |id: &str, body: serde_json::Value| {
+        let request = client.put(server.url(&format!("/api/admin/packages/{id}"))).bearer_auth(ADMIN_TOKEN).json(&body);
+        async move { answer(request.send().await.expect("answers")).await }
+    };
+    let before = catalogue(&client, &server).await;
+    let extreme = put("studio", json!({"price": 9_007_199_254_740_991_i64})).await;
+    assert_eq!((extreme.status, extreme.code()), (400, "invalid_request"), "{extreme:?}");
+    assert!(extreme.message().contains("price") && extreme.message().contains("100000000"), "{extreme:?}");
+    assert_eq!(catalogue(&client, &server).await, before, "a refused update changes nothing");
+    for n in 0..3 {
+        let bought = purchase(&client, &server.base, "rich", "studio", &format!("s-{n}")).await;
+        assert_eq!(bought.status, 200, "the package still sells: {bought:?}");
+    }
+
+    let top = put("studio", json!({"price": 100_000_000, "credits": 1_000_000})).await;
+    assert_eq!(
+        (top.status, top.body["price"].as_u64(), top.body["credits"].as_u64()),
+        (200, Some(100_000_000), Some(1_000_000))
+    );
+    let free = put("starter", json!({"price": 0})).await;
+    assert_eq!((free.status, free.body["price"].as_u64()), (200, Some(0)), "a free package is allowed");
+    for n in 0..10 {
+        let bought = purchase(&client, &server.base, "whale", "studio", &format!("w-{n}")).await;
+        assert_eq!(bought.status, 200, "the largest package sells: {bought:?}");
+    }
+    let gift = purchase(&client, &server.base, "fan", "starter", "f-1").await;
+    assert_eq!((gift.status, gift.body["balance"].as_u64()), (200, Some(10)), "{gift:?}");
+    let report = admin_get(&client, &server.url("/api/admin/report")).await;
+    assert_eq!(report.status, 200, "{report:?}");
 }

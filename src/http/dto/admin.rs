@@ -192,10 +192,11 @@ impl From<PurchasesState> for PurchasesStateResponse {
 #[serde(deny_unknown_fields)]
 pub struct PackageUpdateRequest {
     pub enabled: Option<bool>,
-    /// Integer minor units.
-    #[schema(minimum = 1, maximum = 9007199254740991_i64)]
+    /// Integer minor units, 0 to 100 000 000 (SPEC §9.2).
+    #[schema(minimum = 0, maximum = 100_000_000)]
     pub price: Option<i64>,
-    #[schema(minimum = 1, maximum = 9007199254740991_i64)]
+    /// 1 to 1 000 000 (SPEC §9.2).
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub credits: Option<i64>,
 }
 
