@@ -26,7 +26,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
@@ -37,6 +37,11 @@ use crate::provider::NanoBananaClient;
 use crate::store::postgres::{connect, lease, PgStore};
 use crate::store::{Store, StoreError};
 use crate::Application;
+
+/// A standby's request heads must arrive within this (its answers are all short).
+const STANDBY_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Open connections a standby serves at once (health checks and scrapes).
+const STANDBY_CONNECTIONS_MAX: usize = 1_000;
 
 /// The lease settings of one node.
 #[derive(Debug, Clone)]
@@ -156,17 +161,14 @@ async fn stand_by(
 ) -> Result<Option<lease::Lease>, StartError> {
     let leader = LeaderSeen::default();
     let (shown, token) = (leader.clone(), metrics_token.clone());
-    let server = HttpServer::new(move || {
+    let listener = listener.try_clone().map_err(StoreError::from)?;
+    let server = crate::serve(listener, STANDBY_REQUEST_TIMEOUT, 1, STANDBY_CONNECTIONS_MAX, move || {
         App::new()
             .app_data(web::Data::new(shown.clone()))
             .app_data(web::Data::new(token.clone()))
             .configure(standby::configure)
     })
-    .disable_signals()
-    .workers(1)
-    .listen(listener.try_clone().map_err(StoreError::from)?)
-    .map_err(StoreError::from)?
-    .run();
+    .map_err(StoreError::from)?;
     let handle = server.handle();
     let serving = actix_rt::spawn(server);
     let mut client = None;

@@ -42,7 +42,7 @@ use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 
 use clock::Clock;
 use config::{Config, Secret};
@@ -58,6 +58,68 @@ const METRICS_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_s
 
 /// How long SIGTERM waits for in-flight requests before closing them.
 const SHUTDOWN_GRACE_SECS: u64 = 30;
+
+/// The HTTP server of `app` on `listener`: actix-web's `HttpServer::listen`,
+/// built by hand so that every connection is wrapped in
+/// [`http::wire::JsonErrors`] (the errors actix-http writes itself carry the
+/// JSON error body too, SPEC §9).
+pub(crate) fn serve<F, A, B>(
+    listener: TcpListener,
+    request_timeout: std::time::Duration,
+    workers: usize,
+    connections_per_worker: usize,
+    app: F,
+) -> std::io::Result<actix_web::dev::Server>
+where
+    F: Fn() -> App<A> + Send + Clone + 'static,
+    A: actix_web::dev::ServiceFactory<
+            actix_web::dev::ServiceRequest,
+            Config = (),
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+            InitError = (),
+        > + 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
+    use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+    let address = listener.local_addr()?;
+    let builder = actix_server::Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    builder
+        .disable_signals()
+        .workers(workers)
+        .max_concurrent_connections(connections_per_worker)
+        .shutdown_timeout(SHUTDOWN_GRACE_SECS)
+        .listen("creditd", listener, move || {
+            let shutdown = shutdown.clone();
+            let factory = app().into_factory().map_err(|error: actix_web::Error| error.error_response());
+            let service = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                .keep_alive(KEEP_ALIVE)
+                // Slow or idle headers are cut like slow bodies (SPEC §9.2).
+                .client_request_timeout(request_timeout)
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(address)
+                .finish(map_config(factory, move |()| {
+                    // Only URL generation reads it, and creditd generates none.
+                    actix_web::dev::AppConfig::default()
+                }));
+            fn_service(|io: actix_rt::net::TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, actix_http::error::DispatchError>((
+                    http::wire::JsonErrors::new(io),
+                    actix_http::Protocol::Http1,
+                    peer,
+                ))
+            })
+            .and_then(service)
+        })
+        .map(actix_server::ServerBuilder::run)
+}
 
 /// A running creditd: the engine, its sync, and the HTTP server.
 pub struct Application {
@@ -156,20 +218,13 @@ impl Application {
         let workers = config.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
         // actix bounds connections per worker; `max_connections` is for the whole server.
         let connections_per_worker = config.max_connections.div_ceil(workers.max(1)).max(1);
-        let mut server = HttpServer::new(move || {
+        let server = serve(listener, config.body_timeout, workers, connections_per_worker, move || {
             App::new()
                 .app_data(state.clone())
                 .wrap(actix_web::middleware::from_fn(http::metrics::record_latency))
                 .configure(http::configure)
         })
-        .disable_signals()
-        // Slow or idle headers are cut like slow bodies (SPEC §9.2).
-        .client_request_timeout(config.body_timeout)
-        .keep_alive(KEEP_ALIVE)
-        .max_connections(connections_per_worker)
-        .shutdown_timeout(SHUTDOWN_GRACE_SECS);
-        server = server.workers(workers);
-        let server = server.listen(listener).map_err(store::StoreError::from)?.run();
+        .map_err(store::StoreError::from)?;
         Ok(Self { server, address, engine, threads })
     }
 

@@ -74,7 +74,7 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("the request body did not arrive in time; the connection is closed")]
     RequestTimeout,
-    #[error("this API key's rate limit is reached; retry after the Retry-After header's seconds")]
+    #[error("too many requests (this API key's rate limit, or this address's failed authentications); retry after the Retry-After header's seconds")]
     RateLimited(std::time::Duration),
     #[error("the request body must be application/json")]
     UnsupportedMediaType,

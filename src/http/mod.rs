@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod standby;
+pub mod wire;
 
 use actix_web::http::Method;
 use actix_web::{web, Route};

@@ -165,3 +165,60 @@ async fn max_connections_bounds_the_open_connections() {
     let status = tokio::time::timeout(Duration::from_secs(10), fifth).await.expect("served once they go");
     assert_eq!(status.expect("joins").expect("answers"), 200);
 }
+
+/// Sends `bytes` on a new connection and reads until the server closes it
+/// or `wait` passes; answers what came back.
+fn exchange(address: &str, bytes: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(address).expect("connects");
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    stream.write_all(bytes).expect("writes");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The JSON body of a raw HTTP/1.1 answer, checked against its
+/// `content-length` and `content-type`.
+fn json_of(answer: &str) -> serde_json::Value {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("a head: {answer:?}"));
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-type: application/json"), "{answer}");
+    assert!(head.contains(&format!("content-length: {}", body.len())), "{answer}");
+    serde_json::from_str(body).unwrap_or_else(|error| panic!("{error}: {answer}"))
+}
+
+/// Goal: every error answer is the contract's JSON (SPEC §9), the ones
+/// actix-http writes below the application too. The reproduction: a slow
+/// header's 408, and a request that is not HTTP, came back with an empty
+/// body. Now both carry `{"error": {"code", "message"}}`, and the
+/// connection is still closed after them.
+#[tokio::test]
+async fn the_servers_own_error_answers_are_json() {
+    let provider = provider(938);
+    let dir = temp_dir();
+    let server = Server::start_with(&provider, dir.path(), &[("CREDITD_BODY_TIMEOUT_MS", "500")]).await;
+    let address = address(&server);
+    let answers = tokio::task::spawn_blocking(move || {
+        let slow_header =
+            exchange(&address, b"GET /api/credits/status HTTP/1.1\r\nHost: creditd\r\n", Duration::from_secs(5));
+        let not_http = exchange(&address, b"NOT HTTP AT ALL\r\n\r\n", Duration::from_secs(5));
+        (slow_header, not_http)
+    })
+    .await
+    .expect("joins");
+    let (slow_header, not_http) = answers;
+    assert!(slow_header.starts_with("HTTP/1.1 408"), "{slow_header}");
+    assert_eq!(json_of(&slow_header)["error"]["code"], "request_timeout", "{slow_header}");
+    assert!(not_http.starts_with("HTTP/1.1 400"), "{not_http}");
+    let body = json_of(&not_http);
+    assert_eq!(body["error"]["code"], "invalid_request", "{not_http}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{not_http}");
+    let fine = crate::common::get(&client(), &server.url("/api/credits/status")).await;
+    assert_eq!(fine.status, 200, "the server goes on: {fine:?}");
+}
