@@ -259,8 +259,8 @@ impl Application {
 /// process with a dead actor or commit loop would answer `/healthz` 200 and
 /// 503 to every purchase forever. So any panic, on any thread, prints its
 /// message and aborts the process (exit by SIGABRT): the supervisor restarts
-/// it and start-up recovery runs. The release profile also sets
-/// `panic = "abort"`; this hook makes every build, tests included, behave so.
+/// it and start-up recovery runs. The hook does this in every profile (the
+/// release profile keeps unwinding so that the test harness shares its build).
 pub fn abort_on_panic() {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
