@@ -187,7 +187,8 @@ async fn stand_by(
             match lease::try_acquire(session, &node.id, &node.advertise_url, node.ttl).await? {
                 Some(lease) => Ok(Some(lease)),
                 None => {
-                    leader.set(lease::leader(session).await?);
+                    let now = lease::leader(session).await?;
+                    leader.set(now.map(|now| (now.epoch, now.advertise_url)));
                     Ok::<_, tokio_postgres::Error>(None)
                 }
             }

@@ -32,11 +32,12 @@ struct Seen {
 }
 
 impl LeaderSeen {
-    /// What the last read of the lease found (`None`: no unexpired lease).
-    pub fn set(&self, leader: Option<crate::store::postgres::lease::Leader>) {
+    /// What the last read of the lease found: the leader's epoch and
+    /// advertised URL, or `None` for no unexpired lease.
+    pub fn set(&self, leader: Option<(i64, Option<String>)>) {
         if let Ok(mut seen) = self.0.write() {
             match leader {
-                Some(leader) => *seen = Seen { url: leader.advertise_url, epoch: Some(leader.epoch) },
+                Some((epoch, url)) => *seen = Seen { url, epoch: Some(epoch) },
                 // No leader now: the epoch seen last still tells where the count is.
                 None => seen.url = None,
             }
@@ -107,12 +108,7 @@ mod tests {
             ["creditd_leader 0"]
         );
         let seen = LeaderSeen::default();
-        let leader = |epoch| crate::store::postgres::lease::Leader {
-            epoch,
-            holder: "node a".into(),
-            advertise_url: Some("http://a:8080".into()),
-        };
-        seen.set(Some(leader(7)));
+        seen.set(Some((7, Some("http://a:8080".into()))));
         assert_eq!((seen.url().as_deref(), seen.epoch()), (Some("http://a:8080"), Some(7)));
         seen.set(None);
         assert_eq!((seen.url(), seen.epoch()), (None, Some(7)), "no leader now; the epoch seen last stays");
