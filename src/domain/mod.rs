@@ -10,6 +10,7 @@
 mod access;
 mod capacity;
 mod credits;
+pub mod grants;
 mod ids;
 pub mod ledger;
 mod money;
