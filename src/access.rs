@@ -135,6 +135,10 @@ pub const AUTH_FAILURE_ADDRESSES_MAX: usize = 10_000;
 pub struct FailedAuthentications {
     table: Mutex<HashMap<std::net::IpAddr, Failures>>,
     capacity: usize,
+    /// The latest end of any block, in nanoseconds after `epoch`: while no
+    /// address is blocked, a request's check takes no lock.
+    blocks_until: AtomicU64,
+    epoch: Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -153,11 +157,23 @@ impl Default for FailedAuthentications {
 
 impl FailedAuthentications {
     pub fn with_capacity(capacity: usize) -> Self {
-        Self { table: Mutex::new(HashMap::new()), capacity: capacity.max(1) }
+        Self {
+            table: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+            blocks_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// How long `address` is still blocked at `now`, if it is.
     pub fn blocked(&self, address: std::net::IpAddr, now: Instant) -> Option<Duration> {
+        if self.nanos(now) >= self.blocks_until.load(Ordering::Acquire) {
+            return None;
+        }
         let table = self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let until = table.get(&address)?.blocked_until?;
         Some(until.saturating_duration_since(now)).filter(|left| !left.is_zero())
@@ -188,7 +204,9 @@ impl FailedAuthentications {
         }
         failures.count = failures.count.saturating_add(1);
         if failures.count > AUTH_FAILURES_PER_SECOND_MAX {
-            failures.blocked_until = Some(now + second);
+            let until = now + second;
+            failures.blocked_until = Some(until);
+            self.blocks_until.fetch_max(self.nanos(until), Ordering::AcqRel);
             return Some(second);
         }
         None
