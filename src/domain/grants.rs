@@ -216,6 +216,11 @@ mod tests {
         }
     }
 
+    #[test]
+    fn kinds_have_their_wire_names() {
+        assert_eq!([GrantKind::Paid.as_str(), GrantKind::Promotional.as_str()], ["paid", "promotional"]);
+    }
+
     /// SPEC §13's order, case by case: expiry first (never last), then
     /// promotional before paid, then the oldest.
     #[test]
@@ -275,6 +280,8 @@ mod tests {
             grant(3, GrantKind::Paid, 40, None),
         ];
         assert_eq!(expiring(&grants, 0, 8_000).map(UserCredits::get), Ok(10));
+        assert_eq!(expiring(&grants, 0, 5_000).map(UserCredits::get), Ok(0), "at the bound is not before it");
+        assert_eq!(expiring(&grants, 0, 5_001).map(UserCredits::get), Ok(10));
         assert_eq!(expiring(&grants, 0, 10_000).map(UserCredits::get), Ok(30));
         assert_eq!(expiring(&grants, 6_000, 10_000).map(UserCredits::get), Ok(20), "the expired one is gone");
     }
