@@ -208,10 +208,7 @@ pub(crate) fn read(
     let (mut header, mut next_seq, mut count) = (None::<Header>, 0u64, 0u64);
     let mut buffer = Vec::new();
     for number in 1u64.. {
-        buffer.clear();
-        let limit = u64::try_from(LINE_BYTES_MAX).unwrap_or(u64::MAX).saturating_add(1);
-        let read = std::io::Read::take(&mut reader, limit).read_until(b'\n', &mut buffer);
-        if read.map_err(io_error(path))? == 0 {
+        if read_line(&mut reader, &mut buffer).map_err(io_error(path))? == 0 {
             return Err(format(number, "the file ends before its end line: incomplete".into()));
         }
         if buffer.len() > LINE_BYTES_MAX || buffer.last() != Some(&b'\n') {
@@ -262,13 +259,20 @@ pub(crate) fn read(
     Err(format(0, "too many lines".into()))
 }
 
+/// Reads the next line into `buffer` (cleared first), at most one byte past
+/// [`LINE_BYTES_MAX`] so that a longer line is seen without being read
+/// whole; answers the bytes read (0 at the end of the file).
+fn read_line(reader: &mut impl BufRead, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
+    buffer.clear();
+    let limit = u64::try_from(LINE_BYTES_MAX).unwrap_or(u64::MAX).saturating_add(1);
+    std::io::Read::take(reader, limit).read_until(b'\n', buffer)
+}
+
 /// What may follow the end line (number `end`): a signature line, then
 /// nothing (it is checked by [`authenticate`] when a backup key is set).
 fn after_end(reader: &mut impl BufRead, end: u64) -> Result<(), (u64, String)> {
     let mut rest = Vec::new();
-    let limit = u64::try_from(LINE_BYTES_MAX).unwrap_or(u64::MAX).saturating_add(1);
-    let read = std::io::Read::take(&mut *reader, limit).read_until(b'\n', &mut rest);
-    if read.map_err(|error| (end + 1, error.to_string()))? == 0 {
+    if read_line(reader, &mut rest).map_err(|error| (end + 1, error.to_string()))? == 0 {
         return Ok(());
     }
     match serde_json::from_slice::<Line>(&rest) {
@@ -326,9 +330,7 @@ pub fn authenticate(path: &Path, key: &[u8]) -> Result<(), BackupError> {
     let mut mac = mac(key);
     let (mut last, mut line) = (Vec::new(), Vec::new());
     loop {
-        line.clear();
-        let limit = u64::try_from(LINE_BYTES_MAX).unwrap_or(u64::MAX).saturating_add(1);
-        if std::io::Read::take(&mut reader, limit).read_until(b'\n', &mut line).map_err(io_error(path))? == 0 {
+        if read_line(&mut reader, &mut line).map_err(io_error(path))? == 0 {
             break;
         }
         if line.len() > LINE_BYTES_MAX {
