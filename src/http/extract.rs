@@ -137,18 +137,45 @@ pub fn require_token(
     expected: &crate::access::KeyHash,
     failures: Option<&crate::access::FailedAuthentications>,
 ) -> Result<(), ApiError> {
-    let address = request.peer_addr().map(|peer| peer.ip()).filter(|_| failures.is_some());
-    let now = std::time::Instant::now();
-    if let Some(wait) = address.zip(failures).and_then(|(address, failures)| failures.blocked(address, now)) {
-        return Err(ApiError::RateLimited(wait));
-    }
+    let guard = Guard::check(request, failures)?;
     let presented = bearer(request);
     if presented.is_some_and(|presented| bool::from(hash_key(presented).ct_eq(expected))) {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(guard.failed())
     }
-    match address.zip(failures).and_then(|(address, failures)| failures.failed(address, now)) {
-        Some(wait) => Err(ApiError::RateLimited(wait)),
-        None => Err(ApiError::Unauthorized),
+}
+
+/// The failed-authentication limit of one request's address (SPEC §9.2):
+/// a blocked address is refused before its key is looked at, and a failure
+/// counts against it.
+struct Guard<'a> {
+    failures: Option<(&'a crate::access::FailedAuthentications, std::net::IpAddr)>,
+    now: std::time::Instant,
+}
+
+impl<'a> Guard<'a> {
+    /// # Errors
+    /// 429 `rate_limited` while the request's address is blocked.
+    fn check(
+        request: &HttpRequest,
+        failures: Option<&'a crate::access::FailedAuthentications>,
+    ) -> Result<Self, ApiError> {
+        let address = request.peer_addr().map(|peer| peer.ip());
+        let guard = Self { failures: failures.zip(address), now: std::time::Instant::now() };
+        match guard.failures.and_then(|(failures, address)| failures.blocked(address, guard.now)) {
+            Some(wait) => Err(ApiError::RateLimited(wait)),
+            None => Ok(guard),
+        }
+    }
+
+    /// The answer to a failed authentication, counted: 401, or 429 when it
+    /// was one too many.
+    fn failed(&self) -> ApiError {
+        match self.failures.and_then(|(failures, address)| failures.failed(address, self.now)) {
+            Some(wait) => ApiError::RateLimited(wait),
+            None => ApiError::Unauthorized,
+        }
     }
 }
 
@@ -168,15 +195,8 @@ pub fn require_token(
 /// blocked address, or past the key's `rate_limit_per_key`; 403
 /// `forbidden` without the scope.
 pub fn authorize(request: &HttpRequest, state: &AppState, needs: Needs) -> Result<Caller, ApiError> {
-    let address = request.peer_addr().map(|peer| peer.ip());
-    let now = std::time::Instant::now();
-    if let Some(wait) = address.and_then(|address| state.auth_failures.blocked(address, now)) {
-        return Err(ApiError::RateLimited(wait));
-    }
-    let failed = || match address.and_then(|address| state.auth_failures.failed(address, now)) {
-        Some(wait) => ApiError::RateLimited(wait),
-        None => ApiError::Unauthorized,
-    };
+    let guard = Guard::check(request, Some(&state.auth_failures))?;
+    let failed = || guard.failed();
     let presented = bearer(request).ok_or_else(failed)?;
     let hash = hash_key(presented);
     let (caller, bucket) = if bool::from(hash.ct_eq(&state.admin_key_hash)) {
