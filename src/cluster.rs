@@ -86,7 +86,7 @@ pub async fn run(
     let node = Node::from_config(config, listener.local_addr().map_err(StoreError::from)?);
     let metrics_token =
         MetricsToken(config.metrics_token.as_ref().map(|token| crate::access::hash_key(token.expose())));
-    leading(false, None);
+    crate::telemetry::leading(false, None);
     let (stop, stopping) = watch::channel(false);
     actix_rt::spawn(async move {
         shutdown.await;
@@ -112,7 +112,7 @@ pub async fn run(
         let listener_copy = listener.try_clone().map_err(StoreError::from)?;
         let app = Application::build_on(store, config, admin_token, provider.clone(), listener_copy, clock.clone())?;
         tracing::info!(epoch = lease.epoch, node = %node.id, "leading: serving the API");
-        leading(true, Some(lease.epoch));
+        crate::telemetry::leading(true, Some(lease.epoch));
         let health = app.engine().health_handle();
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel();
         let keeper = actix_rt::spawn(keep_lease(url.to_owned(), node.clone(), lease, health, lost_tx));
@@ -127,26 +127,13 @@ pub async fn run(
         .await
         .map_err(StoreError::from)?;
         keeper.abort();
-        leading(false, Some(lease.epoch));
+        crate::telemetry::leading(false, Some(lease.epoch));
         give_back(url, &node, lease.epoch).await;
         if *stopping.borrow() {
             tracing::info!(epoch = lease.epoch, node = %node.id, "stopped leading: shutting down");
             return Ok(());
         }
         tracing::info!(epoch = lease.epoch, node = %node.id, "stepped down: standing by");
-    }
-}
-
-/// `creditd_leader` (1 while this node leads) and `creditd_leader_epoch`
-/// (its lease's epoch) in the process's recorder, which the leader's
-/// `/metrics` shows (SPEC §12).
-fn leading(leads: bool, epoch: Option<i64>) {
-    crate::telemetry::metrics();
-    metrics::gauge!("creditd_leader").set(if leads { 1.0 } else { 0.0 });
-    if let Some(epoch) = epoch {
-        // An epoch counts leases taken: far below 2^53, exact as an f64.
-        #[allow(clippy::cast_precision_loss)]
-        metrics::gauge!("creditd_leader_epoch").set(epoch as f64);
     }
 }
 

@@ -164,8 +164,7 @@ impl Application {
             store = store.with_faults(faults);
         }
         // One node on its own directory is the only node: it leads (SPEC §12's gauge).
-        telemetry::metrics();
-        metrics::gauge!("creditd_leader").set(1.0);
+        telemetry::leading(true, None);
         Self::build_on(Store::Sled(store), config, admin_token, provider, listener, clock)
     }
 

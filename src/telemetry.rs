@@ -52,3 +52,16 @@ pub fn metrics() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// `creditd_leader` (1 while this node leads) and `creditd_leader_epoch`
+/// (its lease's epoch, when it has one) in the process's recorder, which the
+/// leader's `/metrics` shows (SPEC §12).
+pub fn leading(leads: bool, epoch: Option<i64>) {
+    metrics();
+    metrics::gauge!("creditd_leader").set(if leads { 1.0 } else { 0.0 });
+    if let Some(epoch) = epoch {
+        // An epoch counts leases taken: far below 2^53, exact as an f64.
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("creditd_leader_epoch").set(epoch as f64);
+    }
+}
