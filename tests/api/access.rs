@@ -509,13 +509,7 @@ async fn only_the_key_that_made_a_hold_or_spend_or_an_admin_may_finish_it() {
 /// A client from loopback address `address` (127.0.0.0/8 is all loopback),
 /// sending `key` as its bearer key.
 fn client_from(address: &str, key: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().expect("a header value"));
-    reqwest::Client::builder()
-        .local_address(Some(address.parse().expect("an address")))
-        .default_headers(headers)
-        .build()
-        .expect("a client")
+    crate::common::client_with_key_from(key, Some(address.parse().expect("an address")))
 }
 
 /// Goal: guessing keys is slowed to 20 a second an address (SPEC §9.2).

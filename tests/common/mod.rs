@@ -192,11 +192,19 @@ pub fn client() -> reqwest::Client {
 
 /// A client that sends `key` as its bearer key.
 pub fn client_with_key(key: &str) -> reqwest::Client {
+    client_with_key_from(key, None)
+}
+
+/// As [`client_with_key`], its connections made from local address
+/// `address` when one is given (any of 127.0.0.0/8 reaches loopback): a
+/// test's callers can come from distinct addresses.
+pub fn client_with_key_from(key: &str, address: Option<std::net::IpAddr>) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).expect("a header value");
     value.set_sensitive(true);
     headers.insert(reqwest::header::AUTHORIZATION, value);
     reqwest::Client::builder()
+        .local_address(address)
         .default_headers(headers)
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(256)
