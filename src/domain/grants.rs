@@ -8,10 +8,45 @@
 //! functions decide.
 
 use std::cmp::Ordering;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{QuantityError, UserCredits};
+use super::{Money, QuantityError, UserCredits};
+
+/// A grant's id: `grant_` and the ledger sequence number of the entry that
+/// made it (a purchase, a capture, or an admin's `grantCreated`), so the id
+/// orders grants by age and names the entry that tells whose grant it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GrantId(pub u64);
+
+/// Not a grant id (`grant_` and a sequence number).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a grant id is grant_ and a number")]
+pub struct BadGrantId;
+
+impl GrantId {
+    /// # Errors
+    /// [`BadGrantId`] for anything but `grant_` and a positive number
+    /// without leading zeros.
+    pub fn parse(value: &str) -> Result<Self, BadGrantId> {
+        let digits = value.strip_prefix("grant_").ok_or(BadGrantId)?;
+        if digits.is_empty()
+            || digits.len() > 19
+            || digits.starts_with('0')
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(BadGrantId);
+        }
+        digits.parse().map(Self).map_err(|_| BadGrantId)
+    }
+}
+
+impl fmt::Display for GrantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "grant_{}", self.0)
+    }
+}
 
 /// Where a grant's credits came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -50,10 +85,17 @@ pub struct Grant {
     pub credits: UserCredits,
     /// What is left of it: never below 0, never above `credits`.
     pub remaining: UserCredits,
+    /// What the user paid for it (zero for a promotional grant): the
+    /// revenue its expired credits had earned is `price × expired / credits`.
+    pub price: Money,
     pub created_at_ms: u64,
     /// `None`: never expires.
     pub expires_at_ms: Option<u64>,
     pub closed: Option<Closed>,
+    /// The last time a spend drew from it or it closed: a wallet forgets an
+    /// emptied grant only once no open spend can still give credits back
+    /// to it ([`retire`]).
+    pub touched_at_ms: u64,
 }
 
 /// The credits a spend took from one grant.
@@ -86,8 +128,51 @@ impl Grant {
             return UserCredits::ZERO;
         }
         self.closed = Some(how);
+        self.touched_at_ms = match how {
+            Closed::Expired { at_ms } | Closed::Voided { at_ms } => at_ms,
+        };
         std::mem::replace(&mut self.remaining, UserCredits::ZERO)
     }
+
+    /// Whether it expires by time at `now_ms` but has not been closed yet:
+    /// the decision at hand closes it first ([`due`]).
+    pub fn is_due(&self, now_ms: u64) -> bool {
+        self.closed.is_none() && self.expires_at_ms.is_some_and(|expires| expires <= now_ms)
+    }
+
+    pub fn id(&self) -> GrantId {
+        GrantId(self.seq)
+    }
+
+    /// The revenue `credits` of this grant had earned: its price pro rata,
+    /// rounded down, so that the parts of one grant never add up to more
+    /// than its price.
+    pub fn revenue_of(&self, credits: UserCredits) -> Money {
+        let share = u128::from(self.price.minor_units())
+            .checked_mul(u128::from(credits.get()))
+            .and_then(|product| product.checked_div(u128::from(self.credits.get())))
+            .and_then(|share| u64::try_from(share).ok())
+            .unwrap_or(0);
+        Money::new(share.min(self.price.minor_units()), self.price.currency()).unwrap_or(self.price)
+    }
+}
+
+/// The grants that expire by time at `now_ms` and are not closed yet, in
+/// the order of their ids.
+pub fn due(grants: &[Grant], now_ms: u64) -> Vec<GrantId> {
+    grants.iter().filter(|grant| grant.is_due(now_ms)).map(Grant::id).collect()
+}
+
+/// Forgets the grants nothing can change any more: closed, or emptied and
+/// never expiring, and untouched for `keep_ms` (longer than any spend stays
+/// open, so no refund can still give credits back to them). An emptied
+/// grant that will expire is kept until it closes, so that its expiry is
+/// written and its deadline forgotten.
+pub fn retire(grants: &mut Vec<Grant>, now_ms: u64, keep_ms: u64) {
+    grants.retain(|grant| {
+        let settled = grant.closed.is_some() || (grant.remaining.is_zero() && grant.expires_at_ms.is_none());
+        !(settled && grant.touched_at_ms.saturating_add(keep_ms) < now_ms)
+    });
 }
 
 /// SPEC §13's burn order: the soonest `expiresAt` first (grants that never
@@ -137,6 +222,7 @@ pub fn draw(grants: &mut [Grant], credits: UserCredits, now_ms: u64) -> Result<V
             continue;
         }
         grant.remaining = grant.remaining.checked_sub(taken).unwrap_or(UserCredits::ZERO);
+        grant.touched_at_ms = now_ms;
         left = left.checked_sub(taken).unwrap_or(UserCredits::ZERO);
         draws.push(Draw { grant: grant.seq, credits: taken });
     }
@@ -144,7 +230,7 @@ pub fn draw(grants: &mut [Grant], credits: UserCredits, now_ms: u64) -> Result<V
 }
 
 /// What a refund did to one grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GivenBack {
     pub grant: u64,
     pub credits: UserCredits,
@@ -210,10 +296,74 @@ mod tests {
             kind,
             credits: credits(amount),
             remaining: credits(amount),
+            price: Money::new(amount * 100, crate::domain::Currency::EUR).expect("small"),
             created_at_ms: seq,
             expires_at_ms,
             closed: None,
+            touched_at_ms: 0,
         }
+    }
+
+    #[test]
+    fn grant_ids_are_grant_and_a_sequence_number() {
+        assert_eq!(GrantId::parse("grant_17"), Ok(GrantId(17)));
+        assert_eq!(GrantId(17).to_string(), "grant_17");
+        for bad in
+            ["grant_", "grant_0", "grant_017", "grant_1x", "grant_-1", "17", "hold_17", "grant_99999999999999999999"]
+        {
+            assert_eq!(GrantId::parse(bad), Err(BadGrantId), "{bad}");
+        }
+    }
+
+    /// Breakage is the price pro rata, rounded down: the parts of one grant
+    /// never add up to more than what it was paid.
+    #[test]
+    fn expired_credits_earned_their_share_of_the_price() {
+        let paid = grant(1, GrantKind::Paid, 3, None); // 300 minor units for 3 credits
+        assert_eq!(paid.revenue_of(credits(1)).minor_units(), 100);
+        assert_eq!(paid.revenue_of(credits(3)).minor_units(), 300);
+        let odd = Grant { price: Money::new(1000, crate::domain::Currency::EUR).expect("small"), ..paid };
+        let parts = [1, 1, 1].map(|n| odd.revenue_of(credits(n)).minor_units());
+        assert_eq!(parts, [333, 333, 333]);
+        assert_eq!(odd.revenue_of(credits(2)).minor_units(), 666);
+        let promotional = Grant { price: Money::zero(crate::domain::Currency::EUR), ..odd };
+        assert_eq!(promotional.revenue_of(credits(3)).minor_units(), 0);
+    }
+
+    #[test]
+    fn due_names_the_unclosed_grants_past_their_expiry() {
+        let mut grants = vec![
+            grant(1, GrantKind::Paid, 10, Some(1_000)),
+            grant(2, GrantKind::Paid, 10, Some(2_000)),
+            grant(3, GrantKind::Paid, 10, None),
+        ];
+        assert!(due(&grants, 999).is_empty());
+        assert_eq!(due(&grants, 1_000), [GrantId(1)], "due at its expiresAt");
+        assert_eq!(due(&grants, 5_000), [GrantId(1), GrantId(2)]);
+        grants[0].close(Closed::Expired { at_ms: 1_000 });
+        assert_eq!(due(&grants, 5_000), [GrantId(2)], "a closed grant is not due again");
+        assert_eq!(grants[0].touched_at_ms, 1_000, "closing touches it");
+    }
+
+    /// A wallet forgets only what no refund can reach: closed grants, and
+    /// emptied grants that never expire, once untouched for `keep_ms`.
+    #[test]
+    fn retire_forgets_settled_grants_once_no_refund_can_reach_them() {
+        let mut emptied = grant(1, GrantKind::Paid, 10, None);
+        emptied.remaining = UserCredits::ZERO;
+        emptied.touched_at_ms = 1_000;
+        let mut emptied_expiring = grant(2, GrantKind::Paid, 10, Some(90_000));
+        emptied_expiring.remaining = UserCredits::ZERO;
+        let mut closed = grant(3, GrantKind::Promotional, 10, None);
+        closed.close(Closed::Voided { at_ms: 1_000 });
+        let live = grant(4, GrantKind::Paid, 10, None);
+        let all = vec![emptied, emptied_expiring, closed, live];
+        let mut kept = all.clone();
+        retire(&mut kept, 1_500, 500);
+        assert_eq!(kept, all, "touched 500 ms ago: a refund may still come");
+        retire(&mut kept, 1_501, 500);
+        let ids: Vec<u64> = kept.iter().map(|grant| grant.seq).collect();
+        assert_eq!(ids, [2, 4], "the emptied expiring grant waits for its expiry, the live one stays");
     }
 
     #[test]
@@ -328,8 +478,12 @@ mod tests {
                     for grant in &after {
                         prop_assert!(grant.remaining <= grant.credits);
                     }
+                    for draw in &draws {
+                        prop_assert_eq!(after[draw.grant as usize - 1].touched_at_ms, now, "a draw touches its grant");
+                    }
                     give_back(&mut after, &draws).expect("their own draws");
-                    prop_assert_eq!(&after, &grants);
+                    let remaining = |grants: &[Grant]| grants.iter().map(|grant| grant.remaining).collect::<Vec<_>>();
+                    prop_assert_eq!(remaining(&after), remaining(&grants));
                 }
             }
         }

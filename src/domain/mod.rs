@@ -20,6 +20,7 @@ pub mod report;
 pub use access::{ApiKeyRecord, Caller, Needs, NoScopes, Scope, Scopes, UnknownScope};
 pub use capacity::{under_level, Capacity, Levels, PlatformStatus, ReserveBand};
 pub use credits::{ProviderCredits, QuantityError, Ratio, UserCredits, QUANTITY_MAX};
+pub use grants::{GrantId, GrantKind};
 pub use ids::{HoldId, IdError, IdempotencyKey, KeyId, KeyName, PackageId, Reason, ScopedKey, SpendId, UserId};
 pub use money::{Currency, Money, MoneyError};
 pub use package::{package_credits, package_price, Package, PackageError, PACKAGE_CREDITS_MAX, PACKAGE_PRICE_MAX};
