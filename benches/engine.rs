@@ -32,6 +32,7 @@ fn ledger_entry() -> LedgerEntry {
         reserved_after: ProviderCredits::new(400_000).expect("small"),
         wallet_after: Some(UserCredits::new(110).expect("small")),
         caller: Some(KeyId::parse("key_12").expect("valid")),
+        grants: Some(creditd::domain::ledger::GrantEffect::Paid { expires_at_ms: None }),
     }
 }
 

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use crate::domain::grants::Grant;
 use crate::domain::{HoldId, KeyId, Money, SpendId, UserCredits, UserId};
 use crate::replay::Replay;
-use crate::store::records::{ApiKeyRecord, HoldState, InventoryRecord, PackageOverride, SpendState};
+use crate::store::records::{ApiKeyRecord, HoldState, InventoryRecord, PackageOverride, SpendState, WalletRecord};
 use crate::store::{SledStore, StoreError};
 
 /// What `check` found.
@@ -74,6 +75,7 @@ fn compare(replay: &Replay, stored: &Stored) -> Vec<String> {
             push(format!("wallet {:?}: stored {wallet}, but no ledger entry moves it", user.as_str()));
         }
     }
+    compare_grants(replay, stored, &mut push);
     for (id, hold) in &replay.holds {
         let replayed = hold.state.name();
         match stored.holds.get(id) {
@@ -183,10 +185,63 @@ fn compare(replay: &Replay, stored: &Stored) -> Vec<String> {
     violations
 }
 
+/// SPEC §13 in a store: every wallet is the sum of its open grants, no
+/// grant holds less than 0 or more than it granted, every stored grant is
+/// what the ledger made of it, and every grant the ledger leaves with
+/// credits is in its wallet (a wallet forgets only settled grants).
+fn compare_grants(replay: &Replay, stored: &Stored, push: &mut impl FnMut(String)) {
+    for (user, grants) in &stored.grants {
+        let name = user.as_str();
+        let balance = stored.wallets.get(user).copied().unwrap_or(UserCredits::ZERO);
+        let wallet = WalletRecord { balance, version: 0, recent: Vec::new(), grants: grants.clone() };
+        if !wallet.grants_agree() {
+            push(format!("wallet {name:?}: its balance {balance} is not the sum of its open grants (§13)"));
+        }
+        let replayed = replay.wallets.get(user).map_or(&[][..], |wallet| wallet.grants.as_slice());
+        for grant in grants {
+            match replayed.iter().find(|other| other.seq == grant.seq) {
+                Some(other) if other == grant => {}
+                Some(other) => {
+                    push(format!("wallet {name:?}: {} stored as {grant:?}, the ledger gives {other:?}", grant.id()))
+                }
+                None => push(format!("wallet {name:?}: {} stored, but the ledger never made it", grant.id())),
+            }
+        }
+    }
+    for (user, wallet) in &replay.wallets {
+        let kept = stored.grants.get(user).map_or(&[][..], Vec::as_slice);
+        for grant in wallet.grants.iter().filter(|grant| grant.closed.is_none() && !grant.remaining.is_zero()) {
+            if !kept.iter().any(|other| other.seq == grant.seq) {
+                push(format!(
+                    "wallet {:?}: {} has {} left by the ledger, but is missing",
+                    user.as_str(),
+                    grant.id(),
+                    grant.remaining
+                ));
+            }
+        }
+    }
+    let replayed: std::collections::BTreeSet<(u64, u64)> =
+        replay.grant_deadlines().iter().map(|deadline| (deadline.expires_at_ms, deadline.grant.0)).collect();
+    if replayed != stored.grant_deadlines {
+        let missing: Vec<_> = replayed.difference(&stored.grant_deadlines).collect();
+        let extra: Vec<_> = stored.grant_deadlines.difference(&replayed).collect();
+        push(format!("grant deadlines: missing {missing:?}, not in the ledger {extra:?} (expiresAt ms, grant)"));
+    }
+    let (totals, replayed) = (&stored.state.grants, &replay.state.grants);
+    if totals != replayed {
+        push(format!("grant totals: stored {totals:?}, the ledger gives {replayed:?}"));
+    }
+}
+
 /// What a store holds besides the ledger (a sled directory, or PostgreSQL).
 pub(crate) struct Stored {
     pub(crate) state: InventoryRecord,
     pub(crate) wallets: BTreeMap<UserId, UserCredits>,
+    /// Each wallet's grants (SPEC §13).
+    pub(crate) grants: BTreeMap<UserId, Vec<Grant>>,
+    /// The grant deadlines kept (expiresAt in ms, grant seq).
+    pub(crate) grant_deadlines: std::collections::BTreeSet<(u64, u64)>,
     pub(crate) holds: BTreeMap<HoldId, &'static str>,
     /// The open-hold index.
     pub(crate) open_index: std::collections::BTreeSet<HoldId>,
@@ -217,6 +272,8 @@ fn read_stored(store: &SledStore, state: InventoryRecord) -> Result<Stored, Stor
     let mut stored = Stored {
         state,
         wallets: BTreeMap::new(),
+        grants: BTreeMap::new(),
+        grant_deadlines: store.grant_deadlines()?.iter().map(|d| (d.expires_at_ms, d.grant.0)).collect(),
         holds: BTreeMap::new(),
         open_index: store.open_hold_ids()?.into_iter().collect(),
         stale_recent: Vec::new(),
@@ -242,7 +299,8 @@ fn read_stored(store: &SledStore, state: InventoryRecord) -> Result<Stored, Stor
                 wallet.balance
             ));
         }
-        stored.wallets.insert(user, wallet.balance);
+        stored.wallets.insert(user.clone(), wallet.balance);
+        stored.grants.insert(user, wallet.grants);
     }
     for hold in store.holds() {
         let hold = hold?;

@@ -10,11 +10,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::domain::{HoldId, KeyId, Money, PackageId, ProviderCredits, Ratio, SpendId, UserCredits, UserId};
+use crate::domain::grants::{Closed, Draw, Grant, GrantDeadline};
+use crate::domain::{
+    GrantId, GrantKind, HoldId, KeyId, Money, PackageId, ProviderCredits, Ratio, SpendId, UserCredits, UserId,
+};
 use crate::store::records::{
-    ApiKeyRecord, CaptureReceipt, EntryKind, HoldReceipt, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord,
-    LedgerEntry, Operation, PackageOverride, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord,
-    SpendState, SyncRecord, WalletRecord,
+    legacy_grant, ApiKeyRecord, CaptureReceipt, EntryKind, GrantEffect, GrantReceipt, HoldReceipt, HoldRecord,
+    HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry, Operation, PackageOverride, PurchaseReceipt, Receipt,
+    RefundReceipt, SpendReceipt, SpendRecord, SpendState, SyncRecord, WalletRecord,
 };
 use crate::store::writes::Write;
 
@@ -240,8 +243,17 @@ impl Replay {
                 return None;
             }
             EntryKind::PackageChanged { package_id, enabled, credits, price } => {
-                let stored = PackageOverride { enabled: *enabled, credits: *credits, price: *price };
+                let days = self.packages.get(package_id).and_then(|stored| stored.expires_after_days);
+                let stored =
+                    PackageOverride { enabled: *enabled, credits: *credits, price: *price, expires_after_days: days };
                 self.packages.insert(package_id.clone(), stored);
+                return None;
+            }
+            EntryKind::PackageExpiryChanged { package_id, expires_after_days } => {
+                match self.packages.get_mut(package_id) {
+                    Some(stored) => stored.expires_after_days = *expires_after_days,
+                    None => self.violation(seq, format!("package {package_id} expiry changed before its settings")),
+                }
                 return None;
             }
             EntryKind::ApiKeyCreated { key_id, name, scopes, key_hash } => {
@@ -276,6 +288,7 @@ impl Replay {
         match &entry.kind {
             EntryKind::Purchase { credits, price, .. } => {
                 let after = self.move_wallet(seq, &user, *credits, true);
+                self.paid_grant(entry, &user, *credits, *price);
                 self.reserve(seq, *credits, true);
                 self.no_oversell(seq);
                 self.earn(seq, *price);
@@ -295,6 +308,10 @@ impl Replay {
                     expires_at_ms: *expires_at_ms,
                     state: HoldState::Open,
                     owner: entry.caller.clone(),
+                    expires_after_days: match &entry.grants {
+                        Some(GrantEffect::HoldTerms { expires_after_days }) => *expires_after_days,
+                        _ => None,
+                    },
                 };
                 self.holds.insert(hold_id.clone(), hold);
                 self.move_holds_total(seq, *credits, true);
@@ -304,6 +321,7 @@ impl Replay {
             }
             EntryKind::HoldCaptured { hold_id, package_id, credits, price } => {
                 let after = self.move_wallet(seq, &user, *credits, true);
+                self.paid_grant(entry, &user, *credits, *price);
                 let receipt = CaptureReceipt {
                     hold_id: hold_id.clone(),
                     user_id: user,
@@ -333,6 +351,7 @@ impl Replay {
             }
             EntryKind::Spend { spend_id, credits, .. } => {
                 let after = self.move_wallet(seq, &user, *credits, false);
+                let draws = self.draw(entry, &user);
                 self.consume(seq, *credits, false);
                 self.reserve(seq, *credits, false);
                 if self.spends.contains_key(spend_id) {
@@ -346,15 +365,22 @@ impl Replay {
                     created_at_ms: entry.at_ms,
                     state: SpendState::Open,
                     owner: entry.caller.clone(),
+                    draws,
                 };
                 self.spends.insert(spend_id.clone(), spend);
                 self.move_open_spends(seq, *credits, true);
                 after
             }
             EntryKind::Refund { spend_id, credits } => {
-                let after = self.move_wallet(seq, &user, *credits, true);
+                let left = self.left_again(entry, &user);
+                let kept = credits.checked_sub(left).unwrap_or_else(|error| {
+                    self.violation(seq, format!("refund of {credits} left {left} again: {error}"));
+                    UserCredits::ZERO
+                });
+                let after = self.move_wallet(seq, &user, kept, true);
+                self.give_back(entry, &user, *credits);
                 self.consume(seq, *credits, true);
-                self.reserve(seq, *credits, true);
+                self.reserve(seq, kept, true);
                 let receipt = RefundReceipt {
                     spend_id: spend_id.clone(),
                     user_id: user.clone(),
@@ -379,13 +405,277 @@ impl Replay {
                 self.close_spend(seq, spend_id, *credits, &user, state);
                 None
             }
+            EntryKind::GrantCreated { kind, credits, expires_at_ms, .. } => {
+                let after = self.move_wallet(seq, &user, *credits, true);
+                let grant = Grant {
+                    seq,
+                    kind: *kind,
+                    credits: *credits,
+                    remaining: *credits,
+                    price: Money::zero(self.state.revenue.currency()),
+                    created_at_ms: entry.at_ms,
+                    expires_at_ms: *expires_at_ms,
+                    closed: None,
+                    touched_at_ms: entry.at_ms,
+                };
+                self.add_grant(&user, grant);
+                self.reserve(seq, *credits, true);
+                self.no_oversell(seq);
+                after
+            }
+            EntryKind::GrantExpired { grant_id, credits, breakage, expires_at_ms, .. } => {
+                if entry.at_ms < *expires_at_ms {
+                    self.violation(seq, format!("{grant_id} expired before its expiresAt"));
+                }
+                self.close_grant(
+                    entry,
+                    &user,
+                    *grant_id,
+                    *credits,
+                    Closed::Expired { at_ms: *expires_at_ms },
+                    *breakage,
+                )
+            }
+            EntryKind::GrantVoided { grant_id, credits, .. } => {
+                let breakage = Money::zero(self.state.revenue.currency());
+                self.close_grant(entry, &user, *grant_id, *credits, Closed::Voided { at_ms: entry.at_ms }, breakage)
+            }
             EntryKind::ProviderSync { .. }
             | EntryKind::PurchasesDisabled { .. }
             | EntryKind::PurchasesEnabled
             | EntryKind::PackageChanged { .. }
+            | EntryKind::PackageExpiryChanged { .. }
             | EntryKind::ApiKeyCreated { .. }
             | EntryKind::ApiKeyRevoked { .. } => None,
         }
+    }
+}
+
+/// `a + b`: quantities are bounded far below where this could saturate.
+fn add(a: UserCredits, b: UserCredits) -> UserCredits {
+    a.checked_add(b).unwrap_or(a)
+}
+
+/// Grants (SPEC §13), as the entries' recorded effects move them; an entry
+/// from before grants leaves its user's wallet one grant of its balance,
+/// as a wallet of that time reads (`records::legacy_grant`).
+impl Replay {
+    /// The deadlines of the grants the ledger leaves open that will expire.
+    pub fn grant_deadlines(&self) -> Vec<GrantDeadline> {
+        let mut deadlines = Vec::new();
+        for (user, wallet) in &self.wallets {
+            for grant in wallet.grants.iter().filter(|grant| grant.closed.is_none()) {
+                if let Some(expires_at_ms) = grant.expires_at_ms {
+                    deadlines.push(GrantDeadline { expires_at_ms, grant: grant.id(), user: user.clone(), open: true });
+                }
+            }
+        }
+        deadlines
+    }
+
+    fn grant_mut(&mut self, seq: u64, user: &UserId, id: GrantId) -> Option<&mut Grant> {
+        let found =
+            self.wallets.get_mut(user).and_then(|wallet| wallet.grants.iter_mut().find(|grant| grant.id() == id));
+        if found.is_none() {
+            self.violations.push(format!("ledger entry {seq}: {id} is not a grant of {:?}", user.as_str()));
+        }
+        // Borrowed again: the violation above needed `self`.
+        self.wallets.get_mut(user).and_then(|wallet| wallet.grants.iter_mut().find(|grant| grant.id() == id))
+    }
+
+    /// An entry from before grants: the wallet is one grant of its balance.
+    fn legacy(&mut self, entry: &LedgerEntry, user: &UserId) {
+        if let Some(wallet) = self.wallets.get_mut(user) {
+            wallet.grants =
+                if wallet.balance.is_zero() { Vec::new() } else { vec![legacy_grant(entry.seq, wallet.balance)] };
+        }
+    }
+
+    fn add_grant(&mut self, user: &UserId, grant: Grant) {
+        if grant.kind == GrantKind::Promotional {
+            self.state.grants.promotional = add(self.state.grants.promotional, grant.remaining);
+        }
+        if let Some(wallet) = self.wallets.get_mut(user) {
+            wallet.grants.push(grant);
+        }
+    }
+
+    /// The paid grant of a purchase or a capture (after its wallet moved).
+    fn paid_grant(&mut self, entry: &LedgerEntry, user: &UserId, credits: UserCredits, price: Money) {
+        match &entry.grants {
+            Some(GrantEffect::Paid { expires_at_ms }) => {
+                let grant = Grant {
+                    seq: entry.seq,
+                    kind: GrantKind::Paid,
+                    credits,
+                    remaining: credits,
+                    price,
+                    created_at_ms: entry.at_ms,
+                    expires_at_ms: *expires_at_ms,
+                    closed: None,
+                    touched_at_ms: entry.at_ms,
+                };
+                self.add_grant(user, grant);
+            }
+            None => self.legacy(entry, user),
+            Some(other) => self.violation(entry.seq, format!("a sale with grant effect {other:?}")),
+        }
+    }
+
+    /// A spend's draws (after its wallet moved): answers them for its record.
+    fn draw(&mut self, entry: &LedgerEntry, user: &UserId) -> Option<Vec<Draw>> {
+        let seq = entry.seq;
+        let draws = match &entry.grants {
+            Some(GrantEffect::Drew(draws)) => draws.clone(),
+            None => {
+                self.legacy(entry, user);
+                return None;
+            }
+            Some(other) => {
+                self.violation(seq, format!("a spend with grant effect {other:?}"));
+                return None;
+            }
+        };
+        for draw in &draws {
+            let Some(grant) = self.grant_mut(seq, user, GrantId(draw.grant)) else { continue };
+            let kind = grant.kind;
+            let taken = grant.remaining.checked_sub(draw.credits);
+            let live = grant.closed.is_none() && grant.expires_at_ms.is_none_or(|expires| entry.at_ms < expires);
+            match taken {
+                Ok(left) if live => {
+                    grant.remaining = left;
+                    grant.touched_at_ms = entry.at_ms;
+                    if kind == GrantKind::Promotional {
+                        self.state.grants.promotional =
+                            self.state.grants.promotional.checked_sub(draw.credits).unwrap_or(UserCredits::ZERO);
+                    }
+                }
+                _ => self
+                    .violation(seq, format!("drew {} from grant_{} which could not give it", draw.credits, draw.grant)),
+            }
+        }
+        Some(draws)
+    }
+
+    /// What a refund gave back to grants closed meanwhile (it leaves again).
+    fn left_again(&self, entry: &LedgerEntry, _user: &UserId) -> UserCredits {
+        match &entry.grants {
+            Some(GrantEffect::GaveBack(given)) => given
+                .iter()
+                .filter(|back| back.left_again.is_some())
+                .fold(UserCredits::ZERO, |total, back| add(total, back.credits)),
+            _ => UserCredits::ZERO,
+        }
+    }
+
+    /// A refund's credits back into the grants its spend drew from (after
+    /// its wallet moved by what stayed).
+    fn give_back(&mut self, entry: &LedgerEntry, user: &UserId, credits: UserCredits) {
+        let seq = entry.seq;
+        match &entry.grants {
+            Some(GrantEffect::GaveBack(given)) => {
+                for back in given {
+                    let Some(grant) = self.grant_mut(seq, user, GrantId(back.grant)) else { continue };
+                    let (kind, closed) = (grant.kind, grant.closed);
+                    match (back.left_again, closed) {
+                        (None, None) => match grant.remaining.checked_add(back.credits) {
+                            Ok(remaining) if remaining <= grant.credits => {
+                                grant.remaining = remaining;
+                                if kind == GrantKind::Promotional {
+                                    let promotional = self.state.grants.promotional;
+                                    self.state.grants.promotional = add(promotional, back.credits);
+                                }
+                            }
+                            _ => self.violation(seq, format!("grant_{} given back above what it granted", back.grant)),
+                        },
+                        (Some(Closed::Expired { .. }), Some(Closed::Expired { .. })) => {
+                            let breakage = grant.revenue_of(back.credits);
+                            self.count_removal(seq, back.credits, Some(breakage));
+                        }
+                        (Some(Closed::Voided { .. }), Some(Closed::Voided { .. })) => {
+                            self.count_removal(seq, back.credits, None);
+                        }
+                        (said, was) => {
+                            self.violation(
+                                seq,
+                                format!("grant_{} given back as {said:?} but it is {was:?}", back.grant),
+                            );
+                        }
+                    }
+                }
+            }
+            Some(GrantEffect::Paid { expires_at_ms: None }) => {
+                let grant = Grant {
+                    seq,
+                    kind: GrantKind::Paid,
+                    credits,
+                    remaining: credits,
+                    price: Money::zero(self.state.revenue.currency()),
+                    created_at_ms: entry.at_ms,
+                    expires_at_ms: None,
+                    closed: None,
+                    touched_at_ms: entry.at_ms,
+                };
+                self.add_grant(user, grant);
+            }
+            None => self.legacy(entry, user),
+            Some(other) => self.violation(seq, format!("a refund with grant effect {other:?}")),
+        }
+    }
+
+    /// Counts credits that left with a closed grant: expired (with their
+    /// breakage) or voided (`breakage` `None`).
+    fn count_removal(&mut self, seq: u64, credits: UserCredits, breakage: Option<Money>) {
+        let totals = &mut self.state.grants;
+        match breakage {
+            Some(breakage) => {
+                totals.expired = add(totals.expired, credits);
+                if breakage.minor_units() > 0 {
+                    match totals.breakage.checked_add(breakage) {
+                        Ok(total) => totals.breakage = total,
+                        Err(error) => self.violation(seq, format!("breakage: {error:?}")),
+                    }
+                }
+            }
+            None => totals.voided = add(totals.voided, credits),
+        }
+    }
+
+    /// A grant's expiry or void: its remaining `credits` leave the wallet.
+    fn close_grant(
+        &mut self,
+        entry: &LedgerEntry,
+        user: &UserId,
+        id: GrantId,
+        credits: UserCredits,
+        how: Closed,
+        breakage: Money,
+    ) -> Option<UserCredits> {
+        let seq = entry.seq;
+        let grant = self.grant_mut(seq, user, id)?;
+        if grant.closed.is_some() || grant.remaining != credits {
+            let what =
+                format!("{id} closed with {credits} but it had {} (closed: {:?})", grant.remaining, grant.closed);
+            self.violation(seq, what);
+            return None;
+        }
+        let kind = grant.kind;
+        let expected = grant.revenue_of(credits);
+        grant.close(how);
+        if matches!(how, Closed::Expired { .. })
+            && expected != breakage
+            && !(breakage.minor_units() == 0 && expected.minor_units() == 0)
+        {
+            self.violation(seq, format!("{id}: breakage {breakage:?}, the grant's price gives {expected:?}"));
+        }
+        if kind == GrantKind::Promotional {
+            self.state.grants.promotional =
+                self.state.grants.promotional.checked_sub(credits).unwrap_or(UserCredits::ZERO);
+        }
+        self.count_removal(seq, credits, matches!(how, Closed::Expired { .. }).then_some(breakage));
+        let after = self.move_wallet(seq, user, credits, false);
+        self.reserve(seq, credits, false);
+        after
     }
 }
 
@@ -421,6 +711,16 @@ pub fn idempotency_record(entry: &LedgerEntry, fingerprint: [u8; 32]) -> Option<
         EntryKind::Spend { spend_id, credits, .. } => (
             Operation::Spend,
             Receipt::Spend(SpendReceipt { spend_id: spend_id.clone(), user_id: user, credits: *credits, balance }),
+        ),
+        EntryKind::GrantCreated { kind, credits, expires_at_ms, .. } => (
+            Operation::Grant,
+            Receipt::Grant(GrantReceipt {
+                grant_id: GrantId(entry.seq),
+                user_id: user,
+                kind: *kind,
+                credits: *credits,
+                expires_at_ms: *expires_at_ms,
+            }),
         ),
         _ => return None,
     };

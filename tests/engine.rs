@@ -350,6 +350,7 @@ fn the_wallet_version_check_follows_a_chain_of_writes_inside_one_group() {
         balance: UserCredits::new(balance).expect("small"),
         version,
         recent: Vec::new(),
+        grants: Vec::new(),
     };
     let write = |record: WalletRecord| {
         let mut writes = WriteSet::default();

@@ -300,6 +300,7 @@ async fn a_replay_waits_for_the_durability_of_the_change_it_repeats() {
         enabled: None,
         credits: None,
         price_minor_units: None,
+        expires_after_days: None,
     };
     let mut unchanged = Box::pin(inventory.send(package));
     // The actor handles its mailbox in order: once this answers, the three above were decided.

@@ -722,6 +722,11 @@ impl Harness {
             UserCommand::Release { hold_id, by } => UserReceipt::Release(engine.release(hold_id, by).await?),
             UserCommand::Refund { spend_id, by } => UserReceipt::Refund(engine.refund(spend_id, by).await?),
             UserCommand::Complete { spend_id, by } => UserReceipt::Complete(engine.complete(spend_id, by).await?),
+            UserCommand::Grant { credits, expires_at_ms, reason, key, fingerprint } => {
+                UserReceipt::Grant(engine.grant(user, credits, expires_at_ms, reason, key, fingerprint).await?)
+            }
+            UserCommand::Void { grant, reason, .. } => UserReceipt::Void(engine.void_grant(grant, reason).await?),
+            UserCommand::ExpireGrants => UserReceipt::Expired(engine.expire_grants(&user).await?),
         })
     }
 

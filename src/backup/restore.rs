@@ -150,6 +150,9 @@ fn write_records(store: &SledStore, replay: &Replay, writes: &mut WriteSet) -> R
     for (package, settings) in &replay.packages {
         writes.push(crate::store::Write::Package { id: package.clone(), settings: settings.clone() });
     }
+    for deadline in replay.grant_deadlines() {
+        writes.push(crate::store::Write::GrantDeadline(deadline));
+    }
     // Revoked keys too: a revocation survives a restore (SPEC §9.1).
     for key in replay.api_keys.values() {
         writes.api_key(key.clone());

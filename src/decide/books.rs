@@ -10,8 +10,9 @@ use std::sync::Arc;
 use super::change::{Change, Consumption, KeyInFlight};
 use super::settled::{Settled, Touched};
 use super::{EngineError, Fingerprint, KeyBook, Now, Prefetched};
+use crate::domain::grants::GrantDeadline;
 use crate::domain::{
-    Caller, Capacity, HoldId, KeyId, Package, PackageId, ProviderCredits, Ratio, ScopedKey, SpendId, UserId,
+    Caller, Capacity, GrantId, HoldId, KeyId, Package, PackageId, ProviderCredits, Ratio, ScopedKey, SpendId, UserId,
 };
 use crate::store::records::{
     ApiKeyRecord, CompletedBy, EntryKind, HoldRecord, HoldState, InventoryRecord, Operation, Receipt, SpendRecord,
@@ -37,6 +38,8 @@ pub struct Recovered {
     pub last_at_ms: u64,
     /// Every API key ever made (SPEC §9.1), revoked ones included.
     pub api_keys: Vec<ApiKeyRecord>,
+    /// The deadlines of the grants not closed that will expire (SPEC §13).
+    pub grant_deadlines: Vec<GrantDeadline>,
 }
 
 /// The rules the books decide by, as plain values.
@@ -123,6 +126,9 @@ pub struct Books {
     pub(super) wallets: HashMap<UserId, InFlightWallet>,
     /// What durable changes touched lately, to check prefetched reads against.
     pub(super) settled: Settled,
+    /// The grants not closed that will expire, by wall-clock `expiresAt`
+    /// (SPEC §13): the sweep closes them through their users' wallets.
+    pub(super) grant_deadlines: BTreeSet<(u64, GrantId, UserId)>,
 }
 
 /// Counts one more (`opened`) or one less of `key` in `counts`; a count
@@ -145,7 +151,11 @@ impl Books {
     /// it by the wall clock, never more than its whole TTL: the monotonic
     /// clock does not survive a restart).
     pub fn new(recovered: Recovered, rules: Rules, wall_ms: u64, monotonic_ms: u64) -> Self {
-        let Recovered { state, open_holds, open_spends, packages, last_at_ms, api_keys } = recovered;
+        let Recovered { state, open_holds, open_spends, packages, last_at_ms, api_keys, grant_deadlines } = recovered;
+        let grant_deadlines = grant_deadlines
+            .into_iter()
+            .map(|deadline| (deadline.expires_at_ms, deadline.grant, deadline.user))
+            .collect();
         let spend_complete_after_ms = rules.spend_complete_after_ms;
         // The same for open spends: what is left of their time, by the wall clock.
         let open_spends: HashMap<SpendId, OpenSpend> = open_spends
@@ -203,6 +213,7 @@ impl Books {
             max_open_holds_per_key: rules.max_open_holds_per_key,
             wallets: HashMap::new(),
             settled: Settled::new(SETTLED_WINDOW_MS, floor),
+            grant_deadlines,
         }
     }
 
@@ -272,6 +283,14 @@ impl Books {
                 None => {
                     self.wallets.insert(user, InFlightWallet { wallet, changes: 1 });
                 }
+            }
+        }
+        for deadline in change.grant_deadlines {
+            let slot = (deadline.expires_at_ms, deadline.grant, deadline.user);
+            if deadline.open {
+                self.grant_deadlines.insert(slot);
+            } else {
+                self.grant_deadlines.remove(&slot);
             }
         }
         if let Some((key, fingerprint)) = change.key_in_flight {
@@ -421,6 +440,7 @@ impl Books {
             package: None,
             api_key: None,
             wallet: None,
+            grant_deadlines: Vec::new(),
         }
     }
 

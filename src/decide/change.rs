@@ -2,10 +2,12 @@
 //! what a decision produced.
 
 use super::{EngineError, Fingerprint};
+use crate::domain::grants::GrantDeadline;
+use crate::domain::GrantId;
 use crate::domain::{KeyId, Package, ProviderCredits, ScopedKey, UserCredits, UserId};
 use crate::store::records::{
-    ApiKeyRecord, EntryKind, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry, Operation, Receipt,
-    SpendRecord, WalletRecord,
+    ApiKeyRecord, EntryKind, GrantEffect, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry, Operation,
+    Receipt, SpendRecord, WalletRecord,
 };
 use crate::store::writes::{Write, WriteSet};
 
@@ -32,6 +34,8 @@ pub struct Change {
     pub api_key: Option<ApiKeyRecord>,
     /// The wallet it moves, as it leaves it: hot from the moment it is queued.
     pub wallet: Option<(UserId, WalletRecord)>,
+    /// The grant deadlines it opens or closes (SPEC §13).
+    pub grant_deadlines: Vec<GrantDeadline>,
 }
 
 /// The provider credits a change's spends move: for the metrics, and for
@@ -68,6 +72,30 @@ impl Change {
         kind: EntryKind,
         wallet_after: Option<UserCredits>,
     ) -> Result<u64, EngineError> {
+        self.record_entry(user, key, caller, kind, wallet_after, None)
+    }
+
+    /// As [`Change::record`], with what the entry did to the user's grants.
+    pub(super) fn record_grants(
+        &mut self,
+        user: &UserId,
+        key: Option<&ScopedKey>,
+        kind: EntryKind,
+        wallet_after: UserCredits,
+        grants: GrantEffect,
+    ) -> Result<u64, EngineError> {
+        self.record_entry(Some(user), key, key.map(|key| &key.caller), kind, Some(wallet_after), Some(grants))
+    }
+
+    pub(super) fn record_entry(
+        &mut self,
+        user: Option<&UserId>,
+        key: Option<&ScopedKey>,
+        caller: Option<&KeyId>,
+        kind: EntryKind,
+        wallet_after: Option<UserCredits>,
+        grants: Option<GrantEffect>,
+    ) -> Result<u64, EngineError> {
         let seq = self.next.next_seq;
         self.next.next_seq = seq.checked_add(1).ok_or(EngineError::Storage("ledger sequence exhausted".into()))?;
         let entry = LedgerEntry {
@@ -80,6 +108,7 @@ impl Change {
             reserved_after: self.next.reserved,
             wallet_after,
             caller: caller.cloned(),
+            grants,
         };
         self.writes.ledger(entry);
         Ok(seq)
@@ -104,9 +133,26 @@ impl Change {
     /// Writes `wallet` as moved by ledger entry `seq`.
     pub(super) fn put_wallet(&mut self, user: &UserId, wallet: &mut WalletRecord, seq: u64) -> Result<(), EngineError> {
         wallet.note_entry(seq);
-        self.writes.put_wallet(user, wallet);
-        self.wallet = Some((user.clone(), wallet.clone()));
+        self.write_wallet(user, wallet.clone());
         Ok(())
+    }
+
+    /// Writes `wallet`, whose entries are noted already.
+    ///
+    /// # Panics
+    /// If its balance is not the sum of its open grants (SPEC §13): a bug,
+    /// and writing it would break §4.
+    pub(super) fn write_wallet(&mut self, user: &UserId, wallet: WalletRecord) {
+        assert!(wallet.grants_agree(), "a wallet is the sum of its grants: {wallet:?}");
+        self.writes.put_wallet(user, &wallet);
+        self.wallet = Some((user.clone(), wallet));
+    }
+
+    /// Opens (`open`) or closes the deadline of grant `grant` of `user`.
+    pub(super) fn grant_deadline(&mut self, expires_at_ms: u64, grant: GrantId, user: &UserId, open: bool) {
+        let deadline = GrantDeadline { expires_at_ms, grant, user: user.clone(), open };
+        self.writes.push(Write::GrantDeadline(deadline.clone()));
+        self.grant_deadlines.push(deadline);
     }
 
     /// Remembers `receipt` under `key`, in the same batch as the effect.
@@ -157,22 +203,6 @@ pub fn outcome_label<T>(decision: &Result<Decision<T>, EngineError>) -> &'static
         Ok(Decision::Refetch) => "refetch",
         Err(error) => error.label(),
     }
-}
-
-pub(super) fn credited(wallet: WalletRecord, credits: UserCredits) -> Result<WalletRecord, EngineError> {
-    Ok(WalletRecord {
-        balance: wallet.balance.checked_add(credits)?,
-        version: wallet.version.checked_add(1).ok_or(EngineError::Storage("wallet version exhausted".into()))?,
-        recent: wallet.recent,
-    })
-}
-
-pub(super) fn debited(wallet: WalletRecord, credits: UserCredits) -> Result<WalletRecord, EngineError> {
-    Ok(WalletRecord {
-        balance: wallet.balance.checked_sub(credits).map_err(|_| EngineError::InsufficientFunds)?,
-        version: wallet.version.checked_add(1).ok_or(EngineError::Storage("wallet version exhausted".into()))?,
-        recent: wallet.recent,
-    })
 }
 
 pub(super) fn id_from_seq<T>(

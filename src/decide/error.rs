@@ -2,7 +2,7 @@
 //! operation: each variant becomes an HTTP status and error code in
 //! `http::error`, and nowhere else.
 
-use crate::domain::{HoldId, KeyId, PackageId, QuantityError, SpendId};
+use crate::domain::{GrantId, HoldId, KeyId, PackageId, QuantityError, SpendId};
 
 /// Why the engine refused or could not perform an operation. Each variant is
 /// mapped to an HTTP status and error code in `http::error`, and nowhere else.
@@ -20,6 +20,10 @@ pub enum EngineError {
     UnknownSpend(SpendId),
     #[error("unknown API key {0}")]
     UnknownApiKey(KeyId),
+    #[error("unknown grant {0}")]
+    UnknownGrant(GrantId),
+    #[error("the grant has expired")]
+    GrantClosed,
     #[error("the hold was captured")]
     HoldCaptured,
     #[error("the hold was released")]
@@ -73,7 +77,12 @@ impl EngineError {
     pub fn names_a_state(&self) -> bool {
         matches!(
             self,
-            Self::HoldCaptured | Self::HoldReleased | Self::HoldExpired | Self::AlreadyRefunded | Self::SpendCompleted
+            Self::HoldCaptured
+                | Self::HoldReleased
+                | Self::HoldExpired
+                | Self::AlreadyRefunded
+                | Self::SpendCompleted
+                | Self::GrantClosed
         )
     }
 
@@ -86,6 +95,8 @@ impl EngineError {
             Self::UnknownHold(_) => "unknown_hold",
             Self::UnknownSpend(_) => "unknown_spend",
             Self::UnknownApiKey(_) => "unknown_api_key",
+            Self::UnknownGrant(_) => "unknown_grant",
+            Self::GrantClosed => "grant_closed",
             Self::HoldCaptured => "hold_captured",
             Self::HoldReleased => "hold_released",
             Self::HoldExpired => "hold_expired",

@@ -4,7 +4,7 @@
 use super::change::{id_from_seq, Decision};
 use super::{Books, EngineError, Fingerprint, Now, Prefetched};
 use crate::domain::{Caller, HoldId, KeyId, PackageId, ScopedKey, UserCredits, UserId};
-use crate::store::records::{EntryKind, HoldReceipt, HoldRecord, HoldState, Operation, Receipt};
+use crate::store::records::{EntryKind, GrantEffect, HoldReceipt, HoldRecord, HoldState, Operation, Receipt};
 
 /// The answer to a release.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,8 @@ impl Books {
             price: package.price,
             expires_at_ms,
         };
-        change.record_by(Some(user), key, Some(owner), kind, None)?;
+        let terms = GrantEffect::HoldTerms { expires_after_days: package.expires_after_days };
+        change.record_entry(Some(user), key, Some(owner), kind, None, Some(terms))?;
         change.put_hold(HoldRecord {
             hold_id: hold_id.clone(),
             user: user.clone(),
@@ -71,6 +72,7 @@ impl Books {
             expires_at_ms,
             state: HoldState::Open,
             owner: Some(owner.clone()),
+            expires_after_days: package.expires_after_days,
         })?;
         let receipt = HoldReceipt {
             hold_id,

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use super::{Prefetched, Recovered, UserCommand};
-use crate::domain::{HoldId, IdempotencyKey, KeyId, Package, SpendId, UserId};
+use crate::domain::grants::GrantDeadline;
+use crate::domain::{GrantId, HoldId, IdempotencyKey, KeyId, Package, SpendId, UserId};
 use crate::store::records::{
     HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, Operation, SpendRecord, SpendState, WalletRecord,
 };
@@ -20,6 +21,8 @@ pub struct Memory {
     spends: HashMap<SpendId, SpendRecord>,
     wallets: HashMap<UserId, WalletRecord>,
     inventory: Option<InventoryRecord>,
+    /// The open grant deadlines, by grant.
+    deadlines: HashMap<GrantId, GrantDeadline>,
     /// The last ledger sequence number kept, and its entry's time.
     seen: u64,
     last_at_ms: u64,
@@ -46,6 +49,12 @@ impl Memory {
                     self.wallets.insert(user.clone(), record.clone());
                 }
                 Write::Inventory(record) => self.inventory = Some(record.clone()),
+                Write::GrantDeadline(deadline) if deadline.open => {
+                    self.deadlines.insert(deadline.grant, deadline.clone());
+                }
+                Write::GrantDeadline(deadline) => {
+                    self.deadlines.remove(&deadline.grant);
+                }
                 Write::Ledger(entry) => {
                     self.seen = self.seen.max(entry.seq);
                     self.last_at_ms = self.last_at_ms.max(entry.at_ms);
@@ -91,6 +100,7 @@ impl Memory {
             packages,
             last_at_ms: self.last_at_ms,
             api_keys: Vec::new(),
+            grant_deadlines: self.deadlines.values().cloned().collect(),
         }
     }
 }

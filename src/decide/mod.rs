@@ -22,6 +22,7 @@ mod api_keys;
 mod books;
 mod change;
 mod error;
+mod grants;
 mod holds;
 pub mod memory;
 mod operators;
@@ -33,14 +34,17 @@ pub use api_keys::{CreateApiKey, KeyBook, RevokeApiKey};
 pub use books::{Books, Recovered, Rules};
 pub use change::{outcome_label, Change, Consumption, Decision, KeyInFlight};
 pub use error::EngineError;
+pub use grants::granted_by;
 pub use holds::ReleaseReceipt;
 pub use operators::{ApplySync, PurchasesState, SetPurchasesEnabled, SyncOutcome, SyncToken, UpdatePackage};
 pub use settled::Touched;
 
-use crate::domain::{Caller, HoldId, KeyId, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId};
+use std::sync::Arc;
+
+use crate::domain::{Caller, GrantId, HoldId, KeyId, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId};
 use crate::store::records::{
-    CaptureReceipt, CompletionReceipt, HoldReceipt, HoldRecord, IdempotencyRecord, Operation, PurchaseReceipt,
-    RefundReceipt, SpendReceipt, SpendRecord, WalletRecord,
+    CaptureReceipt, CompletionReceipt, GrantReceipt, HoldReceipt, HoldRecord, IdempotencyRecord, LedgerEntry,
+    Operation, PurchaseReceipt, RefundReceipt, SpendReceipt, SpendRecord, VoidReceipt, WalletRecord,
 };
 
 /// A SHA-256 fingerprint of a canonical request.
@@ -99,6 +103,23 @@ pub enum UserCommand {
         spend_id: SpendId,
         by: Caller,
     },
+    /// An admin's promotional grant (SPEC §13).
+    Grant {
+        credits: UserCredits,
+        expires_at_ms: Option<u64>,
+        reason: Reason,
+        key: ScopedKey,
+        fingerprint: Fingerprint,
+    },
+    /// An admin's void of one grant; `origin` is the ledger entry its id
+    /// names, read to route it to its user.
+    Void {
+        grant: GrantId,
+        reason: Reason,
+        origin: Option<Arc<LedgerEntry>>,
+    },
+    /// The expiry sweep: close the user's grants past their `expiresAt`.
+    ExpireGrants,
 }
 
 /// What a command needs read before it is decided.
@@ -123,6 +144,8 @@ impl UserCommand {
             Self::Hold { key, .. } => Needs { key: key.as_ref().map(|key| (Operation::Hold, key)), ..none },
             Self::Release { hold_id, .. } => Needs { hold: Some(hold_id), ..none },
             Self::Complete { spend_id, .. } => Needs { spend: Some(spend_id), ..none },
+            Self::Grant { key, .. } => Needs { wallet: true, key: Some((Operation::Grant, key)), ..none },
+            Self::Void { .. } | Self::ExpireGrants => Needs { wallet: true, ..none },
         }
     }
 }
@@ -152,6 +175,10 @@ pub enum UserReceipt {
     Hold(HoldReceipt),
     Release(ReleaseReceipt),
     Complete(CompletionReceipt),
+    Grant(GrantReceipt),
+    Void(VoidReceipt),
+    /// How many grants the expiry sweep closed.
+    Expired(usize),
 }
 
 /// Decides `command` for `user` on `books` with what was read for it.
@@ -183,6 +210,15 @@ pub fn decide(
         UserCommand::Complete { spend_id, by } => books
             .decide_complete(now, prefetched, user, spend_id, by)
             .map(|decision| decision.map(UserReceipt::Complete)),
+        UserCommand::Grant { credits, expires_at_ms, reason, key, fingerprint } => books
+            .decide_grant(now, prefetched, user, *credits, *expires_at_ms, reason, key, *fingerprint)
+            .map(|decision| decision.map(UserReceipt::Grant)),
+        UserCommand::Void { grant, reason, origin } => books
+            .decide_void(now, prefetched, user, *grant, reason, origin.as_deref())
+            .map(|decision| decision.map(UserReceipt::Void)),
+        UserCommand::ExpireGrants => {
+            books.decide_expire_grants(now, prefetched, user).map(|decision| decision.map(UserReceipt::Expired))
+        }
     });
     match decided {
         Err(EngineError::Stale) => Ok(Decision::Refetch),

@@ -136,6 +136,8 @@ pub struct UpdatePackage {
     pub enabled: Option<bool>,
     pub credits: Option<UserCredits>,
     pub price_minor_units: Option<u64>,
+    /// `Some(None)`: the credits never expire (SPEC §13).
+    pub expires_after_days: Option<Option<u32>>,
 }
 
 impl Books {
@@ -154,7 +156,9 @@ impl Books {
         let credits = message.credits.unwrap_or(current.credits);
         let enabled = message.enabled.unwrap_or(current.enabled);
         // The edge bounds an update already; a package out of bounds is never adopted.
+        let expires_after_days = message.expires_after_days.unwrap_or(current.expires_after_days);
         let updated = Package::new(current.id.clone(), credits, price, enabled)
+            .and_then(|package| package.expiring_after(expires_after_days))
             .map_err(|_| EngineError::Quantity(crate::domain::QuantityError::Overflow))?;
         if &updated == current {
             return Ok(Decision::Replay(updated));
@@ -167,7 +171,19 @@ impl Books {
             price: updated.price,
         };
         change.record(None, None, kind, None)?;
-        let stored = PackageOverride { enabled: updated.enabled, credits: updated.credits, price: updated.price };
+        if updated.expires_after_days != current.expires_after_days {
+            let kind = EntryKind::PackageExpiryChanged {
+                package_id: updated.id.clone(),
+                expires_after_days: updated.expires_after_days,
+            };
+            change.record(None, None, kind, None)?;
+        }
+        let stored = PackageOverride {
+            enabled: updated.enabled,
+            credits: updated.credits,
+            price: updated.price,
+            expires_after_days: updated.expires_after_days,
+        };
         change.writes.push(Write::Package { id: updated.id.clone(), settings: stored });
         change.package = Some(updated.clone());
         Ok(Decision::Apply(Box::new(change), updated))

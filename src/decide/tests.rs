@@ -31,6 +31,7 @@ fn books(balance: u64) -> Books {
         last_at_ms: 0,
         api_keys: Vec::new(),
         open_spends: Vec::new(),
+        grant_deadlines: Vec::new(),
     };
     Books::new(recovered, settings.rules(), T0, 0)
 }
@@ -388,8 +389,13 @@ fn a_spend_ends_once_completed_or_refunded_and_completes_by_itself_at_its_time()
 fn a_package_change_replaces_that_package_and_no_other() {
     let (mut books, mut memory) = (books(4_000), Memory::default());
     let others: Vec<_> = books.packages.iter().filter(|package| package.id != starter()).cloned().collect();
-    let update =
-        UpdatePackage { package_id: starter(), enabled: Some(false), credits: None, price_minor_units: Some(1_234) };
+    let update = UpdatePackage {
+        package_id: starter(),
+        enabled: Some(false),
+        credits: None,
+        price_minor_units: Some(1_234),
+        expires_after_days: None,
+    };
     let decided = books.decide_package(&inputs(&memory, 0), &update);
     let changed = apply(&mut books, &mut memory, decided);
     let starter_now = books.packages.iter().find(|package| package.id == starter()).expect("still there");

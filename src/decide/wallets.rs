@@ -1,12 +1,14 @@
 //! Changes to a wallet: purchase, capture, spend, refund, each decided on
 //! the newest state of the wallet ([`Books::wallet`]).
 
-use super::change::{credited, debited, id_from_seq, Consumption, Decision};
+use super::change::{id_from_seq, Change, Consumption, Decision};
+use super::grants::Removal;
 use super::{Books, EngineError, Fingerprint, Now, Prefetched, UserReceipt};
-use crate::domain::{Caller, HoldId, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId};
+use crate::domain::grants::{self, Closed, Grant};
+use crate::domain::{Caller, GrantKind, HoldId, Money, PackageId, Reason, ScopedKey, SpendId, UserCredits, UserId};
 use crate::store::records::{
-    CaptureReceipt, EntryKind, HoldRecord, HoldState, Operation, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt,
-    SpendRecord, SpendState,
+    CaptureReceipt, EntryKind, GrantEffect, HoldRecord, HoldState, Operation, PurchaseReceipt, Receipt, RefundReceipt,
+    SpendReceipt, SpendRecord, SpendState, WalletRecord,
 };
 
 impl Books {
@@ -25,11 +27,12 @@ impl Books {
             None => {}
         }
         let (package, needed) = self.sellable_package(package_id)?;
-        let mut wallet = credited(self.wallet(prefetched, user)?, package.credits)?;
         let mut change = self.begin(inputs);
+        let mut wallet = self.wallet_for_change(&mut change, prefetched, user)?;
         change.sale = true;
         change.next.reserved = change.next.reserved.checked_add(needed)?;
-        change.next.wallets_total = change.next.wallets_total.checked_add(package.credits)?;
+        let expires_at_ms = package.grant_expiry(change.at_ms);
+        self.add_paid_grant(&mut change, user, &mut wallet, package.credits, package.price, expires_at_ms)?;
         change.next.revenue =
             change.next.revenue.checked_add(package.price).map_err(|_| EngineError::Overloaded("revenue overflow"))?;
         assert!(change.next.reserved <= change.next.provider_balance, "a sale never reserves more than the balance");
@@ -40,7 +43,8 @@ impl Books {
             credits: package.credits,
             price: package.price,
         };
-        let seq = change.record(Some(user), Some(key), kind, Some(wallet.balance))?;
+        let effect = GrantEffect::Paid { expires_at_ms };
+        let seq = change.record_grants(user, Some(key), kind, wallet.balance, effect)?;
         change.put_wallet(user, &mut wallet, seq)?;
         let receipt = PurchaseReceipt {
             purchase_id,
@@ -70,9 +74,10 @@ impl Books {
             HoldState::Open if self.is_due(&hold.hold_id, change.monotonic_ms) => return Err(EngineError::HoldExpired),
             HoldState::Open => {}
         }
-        let mut wallet = credited(self.wallet(prefetched, user)?, hold.credits)?;
+        let mut wallet = self.wallet_for_change(&mut change, prefetched, user)?;
         change.next.holds_total = change.next.holds_total.checked_sub(hold.credits)?;
-        change.next.wallets_total = change.next.wallets_total.checked_add(hold.credits)?;
+        let expires_at_ms = hold.grant_expiry(change.at_ms);
+        self.add_paid_grant(&mut change, user, &mut wallet, hold.credits, hold.price, expires_at_ms)?;
         change.next.revenue =
             change.next.revenue.checked_add(hold.price).map_err(|_| EngineError::Overloaded("revenue overflow"))?;
         let kind = EntryKind::HoldCaptured {
@@ -81,7 +86,8 @@ impl Books {
             credits: hold.credits,
             price: hold.price,
         };
-        let seq = change.record(Some(user), None, kind, Some(wallet.balance))?;
+        let effect = GrantEffect::Paid { expires_at_ms };
+        let seq = change.record_grants(user, None, kind, wallet.balance, effect)?;
         change.put_wallet(user, &mut wallet, seq)?;
         let receipt = CaptureReceipt {
             hold_id: hold.hold_id.clone(),
@@ -111,16 +117,20 @@ impl Books {
             Some(_) => return Err(EngineError::IdempotencyKeyReused),
             None => {}
         }
-        let wallet = self.wallet(prefetched, user)?;
-        if wallet.version == 0 {
+        if self.wallet(prefetched, user)?.version == 0 {
             return Err(EngineError::UnknownUser);
         }
-        let mut wallet = debited(wallet, credits)?;
+        let mut change = self.begin(inputs);
+        let mut wallet = self.wallet_for_change(&mut change, prefetched, user)?;
+        let draws =
+            grants::draw(&mut wallet.grants, credits, change.at_ms).map_err(|_| EngineError::InsufficientFunds)?;
+        wallet.balance = wallet.balance.checked_sub(credits).map_err(|_| EngineError::InsufficientFunds)?;
         let provider = self.ratio.backing(credits)?;
         if provider > self.state.provider_balance {
             return Err(EngineError::EnhancementUnavailable);
         }
-        let mut change = self.begin(inputs);
+        let promotional = drawn_from(&wallet, &draws, GrantKind::Promotional)?;
+        change.next.grants.promotional = change.next.grants.promotional.checked_sub(promotional)?;
         change.next.provider_balance = change.next.provider_balance.checked_sub(provider)?;
         change.next.reserved = change.next.reserved.checked_sub(provider)?;
         change.next.wallets_total = change.next.wallets_total.checked_sub(credits)?;
@@ -129,7 +139,7 @@ impl Books {
         change.consumption = Consumption::Spent(provider);
         let spend_id = id_from_seq("spend", change.next_seq(), SpendId::parse)?;
         let kind = EntryKind::Spend { spend_id: spend_id.clone(), credits, reason };
-        let seq = change.record(Some(user), Some(key), kind, Some(wallet.balance))?;
+        let seq = change.record_grants(user, Some(key), kind, wallet.balance, GrantEffect::Drew(draws.clone()))?;
         change.put_wallet(user, &mut wallet, seq)?;
         change.put_spend(SpendRecord {
             spend_id: spend_id.clone(),
@@ -139,6 +149,7 @@ impl Books {
             created_at_ms: change.at_ms,
             state: SpendState::Open,
             owner: Some(key.caller.clone()),
+            draws: Some(draws),
         });
         let receipt = SpendReceipt { spend_id, user_id: user.clone(), credits, balance: wallet.balance };
         change.remember(Operation::Spend, key, fingerprint, Receipt::Spend(receipt.clone()))?;
@@ -162,12 +173,12 @@ impl Books {
             }
             SpendState::Open => {}
         }
-        let mut wallet = credited(self.wallet(prefetched, user)?, spend.credits)?;
         let provider = self.ratio.backing(spend.credits)?;
         let mut change = self.begin(inputs);
+        let mut wallet = self.wallet_for_change(&mut change, prefetched, user)?;
         change.next.provider_balance = change.next.provider_balance.checked_add(provider)?;
         change.next.reserved = change.next.reserved.checked_add(provider)?;
-        change.next.wallets_total = change.next.wallets_total.checked_add(spend.credits)?;
+        let effect = self.give_back(&mut change, user, &mut wallet, &spend)?;
         change.next.consumed_total = change.next.consumed_total.saturating_sub(provider);
         change.next.open_spends = change.next.open_spends.checked_sub(spend.credits)?;
         // Made before the last sync: that sync held it back, and the refund
@@ -177,7 +188,7 @@ impl Books {
         }
         change.consumption = Consumption::Refunded(provider);
         let kind = EntryKind::Refund { spend_id: spend_id.clone(), credits: spend.credits };
-        let seq = change.record(Some(user), None, kind, Some(wallet.balance))?;
+        let seq = change.record_grants(user, None, kind, wallet.balance, effect)?;
         change.put_wallet(user, &mut wallet, seq)?;
         let receipt = RefundReceipt {
             spend_id: spend_id.clone(),
@@ -188,4 +199,89 @@ impl Books {
         change.put_spend(SpendRecord { state: SpendState::Refunded(receipt.clone()), ..spend });
         Ok(Decision::Apply(Box::new(change), UserReceipt::Refund(receipt)))
     }
+
+    /// Adds the paid grant of a purchase or a capture (SPEC §13) to
+    /// `wallet`: `grant_{seq}` of the entry about to be recorded.
+    fn add_paid_grant(
+        &self,
+        change: &mut Change,
+        user: &UserId,
+        wallet: &mut WalletRecord,
+        credits: UserCredits,
+        price: Money,
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), EngineError> {
+        let grant = Grant {
+            seq: change.next_seq(),
+            kind: GrantKind::Paid,
+            credits,
+            remaining: credits,
+            price,
+            created_at_ms: change.at_ms,
+            expires_at_ms,
+            closed: None,
+            touched_at_ms: change.at_ms,
+        };
+        self.add_grant(change, user, wallet, grant)
+    }
+
+    /// Gives a refunded spend's credits back to the grants it drew from
+    /// (SPEC §13); what goes back to a grant closed meanwhile leaves the
+    /// wallet again at once, counted as expired or voided, and its provider
+    /// credits return to capacity. A spend from before grants gives its
+    /// credits back as a new never-expiring paid grant of no price.
+    fn give_back(
+        &self,
+        change: &mut Change,
+        user: &UserId,
+        wallet: &mut WalletRecord,
+        spend: &SpendRecord,
+    ) -> Result<GrantEffect, EngineError> {
+        let Some(draws) = &spend.draws else {
+            let price = Money::zero(change.next.revenue.currency());
+            self.add_paid_grant(change, user, wallet, spend.credits, price, None)?;
+            return Ok(GrantEffect::Paid { expires_at_ms: None });
+        };
+        let given = grants::give_back(&mut wallet.grants, draws).map_err(|_| {
+            EngineError::Storage(format!("{} drew from grants its wallet no longer has", spend.spend_id))
+        })?;
+        for back in &given {
+            let kind = wallet.grants.iter().find(|grant| grant.seq == back.grant).map_or(GrantKind::Paid, |g| g.kind);
+            match back.left_again {
+                None => {
+                    wallet.balance = wallet.balance.checked_add(back.credits)?;
+                    change.next.wallets_total = change.next.wallets_total.checked_add(back.credits)?;
+                    if kind == GrantKind::Promotional {
+                        change.next.grants.promotional = change.next.grants.promotional.checked_add(back.credits)?;
+                    }
+                }
+                Some(closed) => {
+                    // Back into the wallet and out again: `reserved` loses what the refund gave it.
+                    change.next.reserved = change.next.reserved.checked_sub(self.ratio.backing(back.credits)?)?;
+                    let how = match closed {
+                        Closed::Expired { .. } => {
+                            let grant = wallet.grants.iter().find(|grant| grant.seq == back.grant);
+                            Removal::Expired {
+                                breakage: grant.map_or(Money::zero(change.next.revenue.currency()), |g| {
+                                    g.revenue_of(back.credits)
+                                }),
+                            }
+                        }
+                        Closed::Voided { .. } => Removal::Voided,
+                    };
+                    // The promotional credits outstanding never counted them back in.
+                    let counted = if kind == GrantKind::Promotional { GrantKind::Paid } else { kind };
+                    self.count_removal(change, counted, back.credits, how)?;
+                }
+            }
+        }
+        Ok(GrantEffect::GaveBack(given))
+    }
+}
+
+/// The credits `draws` took from grants of `kind` in `wallet`.
+fn drawn_from(wallet: &WalletRecord, draws: &[grants::Draw], kind: GrantKind) -> Result<UserCredits, EngineError> {
+    let mut of_kind =
+        draws.iter().filter(|draw| wallet.grants.iter().any(|grant| grant.seq == draw.grant && grant.kind == kind));
+    Ok(of_kind.try_fold(UserCredits::ZERO, |total, draw| total.checked_add(draw.credits))?)
 }

@@ -48,6 +48,17 @@ impl fmt::Display for GrantId {
     }
 }
 
+/// A grant's deadline, opened (`open`) or closed by a change: the store
+/// keeps the open ones, so that the books know at start whose grants will
+/// expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantDeadline {
+    pub expires_at_ms: u64,
+    pub grant: GrantId,
+    pub user: super::UserId,
+    pub open: bool,
+}
+
 /// Where a grant's credits came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum GrantKind {
@@ -163,14 +174,19 @@ pub fn due(grants: &[Grant], now_ms: u64) -> Vec<GrantId> {
     grants.iter().filter(|grant| grant.is_due(now_ms)).map(Grant::id).collect()
 }
 
-/// Forgets the grants nothing can change any more: closed, or emptied and
+/// Forgets the grants nothing can change any more: expired, or emptied and
 /// never expiring, and untouched for `keep_ms` (longer than any spend stays
 /// open, so no refund can still give credits back to them). An emptied
 /// grant that will expire is kept until it closes, so that its expiry is
-/// written and its deadline forgotten.
+/// written and its deadline forgotten; a voided one is kept for good (voids
+/// are rare), so that voiding it again answers the first void.
 pub fn retire(grants: &mut Vec<Grant>, now_ms: u64, keep_ms: u64) {
     grants.retain(|grant| {
-        let settled = grant.closed.is_some() || (grant.remaining.is_zero() && grant.expires_at_ms.is_none());
+        let settled = match grant.closed {
+            Some(Closed::Expired { .. }) => true,
+            Some(Closed::Voided { .. }) => false,
+            None => grant.remaining.is_zero() && grant.expires_at_ms.is_none(),
+        };
         !(settled && grant.touched_at_ms.saturating_add(keep_ms) < now_ms)
     });
 }
@@ -345,7 +361,7 @@ mod tests {
         assert_eq!(grants[0].touched_at_ms, 1_000, "closing touches it");
     }
 
-    /// A wallet forgets only what no refund can reach: closed grants, and
+    /// A wallet forgets only what no refund can reach: expired grants, and
     /// emptied grants that never expire, once untouched for `keep_ms`.
     #[test]
     fn retire_forgets_settled_grants_once_no_refund_can_reach_them() {
@@ -354,16 +370,18 @@ mod tests {
         emptied.touched_at_ms = 1_000;
         let mut emptied_expiring = grant(2, GrantKind::Paid, 10, Some(90_000));
         emptied_expiring.remaining = UserCredits::ZERO;
-        let mut closed = grant(3, GrantKind::Promotional, 10, None);
-        closed.close(Closed::Voided { at_ms: 1_000 });
+        let mut expired = grant(3, GrantKind::Promotional, 10, Some(1_000));
+        expired.close(Closed::Expired { at_ms: 1_000 });
         let live = grant(4, GrantKind::Paid, 10, None);
-        let all = vec![emptied, emptied_expiring, closed, live];
+        let mut voided = grant(5, GrantKind::Paid, 10, None);
+        voided.close(Closed::Voided { at_ms: 1_000 });
+        let all = vec![emptied, emptied_expiring, expired, live, voided];
         let mut kept = all.clone();
         retire(&mut kept, 1_500, 500);
         assert_eq!(kept, all, "touched 500 ms ago: a refund may still come");
         retire(&mut kept, 1_501, 500);
         let ids: Vec<u64> = kept.iter().map(|grant| grant.seq).collect();
-        assert_eq!(ids, [2, 4], "the emptied expiring grant waits for its expiry, the live one stays");
+        assert_eq!(ids, [2, 4, 5], "the emptied expiring grant waits for its expiry; live and voided ones stay");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::grants::{Draw, GivenBack, GrantId, GrantKind};
 use super::{
     HoldId, IdempotencyKey, KeyId, KeyName, Money, PackageId, ProviderCredits, Reason, Scopes, SpendId, UserCredits,
     UserId,
@@ -39,6 +40,26 @@ pub struct LedgerEntry {
     /// written before API keys (record version 1).
     #[serde(default)]
     pub caller: Option<KeyId>,
+    /// What the entry did to the user's grants (SPEC §13); `None` for
+    /// entries written before grants (record version 2 and older), which
+    /// replay reads as moving the one grant a wallet of that time became.
+    #[serde(default)]
+    pub grants: Option<GrantEffect>,
+}
+
+/// What a ledger entry did to a user's grants, beside its kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GrantEffect {
+    /// A purchase or a capture made the paid grant `grant_{seq}` of this
+    /// entry, expiring at `expires_at_ms` (`None`: never).
+    Paid { expires_at_ms: Option<u64> },
+    /// A spend drew these credits, in the burn order.
+    Drew(Vec<Draw>),
+    /// A refund gave these back to the grants its spend drew from.
+    GaveBack(Vec<GivenBack>),
+    /// A hold's package made its credits expire this many days after the
+    /// capture (`None`: never).
+    HoldTerms { expires_after_days: Option<u32> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +106,19 @@ pub enum EntryKind {
     /// An open spend is final (SPEC §5): the provider did the work (`by` the
     /// enhancement service) or its time ran out. No quantity moves.
     SpendCompleted { spend_id: SpendId, credits: UserCredits, by: CompletedBy },
+    /// An admin gave the user a grant (SPEC §13): the wallet gains
+    /// `credits`, `reserved` gains `ratio × credits`, no revenue. Its id is
+    /// `grant_{seq}` of this entry.
+    GrantCreated { kind: GrantKind, credits: UserCredits, expires_at_ms: Option<u64>, reason: Reason },
+    /// A grant reached its `expiresAt`: its remaining `credits` left the
+    /// wallet and `reserved` lost `ratio × credits`; `breakage` is the
+    /// revenue those credits had earned (zero for a promotional grant).
+    GrantExpired { grant_id: GrantId, kind: GrantKind, credits: UserCredits, breakage: Money, expires_at_ms: u64 },
+    /// An admin voided a grant: its remaining `credits` left the wallet.
+    GrantVoided { grant_id: GrantId, kind: GrantKind, credits: UserCredits, reason: Reason },
+    /// An operator changed how long a package's credits last (SPEC §13),
+    /// beside the `PackageChanged` entry of the same update; `None`: never.
+    PackageExpiryChanged { package_id: PackageId, expires_after_days: Option<u32> },
 }
 
 /// Who completed a spend: the enhancement service, or the time limit
@@ -112,6 +146,7 @@ impl EntryKind {
             Self::Purchase { .. } => Some(Operation::Purchase),
             Self::HoldCreated { .. } => Some(Operation::Hold),
             Self::Spend { .. } => Some(Operation::Spend),
+            Self::GrantCreated { .. } => Some(Operation::Grant),
             _ => None,
         }
     }
@@ -133,6 +168,10 @@ impl EntryKind {
             Self::ApiKeyCreated { .. } => "apiKeyCreated",
             Self::ApiKeyRevoked { .. } => "apiKeyRevoked",
             Self::SpendCompleted { .. } => "spendCompleted",
+            Self::GrantCreated { .. } => "grantCreated",
+            Self::GrantExpired { .. } => "grantExpired",
+            Self::GrantVoided { .. } => "grantVoided",
+            Self::PackageExpiryChanged { .. } => "packageExpiryChanged",
         }
     }
 }
@@ -144,6 +183,8 @@ pub enum Operation {
     Purchase,
     Hold,
     Spend,
+    /// An admin's promotional grant (`POST /api/admin/grants`).
+    Grant,
 }
 
 impl Operation {
@@ -152,6 +193,7 @@ impl Operation {
             Self::Purchase => b'p',
             Self::Hold => b'h',
             Self::Spend => b's',
+            Self::Grant => b'g',
         }
     }
 }
@@ -214,12 +256,34 @@ pub struct RefundReceipt {
     pub balance: UserCredits,
 }
 
+/// The answer to a new grant (SPEC §13: `{grantId, userId, kind, credits, expiresAt}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantReceipt {
+    pub grant_id: GrantId,
+    pub user_id: UserId,
+    pub kind: GrantKind,
+    pub credits: UserCredits,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// The answer to a void, and to voiding the same grant again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoidReceipt {
+    pub grant_id: GrantId,
+    pub user_id: UserId,
+    pub kind: GrantKind,
+    pub credits: UserCredits,
+    pub expires_at_ms: Option<u64>,
+    pub voided_at_ms: u64,
+}
+
 /// An answer that changed state, remembered so that a retry gets it again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Receipt {
     Purchase(PurchaseReceipt),
     Hold(HoldReceipt),
     Spend(SpendReceipt),
+    Grant(GrantReceipt),
 }
 
 #[cfg(test)]

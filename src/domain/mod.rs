@@ -23,4 +23,7 @@ pub use credits::{ProviderCredits, QuantityError, Ratio, UserCredits, QUANTITY_M
 pub use grants::{GrantId, GrantKind};
 pub use ids::{HoldId, IdError, IdempotencyKey, KeyId, KeyName, PackageId, Reason, ScopedKey, SpendId, UserId};
 pub use money::{Currency, Money, MoneyError};
-pub use package::{package_credits, package_price, Package, PackageError, PACKAGE_CREDITS_MAX, PACKAGE_PRICE_MAX};
+pub use package::{
+    package_credits, package_price, Package, PackageError, DAY_MS, PACKAGE_CREDITS_MAX, PACKAGE_EXPIRY_DAYS_MAX,
+    PACKAGE_PRICE_MAX,
+};

@@ -17,6 +17,8 @@ pub enum PackageError {
     Credits,
     #[error("must be from 0 to {PACKAGE_PRICE_MAX} minor units")]
     Price,
+    #[error("must be from 1 to {PACKAGE_EXPIRY_DAYS_MAX} days, or null for never")]
+    Expiry,
 }
 
 /// A package a user can buy: a number of user credits for a price.
@@ -27,7 +29,17 @@ pub struct Package {
     pub price: Money,
     /// False when an operator disabled it (SPEC §5, admin).
     pub enabled: bool,
+    /// The credits a purchase of it gives expire this many days after the
+    /// purchase (SPEC §13); `None`: never.
+    pub expires_after_days: Option<u32>,
 }
+
+/// The most days a package's credits may last before they expire (ten
+/// years): a longer setting is refused at the edge.
+pub const PACKAGE_EXPIRY_DAYS_MAX: u32 = 3_650;
+
+/// A day in milliseconds.
+pub const DAY_MS: u64 = 86_400_000;
 
 impl Package {
     /// # Errors
@@ -35,7 +47,24 @@ impl Package {
     pub fn new(id: PackageId, credits: UserCredits, price: Money, enabled: bool) -> Result<Self, PackageError> {
         package_credits(credits.get())?;
         package_price(price.minor_units())?;
-        Ok(Self { id, credits, price, enabled })
+        Ok(Self { id, credits, price, enabled, expires_after_days: None })
+    }
+
+    /// The same package, its credits expiring `days` after a purchase
+    /// (`None`: never).
+    ///
+    /// # Errors
+    /// [`PackageError::Expiry`] outside 1..=[`PACKAGE_EXPIRY_DAYS_MAX`].
+    pub fn expiring_after(self, days: Option<u32>) -> Result<Self, PackageError> {
+        if days.is_some_and(|days| days == 0 || days > PACKAGE_EXPIRY_DAYS_MAX) {
+            return Err(PackageError::Expiry);
+        }
+        Ok(Self { expires_after_days: days, ..self })
+    }
+
+    /// When the credits of a purchase at `at_ms` expire (`None`: never).
+    pub fn grant_expiry(&self, at_ms: u64) -> Option<u64> {
+        self.expires_after_days.map(|days| at_ms.saturating_add(u64::from(days).saturating_mul(DAY_MS)))
     }
 }
 
@@ -83,6 +112,16 @@ mod tests {
         assert!(Package::new(id.clone(), credits, price(100_000_000), true).is_ok());
         assert_eq!(Package::new(id.clone(), credits, price(100_000_001), true), Err(PackageError::Price));
         let many = UserCredits::new(1_000_001).expect("small");
-        assert_eq!(Package::new(id, many, price(1), true), Err(PackageError::Credits));
+        assert_eq!(Package::new(id.clone(), many, price(1), true), Err(PackageError::Credits));
+        let package = Package::new(id, credits, price(1), true).expect("valid");
+        assert_eq!(package.grant_expiry(5), None, "never expires by default");
+        for bad in [0, PACKAGE_EXPIRY_DAYS_MAX + 1] {
+            assert_eq!(package.clone().expiring_after(Some(bad)), Err(PackageError::Expiry), "{bad} days");
+        }
+        let yearly = package.expiring_after(Some(PACKAGE_EXPIRY_DAYS_MAX)).expect("ten years is allowed");
+        assert_eq!(yearly.grant_expiry(5), Some(5 + u64::from(PACKAGE_EXPIRY_DAYS_MAX) * DAY_MS));
+        let daily = yearly.expiring_after(Some(1)).expect("a day is allowed");
+        assert_eq!(daily.grant_expiry(5), Some(5 + DAY_MS));
+        assert_eq!(daily.expiring_after(None).expect("never").grant_expiry(5), None);
     }
 }

@@ -14,7 +14,7 @@ use actix::prelude::*;
 
 use crate::actors::alert::{AlertActor, AlertSettings, AlertsView, ListAlerts};
 use crate::actors::inventory::{
-    CreateApiKey, DurableSequence, Fingerprint, InventoryActor, InventoryView, ListApiKeys, PurchasesState,
+    CreateApiKey, DueGrants, DurableSequence, Fingerprint, InventoryActor, InventoryView, ListApiKeys, PurchasesState,
     ReleaseReceipt, RevokeApiKey, SetPurchasesEnabled, Snapshot, UpdatePackage, UserCommand, UserReceipt,
 };
 use crate::actors::prune::{PruneActor, PruneNow};
@@ -26,13 +26,14 @@ use crate::clock::Clock;
 use crate::decide::Books;
 use crate::domain::report::{report, Report, ReportInput, WEEK_MS};
 use crate::domain::{
-    Caller, HoldId, KeyId, KeyName, Package, PackageId, Reason, ScopedKey, Scopes, SpendId, UserCredits, UserId,
+    Caller, GrantId, HoldId, KeyId, KeyName, Package, PackageId, Reason, ScopedKey, Scopes, SpendId, UserCredits,
+    UserId,
 };
 use crate::provider::NanoBananaClient;
 use crate::store::commit::CommitQueue;
 use crate::store::records::{
-    ApiKeyRecord, CaptureReceipt, CompletionReceipt, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt,
-    SpendReceipt,
+    ApiKeyRecord, CaptureReceipt, CompletionReceipt, GrantReceipt, HoldReceipt, LedgerEntry, PurchaseReceipt,
+    RefundReceipt, SpendReceipt, VoidReceipt,
 };
 use crate::store::Store;
 
@@ -193,8 +194,14 @@ impl Engine {
             pruner,
             wallets,
         };
+        operations_arbiter.spawn(sweep_grants(engine.clone()));
         let arbiters = vec![operations_arbiter, engine_arbiter];
         Ok((engine, EngineThreads { arbiters, wallet_threads, commit_thread, store }))
+    }
+
+    /// Wall time now, by the engine's clock (what answers about expiry use).
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     pub fn inventory(&self) -> &Addr<InventoryActor> {
@@ -363,6 +370,58 @@ impl Engine {
         let user = self.spend_user(&spend_id).await?;
         match self.on_user(&user, UserCommand::Refund { spend_id, by }).await? {
             UserReceipt::Refund(receipt) => Ok(receipt),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// An admin's promotional grant of `credits` to `user` (SPEC §13),
+    /// exactly once per `key`.
+    ///
+    /// # Errors
+    /// `InsufficientCapacity`, `GrantClosed` (an `expiresAt` already past),
+    /// or 503-class errors.
+    pub async fn grant(
+        &self,
+        user: UserId,
+        credits: UserCredits,
+        expires_at_ms: Option<u64>,
+        reason: Reason,
+        key: ScopedKey,
+        fingerprint: Fingerprint,
+    ) -> Result<GrantReceipt, EngineError> {
+        match self.on_user(&user, UserCommand::Grant { credits, expires_at_ms, reason, key, fingerprint }).await? {
+            UserReceipt::Grant(receipt) => Ok(receipt),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Voids grant `grant` (SPEC §13); voiding it again answers the first void.
+    ///
+    /// # Errors
+    /// `UnknownGrant`, `GrantClosed` (it expired), or 503-class errors.
+    pub async fn void_grant(&self, grant: GrantId, reason: Reason) -> Result<VoidReceipt, EngineError> {
+        // The id names the ledger entry that made the grant, and so its user.
+        let read = move |store: &Store| {
+            let entry = store.ledger_entry(grant.0)?.ok_or(EngineError::UnknownGrant(grant))?;
+            let user = entry.user.clone().ok_or(EngineError::UnknownGrant(grant))?;
+            crate::decide::granted_by(&entry, &user).ok_or(EngineError::UnknownGrant(grant))?;
+            Ok((user, entry))
+        };
+        let (user, origin) = self.wallets.read(read).await?;
+        let command = UserCommand::Void { grant, reason, origin: Some(Arc::new(origin)) };
+        match self.on_user(&user, command).await? {
+            UserReceipt::Void(receipt) => Ok(receipt),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Closes `user`'s grants past their `expiresAt`; answers how many.
+    ///
+    /// # Errors
+    /// 503-class errors.
+    pub async fn expire_grants(&self, user: &UserId) -> Result<usize, EngineError> {
+        match self.on_user(user, UserCommand::ExpireGrants).await? {
+            UserReceipt::Expired(closed) => Ok(closed),
             other => Err(unexpected(&other)),
         }
     }
@@ -571,5 +630,46 @@ impl Engine {
     /// How many wallet actors are live (for metrics and tests).
     pub fn hot_wallets(&self) -> usize {
         self.wallets.len()
+    }
+}
+
+/// The users the expiry sweep closes grants of at once, at most.
+const GRANT_SWEEP_USERS_MAX: usize = 4_096;
+
+/// Requests of the sweep in flight at once: their changes share group commits.
+const GRANT_SWEEP_CONCURRENCY: usize = 64;
+
+/// The expiry sweep of grants (SPEC §13): every second, the users with a
+/// grant past its `expiresAt` have it closed through their wallet actors
+/// (the `grantExpired` entry, `reserved` down), many at once so that a
+/// campaign's grants expiring together share group commits. A wallet a
+/// request touches first closes its due grants itself.
+async fn sweep_grants(engine: Engine) {
+    use futures_util::StreamExt;
+    loop {
+        tokio::time::sleep(crate::actors::inventory::EXPIRY_SWEEP_INTERVAL).await;
+        if engine.health.storage_failed() {
+            continue;
+        }
+        let Ok(users) = engine.ask(DueGrants { limit: GRANT_SWEEP_USERS_MAX }).await else { continue };
+        let closed = futures_util::stream::iter(users)
+            .map(|user| {
+                let engine = engine.clone();
+                async move {
+                    match engine.expire_grants(&user).await {
+                        Ok(closed) => closed,
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot close expired grants yet");
+                            0
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(GRANT_SWEEP_CONCURRENCY)
+            .fold(0usize, |total, closed| async move { total.saturating_add(closed) })
+            .await;
+        if closed > 0 {
+            tracing::debug!(closed, "grants expired");
+        }
     }
 }

@@ -53,6 +53,7 @@ fn packages_with_overrides(store: &Store, settings: &Settings) -> Result<Vec<Pac
                 credits: stored.credits,
                 price: stored.price,
                 enabled: stored.enabled,
+                expires_after_days: stored.expires_after_days,
             },
             Some(_) => {
                 tracing::warn!(package = %package.id, "ignoring a stored package price in another currency");
@@ -147,7 +148,8 @@ pub fn recover(store: &Store, settings: &Settings) -> Result<Recovered, StartErr
     }
     let packages = packages_with_overrides(store, settings)?;
     let api_keys = store.api_keys()?;
-    Ok(Recovered { state, open_holds, open_spends, packages, last_at_ms, api_keys })
+    let grant_deadlines = store.grant_deadlines()?;
+    Ok(Recovered { state, open_holds, open_spends, packages, last_at_ms, api_keys, grant_deadlines })
 }
 
 /// Σ wallets on disk against the inventory record's total: O(users), so only

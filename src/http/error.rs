@@ -26,6 +26,7 @@ pub enum ErrorCode {
     HoldExpired,
     AlreadyRefunded,
     SpendCompleted,
+    GrantClosed,
     IdempotencyKeyInUse,
     TooManyHolds,
     PayloadTooLarge,
@@ -161,7 +162,9 @@ fn engine_status_and_code(error: &EngineError) -> (StatusCode, ErrorCode) {
         | EngineError::UnknownUser
         | EngineError::UnknownHold(_)
         | EngineError::UnknownSpend(_)
-        | EngineError::UnknownApiKey(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+        | EngineError::UnknownApiKey(_)
+        | EngineError::UnknownGrant(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+        EngineError::GrantClosed => (StatusCode::CONFLICT, ErrorCode::GrantClosed),
         EngineError::HoldCaptured => (StatusCode::CONFLICT, ErrorCode::HoldCaptured),
         EngineError::HoldReleased => (StatusCode::CONFLICT, ErrorCode::HoldReleased),
         EngineError::HoldExpired => (StatusCode::CONFLICT, ErrorCode::HoldExpired),

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod grants;
 pub mod keys;
 pub mod metrics;
 pub mod openapi;
@@ -67,6 +68,8 @@ pub const ROUTES: &[&str] = &[
     "/api/admin/report",
     "/api/admin/keys",
     "/api/admin/keys/{id}",
+    "/api/admin/grants",
+    "/api/admin/grants/{grantId}/void",
     "/metrics",
     "/admin",
     "/openapi.json",
@@ -134,6 +137,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
             vec![(Method::GET, web::get().to(keys::list_keys)), (Method::POST, web::post().to(keys::create_key))],
         ))
         .service(resource("/api/admin/keys/{id}", vec![(Method::DELETE, web::delete().to(keys::revoke_key))]))
+        .service(resource("/api/admin/grants", vec![(Method::POST, web::post().to(grants::create_grant))]))
+        .service(resource("/api/admin/grants/{grantId}/void", vec![(Method::POST, web::post().to(grants::void_grant))]))
         .service(resource("/metrics", vec![(Method::GET, web::get().to(metrics::metrics))]))
         .service(resource("/admin", vec![(Method::GET, web::get().to(routes::admin_page))]))
         .service(resource("/openapi.json", vec![(Method::GET, web::get().to(routes::openapi))]))

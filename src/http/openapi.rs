@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::dto;
 use super::error::{ErrorBody, ErrorCode, ErrorDetail};
-use super::{backup, keys, metrics, routes};
+use super::{backup, grants, keys, metrics, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +39,8 @@ use super::{backup, keys, metrics, routes};
         keys::create_key,
         keys::list_keys,
         keys::revoke_key,
+        grants::create_grant,
+        grants::void_grant,
         routes::admin_page,
         metrics::metrics,
         routes::healthz,

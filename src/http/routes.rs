@@ -16,7 +16,7 @@ use crate::actors::inventory::UpdatePackage;
 use crate::actors::EngineError;
 use crate::domain::{
     package_credits, package_price, HoldId, Needs, PackageError, PackageId, Reason, ScopedKey, SpendId, UserCredits,
-    UserId, QUANTITY_MAX,
+    UserId, PACKAGE_EXPIRY_DAYS_MAX, QUANTITY_MAX,
 };
 
 /// Entries shown with a wallet.
@@ -287,9 +287,12 @@ pub async fn user_credits(request: HttpRequest, path: web::Path<String>, state: 
     authorize(&request, &state, Needs::WalletRead)?;
     let user = UserId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("userId", error))?;
     let (wallet, entries) = state.engine.user_credits(user.clone(), USER_ENTRIES_DEFAULT).await?;
+    let (balance, grants, expiring) = super::grants::wallet_grants(&wallet, state.engine.now_ms());
     Ok(HttpResponse::Ok().json(UserCreditsResponse {
         user_id: user.into(),
-        balance: wallet.balance.get(),
+        balance,
+        grants,
+        expiring,
         entries: entries
             .into_iter()
             .map(|(entry, spend_state)| LedgerEntryResponse { spend_state, ..LedgerEntryResponse::from(entry) })
@@ -436,8 +439,8 @@ pub async fn update_package(
     authorize(&request, &state, Needs::Admin)?;
     let package_id = PackageId::parse(&path.into_inner()).map_err(|error| ApiError::invalid("packageId", error))?;
     let body: PackageUpdateRequest = json_body(&request, payload).await?;
-    if body.enabled.is_none() && body.price.is_none() && body.credits.is_none() {
-        return Err(ApiError::invalid("body", "name at least one of enabled, price, credits"));
+    if body.enabled.is_none() && body.price.is_none() && body.credits.is_none() && body.expires_after_days.is_none() {
+        return Err(ApiError::invalid("body", "name at least one of enabled, price, credits, expiresAfterDays"));
     }
     // SPEC §9.2: bounded here, once, so that nothing downstream can overflow.
     let credits = body
@@ -450,7 +453,21 @@ pub async fn update_package(
         .map(|price| u64::try_from(price).map_err(|_| PackageError::Price).and_then(package_price))
         .transpose()
         .map_err(|error| ApiError::invalid("price", error))?;
-    let update = UpdatePackage { package_id, enabled: body.enabled, credits, price_minor_units: price };
+    let expires_after_days = body
+        .expires_after_days
+        .map(|days| {
+            days.map(|days| {
+                u32::try_from(days)
+                    .ok()
+                    .filter(|days| (1..=PACKAGE_EXPIRY_DAYS_MAX).contains(days))
+                    .ok_or(PackageError::Expiry)
+            })
+            .transpose()
+        })
+        .transpose()
+        .map_err(|error| ApiError::invalid("expiresAfterDays", error))?;
+    let update =
+        UpdatePackage { package_id, enabled: body.enabled, credits, price_minor_units: price, expires_after_days };
     let package = state.engine.update_package(update).await?;
     Ok(HttpResponse::Ok().json(AdminPackageResponse::from(package)))
 }

@@ -93,14 +93,15 @@ mod tests {
     use super::*;
     use crate::store::records::{
         AlertEventRecord, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry, MetaRecord, PackageOverride,
-        SpendRecord, WalletRecord,
+        PruneCursor, SpendRecord, WalletRecord,
     };
     use proptest::prelude::*;
 
     #[test]
     fn every_record_starts_with_the_version_byte() {
         let bytes = encode(&WalletRecord::default()).expect("encodes");
-        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(bytes[0], WalletRecord::VERSION);
+        assert_eq!(encode(&PruneCursor { last_seq: 1 }).expect("encodes")[0], FORMAT_VERSION);
         assert_eq!(decode::<WalletRecord>(&bytes).expect("decodes"), WalletRecord::default());
     }
 

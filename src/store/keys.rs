@@ -19,6 +19,27 @@ pub const ALERT_PREFIX: u8 = b'a';
 pub const OPEN_HOLD_PREFIX: u8 = b'o';
 pub const API_KEY_PREFIX: u8 = b'k';
 pub const OPEN_SPEND_PREFIX: u8 = b'q';
+/// `x` + expiresAt (u64 BE) + grant seq (u64 BE) → user id: the grants not
+/// closed that will expire (SPEC §13), read at start.
+pub const GRANT_DEADLINE_PREFIX: u8 = b'x';
+
+/// The key of a grant's deadline.
+pub fn grant_deadline(expires_at_ms: u64, grant: u64) -> [u8; 17] {
+    let mut key = [GRANT_DEADLINE_PREFIX; 17];
+    key[1..9].copy_from_slice(&expires_at_ms.to_be_bytes());
+    key[9..].copy_from_slice(&grant.to_be_bytes());
+    key
+}
+
+/// The expiry and grant seq of a deadline key, if it is one.
+pub fn grant_deadline_parts(key: &[u8]) -> Option<(u64, u64)> {
+    let (&prefix, rest) = key.split_first()?;
+    if prefix != GRANT_DEADLINE_PREFIX || rest.len() != 16 {
+        return None;
+    }
+    let (expires, grant) = rest.split_at(8);
+    Some((u64::from_be_bytes(expires.try_into().ok()?), u64::from_be_bytes(grant.try_into().ok()?)))
+}
 
 /// `l` + big-endian sequence number, so that keys sort in ledger order.
 pub fn ledger(seq: u64) -> [u8; 9] {

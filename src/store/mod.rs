@@ -295,6 +295,14 @@ impl Store {
         each!(self, store => store.api_keys())
     }
 
+    /// The deadlines of the grants not closed that will expire (SPEC §13).
+    ///
+    /// # Errors
+    /// A read or decode failure.
+    pub fn grant_deadlines(&self) -> Result<Vec<crate::domain::grants::GrantDeadline>, StoreError> {
+        each!(self, store => store.grant_deadlines())
+    }
+
     /// Up to `limit` (at most [`LEDGER_PAGE_MAX`]) entries with `seq > after`, in order.
     ///
     /// # Errors

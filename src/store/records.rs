@@ -5,14 +5,15 @@
 use serde::{Deserialize, Serialize};
 
 use super::codec::{decode_body, CodecError, Record};
+pub use crate::domain::grants::{Closed, Draw, Grant};
 pub use crate::domain::ledger::{
-    CaptureReceipt, CompletedBy, CompletionReceipt, EntryKind, HoldReceipt, LedgerEntry, Operation, PurchaseReceipt,
-    Receipt, RefundReceipt, SpendReceipt,
+    CaptureReceipt, CompletedBy, CompletionReceipt, EntryKind, GrantEffect, GrantReceipt, HoldReceipt, LedgerEntry,
+    Operation, PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, VoidReceipt,
 };
 pub use crate::domain::ApiKeyRecord;
 
 use crate::domain::{
-    HoldId, IdempotencyKey, KeyId, Money, PackageId, ProviderCredits, Ratio, SpendId, UserCredits, UserId,
+    GrantKind, HoldId, IdempotencyKey, KeyId, Money, PackageId, ProviderCredits, Ratio, SpendId, UserCredits, UserId,
 };
 
 /// Facts fixed when the data directory was created.
@@ -70,6 +71,48 @@ pub struct InventoryRecord {
     /// provider may already have consumed it, so `providerBalance + held_back`
     /// is the most the platform can count on (SPEC §6, `overcommitted`).
     pub held_back: ProviderCredits,
+    /// What grants gave back (SPEC §13): user credits expired and voided
+    /// since the beginning, and the revenue the expired paid credits had
+    /// earned (breakage).
+    pub grants: GrantTotals,
+}
+
+/// The running totals of grants (SPEC §13 reports), kept with the inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantTotals {
+    pub expired: UserCredits,
+    pub voided: UserCredits,
+    pub breakage: Money,
+    /// Σ remaining of the promotional grants not closed.
+    pub promotional: UserCredits,
+}
+
+impl GrantTotals {
+    pub const fn empty(currency: crate::domain::Currency) -> Self {
+        Self {
+            expired: UserCredits::ZERO,
+            voided: UserCredits::ZERO,
+            breakage: Money::zero(currency),
+            promotional: UserCredits::ZERO,
+        }
+    }
+}
+
+/// `InventoryRecord` version 2, before grants.
+#[derive(Serialize, Deserialize)]
+struct InventoryRecordV2 {
+    provider_balance: ProviderCredits,
+    reserved: ProviderCredits,
+    wallets_total: UserCredits,
+    holds_total: UserCredits,
+    next_seq: u64,
+    last_sync: Option<SyncRecord>,
+    purchases_enabled: bool,
+    disabled_reason: Option<String>,
+    revenue: Money,
+    consumed_total: ProviderCredits,
+    open_spends: UserCredits,
+    held_back: ProviderCredits,
 }
 
 /// `InventoryRecord` version 1, before open spends.
@@ -88,10 +131,28 @@ struct InventoryRecordV1 {
 }
 
 impl Record for InventoryRecord {
-    /// 2: open spends and the held-back credits.
-    const VERSION: u8 = 2;
+    /// 2: open spends and the held-back credits; 3: the grant totals.
+    const VERSION: u8 = 3;
 
     fn upgrade(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        if version == 2 {
+            let v2: InventoryRecordV2 = decode_body(body)?;
+            return Ok(Self {
+                provider_balance: v2.provider_balance,
+                reserved: v2.reserved,
+                wallets_total: v2.wallets_total,
+                holds_total: v2.holds_total,
+                next_seq: v2.next_seq,
+                last_sync: v2.last_sync,
+                purchases_enabled: v2.purchases_enabled,
+                disabled_reason: v2.disabled_reason,
+                revenue: v2.revenue,
+                consumed_total: v2.consumed_total,
+                open_spends: v2.open_spends,
+                held_back: v2.held_back,
+                grants: GrantTotals::empty(v2.revenue.currency()),
+            });
+        }
         if version != 1 {
             return Err(CodecError::UnknownVersion(version));
         }
@@ -116,6 +177,7 @@ impl Record for InventoryRecord {
             consumed_total: v1.consumed_total,
             open_spends: UserCredits::ZERO,
             held_back: ProviderCredits::ZERO,
+            grants: GrantTotals::empty(v1.revenue.currency()),
         })
     }
 }
@@ -135,6 +197,7 @@ impl InventoryRecord {
             consumed_total: ProviderCredits::ZERO,
             open_spends: UserCredits::ZERO,
             held_back: ProviderCredits::ZERO,
+            grants: GrantTotals::empty(revenue.currency()),
         }
     }
 }
@@ -149,10 +212,80 @@ pub struct WalletRecord {
     /// entries that moved this wallet, oldest first: the user's recent
     /// entries are read through them, with no index to write on every change.
     pub recent: Vec<u64>,
+    /// Its grants (SPEC §13): `balance` is the sum of the remaining credits
+    /// of those not closed. Closed and emptied grants are forgotten once no
+    /// refund can reach them (`grants::retire`); the ledger keeps them.
+    pub grants: Vec<Grant>,
+}
+
+/// `WalletRecord` version 1, before grants.
+#[derive(Serialize, Deserialize)]
+struct WalletRecordV1 {
+    balance: UserCredits,
+    version: u64,
+    recent: Vec<u64>,
+}
+
+impl Record for WalletRecord {
+    /// 2: the grants.
+    const VERSION: u8 = 2;
+
+    /// A wallet of the release before grants becomes one never-expiring
+    /// paid grant of its balance, named after the last entry that moved
+    /// it (an entry of this user, so the id finds the user, and one that
+    /// replay names the same: `replay.rs`).
+    fn upgrade(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        if version != 1 {
+            return Err(CodecError::UnknownVersion(version));
+        }
+        let v1: WalletRecordV1 = decode_body(body)?;
+        let grants = match v1.recent.last() {
+            Some(&seq) if !v1.balance.is_zero() => vec![legacy_grant(seq, v1.balance)],
+            _ => Vec::new(),
+        };
+        Ok(Self { balance: v1.balance, version: v1.version, recent: v1.recent, grants })
+    }
+}
+
+/// The grant a wallet from before grants holds: its balance, paid, never
+/// expiring, of unknown price and age.
+pub fn legacy_grant(seq: u64, balance: UserCredits) -> Grant {
+    Grant {
+        seq,
+        kind: GrantKind::Paid,
+        credits: balance,
+        remaining: balance,
+        price: Money::zero(crate::domain::Currency::EUR),
+        created_at_ms: 0,
+        expires_at_ms: None,
+        closed: None,
+        touched_at_ms: 0,
+    }
 }
 
 impl WalletRecord {
     pub const RECENT_MAX: usize = crate::domain::ledger::WALLET_RECENT_MAX;
+
+    /// The balance at `now_ms`: grants past their `expiresAt` no longer
+    /// count, before their expiry is written (SPEC §13).
+    pub fn balance_at(&self, now_ms: u64) -> UserCredits {
+        crate::domain::grants::balance(&self.grants, now_ms).unwrap_or(self.balance)
+    }
+
+    /// SPEC §13: the balance is the sum of the remaining credits of the
+    /// grants not closed, and no grant holds more than it granted.
+    pub fn grants_agree(&self) -> bool {
+        let open = self
+            .grants
+            .iter()
+            .filter(|grant| grant.closed.is_none())
+            .try_fold(UserCredits::ZERO, |total, grant| total.checked_add(grant.remaining));
+        open == Ok(self.balance)
+            && self
+                .grants
+                .iter()
+                .all(|grant| grant.remaining <= grant.credits && (grant.closed.is_none() || grant.remaining.is_zero()))
+    }
 
     /// Remembers that ledger entry `seq` moved this wallet.
     pub fn note_entry(&mut self, seq: u64) {
@@ -161,6 +294,20 @@ impl WalletRecord {
         }
         self.recent.push(seq);
     }
+}
+
+/// A ledger entry as record version 2 wrote it, before grants.
+#[derive(Serialize, Deserialize)]
+struct LedgerEntryV2 {
+    seq: u64,
+    at_ms: u64,
+    user: Option<UserId>,
+    idempotency_key: Option<IdempotencyKey>,
+    kind: EntryKind,
+    provider_balance_after: ProviderCredits,
+    reserved_after: ProviderCredits,
+    wallet_after: Option<UserCredits>,
+    caller: Option<KeyId>,
 }
 
 /// A ledger entry as record version 1 wrote it, before API keys.
@@ -177,10 +324,25 @@ struct LedgerEntryV1 {
 }
 
 impl Record for LedgerEntry {
-    /// 2: `caller` added.
-    const VERSION: u8 = 2;
+    /// 2: `caller` added; 3: `grants` added.
+    const VERSION: u8 = 3;
 
     fn upgrade(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        if version == 2 {
+            let v2: LedgerEntryV2 = decode_body(body)?;
+            return Ok(Self {
+                seq: v2.seq,
+                at_ms: v2.at_ms,
+                user: v2.user,
+                idempotency_key: v2.idempotency_key,
+                kind: v2.kind,
+                provider_balance_after: v2.provider_balance_after,
+                reserved_after: v2.reserved_after,
+                wallet_after: v2.wallet_after,
+                caller: v2.caller,
+                grants: None,
+            });
+        }
         if version != 1 {
             return Err(CodecError::UnknownVersion(version));
         }
@@ -195,6 +357,7 @@ impl Record for LedgerEntry {
             reserved_after: v1.reserved_after,
             wallet_after: v1.wallet_after,
             caller: None,
+            grants: None,
         })
     }
 }
@@ -208,9 +371,7 @@ pub struct PruneCursor {
 
 impl Record for PruneCursor {}
 impl Record for MetaRecord {}
-impl Record for WalletRecord {}
 impl Record for IdempotencyRecord {}
-impl Record for PackageOverride {}
 impl Record for AlertEventRecord {}
 impl Record for ApiKeyRecord {}
 
@@ -258,6 +419,30 @@ pub struct HoldRecord {
     /// or release it (SPEC §9.1). `None` for holds made before makers were
     /// recorded.
     pub owner: Option<KeyId>,
+    /// The package's `expiresAfterDays` when the hold was made: the credits
+    /// of its capture expire that long after the capture (SPEC §13).
+    pub expires_after_days: Option<u32>,
+}
+
+impl HoldRecord {
+    /// When the paid grant of a capture at `at_ms` expires (`None`: never).
+    pub fn grant_expiry(&self, at_ms: u64) -> Option<u64> {
+        self.expires_after_days.map(|days| at_ms.saturating_add(u64::from(days).saturating_mul(crate::domain::DAY_MS)))
+    }
+}
+
+/// `HoldRecord` version 2, before grants.
+#[derive(Serialize, Deserialize)]
+struct HoldRecordV2 {
+    hold_id: HoldId,
+    user: UserId,
+    package_id: PackageId,
+    credits: UserCredits,
+    price: Money,
+    created_at_ms: u64,
+    expires_at_ms: u64,
+    state: HoldState,
+    owner: Option<KeyId>,
 }
 
 /// `HoldRecord` version 1, before makers were recorded.
@@ -274,10 +459,25 @@ struct HoldRecordV1 {
 }
 
 impl Record for HoldRecord {
-    /// 2: the key that made the hold.
-    const VERSION: u8 = 2;
+    /// 2: the key that made the hold; 3: the package's expiry.
+    const VERSION: u8 = 3;
 
     fn upgrade(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        if version == 2 {
+            let v2: HoldRecordV2 = decode_body(body)?;
+            return Ok(Self {
+                hold_id: v2.hold_id,
+                user: v2.user,
+                package_id: v2.package_id,
+                credits: v2.credits,
+                price: v2.price,
+                created_at_ms: v2.created_at_ms,
+                expires_at_ms: v2.expires_at_ms,
+                state: v2.state,
+                owner: v2.owner,
+                expires_after_days: None,
+            });
+        }
         if version != 1 {
             return Err(CodecError::UnknownVersion(version));
         }
@@ -292,6 +492,7 @@ impl Record for HoldRecord {
             expires_at_ms: v1.expires_at_ms,
             state: v1.state,
             owner: None,
+            expires_after_days: None,
         })
     }
 }
@@ -331,6 +532,21 @@ pub struct SpendRecord {
     /// or refund it (SPEC §9.1). `None` for spends made before makers were
     /// recorded.
     pub owner: Option<KeyId>,
+    /// The grants it drew from, in the burn order: a refund gives them back
+    /// (SPEC §13). `None` for spends made before grants.
+    pub draws: Option<Vec<Draw>>,
+}
+
+/// `SpendRecord` version 3, before grants.
+#[derive(Serialize, Deserialize)]
+struct SpendRecordV3 {
+    spend_id: SpendId,
+    user: UserId,
+    credits: UserCredits,
+    seq: u64,
+    created_at_ms: u64,
+    state: SpendState,
+    owner: Option<KeyId>,
 }
 
 /// `SpendRecord` version 2, before makers were recorded.
@@ -356,8 +572,8 @@ struct SpendRecordV1 {
 
 impl Record for SpendRecord {
     /// 2: the state (open, completed, refunded) and the time it was made;
-    /// 3: the key that made the spend.
-    const VERSION: u8 = 3;
+    /// 3: the key that made the spend; 4: the grants it drew from.
+    const VERSION: u8 = 4;
 
     /// A version-1 spend that was not refunded was counted as consumed when
     /// it was made: it reads as completed. Neither version knew its maker.
@@ -377,6 +593,7 @@ impl Record for SpendRecord {
                     created_at_ms: 0,
                     state,
                     owner: None,
+                    draws: None,
                 })
             }
             2 => {
@@ -389,6 +606,20 @@ impl Record for SpendRecord {
                     created_at_ms: v2.created_at_ms,
                     state: v2.state,
                     owner: None,
+                    draws: None,
+                })
+            }
+            3 => {
+                let v3: SpendRecordV3 = decode_body(body)?;
+                Ok(Self {
+                    spend_id: v3.spend_id,
+                    user: v3.user,
+                    credits: v3.credits,
+                    seq: v3.seq,
+                    created_at_ms: v3.created_at_ms,
+                    state: v3.state,
+                    owner: v3.owner,
+                    draws: None,
                 })
             }
             _ => Err(CodecError::UnknownVersion(version)),
@@ -402,6 +633,31 @@ pub struct PackageOverride {
     pub enabled: bool,
     pub credits: UserCredits,
     pub price: Money,
+    /// SPEC §13: the credits of a purchase expire this many days after it;
+    /// `None`: never. Backups from before grants have none.
+    #[serde(default)]
+    pub expires_after_days: Option<u32>,
+}
+
+/// `PackageOverride` version 1, before grants.
+#[derive(Serialize, Deserialize)]
+struct PackageOverrideV1 {
+    enabled: bool,
+    credits: UserCredits,
+    price: Money,
+}
+
+impl Record for PackageOverride {
+    /// 2: the expiry of its credits.
+    const VERSION: u8 = 2;
+
+    fn upgrade(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        if version != 1 {
+            return Err(CodecError::UnknownVersion(version));
+        }
+        let v1: PackageOverrideV1 = decode_body(body)?;
+        Ok(Self { enabled: v1.enabled, credits: v1.credits, price: v1.price, expires_after_days: None })
+    }
 }
 
 /// One firing or clearing of an alert (SPEC §7).
@@ -445,10 +701,10 @@ mod tests {
 
         let now = LedgerEntry { caller: Some(KeyId::parse("key_3").expect("valid")), ..entry };
         let bytes = encode(&now).expect("encodes");
-        assert_eq!(bytes[0], 2, "written as version 2");
+        assert_eq!(bytes[0], 3, "written as version 3");
         assert_eq!(decode::<LedgerEntry>(&bytes).expect("decodes"), now);
         let mut unknown = bytes;
-        unknown[0] = 3;
+        unknown[0] = 4;
         assert!(decode::<LedgerEntry>(&unknown).is_err(), "a version from the future is refused");
     }
 
@@ -474,7 +730,7 @@ mod tests {
         assert_eq!((hold.hold_id.as_str(), hold.expires_at_ms, hold.owner.clone()), ("hold_3", 9, None));
         let made = HoldRecord { owner: Some(KeyId::parse("key_3").expect("valid")), ..hold };
         let bytes = encode(&made).expect("encodes");
-        assert_eq!(bytes[0], 2, "written as version 2");
+        assert_eq!(bytes[0], 3, "written as version 3");
         assert_eq!(decode::<HoldRecord>(&bytes).expect("decodes"), made);
 
         let v2 = SpendRecordV2 {
@@ -494,7 +750,100 @@ mod tests {
         );
         let made = SpendRecord { owner: Some(KeyId::parse("key_3").expect("valid")), ..spend };
         let bytes = encode(&made).expect("encodes");
-        assert_eq!(bytes[0], 3, "written as version 3");
+        assert_eq!(bytes[0], 4, "written as version 4");
         assert_eq!(decode::<SpendRecord>(&bytes).expect("decodes"), made);
+    }
+
+    fn encoded<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+        let mut bytes = vec![version];
+        bytes.extend(bincode::serde::encode_to_vec(value, bincode::config::standard()).expect("encodes"));
+        bytes
+    }
+
+    /// Goal (SPEC §13): a store of the release before grants opens with each
+    /// wallet's balance as one never-expiring paid grant, named after the
+    /// last entry that moved it; its entries, holds, spends, inventory and
+    /// package settings decode with no grant effect, no draws, no expiry
+    /// and zero totals.
+    #[test]
+    fn records_of_the_release_before_grants_decode_into_grants() {
+        let user = UserId::parse("u").expect("valid");
+        let wallet: WalletRecord = decode(&encoded(
+            1,
+            &WalletRecordV1 { balance: UserCredits::new(35).expect("small"), version: 4, recent: vec![3, 9, 12] },
+        ))
+        .expect("a version-1 wallet decodes");
+        assert_eq!(wallet.grants, [legacy_grant(12, UserCredits::new(35).expect("small"))]);
+        assert_eq!((wallet.grants[0].id().to_string(), wallet.grants[0].expires_at_ms), ("grant_12".into(), None));
+        assert!(wallet.grants_agree());
+        let empty: WalletRecord =
+            decode(&encoded(1, &WalletRecordV1 { balance: UserCredits::ZERO, version: 2, recent: vec![3, 9] }))
+                .expect("decodes");
+        assert!(empty.grants.is_empty(), "an empty wallet has no grant");
+        assert_eq!(encode(&wallet).expect("encodes")[0], 2, "written as version 2");
+
+        let v2 = LedgerEntryV2 {
+            seq: 7,
+            at_ms: 1_000,
+            user: Some(user.clone()),
+            idempotency_key: None,
+            kind: EntryKind::PurchasesEnabled,
+            provider_balance_after: ProviderCredits::new(40).expect("small"),
+            reserved_after: ProviderCredits::new(4).expect("small"),
+            wallet_after: None,
+            caller: Some(KeyId::parse("key_3").expect("valid")),
+        };
+        let entry: LedgerEntry = decode(&encoded(2, &v2)).expect("a version-2 entry decodes");
+        assert_eq!((entry.caller.as_ref().map(KeyId::as_str), entry.grants.clone()), (Some("key_3"), None));
+
+        let v3 = SpendRecordV3 {
+            spend_id: SpendId::parse("spend_4").expect("valid"),
+            user: user.clone(),
+            credits: UserCredits::new(3).expect("small"),
+            seq: 4,
+            created_at_ms: 7,
+            state: SpendState::Open,
+            owner: Some(KeyId::parse("key_3").expect("valid")),
+        };
+        let spend: SpendRecord = decode(&encoded(3, &v3)).expect("a version-3 spend decodes");
+        assert_eq!((spend.owner.is_some(), spend.draws.clone()), (true, None));
+
+        let v2 = HoldRecordV2 {
+            hold_id: HoldId::parse("hold_3").expect("valid"),
+            user,
+            package_id: PackageId::parse("starter").expect("valid"),
+            credits: UserCredits::new(10).expect("small"),
+            price: Money::new(999, crate::domain::Currency::EUR).expect("small"),
+            created_at_ms: 5,
+            expires_at_ms: 9,
+            state: HoldState::Open,
+            owner: None,
+        };
+        let hold: HoldRecord = decode(&encoded(2, &v2)).expect("a version-2 hold decodes");
+        assert_eq!((hold.expires_after_days, hold.grant_expiry(100)), (None, None));
+
+        let euros = Money::new(7, crate::domain::Currency::EUR).expect("small");
+        let mut inventory = InventoryRecord::empty(euros);
+        let v2 = InventoryRecordV2 {
+            provider_balance: inventory.provider_balance,
+            reserved: inventory.reserved,
+            wallets_total: inventory.wallets_total,
+            holds_total: inventory.holds_total,
+            next_seq: 5,
+            last_sync: None,
+            purchases_enabled: true,
+            disabled_reason: None,
+            revenue: euros,
+            consumed_total: inventory.consumed_total,
+            open_spends: inventory.open_spends,
+            held_back: inventory.held_back,
+        };
+        inventory.next_seq = 5;
+        assert_eq!(decode::<InventoryRecord>(&encoded(2, &v2)).expect("a version-2 inventory decodes"), inventory);
+
+        let v1 = PackageOverrideV1 { enabled: false, credits: UserCredits::new(10).expect("small"), price: euros };
+        let settings: PackageOverride = decode(&encoded(1, &v1)).expect("a version-1 override decodes");
+        assert_eq!((settings.enabled, settings.expires_after_days), (false, None));
+        assert_eq!(encode(&settings).expect("encodes")[0], 2, "written as version 2");
     }
 }

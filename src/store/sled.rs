@@ -20,7 +20,8 @@ use super::records::{
 };
 use super::writes::{Write, WriteSet};
 use super::{codec, keys, StorageFaults, StoreError, CACHE_BYTES_DEFAULT, LEDGER_PAGE_MAX};
-use crate::domain::{HoldId, IdempotencyKey, KeyId, SpendId, UserId};
+use crate::domain::grants::GrantDeadline;
+use crate::domain::{GrantId, HoldId, IdempotencyKey, KeyId, SpendId, UserId};
 
 /// The file `creditd init` leaves in a data directory, and its content: a
 /// directory without it is not opened, so sled never writes into a
@@ -359,6 +360,25 @@ impl SledStore {
         self.db.scan_prefix([keys::API_KEY_PREFIX]).map(|item| Ok(codec::decode(&item?.1)?)).collect()
     }
 
+    /// The deadlines of the grants not closed that will expire (SPEC §13).
+    ///
+    /// # Errors
+    /// A read failure, or a key or user id that is not one.
+    pub fn grant_deadlines(&self) -> Result<Vec<GrantDeadline>, StoreError> {
+        let mut deadlines = Vec::new();
+        for item in self.db.scan_prefix([keys::GRANT_DEADLINE_PREFIX]) {
+            let (key, value) = item?;
+            let (expires_at_ms, grant) = keys::grant_deadline_parts(&key)
+                .ok_or_else(|| StoreError::Layout("a bad grant deadline key".into()))?;
+            let user = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|user| UserId::parse(user).ok())
+                .ok_or_else(|| StoreError::Layout(format!("grant deadline {grant} names no user")))?;
+            deadlines.push(GrantDeadline { expires_at_ms, grant: GrantId(grant), user, open: true });
+        }
+        Ok(deadlines)
+    }
+
     /// The spends still open (their time may have run out while stopped),
     /// read through the open-spend index.
     ///
@@ -607,6 +627,14 @@ fn encode_into(batch: &mut Group, write: &Write) -> Result<(), StoreError> {
         Write::ForgetAlert(id) => batch.remove(&keys::alert(*id)),
         Write::PruneCursor(cursor) => batch.insert(keys::PRUNE_CURSOR, codec::encode(cursor)?),
         Write::ApiKey(record) => batch.insert(&keys::api_key(&record.id), codec::encode(record)?),
+        Write::GrantDeadline(deadline) => {
+            let key = keys::grant_deadline(deadline.expires_at_ms, deadline.grant.0);
+            if deadline.open {
+                batch.insert(&key, deadline.user.as_str().as_bytes().to_vec());
+            } else {
+                batch.remove(&key);
+            }
+        }
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! land (sled: keys and encoded values in one batch; PostgreSQL: rows in one
 //! transaction). Nothing here does IO or encodes.
 
+use crate::domain::grants::GrantDeadline;
 use crate::domain::{IdempotencyKey, KeyId, PackageId, UserId};
 
 use super::records::{
@@ -47,6 +48,9 @@ pub enum Write {
     ForgetAlert(u64),
     PruneCursor(PruneCursor),
     ApiKey(ApiKeyRecord),
+    /// A grant's deadline opened or closed (SPEC §13): the store keeps the
+    /// open ones, read at start.
+    GrantDeadline(GrantDeadline),
 }
 
 /// Changes that must reach storage together, or not at all.

@@ -66,6 +66,7 @@ enum Object {
     Hold,
     Spend,
     ApiKey,
+    Grant,
 }
 
 /// A request for the operation `method path` of the OpenAPI document that,
@@ -95,6 +96,12 @@ fn request_for(method: &str, path: &str) -> Option<(Option<Value>, Object)> {
         ("POST", "/api/admin/keys") => nothing(Some(json!({"name": "made in the matrix", "scopes": ["read"]}))),
         ("DELETE", "/api/admin/keys/{id}") => Some((None, Object::ApiKey)),
         ("PUT", "/api/admin/packages/{packageId}") => nothing(Some(json!({"enabled": true}))),
+        ("POST", "/api/admin/grants") => {
+            nothing(Some(json!({"userId": "matrix", "credits": 1, "reason": "the access matrix"})))
+        }
+        ("POST", "/api/admin/grants/{grantId}/void") => {
+            Some((Some(json!({"reason": "the access matrix"})), Object::Grant))
+        }
         ("POST", "/api/credits/purchase" | "/api/credits/holds") => {
             nothing(Some(json!({"userId": "matrix", "packageId": "starter"})))
         }
@@ -205,6 +212,12 @@ async fn every_operation_answers_each_caller_and_each_owner_as_section_9_1_says(
                             let (id, _) = create_key(&server, &format!("to delete {n}"), &["read"]).await;
                             path.replace("{id}", &id)
                         }
+                        Object::Grant => {
+                            let made =
+                                crate::common::grant(&server, "rich", 1, None, &format!("matrix-grant-{n}")).await;
+                            assert_eq!(made.status, 201, "{made:?}");
+                            path.replace("{grantId}", made.body["grantId"].as_str().expect("a grant"))
+                        }
                     };
                     // A user of its own: the per-user hold limit never speaks.
                     let mut body = body.clone();
@@ -235,7 +248,7 @@ async fn every_operation_answers_each_caller_and_each_owner_as_section_9_1_says(
             crate::common::admin_post(&client(), &server.url("/api/admin/purchases/enable"), None).await;
         }
     }
-    assert!(operations >= 26, "the document names {operations} operations");
+    assert!(operations >= 28, "the document names {operations} operations");
 }
 
 /// Goal: a key is shown once, stored only as a hash, listed without the

@@ -47,7 +47,7 @@ async fn the_openapi_document_matches_the_served_routes() {
             );
         }
     }
-    assert_eq!(operations, 26, "every route of SPEC §9, §9.1 (keys) and §11 (backup) is documented");
+    assert_eq!(operations, 28, "every route of SPEC §9, §9.1 (keys), §11 (backup) and §13 (grants) is documented");
     let codes = document.body["components"]["schemas"]["ErrorCode"]["enum"].to_string();
     for code in [
         "invalid_request",

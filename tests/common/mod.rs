@@ -387,6 +387,26 @@ pub async fn complete(client: &reqwest::Client, server: &Server, spend_id: &str)
     post(client, &server.url(&format!("/api/credits/spend/{spend_id}/complete")), None, None).await
 }
 
+/// `POST /api/admin/grants` with the admin token: a promotional grant of
+/// `credits` to `user`, expiring at `expires_at` (RFC 3339) if given.
+pub async fn grant(server: &Server, user: &str, credits: i64, expires_at: Option<&str>, key: &str) -> Answer {
+    let mut body = json!({"userId": user, "credits": credits, "reason": "a test's bonus"});
+    if let Some(expires_at) = expires_at {
+        body["expiresAt"] = json!(expires_at);
+    }
+    let request = reqwest::Client::new()
+        .post(server.url("/api/admin/grants"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("Idempotency-Key", key);
+    answer(request.json(&body).send().await.expect("the server answers")).await
+}
+
+/// `POST /api/admin/grants/{id}/void` with the admin token.
+pub async fn void(server: &Server, grant_id: &str, reason: &str) -> Answer {
+    let url = server.url(&format!("/api/admin/grants/{grant_id}/void"));
+    admin_post(&reqwest::Client::new(), &url, Some(json!({"reason": reason}))).await
+}
+
 /// The platform capacity block of the catalogue.
 pub async fn capacity(client: &reqwest::Client, server: &Server) -> Value {
     catalogue(client, server).await["platformCapacity"].clone()

@@ -66,6 +66,14 @@ impl Handler<Decide> for InventoryActor {
                 metrics::counter!("creditd_spend_completions_total", "by" => "service", "outcome" => outcome)
                     .increment(1);
             }
+            UserCommand::Grant { .. } | UserCommand::Void { .. } | UserCommand::ExpireGrants => {
+                let operation = match &command {
+                    UserCommand::Grant { .. } => "create",
+                    UserCommand::Void { .. } => "void",
+                    _ => "expire",
+                };
+                metrics::counter!("creditd_grants_total", "operation" => operation, "outcome" => outcome).increment(1);
+            }
         }
         let decision = decision.map(|decision| {
             let wallet = match &decision {
@@ -204,5 +212,25 @@ impl Handler<ListApiKeys> for InventoryActor {
 
     fn handle(&mut self, _: ListApiKeys, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.books.keys.listed())
+    }
+}
+
+/// The users whose grants have passed their `expiresAt` and are not closed
+/// yet (SPEC §13), at most `limit`: the engine's sweep closes them through
+/// each user's wallet actor.
+#[derive(Debug, Clone, Copy)]
+pub struct DueGrants {
+    pub limit: usize,
+}
+
+impl Message for DueGrants {
+    type Result = Vec<UserId>;
+}
+
+impl Handler<DueGrants> for InventoryActor {
+    type Result = MessageResult<DueGrants>;
+
+    fn handle(&mut self, message: DueGrants, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.books.due_grant_users(self.now().now_ms, message.limit))
     }
 }

@@ -46,7 +46,7 @@ pub use crate::decide::{
     ApplySync, CreateApiKey, Fingerprint, PurchasesState, ReleaseReceipt, RevokeApiKey, SetPurchasesEnabled,
     SyncOutcome, SyncToken, UpdatePackage, UserCommand, UserReceipt,
 };
-pub use messages::{BeginSync, Decide, Decided, DurableSequence, ListApiKeys};
+pub use messages::{BeginSync, Decide, Decided, DueGrants, DurableSequence, ListApiKeys};
 pub use view::{InventoryView, PackageView, Snapshot, ViewInputs, PACKAGE_UNAVAILABLE};
 
 use super::alert::{AlertActor, InventoryObserved};

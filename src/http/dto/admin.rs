@@ -198,6 +198,17 @@ pub struct PackageUpdateRequest {
     /// 1 to 1 000 000 (SPEC §9.2).
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub credits: Option<i64>,
+    /// The credits of a purchase expire this many days after it, 1 to
+    /// 3 650 (SPEC §13); `null`: never; absent: unchanged.
+    #[serde(default, rename = "expiresAfterDays", deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 3650)]
+    pub expires_after_days: Option<Option<i64>>,
+}
+
+/// A field that is present, `null` included (`Some(None)`), as opposed to
+/// absent (`None`, by `#[serde(default)]`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(deserializer).map(Some)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -208,6 +219,8 @@ pub struct AdminPackageResponse {
     pub price: u64,
     pub currency: String,
     pub enabled: bool,
+    /// `null`: its credits never expire.
+    pub expires_after_days: Option<u32>,
 }
 
 impl From<Package> for AdminPackageResponse {
@@ -218,6 +231,7 @@ impl From<Package> for AdminPackageResponse {
             price: package.price.minor_units(),
             currency: package.price.currency().to_string(),
             enabled: package.enabled,
+            expires_after_days: package.expires_after_days,
         }
     }
 }

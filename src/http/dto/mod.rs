@@ -6,10 +6,12 @@ use serde::{Deserialize, Serialize};
 use crate::actors::inventory::InventoryView;
 use crate::actors::inventory::ReleaseReceipt;
 use crate::clock::rfc3339;
+use crate::domain::grants::Closed;
 use crate::domain::ledger::{
-    CaptureReceipt, CompletionReceipt, EntryKind, HoldReceipt, LedgerEntry, PurchaseReceipt, RefundReceipt,
-    SpendReceipt,
+    CaptureReceipt, CompletionReceipt, EntryKind, GrantEffect, HoldReceipt, LedgerEntry, PurchaseReceipt,
+    RefundReceipt, SpendReceipt,
 };
+use crate::domain::{GrantId, GrantKind};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -358,10 +360,45 @@ pub struct LedgerEntryResponse {
     pub key_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+    /// The grant an entry made (`purchase`, `holdCaptured`, `grantCreated`)
+    /// or closed (`grantExpired`, `grantVoided`), SPEC §13.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_id: Option<String>,
+    /// `paid` or `promotional`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub grant_kind: Option<&'static str>,
+    /// `spend`: the grants it drew from, in the burn order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draws: Option<Vec<GrantCreditsResponse>>,
+    /// `refund`: the grants it gave the credits back to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Vec<GrantCreditsResponse>>,
+    /// `grantExpired`: the revenue the expired paid credits had earned
+    /// (minor units of `currency`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breakage: Option<u64>,
+    /// `packageExpiryChanged`: how long the package's credits last (`null`: never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_after_days: Option<Option<u32>>,
     pub provider_balance_after: u64,
     pub reserved_after: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wallet_after: Option<u64>,
+}
+
+/// Credits of one grant that a spend drew, or a refund gave back.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantCreditsResponse {
+    pub grant_id: String,
+    pub credits: u64,
+    /// `refund`: the grant had expired or been voided meanwhile, so the
+    /// credits left the wallet again at once (`expired`, `voided`); `null`
+    /// when they stayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub left_again: Option<Option<&'static str>>,
 }
 
 impl From<LedgerEntry> for LedgerEntryResponse {
@@ -390,10 +427,43 @@ impl From<LedgerEntry> for LedgerEntryResponse {
             key_id: None,
             key_name: None,
             scopes: None,
+            grant_id: None,
+            grant_kind: None,
+            draws: None,
+            grants: None,
+            breakage: None,
+            expires_after_days: None,
             provider_balance_after: entry.provider_balance_after.get(),
             reserved_after: entry.reserved_after.get(),
             wallet_after: entry.wallet_after.map(|credits| credits.get()),
         };
+        match entry.grants {
+            Some(GrantEffect::Paid { expires_at_ms }) => {
+                response.grant_id = Some(GrantId(entry.seq).to_string());
+                response.grant_kind = Some(GrantKind::Paid.as_str());
+                response.expires_at = expires_at_ms.map(rfc3339);
+            }
+            Some(GrantEffect::Drew(draws)) => {
+                let draws = draws.iter().map(|draw| GrantCreditsResponse {
+                    grant_id: GrantId(draw.grant).to_string(),
+                    credits: draw.credits.get(),
+                    left_again: None,
+                });
+                response.draws = Some(draws.collect());
+            }
+            Some(GrantEffect::GaveBack(given)) => {
+                let given = given.iter().map(|back| GrantCreditsResponse {
+                    grant_id: GrantId(back.grant).to_string(),
+                    credits: back.credits.get(),
+                    left_again: Some(back.left_again.map(|closed| match closed {
+                        Closed::Expired { .. } => "expired",
+                        Closed::Voided { .. } => "voided",
+                    })),
+                });
+                response.grants = Some(given.collect());
+            }
+            Some(GrantEffect::HoldTerms { .. }) | None => {}
+        }
         match entry.kind {
             EntryKind::Purchase { purchase_id, package_id, credits, price } => {
                 response.purchase_id = Some(purchase_id);
@@ -463,6 +533,31 @@ impl From<LedgerEntry> for LedgerEntryResponse {
                 response.credits = Some(credits.get());
                 response.by = Some(by.name());
             }
+            EntryKind::GrantCreated { kind, credits, expires_at_ms, reason } => {
+                response.grant_id = Some(GrantId(entry.seq).to_string());
+                response.grant_kind = Some(kind.as_str());
+                response.credits = Some(credits.get());
+                response.expires_at = expires_at_ms.map(rfc3339);
+                response.reason = Some(reason.into());
+            }
+            EntryKind::GrantExpired { grant_id, kind, credits, breakage, expires_at_ms } => {
+                response.grant_id = Some(grant_id.to_string());
+                response.grant_kind = Some(kind.as_str());
+                response.credits = Some(credits.get());
+                response.breakage = Some(breakage.minor_units());
+                response.currency = Some(breakage.currency().to_string());
+                response.expires_at = Some(rfc3339(expires_at_ms));
+            }
+            EntryKind::GrantVoided { grant_id, kind, credits, reason } => {
+                response.grant_id = Some(grant_id.to_string());
+                response.grant_kind = Some(kind.as_str());
+                response.credits = Some(credits.get());
+                response.reason = Some(reason.into());
+            }
+            EntryKind::PackageExpiryChanged { package_id, expires_after_days } => {
+                response.package_id = Some(package_id.into());
+                response.expires_after_days = Some(expires_after_days);
+            }
         }
         response
     }
@@ -472,7 +567,12 @@ impl From<LedgerEntry> for LedgerEntryResponse {
 #[serde(rename_all = "camelCase")]
 pub struct UserCreditsResponse {
     pub user_id: String,
+    /// The sum of `remaining` over `grants` (SPEC §13).
     pub balance: u64,
+    /// The grants with credits left, in the order a spend draws them.
+    pub grants: Vec<crate::http::grants::WalletGrantResponse>,
+    /// The credits that expire within seven days.
+    pub expiring: crate::http::grants::ExpiringResponse,
     pub entries: Vec<LedgerEntryResponse>,
 }
 

@@ -55,6 +55,8 @@ async fn read_stored(client: &Client, currency: Currency) -> Result<Stored, Post
     let mut stored = Stored {
         state,
         wallets: BTreeMap::new(),
+        grants: BTreeMap::new(),
+        grant_deadlines: BTreeSet::new(),
         holds: BTreeMap::new(),
         open_index: BTreeSet::new(),
         stale_recent: Vec::new(),
@@ -66,7 +68,7 @@ async fn read_stored(client: &Client, currency: Currency) -> Result<Stored, Post
     // Each wallet with the entry its last recent sequence number names.
     let wallets = client
         .query(
-            "SELECT w.user_id, w.balance, l.seq, l.user_id, l.wallet_after FROM wallets w \
+            "SELECT w.user_id, w.balance, l.seq, l.user_id, l.wallet_after, w.grants::TEXT FROM wallets w \
              LEFT JOIN ledger l ON l.seq = w.recent[array_length(w.recent, 1)]",
             &[],
         )
@@ -82,7 +84,22 @@ async fn read_stored(client: &Client, currency: Currency) -> Result<Stored, Post
                 user.as_str()
             ));
         }
+        let grants = match row.get::<_, Option<String>>(5) {
+            Some(json) => serde_json::from_str(&json).map_err(|e| bad(format!("wallet {user} grants: {e}")))?,
+            // From before grants: one grant of its balance, named after its last entry.
+            None => match seq.and_then(|seq| u64::try_from(seq).ok()) {
+                Some(seq) if !balance.is_zero() => vec![crate::store::records::legacy_grant(seq, balance)],
+                _ => Vec::new(),
+            },
+        };
+        stored.grants.insert(user.clone(), grants);
         stored.wallets.insert(user, balance);
+    }
+    let deadlines = format!("SELECT {}, grant_seq FROM grant_deadlines", super::rows::ms("expires_at"));
+    for row in client.query(deadlines.as_str(), &[]).await? {
+        let expires = u64::try_from(row.get::<_, i64>(0)).map_err(|_| bad("a negative grant deadline"))?;
+        let grant = u64::try_from(row.get::<_, i64>(1)).map_err(|_| bad("a negative grant seq"))?;
+        stored.grant_deadlines.insert((expires, grant));
     }
     for row in client.query("SELECT hold_id, state FROM holds", &[]).await? {
         let id = HoldId::parse(&row.get::<_, String>(0)).map_err(|e| bad(format!("hold id: {e}")))?;
@@ -112,12 +129,17 @@ async fn read_stored(client: &Client, currency: Currency) -> Result<Stored, Post
         stored.spends.insert(id, state);
     }
     for row in client
-        .query("SELECT package_id, enabled, credits, price_minor_units, currency FROM package_overrides", &[])
+        .query(
+            "SELECT package_id, enabled, credits, price_minor_units, currency, expires_after_days FROM package_overrides",
+            &[],
+        )
         .await?
     {
         let price_currency = Currency::parse(row.get::<_, String>(4).trim()).map_err(|e| bad(format!("{e:?}")))?;
         let price = Money::new(unsigned(row.get(3), "price")?, price_currency).map_err(|e| bad(format!("{e:?}")))?;
-        let settings = PackageOverride { enabled: row.get(1), credits: user_credits(row.get(2), "credits")?, price };
+        let expires_after_days = row.get::<_, Option<i32>>(5).and_then(|days| u32::try_from(days).ok());
+        let credits = user_credits(row.get(2), "credits")?;
+        let settings = PackageOverride { enabled: row.get(1), credits, price, expires_after_days };
         stored.packages.insert(row.get(0), settings);
     }
     let keys = format!(

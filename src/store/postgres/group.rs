@@ -12,6 +12,7 @@ use tokio_postgres::{Client, Statement};
 
 use super::rows::tag;
 use super::{big, connect, lease, ledger, PostgresError};
+use crate::domain::grants::GrantDeadline;
 use crate::domain::{HoldId, KeyId, PackageId, SpendId, UserId};
 use crate::store::records::{
     AlertEventRecord, ApiKeyRecord, HoldRecord, HoldState, InventoryRecord, LedgerEntry, MetaRecord, Operation,
@@ -21,13 +22,13 @@ use crate::store::writes::{Write, WriteSet};
 use crate::store::StoreError;
 
 const WALLETS: &str = "WITH input AS (SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::TEXT[], \
-     $5::BIGINT[]) AS w (user_id, balance, version, recent, expected)), \
+     $5::BIGINT[], $7::TEXT[]) AS w (user_id, balance, version, recent, expected, grants)), \
      updated AS (UPDATE wallets SET balance = input.balance, version = input.version, \
-     recent = string_to_array(input.recent, ',')::BIGINT[] FROM input \
+     recent = string_to_array(input.recent, ',')::BIGINT[], grants = input.grants::JSONB FROM input \
      WHERE wallets.user_id = input.user_id AND input.expected <> 0 \
      AND (input.expected = -1 OR wallets.version = input.expected) RETURNING 1), \
-     inserted AS (INSERT INTO wallets (user_id, balance, version, recent) SELECT user_id, balance, version, \
-     string_to_array(recent, ',')::BIGINT[] FROM input WHERE expected = 0 OR (expected = -1 AND NOT EXISTS \
+     inserted AS (INSERT INTO wallets (user_id, balance, version, recent, grants) SELECT user_id, balance, version, \
+     string_to_array(recent, ',')::BIGINT[], grants::JSONB FROM input WHERE expected = 0 OR (expected = -1 AND NOT EXISTS \
      (SELECT 1 FROM wallets WHERE wallets.user_id = input.user_id)) RETURNING 1) \
      SELECT creditd_require((SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted) = $6, \
      'a wallet is not at the version its write expects')";
@@ -42,26 +43,28 @@ const FORGET: &str = "DELETE FROM idempotency USING UNNEST($1::TEXT[], $2::TEXT[
      AND idempotency.key = f.key";
 
 pub(super) const HOLDS: &str = "INSERT INTO holds (hold_id, user_id, package_id, credits, price_minor_units, \
-     created_at, expires_at, state, captured_balance, owner) SELECT hold_id, user_id, package_id, credits, price, \
-     to_timestamp(created_ms / 1000.0), to_timestamp(expires_ms / 1000.0), state, captured, owner FROM \
+     created_at, expires_at, state, captured_balance, owner, expires_after_days) SELECT hold_id, user_id, \
+     package_id, credits, price, \
+     to_timestamp(created_ms / 1000.0), to_timestamp(expires_ms / 1000.0), state, captured, owner, days FROM \
      UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], $8::TEXT[], \
-     $9::BIGINT[], $10::TEXT[]) \
-     AS h (hold_id, user_id, package_id, credits, price, created_ms, expires_ms, state, captured, owner) \
+     $9::BIGINT[], $10::TEXT[], $11::INTEGER[]) \
+     AS h (hold_id, user_id, package_id, credits, price, created_ms, expires_ms, state, captured, owner, days) \
      ON CONFLICT (hold_id) DO UPDATE SET state = EXCLUDED.state, captured_balance = EXCLUDED.captured_balance";
 
 pub(super) const SPENDS: &str = "INSERT INTO spends (spend_id, user_id, credits, seq, refunded_balance, created_at, \
-     state, completed_by, completed_at, owner) SELECT spend_id, user_id, credits, seq, refunded, \
-     to_timestamp(created_ms / 1000.0), state, done_by, to_timestamp(completed_ms / 1000.0), owner FROM \
+     state, completed_by, completed_at, owner, draws) SELECT spend_id, user_id, credits, seq, refunded, \
+     to_timestamp(created_ms / 1000.0), state, done_by, to_timestamp(completed_ms / 1000.0), owner, draws::JSONB FROM \
      UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::TEXT[], $8::TEXT[], \
-     $9::BIGINT[], $10::TEXT[]) \
-     AS s (spend_id, user_id, credits, seq, refunded, created_ms, state, done_by, completed_ms, owner) \
+     $9::BIGINT[], $10::TEXT[], $11::TEXT[]) \
+     AS s (spend_id, user_id, credits, seq, refunded, created_ms, state, done_by, completed_ms, owner, draws) \
      ON CONFLICT (spend_id) DO UPDATE SET refunded_balance = EXCLUDED.refunded_balance, state = EXCLUDED.state, \
      completed_by = EXCLUDED.completed_by, completed_at = EXCLUDED.completed_at";
 
 const INVENTORY: &str = "UPDATE inventory SET provider_balance = $1, reserved = $2, wallets_total = $3, \
      holds_total = $4, next_seq = $5, last_sync_at = to_timestamp($6::BIGINT / 1000.0), last_sync_real = $7, \
      last_sync_drift = $8, purchases_enabled = $9, disabled_reason = $10, revenue_minor_units = $11, \
-     consumed_total = $12, open_spends = $13, held_back = $14, last_sync_seq = $15, last_sync_held_back = $16";
+     consumed_total = $12, open_spends = $13, held_back = $14, last_sync_seq = $15, last_sync_held_back = $16, \
+     expired_credits = $17, voided_credits = $18, breakage_minor_units = $19, promotional_outstanding = $20";
 
 /// The commit connection and its prepared statements.
 pub(super) struct Writer {
@@ -143,6 +146,8 @@ pub(super) struct Group {
     alerts: BTreeMap<u64, Option<AlertEventRecord>>,
     prune_cursor: Option<PruneCursor>,
     api_keys: BTreeMap<KeyId, ApiKeyRecord>,
+    /// In the order written: one grant may open and close in one group.
+    grant_deadlines: Vec<GrantDeadline>,
 }
 
 impl Group {
@@ -205,6 +210,9 @@ impl Group {
             Write::ApiKey(record) => {
                 self.api_keys.insert(record.id.clone(), record.clone());
             }
+            Write::GrantDeadline(deadline) => {
+                self.grant_deadlines.push(deadline.clone());
+            }
         }
         Ok(())
     }
@@ -222,6 +230,7 @@ impl Group {
             && self.alerts.is_empty()
             && self.prune_cursor.is_none()
             && self.api_keys.is_empty()
+            && self.grant_deadlines.is_empty()
     }
 
     /// Sends the whole group in one pipeline and reads every answer.
@@ -304,10 +313,11 @@ impl Group {
         }
         for (id, settings) in &self.packages {
             statements.push((
-                "INSERT INTO package_overrides (package_id, enabled, credits, price_minor_units, currency) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (package_id) DO UPDATE SET enabled = EXCLUDED.enabled, \
-                 credits = EXCLUDED.credits, price_minor_units = EXCLUDED.price_minor_units, \
-                 currency = EXCLUDED.currency"
+                "INSERT INTO package_overrides (package_id, enabled, credits, price_minor_units, currency, \
+                 expires_after_days) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (package_id) DO UPDATE SET \
+                 enabled = EXCLUDED.enabled, credits = EXCLUDED.credits, \
+                 price_minor_units = EXCLUDED.price_minor_units, currency = EXCLUDED.currency, \
+                 expires_after_days = EXCLUDED.expires_after_days"
                     .into(),
                 vec![
                     Box::new(id.as_str().to_owned()),
@@ -315,6 +325,7 @@ impl Group {
                     Box::new(big(settings.credits.get())),
                     Box::new(big(settings.price.minor_units())),
                     Box::new(settings.price.currency().to_string()),
+                    Box::new(settings.expires_after_days.and_then(|days| i32::try_from(days).ok())),
                 ],
             ));
         }
@@ -363,6 +374,25 @@ impl Group {
                 ],
             ));
         }
+        for deadline in &self.grant_deadlines {
+            if deadline.open {
+                statements.push((
+                    "INSERT INTO grant_deadlines (grant_seq, expires_at, user_id) VALUES ($1, \
+                     to_timestamp($2::BIGINT / 1000.0), $3) ON CONFLICT (grant_seq) DO NOTHING"
+                        .into(),
+                    vec![
+                        Box::new(big(deadline.grant.0)),
+                        Box::new(big(deadline.expires_at_ms)),
+                        Box::new(deadline.user.as_str().to_owned()),
+                    ],
+                ));
+            } else {
+                statements.push((
+                    "DELETE FROM grant_deadlines WHERE grant_seq = $1".into(),
+                    vec![Box::new(big(deadline.grant.0))],
+                ));
+            }
+        }
         statements
     }
 }
@@ -395,6 +425,10 @@ pub(super) fn inventory_params(state: &InventoryRecord) -> Vec<Box<dyn ToSql + S
         Box::new(big(state.held_back.get())),
         Box::new(sync_seq),
         Box::new(sync_held_back),
+        Box::new(big(state.grants.expired.get())),
+        Box::new(big(state.grants.voided.get())),
+        Box::new(big(state.grants.breakage.minor_units())),
+        Box::new(big(state.grants.promotional.get())),
     ]
 }
 
@@ -433,6 +467,7 @@ struct WalletRows {
     recent: Vec<String>,
     expected: Vec<i64>,
     count: i64,
+    grants: Vec<String>,
 }
 
 impl WalletRows {
@@ -443,10 +478,11 @@ impl WalletRows {
         self.recent.push(record.recent.iter().map(u64::to_string).collect::<Vec<_>>().join(","));
         self.expected.push(expected);
         self.count = self.count.saturating_add(1);
+        self.grants.push(serde_json::to_string(&record.grants).unwrap_or_else(|_| "[]".into()));
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
-        [&self.user, &self.balance, &self.version, &self.recent, &self.expected, &self.count]
+    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [&self.user, &self.balance, &self.version, &self.recent, &self.expected, &self.count, &self.grants]
     }
 }
 
@@ -505,6 +541,7 @@ pub(super) struct HoldRows {
     state: Vec<&'static str>,
     captured: Vec<Option<i64>>,
     owner: Vec<Option<String>>,
+    days: Vec<Option<i32>>,
 }
 
 impl HoldRows {
@@ -522,9 +559,10 @@ impl HoldRows {
             _ => None,
         });
         self.owner.push(record.owner.as_ref().map(|owner| owner.as_str().to_owned()));
+        self.days.push(record.expires_after_days.and_then(|days| i32::try_from(days).ok()));
     }
 
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
             &self.id,
             &self.user,
@@ -536,6 +574,7 @@ impl HoldRows {
             &self.state,
             &self.captured,
             &self.owner,
+            &self.days,
         ]
     }
 }
@@ -553,6 +592,7 @@ pub(super) struct SpendRows {
     completed_by: Vec<Option<&'static str>>,
     completed_ms: Vec<Option<i64>>,
     owner: Vec<Option<String>>,
+    draws: Vec<Option<String>>,
 }
 
 impl SpendRows {
@@ -572,9 +612,10 @@ impl SpendRows {
         self.completed_by.push(by);
         self.completed_ms.push(at);
         self.owner.push(record.owner.as_ref().map(|owner| owner.as_str().to_owned()));
+        self.draws.push(record.draws.as_ref().and_then(|draws| serde_json::to_string(draws).ok()));
     }
 
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
             &self.id,
             &self.user,
@@ -586,6 +627,7 @@ impl SpendRows {
             &self.completed_by,
             &self.completed_ms,
             &self.owner,
+            &self.draws,
         ]
     }
 }

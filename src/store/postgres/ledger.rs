@@ -6,8 +6,8 @@ use tokio_postgres::Row;
 
 use super::big;
 use crate::domain::{
-    Currency, HoldId, IdempotencyKey, KeyId, KeyName, Money, PackageId, ProviderCredits, Reason, Scope, Scopes,
-    SpendId, UserCredits, UserId,
+    Currency, GrantId, GrantKind, HoldId, IdempotencyKey, KeyId, KeyName, Money, PackageId, ProviderCredits, Reason,
+    Scope, Scopes, SpendId, UserCredits, UserId,
 };
 use crate::store::records::{CompletedBy, EntryKind, LedgerEntry};
 
@@ -16,7 +16,7 @@ pub const SELECT: &str = "SELECT seq, (extract(epoch FROM at) * 1000)::BIGINT, k
      caller, package_id, credits, price_minor_units, purchase_id, hold_id, spend_id, \
      (extract(epoch FROM expires_at) * 1000)::BIGINT, reason, enabled, real_balance, previous_balance, \
      held_back, drift, key_id, key_name, scopes, key_hash, provider_balance_after, reserved_after, \
-     wallet_after, completed_by FROM ledger";
+     wallet_after, completed_by, grant_id, grant_kind, grants::TEXT, breakage_minor_units, expires_after_days FROM ledger";
 
 /// A row that does not make a valid entry.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,11 @@ struct Values {
     reserved_after: i64,
     wallet_after: Option<i64>,
     completed_by: Option<&'static str>,
+    grant_id: Option<i64>,
+    grant_kind: Option<&'static str>,
+    grants: Option<String>,
+    breakage_minor_units: Option<i64>,
+    expires_after_days: Option<i32>,
 }
 
 /// Inserts many entries in one statement: one array per column
@@ -63,17 +68,19 @@ struct Values {
 pub const INSERT_MANY: &str = "INSERT INTO ledger (seq, at, kind, user_id, idempotency_key, caller, package_id, \
      credits, price_minor_units, purchase_id, hold_id, spend_id, expires_at, reason, enabled, real_balance, \
      previous_balance, held_back, drift, key_id, key_name, scopes, key_hash, provider_balance_after, \
-     reserved_after, wallet_after, completed_by) SELECT seq, to_timestamp(at_ms / 1000.0), kind, user_id, idempotency_key, \
+     reserved_after, wallet_after, completed_by, grant_id, grant_kind, grants, breakage_minor_units, expires_after_days) SELECT seq, to_timestamp(at_ms / 1000.0), kind, user_id, idempotency_key, \
      caller, package_id, credits, price_minor_units, purchase_id, hold_id, spend_id, \
      to_timestamp(expires_at_ms / 1000.0), reason, enabled, real_balance, previous_balance, held_back, \
      drift, key_id, key_name, string_to_array(scopes, ','), key_hash, provider_balance_after, reserved_after, \
-     wallet_after, completed_by FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
+     wallet_after, completed_by, grant_id, grant_kind, grants::JSONB, breakage, days FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
      $7::TEXT[], $8::BIGINT[], $9::BIGINT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::BIGINT[], $14::TEXT[], \
      $15::BOOLEAN[], $16::BIGINT[], $17::BIGINT[], $18::BIGINT[], $19::BIGINT[], $20::TEXT[], $21::TEXT[], \
-     $22::TEXT[], $23::BYTEA[], $24::BIGINT[], $25::BIGINT[], $26::BIGINT[], $27::TEXT[]) AS entry (seq, at_ms, kind, \
+     $22::TEXT[], $23::BYTEA[], $24::BIGINT[], $25::BIGINT[], $26::BIGINT[], $27::TEXT[], $28::BIGINT[], $29::TEXT[], $30::TEXT[], \
+     $31::BIGINT[], $32::INTEGER[]) AS entry (seq, at_ms, kind, \
      user_id, idempotency_key, caller, package_id, credits, price_minor_units, purchase_id, hold_id, spend_id, \
      expires_at_ms, reason, enabled, real_balance, previous_balance, held_back, drift, key_id, \
-     key_name, scopes, key_hash, provider_balance_after, reserved_after, wallet_after, completed_by)";
+     key_name, scopes, key_hash, provider_balance_after, reserved_after, wallet_after, completed_by, grant_id, \
+     grant_kind, grants, breakage, days)";
 
 /// Many entries' values, one array per column, for [`INSERT_MANY`].
 #[derive(Debug, Default)]
@@ -105,6 +112,11 @@ pub struct Columns {
     reserved_after: Vec<i64>,
     wallet_after: Vec<Option<i64>>,
     completed_by: Vec<Option<&'static str>>,
+    grant_id: Vec<Option<i64>>,
+    grant_kind: Vec<Option<&'static str>>,
+    grants: Vec<Option<String>>,
+    breakage_minor_units: Vec<Option<i64>>,
+    expires_after_days: Vec<Option<i32>>,
 }
 
 impl Columns {
@@ -137,6 +149,11 @@ impl Columns {
         self.reserved_after.push(row.reserved_after);
         self.wallet_after.push(row.wallet_after);
         self.completed_by.push(row.completed_by);
+        self.grant_id.push(row.grant_id);
+        self.grant_kind.push(row.grant_kind);
+        self.grants.push(row.grants);
+        self.breakage_minor_units.push(row.breakage_minor_units);
+        self.expires_after_days.push(row.expires_after_days);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -144,7 +161,7 @@ impl Columns {
     }
 
     /// The parameters of [`INSERT_MANY`], in order.
-    pub fn params(&self) -> [&(dyn ToSql + Sync); 27] {
+    pub fn params(&self) -> [&(dyn ToSql + Sync); 32] {
         [
             &self.seq,
             &self.at_ms,
@@ -173,6 +190,11 @@ impl Columns {
             &self.reserved_after,
             &self.wallet_after,
             &self.completed_by,
+            &self.grant_id,
+            &self.grant_kind,
+            &self.grants,
+            &self.breakage_minor_units,
+            &self.expires_after_days,
         ]
     }
 }
@@ -189,6 +211,7 @@ fn values(entry: &LedgerEntry) -> Values {
         provider_balance_after: big(entry.provider_balance_after.get()),
         reserved_after: big(entry.reserved_after.get()),
         wallet_after: entry.wallet_after.map(|credits| big(credits.get())),
+        grants: entry.grants.as_ref().and_then(|effect| serde_json::to_string(effect).ok()),
         ..Values::default()
     };
     let text = |value: &str| Some(value.to_owned());
@@ -259,6 +282,29 @@ fn values(entry: &LedgerEntry) -> Values {
             row.credits = Some(big(credits.get()));
             row.completed_by = Some(by.name());
         }
+        EntryKind::GrantCreated { kind, credits, expires_at_ms, reason } => {
+            row.grant_kind = Some(kind.as_str());
+            row.credits = Some(big(credits.get()));
+            row.expires_at_ms = expires_at_ms.map(big);
+            row.reason = text(reason.as_str());
+        }
+        EntryKind::GrantExpired { grant_id, kind, credits, breakage, expires_at_ms } => {
+            row.grant_id = Some(big(grant_id.0));
+            row.grant_kind = Some(kind.as_str());
+            row.credits = Some(big(credits.get()));
+            row.breakage_minor_units = Some(big(breakage.minor_units()));
+            row.expires_at_ms = Some(big(*expires_at_ms));
+        }
+        EntryKind::GrantVoided { grant_id, kind, credits, reason } => {
+            row.grant_id = Some(big(grant_id.0));
+            row.grant_kind = Some(kind.as_str());
+            row.credits = Some(big(credits.get()));
+            row.reason = text(reason.as_str());
+        }
+        EntryKind::PackageExpiryChanged { package_id, expires_after_days } => {
+            row.package_id = text(package_id.as_str());
+            row.expires_after_days = expires_after_days.and_then(|days| i32::try_from(days).ok());
+        }
     }
     row
 }
@@ -291,6 +337,13 @@ pub fn entry(row: &Row, currency: Currency) -> Result<LedgerEntry, BadRow> {
     let spend = || SpendId::parse(&need_text(11, "spend_id")?).map_err(|e| bad(format!("spend_id: {e}")));
     let expires = || -> Result<u64, BadRow> { unsigned(need(12, "expires_at")?, "expires_at") };
     let key_id = || KeyId::parse(&need_text(19, "key_id")?).map_err(|e| bad(format!("key_id: {e}")));
+    let grant_id = || -> Result<GrantId, BadRow> { Ok(GrantId(unsigned(need(27, "grant_id")?, "grant_id")?)) };
+    let grant_kind = || match need_text(28, "grant_kind")?.as_str() {
+        "paid" => Ok(GrantKind::Paid),
+        "promotional" => Ok(GrantKind::Promotional),
+        other => Err(bad(format!("grant_kind {other:?}"))),
+    };
+    let reason = || Reason::parse(&need_text(13, "reason")?).map_err(|e| bad(format!("reason: {e}")));
     let kind_name: String = row.get(2);
     let kind = match kind_name.as_str() {
         "purchase" => EntryKind::Purchase {
@@ -357,8 +410,40 @@ pub fn entry(row: &Row, currency: Currency) -> Result<LedgerEntry, BadRow> {
                 other => return Err(bad(format!("completed_by {other:?}"))),
             },
         },
+        "grantCreated" => EntryKind::GrantCreated {
+            kind: grant_kind()?,
+            credits: credits()?,
+            expires_at_ms: row.get::<_, Option<i64>>(12).map(|ms| unsigned(ms, "expires_at")).transpose()?,
+            reason: reason()?,
+        },
+        "grantExpired" => EntryKind::GrantExpired {
+            grant_id: grant_id()?,
+            kind: grant_kind()?,
+            credits: credits()?,
+            breakage: Money::new(unsigned(need(30, "breakage")?, "breakage")?, currency)
+                .map_err(|e| bad(format!("breakage: {e:?}")))?,
+            expires_at_ms: expires()?,
+        },
+        "grantVoided" => EntryKind::GrantVoided {
+            grant_id: grant_id()?,
+            kind: grant_kind()?,
+            credits: credits()?,
+            reason: reason()?,
+        },
+        "packageExpiryChanged" => EntryKind::PackageExpiryChanged {
+            package_id: package()?,
+            expires_after_days: row
+                .get::<_, Option<i32>>(31)
+                .map(|days| u32::try_from(days).map_err(|_| bad(format!("expires_after_days {days}"))))
+                .transpose()?,
+        },
         other => return Err(bad(format!("unknown kind {other:?}"))),
     };
+    let grants = row
+        .get::<_, Option<String>>(29)
+        .map(|json| serde_json::from_str(&json))
+        .transpose()
+        .map_err(|e| bad(format!("grants: {e}")))?;
     let text_id = |index: usize| row.get::<_, Option<String>>(index);
     Ok(LedgerEntry {
         seq: unsigned(seq, "seq")?,
@@ -376,5 +461,6 @@ pub fn entry(row: &Row, currency: Currency) -> Result<LedgerEntry, BadRow> {
             .map(|credits| UserCredits::new(unsigned(credits, "wallet_after")?).map_err(|e| bad(e.to_string())))
             .transpose()?,
         caller: text_id(5).map(|id| KeyId::parse(&id)).transpose().map_err(|e| bad(format!("caller: {e}")))?,
+        grants,
     })
 }

@@ -94,12 +94,25 @@ impl Sink for PostgresSink {
 async fn write_records(client: &mut Client, replay: &Replay, meta: &MetaRecord) -> Result<(), tokio_postgres::Error> {
     let currency = replay.state.revenue.currency().to_string();
     let transaction = client.transaction().await?;
-    let wallet =
-        transaction.prepare("INSERT INTO wallets (user_id, balance, version, recent) VALUES ($1, $2, $3, $4)").await?;
+    let wallet = transaction
+        .prepare(
+            "INSERT INTO wallets (user_id, balance, version, recent, grants) VALUES ($1, $2, $3, $4, $5::TEXT::JSONB)",
+        )
+        .await?;
     for (user, record) in &replay.wallets {
         let recent: Vec<i64> = record.recent.iter().map(|seq| big(*seq)).collect();
+        let grants = serde_json::to_string(&record.grants).unwrap_or_else(|_| "[]".into());
         transaction
-            .execute(&wallet, &[&user.as_str(), &big(record.balance.get()), &big(record.version), &recent])
+            .execute(&wallet, &[&user.as_str(), &big(record.balance.get()), &big(record.version), &recent, &grants])
+            .await?;
+    }
+    for deadline in replay.grant_deadlines() {
+        transaction
+            .execute(
+                "INSERT INTO grant_deadlines (grant_seq, expires_at, user_id) VALUES ($1, \
+                 to_timestamp($2::BIGINT / 1000.0), $3)",
+                &[&big(deadline.grant.0), &big(deadline.expires_at_ms), &deadline.user.as_str()],
+            )
             .await?;
     }
     let mut holds = super::group::HoldRows::default();
@@ -115,14 +128,15 @@ async fn write_records(client: &mut Client, replay: &Replay, meta: &MetaRecord) 
     for (package, settings) in &replay.packages {
         transaction
             .execute(
-                "INSERT INTO package_overrides (package_id, enabled, credits, price_minor_units, currency) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO package_overrides (package_id, enabled, credits, price_minor_units, currency, \
+                 expires_after_days) VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
                     &package.as_str(),
                     &settings.enabled,
                     &big(settings.credits.get()),
                     &big(settings.price.minor_units()),
                     &settings.price.currency().to_string(),
+                    &settings.expires_after_days.and_then(|days| i32::try_from(days).ok()),
                 ],
             )
             .await?;
@@ -152,8 +166,9 @@ async fn write_records(client: &mut Client, replay: &Replay, meta: &MetaRecord) 
         .execute(
             "INSERT INTO inventory (provider_balance, reserved, wallets_total, holds_total, next_seq, last_sync_at, \
              last_sync_real, last_sync_drift, purchases_enabled, disabled_reason, revenue_minor_units, \
-             consumed_total, open_spends, held_back, last_sync_seq, last_sync_held_back) VALUES ($1, $2, $3, $4, $5, \
-             to_timestamp($6::BIGINT / 1000.0), $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             consumed_total, open_spends, held_back, last_sync_seq, last_sync_held_back, expired_credits, \
+             voided_credits, breakage_minor_units, promotional_outstanding) VALUES ($1, $2, $3, $4, $5, \
+             to_timestamp($6::BIGINT / 1000.0), $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
             &params,
         )
         .await?;

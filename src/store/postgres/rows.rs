@@ -5,7 +5,7 @@ use tokio_postgres::{Client, Row};
 
 use super::PostgresError;
 use crate::domain::{Currency, KeyId, KeyName, Money, ProviderCredits, Scope, Scopes, UserCredits};
-use crate::store::records::{ApiKeyRecord, InventoryRecord, Operation, SyncRecord};
+use crate::store::records::{ApiKeyRecord, GrantTotals, InventoryRecord, Operation, SyncRecord};
 
 /// The one-letter tag of an operation, as the `idempotency` table keys it.
 pub(crate) fn tag(operation: Operation) -> String {
@@ -54,7 +54,8 @@ pub(crate) async fn inventory(client: &Client, currency: Currency) -> Result<Inv
     let query = format!(
         "SELECT provider_balance, reserved, wallets_total, holds_total, next_seq, {}, last_sync_real, \
          last_sync_drift, purchases_enabled, disabled_reason, revenue_minor_units, consumed_total, open_spends, \
-         held_back, last_sync_seq, last_sync_held_back FROM inventory",
+         held_back, last_sync_seq, last_sync_held_back, expired_credits, voided_credits, breakage_minor_units, \
+         promotional_outstanding FROM inventory",
         ms("last_sync_at")
     );
     let row = client.query_opt(query.as_str(), &[]).await?.ok_or_else(|| bad("the inventory row is missing"))?;
@@ -81,5 +82,11 @@ pub(crate) async fn inventory(client: &Client, currency: Currency) -> Result<Inv
         consumed_total: provider_credits(row.get(11), "consumed_total")?,
         open_spends: user_credits(row.get(12), "open_spends")?,
         held_back: provider_credits(row.get(13), "held_back")?,
+        grants: GrantTotals {
+            expired: user_credits(row.get(16), "expired_credits")?,
+            voided: user_credits(row.get(17), "voided_credits")?,
+            breakage: Money::new(unsigned(row.get(18), "breakage")?, currency).map_err(|e| bad(format!("{e:?}")))?,
+            promotional: user_credits(row.get(19), "promotional_outstanding")?,
+        },
     })
 }

@@ -31,7 +31,8 @@ use tokio_postgres::{Client, Row};
 use super::group::{Group, Writer};
 use super::rows::{api_key, bad, inventory, ms, tag, unsigned, user_credits};
 use super::{big, connect, ledger, target, PostgresError};
-use crate::domain::{Currency, HoldId, IdempotencyKey, KeyId, Money, PackageId, Ratio, SpendId, UserId};
+use crate::domain::grants::GrantDeadline;
+use crate::domain::{Currency, GrantId, HoldId, IdempotencyKey, KeyId, Money, PackageId, Ratio, SpendId, UserId};
 use crate::replay::idempotency_record;
 use crate::store::records::{
     AlertEventRecord, ApiKeyRecord, CaptureReceipt, CompletedBy, HoldRecord, HoldState, IdempotencyRecord,
@@ -50,7 +51,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 const HOLD_COLUMNS: &str = "hold_id, user_id, package_id, credits, price_minor_units, \
      (extract(epoch FROM created_at) * 1000)::BIGINT, (extract(epoch FROM expires_at) * 1000)::BIGINT, state, \
-     captured_balance, owner FROM holds";
+     captured_balance, owner, expires_after_days FROM holds";
 
 /// What the reads share with the tasks that run them.
 struct Shared {
@@ -222,8 +223,9 @@ impl PgStore {
     pub fn wallet(&self, user: &UserId) -> Result<Option<WalletRecord>, StoreError> {
         let user = user.as_str().to_owned();
         self.read(|_, client| async move {
-            let row =
-                client.query_opt("SELECT balance, version, recent FROM wallets WHERE user_id = $1", &[&user]).await?;
+            let row = client
+                .query_opt("SELECT balance, version, recent, grants::TEXT FROM wallets WHERE user_id = $1", &[&user])
+                .await?;
             row.map(|row| wallet(&row)).transpose()
         })
     }
@@ -234,10 +236,10 @@ impl PgStore {
     /// A read failure.
     pub fn wallets(&self) -> Result<Vec<(UserId, WalletRecord)>, StoreError> {
         self.read(|_, client| async move {
-            let rows = client.query("SELECT balance, version, recent, user_id FROM wallets", &[]).await?;
+            let rows = client.query("SELECT balance, version, recent, grants::TEXT, user_id FROM wallets", &[]).await?;
             rows.iter()
                 .map(|row| {
-                    let user = UserId::parse(&row.get::<_, String>(3)).map_err(|e| bad(format!("wallet user: {e}")))?;
+                    let user = UserId::parse(&row.get::<_, String>(4)).map_err(|e| bad(format!("wallet user: {e}")))?;
                     Ok((user, wallet(row)?))
                 })
                 .collect()
@@ -331,12 +333,39 @@ impl PgStore {
         })
     }
 
+    /// The deadlines of the grants not closed that will expire (SPEC §13).
+    ///
+    /// # Errors
+    /// A read failure.
+    pub fn grant_deadlines(&self) -> Result<Vec<GrantDeadline>, StoreError> {
+        self.read(|_, client| async move {
+            let query = format!("SELECT grant_seq, {}, user_id FROM grant_deadlines", ms("expires_at"));
+            let rows = client.query(query.as_str(), &[]).await?;
+            rows.iter()
+                .map(|row| {
+                    let user =
+                        UserId::parse(&row.get::<_, String>(2)).map_err(|e| bad(format!("deadline user: {e}")))?;
+                    Ok(GrantDeadline {
+                        grant: GrantId(unsigned(row.get(0), "grant_seq")?),
+                        expires_at_ms: unsigned(row.get(1), "expires_at")?,
+                        user,
+                        open: true,
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// # Errors
     /// A read failure.
     pub fn package_overrides(&self) -> Result<Vec<(String, PackageOverride)>, StoreError> {
         self.read(|_, client| async move {
             let rows = client
-                .query("SELECT package_id, enabled, credits, price_minor_units, currency FROM package_overrides", &[])
+                .query(
+                    "SELECT package_id, enabled, credits, price_minor_units, currency, expires_after_days \
+                     FROM package_overrides",
+                    &[],
+                )
                 .await?;
             rows.iter()
                 .map(|row| {
@@ -345,7 +374,8 @@ impl PgStore {
                     let price =
                         Money::new(unsigned(row.get(3), "price")?, currency).map_err(|e| bad(format!("{e:?}")))?;
                     let credits = user_credits(row.get(2), "credits")?;
-                    Ok((row.get(0), PackageOverride { enabled: row.get(1), credits, price }))
+                    let days = row.get::<_, Option<i32>>(5).and_then(|days| u32::try_from(days).ok());
+                    Ok((row.get(0), PackageOverride { enabled: row.get(1), credits, price, expires_after_days: days }))
                 })
                 .collect()
         })
@@ -508,11 +538,17 @@ async fn ledger_entry(client: &Client, currency: Currency, seq: i64) -> Result<O
 
 fn wallet(row: &Row) -> Result<WalletRecord, StoreError> {
     let recent: Vec<i64> = row.get(2);
-    Ok(WalletRecord {
-        balance: user_credits(row.get(0), "wallet balance")?,
-        version: unsigned(row.get(1), "wallet version")?,
-        recent: recent.into_iter().map(|seq| unsigned(seq, "recent entry")).collect::<Result<_, _>>()?,
-    })
+    let balance = user_credits(row.get(0), "wallet balance")?;
+    let recent: Vec<u64> = recent.into_iter().map(|seq| unsigned(seq, "recent entry")).collect::<Result<_, _>>()?;
+    let grants = match row.get::<_, Option<String>>(3) {
+        Some(json) => serde_json::from_str(&json).map_err(|e| bad(format!("wallet grants: {e}")))?,
+        // A wallet from before grants: one never-expiring paid grant of its balance.
+        None => match recent.last() {
+            Some(&seq) if !balance.is_zero() => vec![crate::store::records::legacy_grant(seq, balance)],
+            _ => Vec::new(),
+        },
+    };
+    Ok(WalletRecord { balance, version: unsigned(row.get(1), "wallet version")?, recent, grants })
 }
 
 fn hold(row: &Row, currency: Currency) -> Result<HoldRecord, StoreError> {
@@ -539,8 +575,12 @@ fn hold(row: &Row, currency: Currency) -> Result<HoldRecord, StoreError> {
         other => return Err(bad(format!("hold {hold_id}: state {other:?}")).into()),
     };
     let owner = maker(row, 9, &hold_id)?;
+    let days: Option<i32> = row.get(10);
     Ok(HoldRecord {
         owner,
+        expires_after_days: days
+            .map(|days| u32::try_from(days).map_err(|_| bad(format!("hold {hold_id} days"))))
+            .transpose()?,
         price: Money::new(unsigned(row.get(4), "hold price")?, currency).map_err(|e| bad(format!("{e:?}")))?,
         created_at_ms: unsigned(row.get(5), "hold created_at")?,
         expires_at_ms: unsigned(row.get(6), "hold expires_at")?,
@@ -561,7 +601,7 @@ fn maker(row: &Row, index: usize, of: &dyn std::fmt::Display) -> Result<Option<K
 /// The columns [`spend`] reads, and their table.
 fn spend_columns() -> String {
     format!(
-        "spend_id, user_id, credits, seq, refunded_balance, {}, state, completed_by, {}, owner FROM spends",
+        "spend_id, user_id, credits, seq, refunded_balance, {}, state, completed_by, {}, owner, draws::TEXT FROM spends",
         ms("created_at"),
         ms("completed_at")
     )
@@ -590,8 +630,14 @@ fn spend(row: &Row) -> Result<SpendRecord, StoreError> {
         (other, _) => return Err(bad(format!("spend {spend_id}: state {other:?}")).into()),
     };
     let owner = maker(row, 9, &spend_id)?;
+    let draws = row
+        .get::<_, Option<String>>(10)
+        .map(|json| serde_json::from_str(&json))
+        .transpose()
+        .map_err(|e| bad(format!("spend {spend_id} draws: {e}")))?;
     Ok(SpendRecord {
         owner,
+        draws,
         seq: unsigned(row.get(3), "spend seq")?,
         created_at_ms: unsigned(row.get(5), "spend created_at")?,
         spend_id,
