@@ -31,3 +31,10 @@ CREATE TABLE grant_deadlines (
     user_id TEXT NOT NULL
 );
 CREATE INDEX grant_deadlines_by_expiry ON grant_deadlines (expires_at);
+-- The user credits expired on each UTC day, and the revenue they had earned
+-- (the report's expiredByDay).
+CREATE TABLE expired_by_day (
+    day DATE PRIMARY KEY,
+    credits BIGINT NOT NULL,
+    breakage_minor_units BIGINT NOT NULL
+);

@@ -9,7 +9,9 @@ use std::path::Path;
 use crate::domain::grants::Grant;
 use crate::domain::{HoldId, KeyId, Money, SpendId, UserCredits, UserId};
 use crate::replay::Replay;
-use crate::store::records::{ApiKeyRecord, HoldState, InventoryRecord, PackageOverride, SpendState, WalletRecord};
+use crate::store::records::{
+    ApiKeyRecord, ExpiredDay, HoldState, InventoryRecord, PackageOverride, SpendState, WalletRecord,
+};
 use crate::store::{SledStore, StoreError};
 
 /// What `check` found.
@@ -228,6 +230,9 @@ fn compare_grants(replay: &Replay, stored: &Stored, push: &mut impl FnMut(String
         let extra: Vec<_> = stored.grant_deadlines.difference(&replayed).collect();
         push(format!("grant deadlines: missing {missing:?}, not in the ledger {extra:?} (expiresAt ms, grant)"));
     }
+    if stored.expired_days != replay.expired_by_day {
+        push(format!("expired by day: stored {:?}, the ledger gives {:?}", stored.expired_days, replay.expired_by_day));
+    }
     let (totals, replayed) = (&stored.state.grants, &replay.state.grants);
     if totals != replayed {
         push(format!("grant totals: stored {totals:?}, the ledger gives {replayed:?}"));
@@ -242,6 +247,8 @@ pub(crate) struct Stored {
     pub(crate) grants: BTreeMap<UserId, Vec<Grant>>,
     /// The grant deadlines kept (expiresAt in ms, grant seq).
     pub(crate) grant_deadlines: std::collections::BTreeSet<(u64, u64)>,
+    /// The credits expired by UTC day.
+    pub(crate) expired_days: BTreeMap<u32, ExpiredDay>,
     pub(crate) holds: BTreeMap<HoldId, &'static str>,
     /// The open-hold index.
     pub(crate) open_index: std::collections::BTreeSet<HoldId>,
@@ -274,6 +281,7 @@ fn read_stored(store: &SledStore, state: InventoryRecord) -> Result<Stored, Stor
         wallets: BTreeMap::new(),
         grants: BTreeMap::new(),
         grant_deadlines: store.grant_deadlines()?.iter().map(|d| (d.expires_at_ms, d.grant.0)).collect(),
+        expired_days: store.expired_days()?.into_iter().map(|day| (day.day, day)).collect(),
         holds: BTreeMap::new(),
         open_index: store.open_hold_ids()?.into_iter().collect(),
         stale_recent: Vec::new(),

@@ -15,9 +15,9 @@ use crate::domain::{
     GrantId, GrantKind, HoldId, KeyId, Money, PackageId, ProviderCredits, Ratio, SpendId, UserCredits, UserId,
 };
 use crate::store::records::{
-    legacy_grant, ApiKeyRecord, CaptureReceipt, EntryKind, GrantEffect, GrantReceipt, HoldReceipt, HoldRecord,
-    HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry, Operation, PackageOverride, PurchaseReceipt, Receipt,
-    RefundReceipt, SpendReceipt, SpendRecord, SpendState, SyncRecord, WalletRecord,
+    legacy_grant, ApiKeyRecord, CaptureReceipt, EntryKind, ExpiredDay, GrantEffect, GrantReceipt, HoldReceipt,
+    HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry, Operation, PackageOverride,
+    PurchaseReceipt, Receipt, RefundReceipt, SpendReceipt, SpendRecord, SpendState, SyncRecord, WalletRecord,
 };
 use crate::store::writes::Write;
 
@@ -33,6 +33,8 @@ pub struct Replay {
     pub packages: BTreeMap<PackageId, PackageOverride>,
     /// The API keys (SPEC §9.1), as their `apiKeyCreated` and `apiKeyRevoked` entries left them.
     pub api_keys: BTreeMap<KeyId, ApiKeyRecord>,
+    /// The credits expired by UTC day (SPEC §13), as the expiries left them.
+    pub expired_by_day: BTreeMap<u32, ExpiredDay>,
     /// Every violation, in the order found; the first is the first divergence.
     pub violations: Vec<String>,
 }
@@ -49,6 +51,7 @@ impl Replay {
             spends: BTreeMap::new(),
             packages: BTreeMap::new(),
             api_keys: BTreeMap::new(),
+            expired_by_day: BTreeMap::new(),
             violations: Vec::new(),
         }
     }
@@ -466,7 +469,13 @@ impl Replay {
         for (user, wallet) in &self.wallets {
             for grant in wallet.grants.iter().filter(|grant| grant.closed.is_none()) {
                 if let Some(expires_at_ms) = grant.expires_at_ms {
-                    deadlines.push(GrantDeadline { expires_at_ms, grant: grant.id(), user: user.clone(), open: true });
+                    deadlines.push(GrantDeadline {
+                        expires_at_ms,
+                        grant: grant.id(),
+                        user: user.clone(),
+                        open: true,
+                        remaining: grant.remaining,
+                    });
                 }
             }
         }
@@ -588,9 +597,9 @@ impl Replay {
                             }
                             _ => self.violation(seq, format!("grant_{} given back above what it granted", back.grant)),
                         },
-                        (Some(Closed::Expired { .. }), Some(Closed::Expired { .. })) => {
+                        (Some(Closed::Expired { .. }), Some(Closed::Expired { at_ms })) => {
                             let breakage = grant.revenue_of(back.credits);
-                            self.count_removal(seq, back.credits, Some(breakage));
+                            self.count_removal(seq, back.credits, Some((breakage, at_ms)));
                         }
                         (Some(Closed::Voided { .. }), Some(Closed::Voided { .. })) => {
                             self.count_removal(seq, back.credits, None);
@@ -625,15 +634,28 @@ impl Replay {
 
     /// Counts credits that left with a closed grant: expired (with their
     /// breakage) or voided (`breakage` `None`).
-    fn count_removal(&mut self, seq: u64, credits: UserCredits, breakage: Option<Money>) {
+    fn count_removal(&mut self, seq: u64, credits: UserCredits, expired: Option<(Money, u64)>) {
         let totals = &mut self.state.grants;
-        match breakage {
-            Some(breakage) => {
+        match expired {
+            Some((breakage, at_ms)) => {
                 totals.expired = add(totals.expired, credits);
+                let day = ExpiredDay::day_of(at_ms);
+                let zero = Money::zero(self.state.revenue.currency());
+                let counted = self.expired_by_day.entry(day).or_insert(ExpiredDay {
+                    day,
+                    credits: UserCredits::ZERO,
+                    breakage: zero,
+                });
+                counted.credits = add(counted.credits, credits);
                 if breakage.minor_units() > 0 {
-                    match totals.breakage.checked_add(breakage) {
-                        Ok(total) => totals.breakage = total,
-                        Err(error) => self.violation(seq, format!("breakage: {error:?}")),
+                    let (total, on_day) =
+                        (self.state.grants.breakage.checked_add(breakage), counted.breakage.checked_add(breakage));
+                    match (total, on_day) {
+                        (Ok(total), Ok(on_day)) => {
+                            self.state.grants.breakage = total;
+                            counted.breakage = on_day;
+                        }
+                        (Err(error), _) | (_, Err(error)) => self.violation(seq, format!("breakage: {error:?}")),
                     }
                 }
             }
@@ -672,7 +694,11 @@ impl Replay {
             self.state.grants.promotional =
                 self.state.grants.promotional.checked_sub(credits).unwrap_or(UserCredits::ZERO);
         }
-        self.count_removal(seq, credits, matches!(how, Closed::Expired { .. }).then_some(breakage));
+        let expired = match how {
+            Closed::Expired { at_ms } => Some((breakage, at_ms)),
+            Closed::Voided { .. } => None,
+        };
+        self.count_removal(seq, credits, expired);
         let after = self.move_wallet(seq, user, credits, false);
         self.reserve(seq, credits, false);
         after

@@ -160,7 +160,7 @@ async fn the_report_follows_a_synthetic_week_computed_by_hand() {
     engine.refund(refunded.spend_id, maker()).await.expect("refunds"); // ... given back at T0 + 7 d 18 h
     clock.advance_ms(4 * HOUR); // now: T0 + 7 d 22 h
 
-    let report = engine.report().await.expect("report");
+    let (report, _) = engine.report().await.expect("report");
     assert_eq!(report.revenue.minor_units(), 6_999 + 29_999);
     assert_eq!(report.consumed_total.get(), 80 + 400 + 200, "the refund cancels its spend");
     assert_eq!(report.provider_cost_minor_units, 68, "680 credits × €0.001 = €0.68");

@@ -25,9 +25,11 @@ fn creditd(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
 }
 
 /// The tables of `migrations/`.
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 14] = [
     "alert_events",
     "api_keys",
+    "expired_by_day",
+    "grant_deadlines",
     "holds",
     "idempotency",
     "inventory",

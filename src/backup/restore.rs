@@ -153,6 +153,9 @@ fn write_records(store: &SledStore, replay: &Replay, writes: &mut WriteSet) -> R
     for deadline in replay.grant_deadlines() {
         writes.push(crate::store::Write::GrantDeadline(deadline));
     }
+    for day in replay.expired_by_day.values() {
+        writes.push(crate::store::Write::ExpiredDay(*day));
+    }
     // Revoked keys too: a revocation survives a restore (SPEC §9.1).
     for key in replay.api_keys.values() {
         writes.api_key(key.clone());

@@ -12,11 +12,12 @@ use super::settled::{Settled, Touched};
 use super::{EngineError, Fingerprint, KeyBook, Now, Prefetched};
 use crate::domain::grants::GrantDeadline;
 use crate::domain::{
-    Caller, Capacity, GrantId, HoldId, KeyId, Package, PackageId, ProviderCredits, Ratio, ScopedKey, SpendId, UserId,
+    Caller, Capacity, GrantId, HoldId, KeyId, Package, PackageId, ProviderCredits, Ratio, ScopedKey, SpendId,
+    UserCredits, UserId,
 };
 use crate::store::records::{
-    ApiKeyRecord, CompletedBy, EntryKind, HoldRecord, HoldState, InventoryRecord, Operation, Receipt, SpendRecord,
-    SpendState, WalletRecord,
+    ApiKeyRecord, CompletedBy, EntryKind, ExpiredDay, HoldRecord, HoldState, InventoryRecord, Operation, Receipt,
+    SpendRecord, SpendState, WalletRecord,
 };
 use crate::store::writes::WriteSet;
 
@@ -40,6 +41,8 @@ pub struct Recovered {
     pub api_keys: Vec<ApiKeyRecord>,
     /// The deadlines of the grants not closed that will expire (SPEC §13).
     pub grant_deadlines: Vec<GrantDeadline>,
+    /// The credits expired by UTC day.
+    pub expired_by_day: Vec<ExpiredDay>,
 }
 
 /// The rules the books decide by, as plain values.
@@ -128,7 +131,9 @@ pub struct Books {
     pub(super) settled: Settled,
     /// The grants not closed that will expire, by wall-clock `expiresAt`
     /// (SPEC §13): the sweep closes them through their users' wallets.
-    pub(super) grant_deadlines: BTreeSet<(u64, GrantId, UserId)>,
+    pub(super) grant_deadlines: std::collections::BTreeMap<(u64, GrantId), (UserId, UserCredits)>,
+    /// The credits expired by UTC day (`expiredByDay`), all time.
+    pub(super) expired_by_day: std::collections::BTreeMap<u32, ExpiredDay>,
 }
 
 /// Counts one more (`opened`) or one less of `key` in `counts`; a count
@@ -151,10 +156,20 @@ impl Books {
     /// it by the wall clock, never more than its whole TTL: the monotonic
     /// clock does not survive a restart).
     pub fn new(recovered: Recovered, rules: Rules, wall_ms: u64, monotonic_ms: u64) -> Self {
-        let Recovered { state, open_holds, open_spends, packages, last_at_ms, api_keys, grant_deadlines } = recovered;
+        let Recovered {
+            state,
+            open_holds,
+            open_spends,
+            packages,
+            last_at_ms,
+            api_keys,
+            grant_deadlines,
+            expired_by_day,
+        } = recovered;
+        let expired_by_day = expired_by_day.into_iter().map(|day| (day.day, day)).collect();
         let grant_deadlines = grant_deadlines
             .into_iter()
-            .map(|deadline| (deadline.expires_at_ms, deadline.grant, deadline.user))
+            .map(|deadline| ((deadline.expires_at_ms, deadline.grant), (deadline.user, deadline.remaining)))
             .collect();
         let spend_complete_after_ms = rules.spend_complete_after_ms;
         // The same for open spends: what is left of their time, by the wall clock.
@@ -214,6 +229,7 @@ impl Books {
             wallets: HashMap::new(),
             settled: Settled::new(SETTLED_WINDOW_MS, floor),
             grant_deadlines,
+            expired_by_day,
         }
     }
 
@@ -271,6 +287,12 @@ impl Books {
         }
         if let Some((user, wallet)) = change.wallet {
             touched.wallet = Some((user.clone(), wallet.version));
+            // What its expiring grants have left, for the gauge of credits expiring soon.
+            for grant in wallet.grants.iter().filter(|grant| grant.closed.is_none()) {
+                if let Some(slot) = grant.expires_at_ms.and_then(|at| self.grant_deadlines.get_mut(&(at, grant.id()))) {
+                    slot.1 = grant.remaining;
+                }
+            }
             match self.wallets.get_mut(&user) {
                 Some(in_flight) => {
                     assert!(
@@ -286,12 +308,15 @@ impl Books {
             }
         }
         for deadline in change.grant_deadlines {
-            let slot = (deadline.expires_at_ms, deadline.grant, deadline.user);
+            let slot = (deadline.expires_at_ms, deadline.grant);
             if deadline.open {
-                self.grant_deadlines.insert(slot);
+                self.grant_deadlines.insert(slot, (deadline.user, deadline.remaining));
             } else {
                 self.grant_deadlines.remove(&slot);
             }
+        }
+        for day in change.expired_days {
+            self.expired_by_day.insert(day.day, day);
         }
         if let Some((key, fingerprint)) = change.key_in_flight {
             touched.key = Some(key.clone());
@@ -390,6 +415,11 @@ impl Books {
         Ok((package.clone(), needed))
     }
 
+    /// The credits expired by UTC day, oldest first (the report's `expiredByDay`).
+    pub fn expired_by_day(&self) -> Vec<ExpiredDay> {
+        self.expired_by_day.values().copied().collect()
+    }
+
     /// Panics on a broken invariant: that is a bug, and continuing would
     /// write a wrong state to disk.
     pub fn assert_invariants(&self, next: &InventoryRecord) {
@@ -441,6 +471,7 @@ impl Books {
             api_key: None,
             wallet: None,
             grant_deadlines: Vec::new(),
+            expired_days: Vec::new(),
         }
     }
 

@@ -6,8 +6,8 @@ use crate::domain::grants::GrantDeadline;
 use crate::domain::GrantId;
 use crate::domain::{KeyId, Package, ProviderCredits, ScopedKey, UserCredits, UserId};
 use crate::store::records::{
-    ApiKeyRecord, EntryKind, GrantEffect, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry, Operation,
-    Receipt, SpendRecord, WalletRecord,
+    ApiKeyRecord, EntryKind, ExpiredDay, GrantEffect, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry,
+    Operation, Receipt, SpendRecord, WalletRecord,
 };
 use crate::store::writes::{Write, WriteSet};
 
@@ -36,6 +36,8 @@ pub struct Change {
     pub wallet: Option<(UserId, WalletRecord)>,
     /// The grant deadlines it opens or closes (SPEC §13).
     pub grant_deadlines: Vec<GrantDeadline>,
+    /// The new totals of the days its expiries count in, in order.
+    pub expired_days: Vec<ExpiredDay>,
 }
 
 /// The provider credits a change's spends move: for the metrics, and for
@@ -148,9 +150,17 @@ impl Change {
         self.wallet = Some((user.clone(), wallet));
     }
 
-    /// Opens (`open`) or closes the deadline of grant `grant` of `user`.
-    pub(super) fn grant_deadline(&mut self, expires_at_ms: u64, grant: GrantId, user: &UserId, open: bool) {
-        let deadline = GrantDeadline { expires_at_ms, grant, user: user.clone(), open };
+    /// Opens (`open`, with `remaining`) or closes the deadline of grant
+    /// `grant` of `user`.
+    pub(super) fn grant_deadline(
+        &mut self,
+        expires_at_ms: u64,
+        grant: GrantId,
+        user: &UserId,
+        open: bool,
+        remaining: UserCredits,
+    ) {
+        let deadline = GrantDeadline { expires_at_ms, grant, user: user.clone(), open, remaining };
         self.writes.push(Write::GrantDeadline(deadline.clone()));
         self.grant_deadlines.push(deadline);
     }

@@ -12,8 +12,10 @@ use super::{Books, EngineError, Fingerprint, Now, Prefetched};
 use crate::domain::grants::{self, Closed, Grant};
 use crate::domain::{GrantId, GrantKind, Money, Reason, ScopedKey, UserCredits, UserId};
 use crate::store::records::{
-    legacy_grant, EntryKind, GrantEffect, GrantReceipt, LedgerEntry, Operation, Receipt, VoidReceipt, WalletRecord,
+    legacy_grant, EntryKind, ExpiredDay, GrantEffect, GrantReceipt, LedgerEntry, Operation, Receipt, VoidReceipt,
+    WalletRecord,
 };
+use crate::store::writes::Write;
 
 /// How much longer than a spend stays open a wallet keeps an emptied or
 /// expired grant: a refund gives credits back only to grants it still has.
@@ -22,7 +24,11 @@ const RETIRE_MARGIN_MS: u64 = 3_600_000;
 /// How credits left a wallet with their grant.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Removal {
-    Expired { breakage: Money },
+    /// At the grant's `expiresAt` (`at_ms`), which dates them by day.
+    Expired {
+        breakage: Money,
+        at_ms: u64,
+    },
     Voided,
 }
 
@@ -55,8 +61,8 @@ impl Books {
             let grant = grant.clone();
             wallet.balance = wallet.balance.checked_sub(credits)?;
             let breakage = grant.revenue_of(credits);
-            self.take_out(change, grant.kind, credits, Removal::Expired { breakage })?;
-            change.grant_deadline(expires_at_ms, id, user, false);
+            self.take_out(change, grant.kind, credits, Removal::Expired { breakage, at_ms: expires_at_ms })?;
+            change.grant_deadline(expires_at_ms, id, user, false, UserCredits::ZERO);
             let kind = EntryKind::GrantExpired { grant_id: id, kind: grant.kind, credits, breakage, expires_at_ms };
             let seq = change.record(Some(user), None, kind, Some(wallet.balance))?;
             wallet.note_entry(seq);
@@ -88,9 +94,9 @@ impl Books {
         credits: UserCredits,
         how: Removal,
     ) -> Result<(), EngineError> {
-        let totals = &mut change.next.grants;
         match how {
-            Removal::Expired { breakage } => {
+            Removal::Expired { breakage, at_ms } => {
+                let totals = &mut change.next.grants;
                 totals.expired = totals.expired.checked_add(credits)?;
                 // Promotional grants and grants of unknown price earned nothing.
                 if breakage.minor_units() > 0 {
@@ -99,12 +105,46 @@ impl Books {
                         .checked_add(breakage)
                         .map_err(|_| EngineError::Overloaded("breakage overflow"))?;
                 }
+                self.count_expired_day(change, at_ms, credits, breakage)?;
             }
-            Removal::Voided => totals.voided = totals.voided.checked_add(credits)?,
+            Removal::Voided => change.next.grants.voided = change.next.grants.voided.checked_add(credits)?,
         }
+        let totals = &mut change.next.grants;
         if kind == GrantKind::Promotional {
             totals.promotional = totals.promotional.checked_sub(credits)?;
         }
+        Ok(())
+    }
+
+    /// Adds expired credits to their day's total (`expiredByDay`): the
+    /// write carries the day's new total.
+    fn count_expired_day(
+        &self,
+        change: &mut Change,
+        at_ms: u64,
+        credits: UserCredits,
+        breakage: Money,
+    ) -> Result<(), EngineError> {
+        let day = ExpiredDay::day_of(at_ms);
+        let before = change
+            .expired_days
+            .iter()
+            .rev()
+            .find(|counted| counted.day == day)
+            .or_else(|| self.expired_by_day.get(&day))
+            .copied()
+            .unwrap_or(ExpiredDay {
+                day,
+                credits: UserCredits::ZERO,
+                breakage: Money::zero(change.next.revenue.currency()),
+            });
+        let mut after = ExpiredDay { credits: before.credits.checked_add(credits)?, ..before };
+        if breakage.minor_units() > 0 {
+            after.breakage =
+                before.breakage.checked_add(breakage).map_err(|_| EngineError::Overloaded("breakage overflow"))?;
+        }
+        change.expired_days.push(after);
+        change.writes.push(Write::ExpiredDay(after));
         Ok(())
     }
 
@@ -123,7 +163,7 @@ impl Books {
             change.next.grants.promotional = change.next.grants.promotional.checked_add(grant.remaining)?;
         }
         if let Some(expires_at_ms) = grant.expires_at_ms {
-            change.grant_deadline(expires_at_ms, grant.id(), user, true);
+            change.grant_deadline(expires_at_ms, grant.id(), user, true, grant.remaining);
         }
         wallet.grants.push(grant);
         Ok(())
@@ -238,7 +278,7 @@ impl Books {
         wallet.balance = wallet.balance.checked_sub(credits)?;
         self.take_out(&mut change, grant.kind, credits, Removal::Voided)?;
         if let Some(expires_at_ms) = grant.expires_at_ms {
-            change.grant_deadline(expires_at_ms, grant_id, user, false);
+            change.grant_deadline(expires_at_ms, grant_id, user, false, UserCredits::ZERO);
         }
         let kind = EntryKind::GrantVoided { grant_id, kind: grant.kind, credits, reason: reason.clone() };
         let seq = change.record(Some(user), None, kind, Some(wallet.balance))?;
@@ -269,7 +309,8 @@ impl Books {
     /// are not closed yet, at most `limit` of them, soonest first.
     pub fn due_grant_users(&self, now_ms: u64, limit: usize) -> Vec<UserId> {
         let mut users: Vec<UserId> = Vec::new();
-        for (_, _, user) in self.grant_deadlines.iter().take_while(|(expires, _, _)| *expires <= now_ms) {
+        let due = self.grant_deadlines.iter().take_while(|((expires, _), _)| *expires <= now_ms);
+        for (_, (user, _)) in due {
             if users.len() >= limit {
                 break;
             }
@@ -280,9 +321,13 @@ impl Books {
         users
     }
 
-    /// How many grants not closed will expire (for the metrics).
-    pub fn open_grant_deadlines(&self) -> usize {
-        self.grant_deadlines.len()
+    /// The credits left in grants not closed that expire within
+    /// `within_ms` of `now_ms` (the metrics' credits expiring soon).
+    pub fn expiring_within(&self, now_ms: u64, within_ms: u64) -> UserCredits {
+        let until = now_ms.saturating_add(within_ms);
+        self.grant_deadlines
+            .range((now_ms, GrantId(0))..(until, GrantId(0)))
+            .fold(UserCredits::ZERO, |total, (_, (_, remaining))| total.checked_add(*remaining).unwrap_or(total))
     }
 }
 

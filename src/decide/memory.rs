@@ -9,7 +9,8 @@ use super::{Prefetched, Recovered, UserCommand};
 use crate::domain::grants::GrantDeadline;
 use crate::domain::{GrantId, HoldId, IdempotencyKey, KeyId, Package, SpendId, UserId};
 use crate::store::records::{
-    HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, Operation, SpendRecord, SpendState, WalletRecord,
+    ExpiredDay, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, Operation, SpendRecord, SpendState,
+    WalletRecord,
 };
 use crate::store::writes::{Write, WriteSet};
 
@@ -23,6 +24,7 @@ pub struct Memory {
     inventory: Option<InventoryRecord>,
     /// The open grant deadlines, by grant.
     deadlines: HashMap<GrantId, GrantDeadline>,
+    expired_days: std::collections::BTreeMap<u32, ExpiredDay>,
     /// The last ledger sequence number kept, and its entry's time.
     seen: u64,
     last_at_ms: u64,
@@ -54,6 +56,9 @@ impl Memory {
                 }
                 Write::GrantDeadline(deadline) => {
                     self.deadlines.remove(&deadline.grant);
+                }
+                Write::ExpiredDay(day) => {
+                    self.expired_days.insert(day.day, *day);
                 }
                 Write::Ledger(entry) => {
                     self.seen = self.seen.max(entry.seq);
@@ -101,6 +106,7 @@ impl Memory {
             last_at_ms: self.last_at_ms,
             api_keys: Vec::new(),
             grant_deadlines: self.deadlines.values().cloned().collect(),
+            expired_by_day: self.expired_days.values().copied().collect(),
         }
     }
 }

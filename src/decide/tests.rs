@@ -32,6 +32,7 @@ fn books(balance: u64) -> Books {
         api_keys: Vec::new(),
         open_spends: Vec::new(),
         grant_deadlines: Vec::new(),
+        expired_by_day: Vec::new(),
     };
     Books::new(recovered, settings.rules(), T0, 0)
 }

@@ -259,13 +259,10 @@ impl Books {
                     // Back into the wallet and out again: `reserved` loses what the refund gave it.
                     change.next.reserved = change.next.reserved.checked_sub(self.ratio.backing(back.credits)?)?;
                     let how = match closed {
-                        Closed::Expired { .. } => {
+                        Closed::Expired { at_ms } => {
                             let grant = wallet.grants.iter().find(|grant| grant.seq == back.grant);
-                            Removal::Expired {
-                                breakage: grant.map_or(Money::zero(change.next.revenue.currency()), |g| {
-                                    g.revenue_of(back.credits)
-                                }),
-                            }
+                            let zero = Money::zero(change.next.revenue.currency());
+                            Removal::Expired { breakage: grant.map_or(zero, |g| g.revenue_of(back.credits)), at_ms }
                         }
                         Closed::Voided { .. } => Removal::Voided,
                     };

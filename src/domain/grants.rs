@@ -48,6 +48,10 @@ impl fmt::Display for GrantId {
     }
 }
 
+/// How far ahead a wallet's `expiring` (and the gauge of credits expiring
+/// soon) looks: seven days (SPEC §13).
+pub const EXPIRING_WITHIN_MS: u64 = 7 * super::DAY_MS;
+
 /// A grant's deadline, opened (`open`) or closed by a change: the store
 /// keeps the open ones, so that the books know at start whose grants will
 /// expire.
@@ -57,6 +61,9 @@ pub struct GrantDeadline {
     pub grant: GrantId,
     pub user: super::UserId,
     pub open: bool,
+    /// What the grant has left, for the books' gauge of credits expiring
+    /// soon; the stores keep only the deadline (start-up reads the wallet).
+    pub remaining: UserCredits,
 }
 
 /// Where a grant's credits came from.

@@ -2,7 +2,7 @@
 //! rate, runway, and what to buy to reach each reserve band. Pure arithmetic
 //! over numbers the engine gathers; integers only.
 
-use super::{Money, ProviderCredits, ReserveBand};
+use super::{Money, ProviderCredits, Ratio, ReserveBand, UserCredits};
 
 pub const DAY_MS: u64 = 86_400_000;
 pub const WEEK_MS: u64 = 7 * DAY_MS;
@@ -88,6 +88,46 @@ fn runway(burn_per_day: u64, available: i64, provider_balance: ProviderCredits) 
 fn shortfall(band_floor: u64, available: i64) -> u64 {
     let floor = i64::try_from(band_floor).unwrap_or(i64::MAX);
     u64::try_from(floor.saturating_sub(available)).unwrap_or(0)
+}
+
+/// What grants gave back (SPEC §13), as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantsReport {
+    /// User credits expired, all time.
+    pub expired_credits: UserCredits,
+    /// The revenue those expired paid credits had earned.
+    pub breakage: Money,
+    /// By UTC day of expiry (days since 1970-01-01), oldest first: credits and breakage.
+    pub expired_by_day: Vec<(u32, UserCredits, Money)>,
+    pub voided_credits: UserCredits,
+    /// Remaining credits of the promotional grants not closed.
+    pub promotional_outstanding: UserCredits,
+    /// `ratio ×` the expired and the voided credits: back in capacity.
+    pub returned_by_expiry: ProviderCredits,
+    pub returned_by_voids: ProviderCredits,
+}
+
+impl GrantsReport {
+    /// The report of grant totals kept by the engine, with `ratio`.
+    pub fn new(
+        ratio: Ratio,
+        expired_credits: UserCredits,
+        voided_credits: UserCredits,
+        breakage: Money,
+        promotional_outstanding: UserCredits,
+        expired_by_day: Vec<(u32, UserCredits, Money)>,
+    ) -> Self {
+        let backing = |credits: UserCredits| ratio.backing(credits).unwrap_or(ProviderCredits::ZERO);
+        Self {
+            expired_credits,
+            breakage,
+            expired_by_day,
+            voided_credits,
+            promotional_outstanding,
+            returned_by_expiry: backing(expired_credits),
+            returned_by_voids: backing(voided_credits),
+        }
+    }
 }
 
 /// Computes the report.

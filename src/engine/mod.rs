@@ -24,7 +24,7 @@ use crate::actors::webhook::WebhookActor;
 use crate::actors::EngineError;
 use crate::clock::Clock;
 use crate::decide::Books;
-use crate::domain::report::{report, Report, ReportInput, WEEK_MS};
+use crate::domain::report::{report, GrantsReport, Report, ReportInput, WEEK_MS};
 use crate::domain::{
     Caller, GrantId, HoldId, KeyId, KeyName, Package, PackageId, Reason, ScopedKey, Scopes, SpendId, UserCredits,
     UserId,
@@ -609,14 +609,19 @@ impl Engine {
     ///
     /// # Errors
     /// A storage failure, or 503-class errors.
-    pub async fn report(&self) -> Result<Report, EngineError> {
+    pub async fn report(&self) -> Result<(Report, GrantsReport), EngineError> {
         let view = self.snapshot().await?;
         let now_ms = self.clock.now_ms();
         let (store, ratio) = (self.store.clone(), self.settings.ratio);
         let since_ms = now_ms.saturating_sub(WEEK_MS);
-        let read = tokio::task::spawn_blocking(move || store.consumption_since(since_ms, ratio));
-        let consumption = read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))??;
-        Ok(report(&ReportInput {
+        let read = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::store::StoreError>((store.consumption_since(since_ms, ratio)?, store.expired_days()?))
+        });
+        let (consumption, days) = read.await.map_err(|_| EngineError::Overloaded("the read was cancelled"))??;
+        let totals = view.grants;
+        let days = days.into_iter().map(|day| (day.day, day.credits, day.breakage)).collect();
+        let grants = GrantsReport::new(ratio, totals.expired, totals.voided, totals.breakage, totals.promotional, days);
+        let report = report(&ReportInput {
             now_ms,
             revenue: view.revenue,
             consumed_total: view.consumed_total,
@@ -624,7 +629,8 @@ impl Engine {
             available: view.capacity.available(),
             provider_balance: view.capacity.provider_balance,
             consumption,
-        }))
+        });
+        Ok((report, grants))
     }
 
     /// How many wallet actors are live (for metrics and tests).

@@ -148,8 +148,31 @@ pub fn recover(store: &Store, settings: &Settings) -> Result<Recovered, StartErr
     }
     let packages = packages_with_overrides(store, settings)?;
     let api_keys = store.api_keys()?;
-    let grant_deadlines = store.grant_deadlines()?;
-    Ok(Recovered { state, open_holds, open_spends, packages, last_at_ms, api_keys, grant_deadlines })
+    // What each expiring grant has left is in its wallet: one read per user
+    // with such a grant (the gauge of credits expiring soon starts right).
+    let mut grant_deadlines = store.grant_deadlines()?;
+    let mut wallets = std::collections::HashMap::new();
+    for deadline in &mut grant_deadlines {
+        if !wallets.contains_key(&deadline.user) {
+            wallets.insert(deadline.user.clone(), store.wallet(&deadline.user)?);
+        }
+        let grant = wallets
+            .get(&deadline.user)
+            .and_then(Option::as_ref)
+            .and_then(|wallet| wallet.grants.iter().find(|grant| grant.id() == deadline.grant));
+        match grant {
+            Some(grant) => deadline.remaining = grant.remaining,
+            None => {
+                return Err(StartError::Invariant(format!(
+                    "{} of {:?} has a deadline but is not in its wallet",
+                    deadline.grant,
+                    deadline.user.as_str()
+                )))
+            }
+        }
+    }
+    let expired_by_day = store.expired_days()?;
+    Ok(Recovered { state, open_holds, open_spends, packages, last_at_ms, api_keys, grant_deadlines, expired_by_day })
 }
 
 /// Σ wallets on disk against the inventory record's total: O(users), so only

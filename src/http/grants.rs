@@ -9,14 +9,11 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{authorize, fingerprint, json_body, required_idempotency_key};
 use super::AppState;
 use crate::clock::rfc3339;
-use crate::domain::grants::{self, Grant};
+use crate::domain::grants::{self, Grant, EXPIRING_WITHIN_MS};
 use crate::domain::{GrantId, Needs, Reason, ScopedKey, UserCredits, UserId, QUANTITY_MAX};
 use crate::store::records::{GrantReceipt, VoidReceipt, WalletRecord};
 
 type Answer = Result<HttpResponse, ApiError>;
-
-/// How far ahead a wallet's `expiring` looks (SPEC §13: seven days).
-pub const EXPIRING_WITHIN_MS: u64 = 7 * crate::domain::DAY_MS;
 
 /// The most credits one promotional grant gives (a package's bound).
 pub const GRANT_CREDITS_MAX: u64 = crate::domain::PACKAGE_CREDITS_MAX;

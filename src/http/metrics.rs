@@ -112,6 +112,14 @@ pub async fn metrics(request: HttpRequest, state: web::Data<AppState>) -> Result
     let open_provider = capacity.ratio.backing(view.open_spends_total).map_or(u64::MAX, |credits| credits.get());
     metrics::gauge!("creditd_open_spends_provider_credits").set(gauge_value(open_provider));
     metrics::gauge!("creditd_held_back_provider_credits").set(gauge_value(capacity.held_back.get()));
+    // Grants (SPEC §13): credits expiring within 7 days, what expiries and
+    // voids took out (counters, set from the engine's totals), the revenue
+    // expired paid credits had earned, promotional credits outstanding.
+    metrics::gauge!("creditd_grant_credits_expiring_7d").set(gauge_value(view.expiring_soon.get()));
+    metrics::counter!("creditd_grant_credits_expired_total").absolute(view.grants.expired.get());
+    metrics::counter!("creditd_grant_credits_voided_total").absolute(view.grants.voided.get());
+    metrics::counter!("creditd_grant_breakage_minor_units_total").absolute(view.grants.breakage.minor_units());
+    metrics::gauge!("creditd_promotional_credits_outstanding").set(gauge_value(view.grants.promotional.get()));
     metrics::gauge!("creditd_purchases_enabled").set(flag(view.purchases_enabled));
     metrics::gauge!("creditd_ready").set(flag(view.ready));
     metrics::gauge!("creditd_hot_wallets").set(gauge_value(u64::try_from(state.engine.hot_wallets()).unwrap_or(0)));

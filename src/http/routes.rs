@@ -501,7 +501,7 @@ pub async fn admin_alerts(request: HttpRequest, state: web::Data<AppState>) -> A
 pub async fn admin_report(request: HttpRequest, state: web::Data<AppState>) -> Answer {
     authorize(&request, &state, Needs::Admin)?;
     let report = state.engine.report().await?;
-    Ok(HttpResponse::Ok().json(ReportResponse::new(&report)))
+    Ok(HttpResponse::Ok().json(ReportResponse::new(&report.0, &report.1)))
 }
 
 /// The admin dashboard (SPEC §9): one self-contained page, embedded in the

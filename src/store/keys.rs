@@ -23,6 +23,15 @@ pub const OPEN_SPEND_PREFIX: u8 = b'q';
 /// closed that will expire (SPEC §13), read at start.
 pub const GRANT_DEADLINE_PREFIX: u8 = b'x';
 
+/// `e` + UTC day (u32 BE) → `ExpiredDay`.
+pub const EXPIRED_DAY_PREFIX: u8 = b'e';
+
+pub fn expired_day(day: u32) -> [u8; 5] {
+    let mut key = [EXPIRED_DAY_PREFIX; 5];
+    key[1..].copy_from_slice(&day.to_be_bytes());
+    key
+}
+
 /// The key of a grant's deadline.
 pub fn grant_deadline(expires_at_ms: u64, grant: u64) -> [u8; 17] {
     let mut key = [GRANT_DEADLINE_PREFIX; 17];

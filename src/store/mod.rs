@@ -295,6 +295,14 @@ impl Store {
         each!(self, store => store.api_keys())
     }
 
+    /// The credits expired by UTC day (SPEC §13), oldest first.
+    ///
+    /// # Errors
+    /// A read or decode failure.
+    pub fn expired_days(&self) -> Result<Vec<records::ExpiredDay>, StoreError> {
+        each!(self, store => store.expired_days())
+    }
+
     /// The deadlines of the grants not closed that will expire (SPEC §13).
     ///
     /// # Errors

@@ -98,6 +98,25 @@ impl GrantTotals {
     }
 }
 
+/// The user credits of grants that expired on one UTC day, and the revenue
+/// those credits had earned (SPEC §13: `expiredByDay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiredDay {
+    /// Days since 1970-01-01 (UTC) of the grants' `expiresAt`.
+    pub day: u32,
+    pub credits: UserCredits,
+    pub breakage: Money,
+}
+
+impl ExpiredDay {
+    /// The UTC day of the instant `at_ms`.
+    pub fn day_of(at_ms: u64) -> u32 {
+        u32::try_from(at_ms / crate::domain::DAY_MS).unwrap_or(u32::MAX)
+    }
+}
+
+impl Record for ExpiredDay {}
+
 /// `InventoryRecord` version 2, before grants.
 #[derive(Serialize, Deserialize)]
 struct InventoryRecordV2 {

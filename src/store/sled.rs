@@ -360,6 +360,14 @@ impl SledStore {
         self.db.scan_prefix([keys::API_KEY_PREFIX]).map(|item| Ok(codec::decode(&item?.1)?)).collect()
     }
 
+    /// The credits expired by UTC day (SPEC §13), oldest first.
+    ///
+    /// # Errors
+    /// A read or decode failure.
+    pub fn expired_days(&self) -> Result<Vec<records::ExpiredDay>, StoreError> {
+        self.db.scan_prefix([keys::EXPIRED_DAY_PREFIX]).map(|item| Ok(codec::decode(&item?.1)?)).collect()
+    }
+
     /// The deadlines of the grants not closed that will expire (SPEC §13).
     ///
     /// # Errors
@@ -374,7 +382,8 @@ impl SledStore {
                 .ok()
                 .and_then(|user| UserId::parse(user).ok())
                 .ok_or_else(|| StoreError::Layout(format!("grant deadline {grant} names no user")))?;
-            deadlines.push(GrantDeadline { expires_at_ms, grant: GrantId(grant), user, open: true });
+            let remaining = crate::domain::UserCredits::ZERO;
+            deadlines.push(GrantDeadline { expires_at_ms, grant: GrantId(grant), user, open: true, remaining });
         }
         Ok(deadlines)
     }
@@ -627,6 +636,7 @@ fn encode_into(batch: &mut Group, write: &Write) -> Result<(), StoreError> {
         Write::ForgetAlert(id) => batch.remove(&keys::alert(*id)),
         Write::PruneCursor(cursor) => batch.insert(keys::PRUNE_CURSOR, codec::encode(cursor)?),
         Write::ApiKey(record) => batch.insert(&keys::api_key(&record.id), codec::encode(record)?),
+        Write::ExpiredDay(day) => batch.insert(&keys::expired_day(day.day), codec::encode(day)?),
         Write::GrantDeadline(deadline) => {
             let key = keys::grant_deadline(deadline.expires_at_ms, deadline.grant.0);
             if deadline.open {

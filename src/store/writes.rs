@@ -6,8 +6,8 @@ use crate::domain::grants::GrantDeadline;
 use crate::domain::{IdempotencyKey, KeyId, PackageId, UserId};
 
 use super::records::{
-    AlertEventRecord, ApiKeyRecord, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry, MetaRecord, Operation,
-    PackageOverride, PruneCursor, SpendRecord, WalletRecord,
+    AlertEventRecord, ApiKeyRecord, ExpiredDay, HoldRecord, IdempotencyRecord, InventoryRecord, LedgerEntry,
+    MetaRecord, Operation, PackageOverride, PruneCursor, SpendRecord, WalletRecord,
 };
 
 /// One record written (or forgotten).
@@ -51,6 +51,8 @@ pub enum Write {
     /// A grant's deadline opened or closed (SPEC §13): the store keeps the
     /// open ones, read at start.
     GrantDeadline(GrantDeadline),
+    /// The credits expired on one day so far (absolute, not a delta).
+    ExpiredDay(ExpiredDay),
 }
 
 /// Changes that must reach storage together, or not at all.

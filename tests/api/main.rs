@@ -16,6 +16,7 @@ mod browser;
 mod catalogue;
 mod concurrency;
 mod grafana;
+mod grants;
 mod holds;
 mod idempotency;
 mod lifecycle;

@@ -80,6 +80,8 @@ impl InventoryView {
             holds_total: state.holds_total,
             revenue: state.revenue,
             consumed_total: state.consumed_total,
+            grants: state.grants,
+            expiring_soon: UserCredits::ZERO,
             open_holds: inputs.open_holds,
             open_spends: inputs.open_spends,
             open_spends_total: state.open_spends,
@@ -116,6 +118,11 @@ pub struct InventoryView {
     pub holds_total: UserCredits,
     pub revenue: crate::domain::Money,
     pub consumed_total: ProviderCredits,
+    /// What grants gave back, and the promotional credits outstanding (SPEC §13).
+    pub grants: crate::store::records::GrantTotals,
+    /// Credits of grants that expire within seven days (set by [`Snapshot`]
+    /// only: a published view leaves it 0).
+    pub expiring_soon: UserCredits,
     pub open_holds: usize,
     /// Spends neither completed nor refunded (SPEC §5), and their credits.
     pub open_spends: usize,
@@ -132,7 +139,9 @@ impl Handler<Snapshot> for InventoryActor {
 
     fn handle(&mut self, _: Snapshot, ctx: &mut Self::Context) -> Self::Result {
         self.expire_due(ctx);
-        MessageResult(self.view())
+        let mut view = self.view();
+        view.expiring_soon = self.books.expiring_within(self.now().now_ms, crate::domain::grants::EXPIRING_WITHIN_MS);
+        MessageResult(view)
     }
 }
 

@@ -8,7 +8,7 @@ use crate::actors::inventory::PurchasesState;
 use crate::actors::sync::{SyncAttempt, SyncReport, SyncState};
 use crate::actors::webhook::AlertEventBody;
 use crate::clock::rfc3339;
-use crate::domain::report::{Report, Runway};
+use crate::domain::report::{GrantsReport, Report, Runway};
 use crate::domain::{Levels, Package, ReserveBand};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -319,10 +319,40 @@ pub struct ReportResponse {
     pub reserve_band: &'static str,
     /// Provider credits to buy to reach each reserve band.
     pub to_buy: ToBuyResponse,
+    /// User credits of grants that expired, all time (SPEC §13).
+    pub expired_credits: u64,
+    /// The revenue those expired paid credits had earned (minor units).
+    pub breakage_revenue: u64,
+    /// By UTC day of expiry, oldest first.
+    pub expired_by_day: Vec<ExpiredDayResponse>,
+    /// User credits of voided grants, all time.
+    pub voided_credits: u64,
+    /// Remaining credits of live promotional grants: a liability nobody paid for.
+    pub promotional_outstanding: u64,
+    /// `ratio ×` the expired credits: provider credits back in capacity.
+    pub provider_credits_returned_by_expiry: u64,
+    /// `ratio ×` the voided credits.
+    pub provider_credits_returned_by_voids: u64,
+}
+
+/// One UTC day of `expiredByDay`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpiredDayResponse {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub credits: u64,
+    pub breakage_revenue: u64,
+}
+
+/// `YYYY-MM-DD` of a day counted from 1970-01-01.
+fn day_name(day: u32) -> String {
+    let at = rfc3339(u64::from(day).saturating_mul(crate::domain::DAY_MS));
+    at.get(..10).unwrap_or("1970-01-01").to_owned()
 }
 
 impl ReportResponse {
-    pub fn new(report: &Report) -> Self {
+    pub fn new(report: &Report, grants: &GrantsReport) -> Self {
         let (now_ms, available, provider_balance) = (report.now_ms, report.available, report.provider_balance.get());
         Self {
             generated_at: rfc3339(now_ms),
@@ -349,6 +379,21 @@ impl ReportResponse {
                 comfortable: report.to_reach_comfortable,
                 ideal: report.to_reach_ideal,
             },
+            expired_credits: grants.expired_credits.get(),
+            breakage_revenue: grants.breakage.minor_units(),
+            expired_by_day: grants
+                .expired_by_day
+                .iter()
+                .map(|(day, credits, breakage)| ExpiredDayResponse {
+                    day: day_name(*day),
+                    credits: credits.get(),
+                    breakage_revenue: breakage.minor_units(),
+                })
+                .collect(),
+            voided_credits: grants.voided_credits.get(),
+            promotional_outstanding: grants.promotional_outstanding.get(),
+            provider_credits_returned_by_expiry: grants.returned_by_expiry.get(),
+            provider_credits_returned_by_voids: grants.returned_by_voids.get(),
         }
     }
 }

@@ -57,6 +57,7 @@ async fn read_stored(client: &Client, currency: Currency) -> Result<Stored, Post
         wallets: BTreeMap::new(),
         grants: BTreeMap::new(),
         grant_deadlines: BTreeSet::new(),
+        expired_days: BTreeMap::new(),
         holds: BTreeMap::new(),
         open_index: BTreeSet::new(),
         stale_recent: Vec::new(),
@@ -100,6 +101,14 @@ async fn read_stored(client: &Client, currency: Currency) -> Result<Stored, Post
         let expires = u64::try_from(row.get::<_, i64>(0)).map_err(|_| bad("a negative grant deadline"))?;
         let grant = u64::try_from(row.get::<_, i64>(1)).map_err(|_| bad("a negative grant seq"))?;
         stored.grant_deadlines.insert((expires, grant));
+    }
+    let days = "SELECT (day - DATE '1970-01-01')::INTEGER, credits, breakage_minor_units FROM expired_by_day";
+    for row in client.query(days, &[]).await? {
+        let day = u32::try_from(row.get::<_, i32>(0)).map_err(|_| bad("a day before 1970"))?;
+        let breakage = Money::new(unsigned(row.get(2), "breakage")?, stored.state.revenue.currency())
+            .map_err(|e| bad(format!("{e:?}")))?;
+        let credits = user_credits(row.get(1), "expired credits")?;
+        stored.expired_days.insert(day, crate::store::records::ExpiredDay { day, credits, breakage });
     }
     for row in client.query("SELECT hold_id, state FROM holds", &[]).await? {
         let id = HoldId::parse(&row.get::<_, String>(0)).map_err(|e| bad(format!("hold id: {e}")))?;

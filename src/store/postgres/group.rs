@@ -15,8 +15,8 @@ use super::{big, connect, lease, ledger, PostgresError};
 use crate::domain::grants::GrantDeadline;
 use crate::domain::{HoldId, KeyId, PackageId, SpendId, UserId};
 use crate::store::records::{
-    AlertEventRecord, ApiKeyRecord, HoldRecord, HoldState, InventoryRecord, LedgerEntry, MetaRecord, Operation,
-    PackageOverride, PruneCursor, SpendRecord, SpendState, WalletRecord,
+    AlertEventRecord, ApiKeyRecord, ExpiredDay, HoldRecord, HoldState, InventoryRecord, LedgerEntry, MetaRecord,
+    Operation, PackageOverride, PruneCursor, SpendRecord, SpendState, WalletRecord,
 };
 use crate::store::writes::{Write, WriteSet};
 use crate::store::StoreError;
@@ -148,6 +148,8 @@ pub(super) struct Group {
     api_keys: BTreeMap<KeyId, ApiKeyRecord>,
     /// In the order written: one grant may open and close in one group.
     grant_deadlines: Vec<GrantDeadline>,
+    /// By day, the last value written.
+    expired_days: BTreeMap<u32, ExpiredDay>,
 }
 
 impl Group {
@@ -213,6 +215,9 @@ impl Group {
             Write::GrantDeadline(deadline) => {
                 self.grant_deadlines.push(deadline.clone());
             }
+            Write::ExpiredDay(day) => {
+                self.expired_days.insert(day.day, *day);
+            }
         }
         Ok(())
     }
@@ -231,6 +236,7 @@ impl Group {
             && self.prune_cursor.is_none()
             && self.api_keys.is_empty()
             && self.grant_deadlines.is_empty()
+            && self.expired_days.is_empty()
     }
 
     /// Sends the whole group in one pipeline and reads every answer.
@@ -374,6 +380,9 @@ impl Group {
                 ],
             ));
         }
+        for day in self.expired_days.values() {
+            statements.push((expired_day_statement().into(), expired_day_params(day)));
+        }
         for deadline in &self.grant_deadlines {
             if deadline.open {
                 statements.push((
@@ -395,6 +404,21 @@ impl Group {
         }
         statements
     }
+}
+
+/// Upserts one day of `expired_by_day` from [`expired_day_params`].
+pub(super) const fn expired_day_statement() -> &'static str {
+    "INSERT INTO expired_by_day (day, credits, breakage_minor_units) VALUES \
+     (DATE '1970-01-01' + $1::INTEGER, $2, $3) ON CONFLICT (day) DO UPDATE SET credits = EXCLUDED.credits, \
+     breakage_minor_units = EXCLUDED.breakage_minor_units"
+}
+
+pub(super) fn expired_day_params(day: &ExpiredDay) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    vec![
+        Box::new(i32::try_from(day.day).unwrap_or(i32::MAX)),
+        Box::new(big(day.credits.get())),
+        Box::new(big(day.breakage.minor_units())),
+    ]
 }
 
 pub(super) fn inventory_params(state: &InventoryRecord) -> Vec<Box<dyn ToSql + Sync + Send>> {

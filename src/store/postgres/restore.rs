@@ -106,6 +106,12 @@ async fn write_records(client: &mut Client, replay: &Replay, meta: &MetaRecord) 
             .execute(&wallet, &[&user.as_str(), &big(record.balance.get()), &big(record.version), &recent, &grants])
             .await?;
     }
+    for day in replay.expired_by_day.values() {
+        let params = super::group::expired_day_params(day);
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|param| param.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        transaction.execute(super::group::expired_day_statement(), &params).await?;
+    }
     for deadline in replay.grant_deadlines() {
         transaction
             .execute(

@@ -35,7 +35,7 @@ use crate::domain::grants::GrantDeadline;
 use crate::domain::{Currency, GrantId, HoldId, IdempotencyKey, KeyId, Money, PackageId, Ratio, SpendId, UserId};
 use crate::replay::idempotency_record;
 use crate::store::records::{
-    AlertEventRecord, ApiKeyRecord, CaptureReceipt, CompletedBy, HoldRecord, HoldState, IdempotencyRecord,
+    AlertEventRecord, ApiKeyRecord, CaptureReceipt, CompletedBy, ExpiredDay, HoldRecord, HoldState, IdempotencyRecord,
     InventoryRecord, LedgerEntry, MetaRecord, Operation, PackageOverride, PruneCursor, RefundReceipt, SpendRecord,
     SpendState, WalletRecord,
 };
@@ -333,6 +333,29 @@ impl PgStore {
         })
     }
 
+    /// The credits expired by UTC day (SPEC §13), oldest first.
+    ///
+    /// # Errors
+    /// A read failure.
+    pub fn expired_days(&self) -> Result<Vec<ExpiredDay>, StoreError> {
+        self.read(|shared, client| async move {
+            let query = "SELECT (day - DATE '1970-01-01')::INTEGER, credits, breakage_minor_units FROM expired_by_day \
+                         ORDER BY day";
+            let rows = client.query(query, &[]).await?;
+            rows.iter()
+                .map(|row| {
+                    let breakage = Money::new(unsigned(row.get(2), "breakage")?, shared.currency)
+                        .map_err(|e| bad(format!("{e:?}")))?;
+                    Ok(ExpiredDay {
+                        day: u32::try_from(row.get::<_, i32>(0)).map_err(|_| bad("a day before 1970"))?,
+                        credits: user_credits(row.get(1), "expired credits")?,
+                        breakage,
+                    })
+                })
+                .collect()
+        })
+    }
+
     /// The deadlines of the grants not closed that will expire (SPEC §13).
     ///
     /// # Errors
@@ -350,6 +373,7 @@ impl PgStore {
                         expires_at_ms: unsigned(row.get(1), "expires_at")?,
                         user,
                         open: true,
+                        remaining: crate::domain::UserCredits::ZERO,
                     })
                 })
                 .collect()
