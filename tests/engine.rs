@@ -365,3 +365,89 @@ fn the_wallet_version_check_follows_a_chain_of_writes_inside_one_group() {
     assert!(matches!(refused, Err(StoreError::Precondition(_))), "expects 1, the store has 2: {refused:?}");
     assert_eq!(store.wallet(&user).expect("reads"), Some(at(20, 2)), "nothing of a refused group is applied");
 }
+
+/// Goal (SPEC §13): a paid grant of a package whose credits last a day
+/// expires at its `expiresAt` on the engine's clock: the wallet stops
+/// counting it at once, the sweep writes its `grantExpired` within a few
+/// seconds with the revenue its credits had earned (breakage, pro rata),
+/// `reserved` falls by exactly ratio × the credits, and a spend that drew
+/// from it and was open across the expiry, once refunded, gives its credits
+/// back to the expired grant, where they leave again as expired. The day's
+/// totals survive a restart and `check` agrees. Method: an engine on a
+/// manual clock moved past the day.
+#[actix_rt::test]
+async fn a_paid_grant_expires_with_its_breakage_and_a_refund_into_it_leaves_again() {
+    use creditd::actors::inventory::Snapshot;
+    use creditd::clock::{Clock, ManualClock};
+    use creditd::domain::UserCredits;
+    const DAY: u64 = 86_400_000;
+    const T0: u64 = 1_750_000_000_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = ManualClock::starting_at(T0);
+    let config = Config::load_with(None, |_| None).expect("defaults");
+    let mut settings = Settings::from_config(&config);
+    // The spend stays open across the expiry.
+    settings.spend_complete_after = Duration::from_millis(3 * DAY);
+    for package in &mut settings.packages {
+        if package.id.as_str() == "pro" {
+            *package = package.clone().expiring_after(Some(1)).expect("a day");
+        }
+    }
+    let restart_settings = settings.clone();
+    let (engine, threads) = start_on(dir.path(), settings, Arc::new(clock.clone()), 10_000).await;
+    let user = UserId::parse("u").expect("valid");
+    let pro = PackageId::parse("pro").expect("valid");
+    let starter = PackageId::parse("starter").expect("valid");
+    engine.purchase(user.clone(), pro, scoped("p-1"), [1; 32]).await.expect("buys pro"); // 100, €69.99, a day
+    engine.purchase(user.clone(), starter, scoped("p-2"), [2; 32]).await.expect("buys starter"); // 10, never
+    let credits = |n: u64| UserCredits::positive(n).expect("positive");
+    let open = engine.spend(user.clone(), credits(30), None, scoped("s-1"), [3; 32]).await.expect("spends");
+    assert_eq!(open.balance.get(), 80, "drawn from the expiring grant first");
+    let reserved = |engine: &Engine| {
+        let engine = engine.clone();
+        async move { engine.inventory().send(Snapshot).await.expect("answers").capacity.reserved.get() }
+    };
+    assert_eq!(reserved(&engine).await, 4 * 80);
+
+    clock.advance_ms(DAY);
+    let (wallet, _) = engine.user_credits(user.clone(), 20).await.expect("a wallet");
+    assert_eq!(wallet.balance_at(clock.now_ms()).get(), 10, "at its expiresAt the grant no longer counts");
+    let mut expired = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while expired.is_none() {
+        assert!(Instant::now() < deadline, "timed out waiting for the expiry entry");
+        let (_, grants) = engine.report().await.expect("report");
+        expired = (grants.expired_credits.get() > 0).then_some(grants);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let grants = expired.expect("expired");
+    assert_eq!(grants.expired_credits.get(), 70);
+    assert_eq!(grants.breakage.minor_units(), 6_999 * 70 / 100, "the price pro rata, rounded down");
+    assert_eq!(reserved(&engine).await, 4 * 10, "ratio × the expired credits back in capacity");
+
+    let balance_before = engine.inventory().send(Snapshot).await.expect("answers").capacity.provider_balance.get();
+    let refunded = engine.refund(open.spend_id, maker()).await.expect("refunds");
+    assert_eq!(refunded.balance.get(), 10, "given back to the expired grant, the credits leave again");
+    let view = engine.inventory().send(Snapshot).await.expect("answers");
+    assert_eq!(view.capacity.provider_balance.get(), balance_before + 4 * 30, "the provider did no work");
+    assert_eq!(view.capacity.reserved.get(), 4 * 10);
+    let (_, grants) = engine.report().await.expect("report");
+    assert_eq!(grants.expired_credits.get(), 100);
+    assert_eq!(grants.breakage.minor_units(), 6_999 * 70 / 100 + 6_999 * 30 / 100);
+    assert!(grants.breakage.minor_units() <= 6_999, "never more than the grant was paid");
+    let day = u32::try_from((T0 + DAY) / DAY).expect("a day");
+    assert_eq!(
+        grants.expired_by_day.iter().map(|(day, credits, _)| (*day, credits.get())).collect::<Vec<_>>(),
+        [(day, 100)]
+    );
+
+    drop(engine);
+    tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
+    let (engine, threads) = start_on(dir.path(), restart_settings, Arc::new(clock.clone()), 10_000).await;
+    let (_, after) = engine.report().await.expect("report");
+    assert_eq!(after, grants, "the totals and the days survive a restart");
+    drop(engine);
+    tokio::task::spawn_blocking(move || threads.stop()).await.expect("stops");
+    let check = Store::when_unlocked(Duration::from_secs(30), || creditd::check::check(dir.path())).expect("checks");
+    assert!(check.passed(), "{check}");
+}
