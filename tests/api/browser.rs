@@ -142,6 +142,30 @@ async fn the_admin_page_syncs_and_disables_in_a_real_browser() {
     browser.find(Locator::Css(&format!("{row} button"))).await.expect("revoke").click().await.expect("clicks");
     wait_for_start(&browser, &format!("{row} td:nth-child(6)"), "revoked").await;
     assert_eq!(purchase(&made, &server.base, "cy", "starter", "b-4").await.status, 401, "revoked from the page");
+
+    // The grants tab (SPEC §13): a user's grants, a promotional grant, a void.
+    browser.find(Locator::Css("nav button[data-tab=grants]")).await.expect("tab").click().await.expect("clicks");
+    browser.find(Locator::Id("grant-user")).await.expect("field").send_keys("cy").await.expect("types");
+    browser.find(Locator::Id("promo-credits")).await.expect("field").send_keys("7").await.expect("types");
+    browser.find(Locator::Id("promo-reason")).await.expect("field").send_keys("browser bonus").await.expect("types");
+    browser.find(Locator::Id("create-grant")).await.expect("button").click().await.expect("clicks");
+    let row = "#grants tr:first-child";
+    wait_for_text(&browser, &format!("{row} td:nth-child(2)"), "promotional").await;
+    wait_for_text(&browser, &format!("{row} td:nth-child(4)"), "7").await;
+    wait_for_text(&browser, &format!("{row} td:nth-child(6)"), "never").await;
+    wait_for_text(&browser, "#grants-balance", "7").await;
+    let wallet = crate::common::admin_get(&client(), &server.url("/api/users/cy/credits")).await;
+    assert_eq!(
+        (wallet.body["balance"].as_u64(), wallet.body["grants"][0]["kind"].as_str()),
+        (Some(7), Some("promotional"))
+    );
+    browser.find(Locator::Id("void-reason")).await.expect("field").send_keys("browser void").await.expect("types");
+    browser.find(Locator::Css(&format!("{row} button"))).await.expect("void").click().await.expect("clicks");
+    wait_for_text(&browser, "#grants-balance", "0").await;
+    let entries = crate::common::ledger(&client(), &server).await;
+    let voided = entries.iter().find(|entry| entry["kind"] == "grantVoided").expect("a grantVoided entry");
+    assert_eq!((voided["credits"].as_u64(), voided["reason"].as_str()), (Some(7), Some("browser void")));
+    wait_for_text(&browser, "#voided-credits", "7").await;
     browser.close().await.expect("closes");
     drop(driver);
 }

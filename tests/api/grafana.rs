@@ -61,6 +61,8 @@ async fn the_grafana_dashboard_uses_only_metrics_that_creditd_exports() {
         "latency",
         "alerts",
         "sync",
+        "expiring",
+        "expired per day",
     ] {
         assert!(titles.contains(needed), "no panel about {needed}: {titles}");
     }
