@@ -215,3 +215,63 @@ fn rfc3339(ms: u64) -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .expect("formats")
 }
+
+/// Goal (SPEC §13): a data directory the release before grants wrote
+/// (`tests/fixtures/pre-grants-store.tar.gz`, made by
+/// `tests/fixtures/make_pre_grants_store.sh` with that release's binary)
+/// opens with each wallet's balance as one never-expiring paid grant, and
+/// `check` passes on it before and after this release changes it: a spend
+/// made before grants refunds into a grant of its own, a new spend draws the
+/// old grant first (the oldest), a new purchase makes a grant beside it.
+#[tokio::test]
+async fn a_store_of_the_release_before_grants_opens_with_each_balance_as_one_grant() {
+    let dir = temp_dir();
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pre-grants-store.tar.gz");
+    let untarred = std::process::Command::new("tar").args(["-xzf", fixture, "-C"]).arg(dir.path()).status();
+    assert!(untarred.expect("tar runs").success(), "the fixture unpacks");
+    let data = dir.path().join("data");
+    let (code, output) = run_check(&data);
+    assert_eq!(code, 0, "the old store checks: {output}");
+
+    let provider = provider(100_000);
+    let mut server = Server::start(&provider, &data).await;
+    let admin = client();
+    let old = wallet(&server, "old").await;
+    assert_eq!(old["balance"], 85, "{old}");
+    let grants = old["grants"].as_array().expect("grants").clone();
+    assert_eq!(grants.len(), 1, "one grant of the balance: {old}");
+    assert_eq!((grants[0]["kind"].as_str(), grants[0]["remaining"].as_u64()), (Some("paid"), Some(85)));
+    assert_eq!(grants[0]["expiresAt"], Value::Null, "it never expires");
+    let legacy = grants[0]["grantId"].as_str().expect("an id").to_owned();
+    let held = wallet(&server, "held").await;
+    assert_eq!((held["balance"].as_u64(), held["grants"][0]["remaining"].as_u64()), (Some(10), Some(10)));
+
+    // The spend left open by the old release refunds into a grant of its own.
+    let entries = ledger(&admin, &server).await;
+    let open = entries.iter().filter(|entry| entry["kind"] == "spend").last().expect("the old open spend");
+    let open_id = open["spendId"].as_str().expect("id").to_owned();
+    let back = refund(&admin, &server, &open_id).await;
+    assert_eq!((back.status, back.body["balance"].as_u64()), (200, Some(90)), "{back:?}");
+    let shown = wallet(&server, "old").await;
+    let ids: Vec<(String, u64)> = grants_of(&shown);
+    assert_eq!(ids.len(), 2, "{shown}");
+    assert_eq!(ids[0], (legacy.clone(), 85), "the old grant is the oldest: {shown}");
+    assert_eq!(ids[1].1, 5);
+
+    // A new spend draws the old grant first; a new purchase adds a grant.
+    let drawn = spend(&admin, &server, "old", 88, "new-1").await;
+    assert_eq!((drawn.status, drawn.body["balance"].as_u64()), (200, Some(2)), "{drawn:?}");
+    let entries = ledger(&admin, &server).await;
+    let spent = entry_of(&entries, "spend", "spendId", drawn.body["spendId"].as_str().expect("id"));
+    assert_eq!(moved(spent, "draws"), [(legacy, 85), (ids[1].0.clone(), 3)]);
+    assert_eq!(purchase(&admin, &server.base, "old", "starter", "new-2").await.status, 200);
+    let shown = wallet(&server, "old").await;
+    let now_shown = grants_of(&shown);
+    assert_eq!(shown["balance"], 12);
+    assert_eq!(now_shown.len(), 2, "an emptied grant is not shown: {shown}");
+    assert_eq!((&now_shown[0], now_shown[1].1), (&(ids[1].0.clone(), 2), 10), "oldest first: {shown}");
+
+    server.terminate();
+    let (code, output) = run_check(&data);
+    assert_eq!(code, 0, "the store checks after this release changed it: {output}");
+}
