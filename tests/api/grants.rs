@@ -248,7 +248,7 @@ async fn a_store_of_the_release_before_grants_opens_with_each_balance_as_one_gra
 
     // The spend left open by the old release refunds into a grant of its own.
     let entries = ledger(&admin, &server).await;
-    let open = entries.iter().filter(|entry| entry["kind"] == "spend").last().expect("the old open spend");
+    let open = entries.iter().rfind(|entry| entry["kind"] == "spend").expect("the old open spend");
     let open_id = open["spendId"].as_str().expect("id").to_owned();
     let back = refund(&admin, &server, &open_id).await;
     assert_eq!((back.status, back.body["balance"].as_u64()), (200, Some(90)), "{back:?}");
