@@ -415,11 +415,11 @@ impl Replay {
                     kind: *kind,
                     credits: *credits,
                     remaining: *credits,
-                    price: Money::zero(self.state.revenue.currency()),
+                    price_minor: 0,
                     created_at_ms: entry.at_ms,
                     expires_at_ms: *expires_at_ms,
                     closed: None,
-                    touched_at_ms: entry.at_ms,
+                    settled_at_ms: None,
                 };
                 self.add_grant(&user, grant);
                 self.reserve(seq, *credits, true);
@@ -505,7 +505,7 @@ impl Replay {
             self.state.grants.promotional = add(self.state.grants.promotional, grant.remaining);
         }
         if let Some(wallet) = self.wallets.get_mut(user) {
-            wallet.grants.push(grant);
+            crate::domain::grants::insert(&mut wallet.grants, grant);
         }
     }
 
@@ -518,11 +518,11 @@ impl Replay {
                     kind: GrantKind::Paid,
                     credits,
                     remaining: credits,
-                    price,
+                    price_minor: price.minor_units(),
                     created_at_ms: entry.at_ms,
                     expires_at_ms: *expires_at_ms,
                     closed: None,
-                    touched_at_ms: entry.at_ms,
+                    settled_at_ms: None,
                 };
                 self.add_grant(user, grant);
             }
@@ -553,7 +553,9 @@ impl Replay {
             match taken {
                 Ok(left) if live => {
                     grant.remaining = left;
-                    grant.touched_at_ms = entry.at_ms;
+                    if left.is_zero() {
+                        grant.settled_at_ms = Some(entry.at_ms);
+                    }
                     if kind == GrantKind::Promotional {
                         self.state.grants.promotional =
                             self.state.grants.promotional.checked_sub(draw.credits).unwrap_or(UserCredits::ZERO);
@@ -584,12 +586,14 @@ impl Replay {
         match &entry.grants {
             Some(GrantEffect::GaveBack(given)) => {
                 for back in given {
+                    let currency = self.state.revenue.currency();
                     let Some(grant) = self.grant_mut(seq, user, GrantId(back.grant)) else { continue };
                     let (kind, closed) = (grant.kind, grant.closed);
                     match (back.left_again, closed) {
                         (None, None) => match grant.remaining.checked_add(back.credits) {
                             Ok(remaining) if remaining <= grant.credits => {
                                 grant.remaining = remaining;
+                                grant.settled_at_ms = None;
                                 if kind == GrantKind::Promotional {
                                     let promotional = self.state.grants.promotional;
                                     self.state.grants.promotional = add(promotional, back.credits);
@@ -598,7 +602,7 @@ impl Replay {
                             _ => self.violation(seq, format!("grant_{} given back above what it granted", back.grant)),
                         },
                         (Some(Closed::Expired { .. }), Some(Closed::Expired { at_ms })) => {
-                            let breakage = grant.revenue_of(back.credits);
+                            let breakage = grant.revenue_of(back.credits, currency);
                             self.count_removal(seq, back.credits, Some((breakage, at_ms)));
                         }
                         (Some(Closed::Voided { .. }), Some(Closed::Voided { .. })) => {
@@ -619,11 +623,11 @@ impl Replay {
                     kind: GrantKind::Paid,
                     credits,
                     remaining: credits,
-                    price: Money::zero(self.state.revenue.currency()),
+                    price_minor: 0,
                     created_at_ms: entry.at_ms,
                     expires_at_ms: None,
                     closed: None,
-                    touched_at_ms: entry.at_ms,
+                    settled_at_ms: None,
                 };
                 self.add_grant(user, grant);
             }
@@ -674,6 +678,7 @@ impl Replay {
         breakage: Money,
     ) -> Option<UserCredits> {
         let seq = entry.seq;
+        let currency = self.state.revenue.currency();
         let grant = self.grant_mut(seq, user, id)?;
         if grant.closed.is_some() || grant.remaining != credits {
             let what =
@@ -682,7 +687,7 @@ impl Replay {
             return None;
         }
         let kind = grant.kind;
-        let expected = grant.revenue_of(credits);
+        let expected = grant.revenue_of(credits, currency);
         grant.close(how);
         if matches!(how, Closed::Expired { .. })
             && expected != breakage

@@ -60,7 +60,7 @@ impl Books {
             let credits = grant.close(Closed::Expired { at_ms: expires_at_ms });
             let grant = grant.clone();
             wallet.balance = wallet.balance.checked_sub(credits)?;
-            let breakage = grant.revenue_of(credits);
+            let breakage = grant.revenue_of(credits, change.next.revenue.currency());
             self.take_out(change, grant.kind, credits, Removal::Expired { breakage, at_ms: expires_at_ms })?;
             change.grant_deadline(expires_at_ms, id, user, false, UserCredits::ZERO);
             let kind = EntryKind::GrantExpired { grant_id: id, kind: grant.kind, credits, breakage, expires_at_ms };
@@ -165,7 +165,7 @@ impl Books {
         if let Some(expires_at_ms) = grant.expires_at_ms {
             change.grant_deadline(expires_at_ms, grant.id(), user, true, grant.remaining);
         }
-        wallet.grants.push(grant);
+        grants::insert(&mut wallet.grants, grant);
         Ok(())
     }
 
@@ -205,11 +205,11 @@ impl Books {
             kind: GrantKind::Promotional,
             credits,
             remaining: credits,
-            price: Money::zero(change.next.revenue.currency()),
+            price_minor: 0,
             created_at_ms: change.at_ms,
             expires_at_ms,
             closed: None,
-            touched_at_ms: change.at_ms,
+            settled_at_ms: None,
         };
         self.add_grant(&mut change, user, &mut wallet, grant)?;
         let kind =
@@ -254,8 +254,13 @@ impl Books {
                     return Err(EngineError::GrantClosed);
                 }
                 // Forgotten while still live: it was emptied, so it had nothing left.
-                wallet.grants.push(Grant { remaining: UserCredits::ZERO, touched_at_ms: change.at_ms, ..grant });
-                wallet.grants.len().saturating_sub(1)
+                let forgotten = Grant { remaining: UserCredits::ZERO, settled_at_ms: Some(change.at_ms), ..grant };
+                grants::insert(&mut wallet.grants, forgotten);
+                wallet
+                    .grants
+                    .iter()
+                    .position(|grant| grant.id() == grant_id)
+                    .ok_or(EngineError::UnknownGrant(grant_id))?
             }
         };
         let receipt = |grant: &Grant, voided_at_ms: u64| VoidReceipt {
@@ -344,11 +349,11 @@ pub fn granted_by(entry: &LedgerEntry, user: &UserId) -> Option<Grant> {
         kind: GrantKind::Paid,
         credits,
         remaining: credits,
-        price,
+        price_minor: price.minor_units(),
         created_at_ms: entry.at_ms,
         expires_at_ms,
         closed: None,
-        touched_at_ms: entry.at_ms,
+        settled_at_ms: None,
     };
     match (&entry.kind, &entry.grants) {
         (EntryKind::Purchase { credits, price, .. } | EntryKind::HoldCaptured { credits, price, .. }, grants) => {
@@ -360,11 +365,9 @@ pub fn granted_by(entry: &LedgerEntry, user: &UserId) -> Option<Grant> {
         (EntryKind::Refund { credits, .. }, Some(GrantEffect::Paid { expires_at_ms })) => {
             Some(paid(*credits, Money::zero(crate::domain::Currency::EUR), *expires_at_ms))
         }
-        (EntryKind::GrantCreated { kind, credits, expires_at_ms, .. }, _) => Some(Grant {
-            kind: *kind,
-            price: Money::zero(crate::domain::Currency::EUR),
-            ..paid(*credits, Money::zero(crate::domain::Currency::EUR), *expires_at_ms)
-        }),
+        (EntryKind::GrantCreated { kind, credits, expires_at_ms, .. }, _) => {
+            Some(Grant { kind: *kind, ..paid(*credits, Money::zero(crate::domain::Currency::EUR), *expires_at_ms) })
+        }
         (EntryKind::Spend { .. } | EntryKind::Refund { .. }, None) => {
             Some(legacy_grant(entry.seq, entry.wallet_after.unwrap_or(UserCredits::ZERO)))
         }

@@ -216,11 +216,11 @@ impl Books {
             kind: GrantKind::Paid,
             credits,
             remaining: credits,
-            price,
+            price_minor: price.minor_units(),
             created_at_ms: change.at_ms,
             expires_at_ms,
             closed: None,
-            touched_at_ms: change.at_ms,
+            settled_at_ms: None,
         };
         self.add_grant(change, user, wallet, grant)
     }
@@ -261,8 +261,10 @@ impl Books {
                     let how = match closed {
                         Closed::Expired { at_ms } => {
                             let grant = wallet.grants.iter().find(|grant| grant.seq == back.grant);
-                            let zero = Money::zero(change.next.revenue.currency());
-                            Removal::Expired { breakage: grant.map_or(zero, |g| g.revenue_of(back.credits)), at_ms }
+                            let currency = change.next.revenue.currency();
+                            let breakage =
+                                grant.map_or(Money::zero(currency), |g| g.revenue_of(back.credits, currency));
+                            Removal::Expired { breakage, at_ms }
                         }
                         Closed::Voided { .. } => Removal::Voided,
                     };

@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Money, QuantityError, UserCredits};
+use super::{Currency, Money, QuantityError, UserCredits};
 
 /// A grant's id: `grant_` and the ledger sequence number of the entry that
 /// made it (a purchase, a capture, or an admin's `grantCreated`), so the id
@@ -103,17 +103,19 @@ pub struct Grant {
     pub credits: UserCredits,
     /// What is left of it: never below 0, never above `credits`.
     pub remaining: UserCredits,
-    /// What the user paid for it (zero for a promotional grant): the
-    /// revenue its expired credits had earned is `price × expired / credits`.
-    pub price: Money,
+    /// What the user paid for it, in minor units of the store's currency
+    /// (zero for a promotional grant): the revenue its expired credits had
+    /// earned is `price × expired / credits`. (No currency per grant: a
+    /// wallet is rewritten on every change, and its grants stay small.)
+    pub price_minor: u64,
     pub created_at_ms: u64,
     /// `None`: never expires.
     pub expires_at_ms: Option<u64>,
     pub closed: Option<Closed>,
-    /// The last time a spend drew from it or it closed: a wallet forgets an
-    /// emptied grant only once no open spend can still give credits back
-    /// to it ([`retire`]).
-    pub touched_at_ms: u64,
+    /// When a spend emptied it or it closed (`None` while it holds
+    /// credits): a wallet forgets a settled grant only once no open spend
+    /// can still give credits back to it ([`retire`]).
+    pub settled_at_ms: Option<u64>,
 }
 
 /// The credits a spend took from one grant.
@@ -146,9 +148,9 @@ impl Grant {
             return UserCredits::ZERO;
         }
         self.closed = Some(how);
-        self.touched_at_ms = match how {
+        self.settled_at_ms = Some(match how {
             Closed::Expired { at_ms } | Closed::Voided { at_ms } => at_ms,
-        };
+        });
         std::mem::replace(&mut self.remaining, UserCredits::ZERO)
     }
 
@@ -165,13 +167,13 @@ impl Grant {
     /// The revenue `credits` of this grant had earned: its price pro rata,
     /// rounded down, so that the parts of one grant never add up to more
     /// than its price.
-    pub fn revenue_of(&self, credits: UserCredits) -> Money {
-        let share = u128::from(self.price.minor_units())
+    pub fn revenue_of(&self, credits: UserCredits, currency: Currency) -> Money {
+        let share = u128::from(self.price_minor)
             .checked_mul(u128::from(credits.get()))
             .and_then(|product| product.checked_div(u128::from(self.credits.get())))
             .and_then(|share| u64::try_from(share).ok())
             .unwrap_or(0);
-        Money::new(share.min(self.price.minor_units()), self.price.currency()).unwrap_or(self.price)
+        Money::new(share.min(self.price_minor), currency).unwrap_or(Money::zero(currency))
     }
 }
 
@@ -194,7 +196,8 @@ pub fn retire(grants: &mut Vec<Grant>, now_ms: u64, keep_ms: u64) {
             Some(Closed::Voided { .. }) => false,
             None => grant.remaining.is_zero() && grant.expires_at_ms.is_none(),
         };
-        !(settled && grant.touched_at_ms.saturating_add(keep_ms) < now_ms)
+        let quiet = grant.settled_at_ms.is_some_and(|at_ms| at_ms.saturating_add(keep_ms) < now_ms);
+        !(settled && quiet)
     });
 }
 
@@ -221,6 +224,15 @@ pub fn balance(grants: &[Grant], now_ms: u64) -> Result<UserCredits, QuantityErr
         .try_fold(UserCredits::ZERO, |total, grant| total.checked_add(grant.remaining))
 }
 
+/// Adds `grant` at its place in the burn order ([`burn_order`] is fixed
+/// for a grant: its expiry, kind and age), so that `grants` kept by
+/// [`insert`] alone is always in the burn order and [`draw`] never sorts. A
+/// never-expiring paid grant, the common case, goes last.
+pub fn insert(grants: &mut Vec<Grant>, grant: Grant) {
+    let at = grants.partition_point(|other| burn_order(other, &grant) != Ordering::Greater);
+    grants.insert(at, grant);
+}
+
 /// Draws `credits` from the live grants in the burn order; answers what
 /// was taken from each, in that order, and takes it from `grants`.
 ///
@@ -231,21 +243,29 @@ pub fn draw(grants: &mut [Grant], credits: UserCredits, now_ms: u64) -> Result<V
     if available < credits {
         return Err(NotEnough { available });
     }
-    let mut order: Vec<usize> = (0..grants.len()).filter(|index| grants[*index].live(now_ms)).collect();
-    order.sort_by(|a, b| burn_order(&grants[*a], &grants[*b]));
+    // Kept in the burn order by `insert`, they need no sort (a wallet of
+    // many grants then pays for the grants a spend takes, not for all);
+    // grants in another order (none that `insert` made) are sorted first.
+    if !grants.windows(2).all(|pair| burn_order(&pair[0], &pair[1]) != Ordering::Greater) {
+        grants.sort_by(burn_order);
+    }
     let mut left = credits;
     let mut draws = Vec::new();
-    for index in order {
+    for grant in grants.iter_mut() {
         if left.is_zero() {
             break;
         }
-        let grant = &mut grants[index];
+        if !grant.live(now_ms) {
+            continue;
+        }
         let taken = grant.remaining.min(left);
         if taken.is_zero() {
             continue;
         }
         grant.remaining = grant.remaining.checked_sub(taken).unwrap_or(UserCredits::ZERO);
-        grant.touched_at_ms = now_ms;
+        if grant.remaining.is_zero() {
+            grant.settled_at_ms = Some(now_ms);
+        }
         left = left.checked_sub(taken).unwrap_or(UserCredits::ZERO);
         draws.push(Draw { grant: grant.seq, credits: taken });
     }
@@ -282,6 +302,7 @@ pub fn give_back(grants: &mut [Grant], draws: &[Draw]) -> Result<Vec<GivenBack>,
                     return Err(QuantityError::Overflow);
                 }
                 grant.remaining = remaining;
+                grant.settled_at_ms = None;
                 given.push(GivenBack { grant: grant.seq, credits: draw.credits, left_again: None });
             }
         }
@@ -319,11 +340,11 @@ mod tests {
             kind,
             credits: credits(amount),
             remaining: credits(amount),
-            price: Money::new(amount * 100, crate::domain::Currency::EUR).expect("small"),
+            price_minor: amount * 100,
             created_at_ms: seq,
             expires_at_ms,
             closed: None,
-            touched_at_ms: 0,
+            settled_at_ms: None,
         }
     }
 
@@ -342,15 +363,16 @@ mod tests {
     /// never add up to more than what it was paid.
     #[test]
     fn expired_credits_earned_their_share_of_the_price() {
+        let eur = Currency::EUR;
         let paid = grant(1, GrantKind::Paid, 3, None); // 300 minor units for 3 credits
-        assert_eq!(paid.revenue_of(credits(1)).minor_units(), 100);
-        assert_eq!(paid.revenue_of(credits(3)).minor_units(), 300);
-        let odd = Grant { price: Money::new(1000, crate::domain::Currency::EUR).expect("small"), ..paid };
-        let parts = [1, 1, 1].map(|n| odd.revenue_of(credits(n)).minor_units());
+        assert_eq!(paid.revenue_of(credits(1), eur).minor_units(), 100);
+        assert_eq!(paid.revenue_of(credits(3), eur), Money::new(300, eur).expect("small"));
+        let odd = Grant { price_minor: 1000, ..paid };
+        let parts = [1, 1, 1].map(|n| odd.revenue_of(credits(n), eur).minor_units());
         assert_eq!(parts, [333, 333, 333]);
-        assert_eq!(odd.revenue_of(credits(2)).minor_units(), 666);
-        let promotional = Grant { price: Money::zero(crate::domain::Currency::EUR), ..odd };
-        assert_eq!(promotional.revenue_of(credits(3)).minor_units(), 0);
+        assert_eq!(odd.revenue_of(credits(2), eur).minor_units(), 666);
+        let promotional = Grant { price_minor: 0, ..odd };
+        assert_eq!(promotional.revenue_of(credits(3), eur).minor_units(), 0);
     }
 
     #[test]
@@ -365,7 +387,7 @@ mod tests {
         assert_eq!(due(&grants, 5_000), [GrantId(1), GrantId(2)]);
         grants[0].close(Closed::Expired { at_ms: 1_000 });
         assert_eq!(due(&grants, 5_000), [GrantId(2)], "a closed grant is not due again");
-        assert_eq!(grants[0].touched_at_ms, 1_000, "closing touches it");
+        assert_eq!(grants[0].settled_at_ms, Some(1_000), "closing settles it");
     }
 
     /// A wallet forgets only what no refund can reach: expired grants, and
@@ -374,7 +396,7 @@ mod tests {
     fn retire_forgets_settled_grants_once_no_refund_can_reach_them() {
         let mut emptied = grant(1, GrantKind::Paid, 10, None);
         emptied.remaining = UserCredits::ZERO;
-        emptied.touched_at_ms = 1_000;
+        emptied.settled_at_ms = Some(1_000);
         let mut emptied_expiring = grant(2, GrantKind::Paid, 10, Some(90_000));
         emptied_expiring.remaining = UserCredits::ZERO;
         let mut expired = grant(3, GrantKind::Promotional, 10, Some(1_000));
@@ -413,6 +435,22 @@ mod tests {
         assert_eq!(order, [3, 2, 6, 4, 5, 1]);
         assert_eq!(draws.last().map(|draw| draw.credits.get()), Some(5), "the last grant gives only what is left");
         assert_eq!(balance(&grants, 0).map(UserCredits::get), Ok(5));
+        let kept: Vec<u64> = grants.iter().map(|grant| grant.seq).collect();
+        assert_eq!(kept, [3, 2, 6, 4, 5, 1], "grants out of order are left in the burn order");
+        let mut inserted = Vec::new();
+        for seq in [1, 2, 3, 4, 5, 6] {
+            let spec = [
+                (GrantKind::Paid, None),
+                (GrantKind::Paid, Some(5_000)),
+                (GrantKind::Promotional, Some(5_000)),
+                (GrantKind::Promotional, Some(9_000)),
+                (GrantKind::Promotional, None),
+                (GrantKind::Paid, Some(5_000)),
+            ][seq as usize - 1];
+            insert(&mut inserted, grant(seq, spec.0, 10, spec.1));
+        }
+        let order: Vec<u64> = inserted.iter().map(|grant| grant.seq).collect();
+        assert_eq!(order, [3, 2, 6, 4, 5, 1], "insert keeps the burn order");
     }
 
     #[test]
@@ -492,22 +530,29 @@ mod tests {
                     let total = draws.iter().try_fold(UserCredits::ZERO, |sum, draw| sum.checked_add(draw.credits)).expect("bounded");
                     prop_assert_eq!(total.get(), spend);
                     prop_assert_eq!(balance(&after, now).expect("bounded").get(), before.get() - spend);
+                    let by_seq = |list: &[Grant], seq: u64| list.iter().find(|grant| grant.seq == seq).cloned().expect("a grant");
                     for pair in draws.windows(2) {
-                        let (a, b) = (&grants[pair[0].grant as usize - 1], &grants[pair[1].grant as usize - 1]);
-                        prop_assert_eq!(burn_order(a, b), Ordering::Less);
+                        let (a, b) = (by_seq(&grants, pair[0].grant), by_seq(&grants, pair[1].grant));
+                        prop_assert_eq!(burn_order(&a, &b), Ordering::Less);
                     }
                     // Every grant the draws passed over was emptied first.
                     for draw in &draws[..draws.len().saturating_sub(1)] {
-                        prop_assert!(after[draw.grant as usize - 1].remaining.is_zero());
+                        prop_assert!(by_seq(&after, draw.grant).remaining.is_zero());
                     }
                     for grant in &after {
                         prop_assert!(grant.remaining <= grant.credits);
                     }
                     for draw in &draws {
-                        prop_assert_eq!(after[draw.grant as usize - 1].touched_at_ms, now, "a draw touches its grant");
+                        let drawn = by_seq(&after, draw.grant);
+                        let settled = drawn.remaining.is_zero().then_some(now);
+                        prop_assert_eq!(drawn.settled_at_ms, settled, "a draw that empties a grant settles it");
                     }
                     give_back(&mut after, &draws).expect("their own draws");
-                    let remaining = |grants: &[Grant]| grants.iter().map(|grant| grant.remaining).collect::<Vec<_>>();
+                    let remaining = |list: &[Grant]| {
+                        let mut pairs: Vec<(u64, UserCredits)> = list.iter().map(|grant| (grant.seq, grant.remaining)).collect();
+                        pairs.sort_unstable();
+                        pairs
+                    };
                     prop_assert_eq!(remaining(&after), remaining(&grants));
                 }
             }

@@ -274,11 +274,11 @@ pub fn legacy_grant(seq: u64, balance: UserCredits) -> Grant {
         kind: GrantKind::Paid,
         credits: balance,
         remaining: balance,
-        price: Money::zero(crate::domain::Currency::EUR),
+        price_minor: 0,
         created_at_ms: 0,
         expires_at_ms: None,
         closed: None,
-        touched_at_ms: 0,
+        settled_at_ms: None,
     }
 }
 
