@@ -69,6 +69,12 @@ const MAX_OPEN_HOLDS: u32 = 2;
 /// `spend_complete_after`, short so that sequences reach it.
 const SPEND_COMPLETE_AFTER_MS: u64 = 3_000;
 
+/// A day: the credits of `creative` expire a day after they were bought
+/// (SPEC §13), and the clock sometimes jumps a day.
+const DAY_MS: u64 = 86_400_000;
+/// The package whose credits expire, by its index in [`PACKAGES`].
+const EXPIRING_PACKAGE: usize = 1;
+
 /// The four default packages, then one that does not exist.
 const PACKAGES: [(&str, u64); 5] = [("starter", 10), ("creative", 50), ("pro", 100), ("studio", 500), ("platinum", 0)];
 
@@ -129,6 +135,18 @@ enum Op {
         credits: u64,
     },
     Restart,
+    /// An admin's promotional grant (SPEC §13), expiring `expires_in` ms
+    /// from now if set.
+    Grant {
+        user: usize,
+        credits: u64,
+        expires_in: Option<u64>,
+        key: u8,
+    },
+    /// An admin voids a grant (one the model knows the id of).
+    Void {
+        grant: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -138,7 +156,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(user, package, ttl_s, key)| Op::Hold { user, package, ttl_s, key }),
         2 => (0..8usize, 0..4u8).prop_map(|(hold, by)| Op::Capture { hold, by }),
         1 => (0..8usize, 0..4u8).prop_map(|(hold, by)| Op::Release { hold, by }),
-        2 => prop_oneof![0..1500u64, Just(1000u64), Just(999u64), Just(1u64)].prop_map(|ms| Op::Advance { ms }),
+        2 => prop_oneof![0..1500u64, Just(1000u64), Just(999u64), Just(1u64), Just(DAY_MS)].prop_map(|ms| Op::Advance { ms }),
         3 => (0..4usize, 1..130u64, 0..6u8).prop_map(|(user, credits, key)| Op::Spend { user, credits, key }),
         2 => (0..8usize, 0..4u8).prop_map(|(spend, by)| Op::Complete { spend, by }),
         2 => (0..8usize, 0..4u8).prop_map(|(spend, by)| Op::Refund { spend, by }),
@@ -148,6 +166,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::SyncLand),
         1 => (1..800u64).prop_map(|credits| Op::Refill { credits }),
         1 => Just(Op::Restart),
+        2 => (0..4usize, 1..60u64, proptest::option::of(1..4000u64), 0..6u8)
+            .prop_map(|(user, credits, expires_in, key)| Op::Grant { user, credits, expires_in, key }),
+        1 => (0..8usize).prop_map(|grant| Op::Void { grant }),
     ]
 }
 
@@ -188,6 +209,8 @@ enum HoldState {
 
 #[derive(Debug, Clone)]
 struct ModelHold {
+    /// Its package's credits expire a day after the capture.
+    expiring: bool,
     id: String,
     maker: u8,
     user: usize,
@@ -203,8 +226,32 @@ enum SpendState {
     Refunded,
 }
 
+/// A grant (SPEC §13): every credit of a wallet is in one.
+#[derive(Debug, Clone)]
+struct ModelGrant {
+    /// The engine's id, when the model knows it (a capture's is not answered).
+    id: Option<String>,
+    user: usize,
+    promotional: bool,
+    remaining: u64,
+    /// On the model's clock; `None`: never.
+    expires_at: Option<u64>,
+    /// `'e'` expired, `'v'` voided.
+    closed: Option<char>,
+}
+
+impl ModelGrant {
+    /// SPEC §13's burn order, as a sort key: the soonest expiry (never
+    /// last), promotional before paid; the oldest first is the grants' order.
+    fn burn_key(&self) -> (u64, bool) {
+        (self.expires_at.unwrap_or(u64::MAX), !self.promotional)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct ModelSpend {
+    /// What it drew: (grant index, credits).
+    draws: Vec<(usize, u64)>,
     id: String,
     maker: u8,
     user: usize,
@@ -249,6 +296,11 @@ struct Model {
     wallets: BTreeMap<usize, u64>,
     holds: Vec<ModelHold>,
     spends: Vec<ModelSpend>,
+    /// Every grant, in the order made (the ledger's).
+    grants: Vec<ModelGrant>,
+    /// User credits that left with expired and voided grants.
+    expired: u64,
+    voided: u64,
     /// (operation, key) → (request, the first answer).
     keys: BTreeMap<(char, u8), (String, Expect)>,
 }
@@ -291,7 +343,7 @@ impl Model {
         }
     }
 
-    fn purchase(&mut self, user: usize, package: usize, key: u8) -> Expect {
+    fn purchase(&mut self, user: usize, package: usize, key: u8, grant_id: Option<String>) -> Expect {
         let request = format!("{user}/{package}");
         if let Some(answer) = self.replay('p', key, &request) {
             return answer;
@@ -299,13 +351,74 @@ impl Model {
         match self.sale(package) {
             Err(error) => Expect::Refused(error),
             Ok(credits) => {
-                let wallet = self.wallets.entry(user).or_default();
-                *wallet += credits;
-                let answer = Expect::Balance(*wallet);
+                let expires_at = (package == EXPIRING_PACKAGE).then_some(self.now + DAY_MS);
+                let answer = Expect::Balance(self.add_grant(user, false, credits, expires_at, grant_id));
                 self.keys.insert(('p', key), (request, answer.clone()));
                 answer
             }
         }
+    }
+
+    /// Adds a grant to `user`'s wallet; answers the wallet after it.
+    fn add_grant(&mut self, user: usize, promotional: bool, credits: u64, expires_at: Option<u64>, id: Option<String>) -> u64 {
+        self.grants.push(ModelGrant { id, user, promotional, remaining: credits, expires_at, closed: None });
+        let wallet = self.wallets.entry(user).or_default();
+        *wallet += credits;
+        *wallet
+    }
+
+    /// Closes every grant past its `expiresAt` (the engine's sweep, which
+    /// the driver runs after the clock moves).
+    fn expire_grants(&mut self) {
+        for grant in &mut self.grants {
+            if grant.closed.is_none() && grant.expires_at.is_some_and(|at| at <= self.now) {
+                grant.closed = Some('e');
+                self.expired += grant.remaining;
+                *self.wallets.get_mut(&grant.user).expect("a wallet") -= grant.remaining;
+                grant.remaining = 0;
+            }
+        }
+    }
+
+    /// An admin's promotional grant: reserves like a sale, idempotent by key.
+    fn grant(&mut self, user: usize, credits: u64, expires_in: Option<u64>, key: u8, engine_id: Option<String>) -> Expect {
+        let request = format!("{user}/{credits}/{expires_in:?}");
+        if let Some(answer) = self.replay('g', key, &request) {
+            return answer;
+        }
+        if !self.fits(credits) {
+            return Expect::Refused(EngineError::InsufficientCapacity);
+        }
+        let id = engine_id.unwrap_or_default();
+        self.add_grant(user, true, credits, expires_in.map(|ms| self.now + ms), Some(id.clone()));
+        let answer = Expect::Id(id);
+        self.keys.insert(('g', key), (request, answer.clone()));
+        answer
+    }
+
+    /// An admin voids grant `index`: its remaining credits leave at once.
+    fn void(&mut self, index: usize) -> Expect {
+        let grant = &mut self.grants[index];
+        let id = grant.id.clone().expect("a grant the model knows");
+        match grant.closed {
+            Some('v') => Expect::Id(id),
+            Some(_) => Expect::Refused(EngineError::GrantClosed),
+            None => {
+                grant.closed = Some('v');
+                self.voided += grant.remaining;
+                *self.wallets.get_mut(&grant.user).expect("a wallet") -= grant.remaining;
+                grant.remaining = 0;
+                Expect::Id(id)
+            }
+        }
+    }
+
+    /// The (promotional, remaining) of `user`'s grants that hold credits, in the burn order.
+    fn shown_grants(&self, user: usize) -> Vec<(bool, u64)> {
+        let mut live: Vec<&ModelGrant> =
+            self.grants.iter().filter(|g| g.user == user && g.closed.is_none() && g.remaining > 0).collect();
+        live.sort_by_key(|grant| grant.burn_key());
+        live.iter().map(|grant| (grant.promotional, grant.remaining)).collect()
     }
 
     fn hold(&mut self, user: usize, package: usize, ttl_s: u64, key: Option<u8>, engine_id: Option<String>) -> Expect {
@@ -323,7 +436,9 @@ impl Model {
                 let id = engine_id.unwrap_or_default();
                 let expires_at = self.now + ttl_s * 1000;
                 let maker = hold_maker(user, key);
-                self.holds.push(ModelHold { id: id.clone(), maker, user, credits, expires_at, state: HoldState::Open });
+                let expiring = package == EXPIRING_PACKAGE;
+                let hold = ModelHold { expiring, id: id.clone(), maker, user, credits, expires_at, state: HoldState::Open };
+                self.holds.push(hold);
                 let answer = Expect::Id(id);
                 if let Some(key) = key {
                     self.keys.insert(('h', key), (request, answer.clone()));
@@ -352,9 +467,8 @@ impl Model {
             HoldState::Released => Expect::Refused(EngineError::HoldReleased),
             HoldState::Expired => Expect::Refused(EngineError::HoldExpired),
             HoldState::Open => {
-                let wallet = self.wallets.entry(hold.user).or_default();
-                *wallet += hold.credits;
-                let balance = *wallet;
+                let expires_at = hold.expiring.then_some(self.now + DAY_MS);
+                let balance = self.add_grant(hold.user, false, hold.credits, expires_at, None);
                 self.holds[index].state = HoldState::Captured(balance);
                 Expect::Balance(balance)
             }
@@ -407,7 +521,22 @@ impl Model {
         }
         self.wallets.insert(user, wallet - credits);
         self.balance -= RATIO * credits;
+        // The burn order: the soonest expiry, promotional first, then the oldest.
+        let mut order: Vec<usize> =
+            (0..self.grants.len()).filter(|&i| self.grants[i].user == user && self.grants[i].closed.is_none()).collect();
+        order.sort_by_key(|&i| (self.grants[i].burn_key(), i));
+        let (mut left, mut draws) = (credits, Vec::new());
+        for index in order {
+            let taken = self.grants[index].remaining.min(left);
+            if taken > 0 {
+                self.grants[index].remaining -= taken;
+                left -= taken;
+                draws.push((index, taken));
+            }
+        }
+        assert_eq!(left, 0, "the wallet is the sum of its grants");
         self.spends.push(ModelSpend {
+            draws,
             id: engine_id.unwrap_or_default(),
             maker: key % 2,
             user,
@@ -471,8 +600,18 @@ impl Model {
             SpendState::Open => {}
         }
         self.spends[index].state = SpendState::Refunded;
+        // Back into the grants it drew from; into one closed meanwhile, out again.
+        for &(grant, credits) in &spend.draws {
+            match self.grants[grant].closed {
+                None => {
+                    self.grants[grant].remaining += credits;
+                    *self.wallets.entry(spend.user).or_default() += credits;
+                }
+                Some('e') => self.expired += credits,
+                Some(_) => self.voided += credits,
+            }
+        }
         let wallet = self.wallets.entry(spend.user).or_default();
-        *wallet += spend.credits;
         self.balance += RATIO * spend.credits;
         if spend.before_last_sync {
             self.held_back -= RATIO * spend.credits;
@@ -624,6 +763,8 @@ fn settings() -> Settings {
     settings.verify_wallets_at_start = true;
     settings.max_open_holds_per_user = MAX_OPEN_HOLDS;
     settings.spend_complete_after = std::time::Duration::from_millis(SPEND_COMPLETE_AFTER_MS);
+    let expiring = &mut settings.packages[EXPIRING_PACKAGE];
+    *expiring = expiring.clone().expiring_after(Some(1)).expect("a day");
     settings
 }
 
@@ -771,6 +912,48 @@ impl Harness {
     }
 
     /// A user's wallet balance as stored (the wallet read).
+    /// The (promotional, remaining) of `user`'s grants that hold credits, in the burn order.
+    async fn grants(&self, user: UserId) -> Vec<(bool, u64)> {
+        let now = self.clock.now_ms();
+        let wallet = match &self.decider {
+            Some(decider) => decider.memory.wallet(&user).cloned().expect("a wallet"),
+            None => self.engine().user_credits(user, 1).await.expect("a wallet").0,
+        };
+        let mut live: Vec<_> = wallet.grants.iter().filter(|g| g.live(now) && !g.remaining.is_zero()).collect();
+        live.sort_by(|a, b| creditd::domain::grants::burn_order(a, b));
+        live.iter().map(|g| (g.kind == creditd::domain::GrantKind::Promotional, g.remaining.get())).collect()
+    }
+
+    /// The grants' expiry sweep for every user.
+    async fn expire_grants(&mut self) {
+        if let Some(decider) = &mut self.decider {
+            let now = decider.now(&self.clock).now_ms;
+            for user in decider.books.due_grant_users(now, usize::MAX) {
+                decider.command(&user, &UserCommand::ExpireGrants, &self.clock).expect("expires");
+            }
+            return;
+        }
+        for name in USERS {
+            self.engine().expire_grants(&UserId::parse(name).expect("valid")).await.expect("expires");
+        }
+    }
+
+    /// An admin's void of grant `id`.
+    async fn void(&mut self, id: &str) -> Result<creditd::store::records::VoidReceipt, EngineError> {
+        let grant = creditd::domain::GrantId::parse(id).expect("a grant id");
+        let reason = creditd::domain::Reason::parse("model void").expect("valid");
+        let Some(decider) = &mut self.decider else {
+            return self.engine().void_grant(grant, reason).await;
+        };
+        let origin = decider.memory.ledger_entry(grant.0).cloned().ok_or(EngineError::UnknownGrant(grant))?;
+        let user = origin.user.clone().ok_or(EngineError::UnknownGrant(grant))?;
+        let command = UserCommand::Void { grant, reason, origin: Some(Arc::new(origin)) };
+        match decider.command(&user, &command, &self.clock)? {
+            UserReceipt::Void(receipt) => Ok(receipt),
+            other => panic!("{other:?}"),
+        }
+    }
+
     async fn wallet(&self, user: UserId) -> Result<u64, EngineError> {
         if let Some(decider) = &self.decider {
             return decider.memory.wallet(&user).map(|wallet| wallet.balance.get()).ok_or(EngineError::UnknownUser);
@@ -826,7 +1009,38 @@ async fn run(harness: &mut Harness, model: &Model, op: &Op) -> (Expect, Option<S
             let package_id = PackageId::parse(PACKAGES[*package].0).expect("valid");
             let fingerprint = fingerprint(&[b"purchase", USERS[*u].as_bytes(), PACKAGES[*package].0.as_bytes()]);
             let command = UserCommand::Purchase { package_id, key: key('p', *k), fingerprint };
-            (balance_of(harness.command(&user(*u), command).await), None)
+            match harness.command(&user(*u), command).await {
+                // Its paid grant is `grant_` and the purchase's sequence number.
+                Ok(UserReceipt::Purchase(receipt)) => {
+                    let grant = receipt.purchase_id.replace("pur_", "grant_");
+                    (Expect::Balance(receipt.balance.get()), Some(grant))
+                }
+                other => (balance_of(other), None),
+            }
+        }
+        Op::Grant { user: u, credits, expires_in, key: k } => {
+            let amount = UserCredits::positive(*credits).expect("positive");
+            let expiry = expires_in.map_or_else(|| "never".to_owned(), |ms| ms.to_string());
+            let fingerprint = fingerprint(&[b"grant", USERS[*u].as_bytes(), &credits.to_be_bytes(), expiry.as_bytes()]);
+            let expires_at_ms = expires_in.map(|ms| harness.clock.now_ms() + ms);
+            let reason = creditd::domain::Reason::parse("model bonus").expect("valid");
+            let command = UserCommand::Grant { credits: amount, expires_at_ms, reason, key: key('g', *k), fingerprint };
+            match harness.command(&user(*u), command).await {
+                Ok(UserReceipt::Grant(receipt)) => {
+                    let id = receipt.grant_id.to_string();
+                    (Expect::Id(id.clone()), Some(id))
+                }
+                Ok(other) => panic!("{other:?}"),
+                Err(error) => (Expect::Refused(error), None),
+            }
+        }
+        Op::Void { grant } => {
+            let known: Vec<&ModelGrant> = model.grants.iter().filter(|grant| grant.id.is_some()).collect();
+            let id = known[grant % known.len()].id.clone().expect("known");
+            match harness.void(&id).await {
+                Ok(receipt) => (Expect::Id(receipt.grant_id.to_string()), None),
+                Err(error) => (Expect::Refused(error), None),
+            }
         }
         Op::Hold { user: u, package, ttl_s, key: k } => {
             let package_id = PackageId::parse(PACKAGES[*package].0).expect("valid");
@@ -911,6 +1125,10 @@ async fn compare(harness: &mut Harness, model: &Model, step: usize, op: &Op) -> 
     prop_assert_eq!(view.wallets, wallets, "step {} {:?}: Σ wallets", step, op);
     prop_assert_eq!(view.reserved, RATIO * (view.wallets + view.holds), "§4.5");
     for (index, name) in USERS.iter().enumerate() {
+        if model.wallets.contains_key(&index) {
+            let shown = harness.grants(UserId::parse(name).expect("valid")).await;
+            prop_assert_eq!(shown, model.shown_grants(index), "step {} {:?}: grants of {}", step, op, name);
+        }
         let stored = harness.wallet(UserId::parse(name).expect("valid")).await;
         match (model.wallets.get(&index), stored) {
             (Some(expected), Ok(balance)) => {
@@ -943,6 +1161,9 @@ fn check_case_on(backend: Backend, initial: u64, ops: Vec<Op>) -> Result<(), Tes
                 Op::Advance { ms } => {
                     harness.clock.advance_ms(*ms);
                     model.now += ms;
+                    // The grants' expiry sweep, at once (the engine's runs every second).
+                    harness.expire_grants().await;
+                    model.expire_grants();
                     None
                 }
                 Op::Consume { spend } if !model.spends.is_empty() => {
@@ -980,6 +1201,7 @@ fn check_case_on(backend: Backend, initial: u64, ops: Vec<Op>) -> Result<(), Tes
                     None
                 }
                 Op::Capture { .. } | Op::Release { .. } if model.holds.is_empty() => None,
+                Op::Void { .. } if model.grants.iter().all(|grant| grant.id.is_none()) => None,
                 Op::Refund { .. } | Op::Complete { .. } | Op::Consume { .. } if model.spends.is_empty() => None,
                 Op::SyncBegin => None,
                 _ => {
@@ -993,7 +1215,15 @@ fn check_case_on(backend: Backend, initial: u64, ops: Vec<Op>) -> Result<(), Tes
                     };
                     let (got, new_id) = run(&mut harness, &model, op).await;
                     let expected = match op {
-                        Op::Purchase { user, package, key } => model.purchase(*user, *package, *key),
+                        Op::Purchase { user, package, key } => model.purchase(*user, *package, *key, new_id),
+                        Op::Grant { user, credits, expires_in, key } => {
+                            model.grant(*user, *credits, *expires_in, *key, new_id)
+                        }
+                        Op::Void { grant } => {
+                            let known: Vec<usize> =
+                                (0..model.grants.len()).filter(|&i| model.grants[i].id.is_some()).collect();
+                            model.void(known[grant % known.len()])
+                        }
                         Op::Hold { user, package, ttl_s, key } => model.hold(*user, *package, *ttl_s, *key, new_id),
                         Op::Capture { hold, by } => model.capture(hold % model.holds.len(), *by),
                         Op::Release { hold, by } => model.release(hold % model.holds.len(), *by),

@@ -9,7 +9,7 @@ use super::{Prefetched, Recovered, UserCommand};
 use crate::domain::grants::GrantDeadline;
 use crate::domain::{GrantId, HoldId, IdempotencyKey, KeyId, Package, SpendId, UserId};
 use crate::store::records::{
-    ExpiredDay, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, Operation, SpendRecord, SpendState,
+    ExpiredDay, HoldRecord, LedgerEntry, HoldState, IdempotencyRecord, InventoryRecord, Operation, SpendRecord, SpendState,
     WalletRecord,
 };
 use crate::store::writes::{Write, WriteSet};
@@ -25,6 +25,8 @@ pub struct Memory {
     /// The open grant deadlines, by grant.
     deadlines: HashMap<GrantId, GrantDeadline>,
     expired_days: std::collections::BTreeMap<u32, ExpiredDay>,
+    /// The ledger entries kept, by sequence number (a void's origin).
+    entries: HashMap<u64, LedgerEntry>,
     /// The last ledger sequence number kept, and its entry's time.
     seen: u64,
     last_at_ms: u64,
@@ -61,6 +63,7 @@ impl Memory {
                     self.expired_days.insert(day.day, *day);
                 }
                 Write::Ledger(entry) => {
+                    self.entries.insert(entry.seq, entry.clone());
                     self.seen = self.seen.max(entry.seq);
                     self.last_at_ms = self.last_at_ms.max(entry.at_ms);
                 }
@@ -81,6 +84,10 @@ impl Memory {
             hold: needs.hold.and_then(|id| self.holds.get(id).cloned()),
             spend: needs.spend.and_then(|id| self.spends.get(id).cloned()),
         }
+    }
+
+    pub fn ledger_entry(&self, seq: u64) -> Option<&LedgerEntry> {
+        self.entries.get(&seq)
     }
 
     pub fn hold(&self, id: &HoldId) -> Option<&HoldRecord> {

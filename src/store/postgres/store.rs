@@ -154,6 +154,7 @@ impl PgStore {
                     "p" => Operation::Purchase,
                     "h" => Operation::Hold,
                     "s" => Operation::Spend,
+                    "g" => Operation::Grant,
                     other => return Err(bad(format!("idempotency operation {other:?}")).into()),
                 };
                 known.insert(key_hash(operation, Some(row.get(1)), row.get(2)));
