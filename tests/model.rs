@@ -360,7 +360,14 @@ impl Model {
     }
 
     /// Adds a grant to `user`'s wallet; answers the wallet after it.
-    fn add_grant(&mut self, user: usize, promotional: bool, credits: u64, expires_at: Option<u64>, id: Option<String>) -> u64 {
+    fn add_grant(
+        &mut self,
+        user: usize,
+        promotional: bool,
+        credits: u64,
+        expires_at: Option<u64>,
+        id: Option<String>,
+    ) -> u64 {
         self.grants.push(ModelGrant { id, user, promotional, remaining: credits, expires_at, closed: None });
         let wallet = self.wallets.entry(user).or_default();
         *wallet += credits;
@@ -381,7 +388,14 @@ impl Model {
     }
 
     /// An admin's promotional grant: reserves like a sale, idempotent by key.
-    fn grant(&mut self, user: usize, credits: u64, expires_in: Option<u64>, key: u8, engine_id: Option<String>) -> Expect {
+    fn grant(
+        &mut self,
+        user: usize,
+        credits: u64,
+        expires_in: Option<u64>,
+        key: u8,
+        engine_id: Option<String>,
+    ) -> Expect {
         let request = format!("{user}/{credits}/{expires_in:?}");
         if let Some(answer) = self.replay('g', key, &request) {
             return answer;
@@ -437,7 +451,8 @@ impl Model {
                 let expires_at = self.now + ttl_s * 1000;
                 let maker = hold_maker(user, key);
                 let expiring = package == EXPIRING_PACKAGE;
-                let hold = ModelHold { expiring, id: id.clone(), maker, user, credits, expires_at, state: HoldState::Open };
+                let hold =
+                    ModelHold { expiring, id: id.clone(), maker, user, credits, expires_at, state: HoldState::Open };
                 self.holds.push(hold);
                 let answer = Expect::Id(id);
                 if let Some(key) = key {
@@ -522,8 +537,9 @@ impl Model {
         self.wallets.insert(user, wallet - credits);
         self.balance -= RATIO * credits;
         // The burn order: the soonest expiry, promotional first, then the oldest.
-        let mut order: Vec<usize> =
-            (0..self.grants.len()).filter(|&i| self.grants[i].user == user && self.grants[i].closed.is_none()).collect();
+        let mut order: Vec<usize> = (0..self.grants.len())
+            .filter(|&i| self.grants[i].user == user && self.grants[i].closed.is_none())
+            .collect();
         order.sort_by_key(|&i| (self.grants[i].burn_key(), i));
         let (mut left, mut draws) = (credits, Vec::new());
         for index in order {

@@ -361,6 +361,16 @@ impl Books {
         self.settled.prune(monotonic_ms);
     }
 
+    /// Whether `user` has a wallet (as [`Books::wallet`] finds it), without copying it.
+    pub(super) fn has_wallet(&self, prefetched: &Prefetched, user: &UserId) -> Result<bool, EngineError> {
+        if let Some(in_flight) = self.wallets.get(user) {
+            return Ok(in_flight.wallet.version > 0);
+        }
+        let version = prefetched.wallet.as_ref().map_or(0, |wallet| wallet.version);
+        self.settled.check_wallet(user, version).map_err(|_| EngineError::Stale)?;
+        Ok(version > 0)
+    }
+
     /// `user`'s wallet as it stands now: the newest in flight, else the
     /// one its actor sent, unless a newer version settled meanwhile.
     pub(super) fn wallet(&self, prefetched: &Prefetched, user: &UserId) -> Result<WalletRecord, EngineError> {

@@ -9,8 +9,8 @@ use super::{Prefetched, Recovered, UserCommand};
 use crate::domain::grants::GrantDeadline;
 use crate::domain::{GrantId, HoldId, IdempotencyKey, KeyId, Package, SpendId, UserId};
 use crate::store::records::{
-    ExpiredDay, HoldRecord, LedgerEntry, HoldState, IdempotencyRecord, InventoryRecord, Operation, SpendRecord, SpendState,
-    WalletRecord,
+    ExpiredDay, HoldRecord, HoldState, IdempotencyRecord, InventoryRecord, LedgerEntry, Operation, SpendRecord,
+    SpendState, WalletRecord,
 };
 use crate::store::writes::{Write, WriteSet};
 

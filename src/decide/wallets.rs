@@ -117,7 +117,7 @@ impl Books {
             Some(_) => return Err(EngineError::IdempotencyKeyReused),
             None => {}
         }
-        if self.wallet(prefetched, user)?.version == 0 {
+        if !self.has_wallet(prefetched, user)? {
             return Err(EngineError::UnknownUser);
         }
         let mut change = self.begin(inputs);
