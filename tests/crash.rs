@@ -5,7 +5,8 @@
 //! its retry with the same key), nothing is oversold or half-applied.
 //!
 //! Method: 64 clients run purchases, holds, captures, releases, spends,
-//! completions and refunds with unique idempotency keys and record a
+//! completions, refunds, and (as an admin) promotional grants, half of them
+//! expiring within seconds, and voids, with unique idempotency keys and record a
 //! history of ok / refused / unknown (no answer), and play the provider
 //! (`history::ProviderModel`): the fake provider's balance is the real one,
 //! consumed for a spend at a random step before its completion, never for a
@@ -71,7 +72,14 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
     let (_, key) = common::create_key(&server, "crash harness", &["storefront", "enhancement"]).await;
     let client = common::client_with_key(&key);
     let mut states: Vec<ClientState> = (0..CLIENTS)
-        .map(|i| ClientState { user: format!("crash-{i}"), holds: Vec::new(), spends: Vec::new(), balance: 0, next: 0 })
+        .map(|i| ClientState {
+            user: format!("crash-{i}"),
+            grants: Vec::new(),
+            holds: Vec::new(),
+            spends: Vec::new(),
+            balance: 0,
+            next: 0,
+        })
         .collect();
     // Only what the final check needs of each answer: a long run acknowledges millions.
     let mut acknowledged: Vec<(Op, Option<String>)> = Vec::new();
@@ -132,8 +140,10 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
                 }
                 // Not applied before, and refused now (a hold that expired meanwhile, a spend refunded...),
                 // or applied before: `already_refunded`. Either way at most once, checked below.
+                // A grant never made whose expiry passed meanwhile is refused as new (400).
                 Outcome::Refused(status, code) => {
-                    assert!(status == 409 || status == 404, "retry of {op:?}: {status} {code}")
+                    let expired_grant = matches!(op, Op::Grant { expires_at: Some(_), .. }) && status == 400;
+                    assert!(status == 409 || status == 404 || expired_grant, "retry of {op:?}: {status} {code}")
                 }
                 Outcome::Unknown => panic!("cycle {cycle}: the restarted server did not answer the retry of {op:?}"),
             }
@@ -211,10 +221,13 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
     for (op, made) in &acknowledged {
         applied_once(&whole, op, made.as_deref()).unwrap_or_else(|error| panic!("at the end: {error}"));
     }
+    let (grants, closed) = whole.count("grantCreated");
+    assert!(grants > 0, "the mix made promotional grants");
     server.kill9();
     let (code, report) = run_check(dir.path());
     assert_eq!(code, 0, "final creditd check:\n{report}");
     eprintln!(
-        "crash harness: {cycles} kill cycles, {operations} operations, {unknown_total} unknown retried, 0 violations"
+        "crash harness: {cycles} kill cycles, {operations} operations, {unknown_total} unknown retried, \
+         {grants} grants made, {closed} expired or voided, 0 violations"
     );
 }

@@ -24,6 +24,10 @@ pub enum EngineError {
     UnknownGrant(GrantId),
     #[error("the grant has expired")]
     GrantClosed,
+    /// A new grant whose `expiresAt` is not in the future (checked after its
+    /// key, so that a retry of a grant made earlier gets its first answer).
+    #[error("expiresAt: must be in the future")]
+    ExpiryPassed,
     #[error("the hold was captured")]
     HoldCaptured,
     #[error("the hold was released")]
@@ -97,6 +101,7 @@ impl EngineError {
             Self::UnknownApiKey(_) => "unknown_api_key",
             Self::UnknownGrant(_) => "unknown_grant",
             Self::GrantClosed => "grant_closed",
+            Self::ExpiryPassed => "invalid_request",
             Self::HoldCaptured => "hold_captured",
             Self::HoldReleased => "hold_released",
             Self::HoldExpired => "hold_expired",

@@ -190,11 +190,11 @@ impl Books {
             Some(_) => return Err(EngineError::IdempotencyKeyReused),
             None => {}
         }
-        let needed = self.capacity().fits(credits)?.ok_or(EngineError::InsufficientCapacity)?;
         let mut change = self.begin(inputs);
         if expires_at_ms.is_some_and(|expires| expires <= change.at_ms) {
-            return Err(EngineError::GrantClosed);
+            return Err(EngineError::ExpiryPassed);
         }
+        let needed = self.capacity().fits(credits)?.ok_or(EngineError::InsufficientCapacity)?;
         let mut wallet = self.wallet_for_change(&mut change, prefetched, user)?;
         change.sale = true;
         change.next.reserved = change.next.reserved.checked_add(needed)?;

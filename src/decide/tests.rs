@@ -823,3 +823,131 @@ fn one_key_holds_at_most_its_limit_whatever_users_it_names() {
     apply(&mut books, &mut memory, decided);
     hold(&mut books, &mut memory, "u6", &maker()).expect("a capture makes room");
 }
+
+/// A promotional grant of `n` credits to `who`, expiring at `expires_at_ms`.
+fn grant_command(n: u64, expires_at_ms: Option<u64>, order: &str) -> UserCommand {
+    UserCommand::Grant {
+        credits: UserCredits::new(n).expect("small"),
+        expires_at_ms,
+        reason: crate::domain::Reason::parse("a bonus").expect("valid"),
+        key: key(order),
+        fingerprint: [7; 32],
+    }
+}
+
+fn void_command(memory: &Memory, grant: crate::domain::GrantId) -> UserCommand {
+    UserCommand::Void {
+        grant,
+        reason: crate::domain::Reason::parse("fraud").expect("valid"),
+        origin: memory.ledger_entry(grant.0).cloned().map(std::sync::Arc::new),
+    }
+}
+
+/// Decides `command` for `who` at `monotonic_ms` and applies the change it must make.
+fn act(books: &mut Books, memory: &mut Memory, who: &str, command: &UserCommand, monotonic_ms: u64) -> UserReceipt {
+    let decided = run(books, memory, who, command, monotonic_ms);
+    apply(books, memory, decided)
+}
+
+/// The kinds of the ledger entries a change writes, in order.
+fn entry_kinds(change: &super::Change) -> Vec<&'static str> {
+    let kinds = change.writes.writes().iter().filter_map(|write| match write {
+        Write::Ledger(entry) => Some(entry.kind.name()),
+        _ => None,
+    });
+    kinds.collect()
+}
+
+/// Goal (SPEC §13): a grant stops counting at its `expiresAt`, before any
+/// sweep: a spend at that instant cannot draw from it, and the next change
+/// to the wallet closes it first, in the same change (a `grantExpired`
+/// entry before its own, `reserved` down by ratio × what it had left).
+#[test]
+fn a_change_to_a_wallet_closes_its_due_grants_first() {
+    let (mut books, mut memory) = (books(10_000), Memory::default());
+    let made = act(&mut books, &mut memory, "ann", &grant_command(5, Some(T0 + 1_000), "g-1"), 0);
+    let UserReceipt::Grant(receipt) = made else { panic!("{made:?}") };
+    assert_eq!((receipt.credits.get(), receipt.expires_at_ms), (5, Some(T0 + 1_000)));
+    buy(&mut books, &mut memory, "ann", "b-1").expect("fits");
+    assert_eq!((books.state.reserved, books.state.grants.promotional.get()), (credits(4 * 15), 5));
+    assert_eq!(books.due_grant_users(T0 + 999, 10), Vec::<UserId>::new());
+    assert_eq!(books.due_grant_users(T0 + 1_000, 10), [user("ann")]);
+
+    let refused = run(&books, &memory, "ann", &spend_command(11, "s-1"), 1_000);
+    assert_eq!(refused.err(), Some(EngineError::InsufficientFunds), "the expired grant no longer counts");
+    let Decision::Apply(change, UserReceipt::Purchase(bought)) =
+        run(&books, &memory, "ann", &purchase("b-2", 2), 1_000).expect("decides")
+    else {
+        panic!("a purchase")
+    };
+    assert_eq!(entry_kinds(&change), ["grantExpired", "purchase"]);
+    assert_eq!((bought.balance.get(), change.next.reserved), (20, credits(4 * 20)));
+    settle(&mut books, &mut memory, *change);
+    assert_eq!((books.state.grants.expired.get(), books.state.grants.promotional.get()), (5, 0));
+    assert_eq!(books.expired_by_day().iter().map(|day| day.credits.get()).collect::<Vec<_>>(), [5]);
+    assert!(books.due_grant_users(T0 + 1_000, 10).is_empty(), "its deadline is gone");
+    // A retry of the grant after its expiry gets its first answer; a new one with that expiry is refused.
+    match run(&books, &memory, "ann", &grant_command(5, Some(T0 + 1_000), "g-1"), 1_000).expect("decides") {
+        Decision::Replay(UserReceipt::Grant(again)) => assert_eq!(again, receipt),
+        other => panic!("{other:?}"),
+    }
+    let late = run(&books, &memory, "ann", &grant_command(5, Some(T0 + 1_000), "g-2"), 1_000);
+    assert_eq!(late.err(), Some(EngineError::ExpiryPassed));
+    let wallet = memory.wallet(&user("ann")).expect("a wallet");
+    assert!(wallet.grants_agree() && wallet.balance.get() == 20);
+}
+
+/// Goal (SPEC §13): a void takes a grant's remaining credits at once and
+/// answers the same again; an expired grant is `grant_closed`; another
+/// user's grant, or an entry that made none, is unknown; a grant the wallet
+/// forgot (emptied long ago) voids with nothing left.
+#[test]
+fn a_void_takes_what_is_left_once_and_refuses_an_expired_grant() {
+    let (mut books, mut memory) = (books(10_000), Memory::default());
+    let made = act(&mut books, &mut memory, "ann", &grant_command(5, None, "g-1"), 0);
+    let UserReceipt::Grant(forever) = made else { panic!("{made:?}") };
+    spend(&mut books, &mut memory, "ann", 2);
+    let reserved = books.state.reserved;
+    let command = void_command(&memory, forever.grant_id);
+    let voided = act(&mut books, &mut memory, "ann", &command, 5);
+    let UserReceipt::Void(first) = voided else { panic!("{voided:?}") };
+    assert_eq!(books.state.reserved, reserved.checked_sub(credits(4 * 3)).expect("less"), "the 3 left");
+    assert_eq!((books.state.grants.voided.get(), memory.wallet(&user("ann")).expect("a wallet").balance.get()), (3, 0));
+    match run(&books, &memory, "ann", &void_command(&memory, forever.grant_id), 9).expect("decides") {
+        Decision::Replay(UserReceipt::Void(again)) => assert_eq!(again, first, "the first answer"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        run(&books, &memory, "bob", &void_command(&memory, forever.grant_id), 9).err(),
+        Some(EngineError::UnknownGrant(forever.grant_id)),
+        "another user's grant"
+    );
+
+    let made = act(&mut books, &mut memory, "ann", &grant_command(5, Some(T0 + 100), "g-2"), 10);
+    let UserReceipt::Grant(soon) = made else { panic!("{made:?}") };
+    assert_eq!(
+        run(&books, &memory, "ann", &void_command(&memory, soon.grant_id), 100).err(),
+        Some(EngineError::GrantClosed)
+    );
+
+    // Bob empties a purchase's grant; long after, his wallet forgets it, and a void finds nothing left.
+    let spent = buy_and_spend(&mut books, &mut memory, "bob", 10);
+    let paid = crate::domain::GrantId(memory.spend(&spent).expect("a spend").draws.as_ref().expect("draws")[0].grant);
+    let later = 700_000 + 3_600_000;
+    act(&mut books, &mut memory, "bob", &purchase("b-late", 3), later);
+    assert!(memory.wallet(&user("bob")).expect("a wallet").grants.iter().all(|grant| grant.id() != paid), "forgotten");
+    let command = void_command(&memory, paid);
+    let voided = act(&mut books, &mut memory, "bob", &command, later + 1);
+    assert!(matches!(voided, UserReceipt::Void(_)), "{voided:?}");
+    assert_eq!(books.state.grants.voided.get(), 3, "nothing was left in it");
+    assert!(matches!(
+        run(&books, &memory, "bob", &void_command(&memory, paid), later + 2).expect("decides"),
+        Decision::Replay(UserReceipt::Void(_))
+    ));
+    let spend_entry = crate::domain::GrantId(memory.spend(&spent).expect("a spend").seq);
+    assert_eq!(
+        run(&books, &memory, "bob", &void_command(&memory, spend_entry), later + 2).err(),
+        Some(EngineError::UnknownGrant(spend_entry)),
+        "a spend's entry made no grant"
+    );
+}

@@ -180,7 +180,7 @@ fn engine_status_and_code(error: &EngineError) -> (StatusCode, ErrorCode) {
         EngineError::TooManyHolds(_) | EngineError::TooManyHoldsForKey(_) => {
             (StatusCode::CONFLICT, ErrorCode::TooManyHolds)
         }
-        EngineError::Quantity(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
+        EngineError::Quantity(_) | EngineError::ExpiryPassed => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
     }
 }
 

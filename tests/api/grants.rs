@@ -234,7 +234,10 @@ async fn a_store_of_the_release_before_grants_opens_with_each_balance_as_one_gra
     assert_eq!(code, 0, "the old store checks: {output}");
 
     let provider = provider(100_000);
-    let mut server = Server::start(&provider, &data).await;
+    // The fixture's open spend was made when the fixture was: it stays open
+    // however old the fixture is (ten years).
+    let env = [("CREDITD_SPEND_COMPLETE_AFTER_SECS", "315360000")];
+    let mut server = Server::start_with(&provider, &data, &env).await;
     let admin = client();
     let old = wallet(&server, "old").await;
     assert_eq!(old["balance"], 85, "{old}");

@@ -58,6 +58,18 @@ pub enum Op {
     Refund {
         spend: String,
     },
+    /// An admin's promotional grant (SPEC §13), expiring `expires_in_s`
+    /// seconds after it was first sent, if set.
+    Grant {
+        user: String,
+        credits: u64,
+        expires_at: Option<String>,
+        key: String,
+    },
+    /// An admin voids a grant the client was given.
+    Void {
+        grant: String,
+    },
 }
 
 /// What the enhancement service will do with an acknowledged spend.
@@ -141,6 +153,8 @@ pub enum Outcome {
 /// What one client believes: its user, its open holds and open spends.
 pub struct ClientState {
     pub user: String,
+    /// Grants made for the user, not voided yet (they may have expired).
+    pub grants: Vec<String>,
     pub holds: Vec<String>,
     pub spends: Vec<KnownSpend>,
     pub balance: u64,
@@ -165,6 +179,16 @@ pub fn request(client: &reqwest::Client, base: &str, op: &Op) -> reqwest::Reques
             .json(&json!({"userId": user, "credits": credits, "reason": "crash harness"})),
         Op::Complete { spend } => client.post(format!("{base}/api/credits/spend/{spend}/complete")),
         Op::Refund { spend } => client.post(format!("{base}/api/credits/spend/{spend}/refund")),
+        // Grants are an admin's: the admin token replaces the client's key.
+        Op::Grant { user, credits, expires_at, key } => client
+            .post(format!("{base}/api/admin/grants"))
+            .bearer_auth(crate::common::ADMIN_TOKEN)
+            .header("Idempotency-Key", key)
+            .json(&json!({"userId": user, "credits": credits, "reason": "crash harness", "expiresAt": expires_at})),
+        Op::Void { grant } => client
+            .post(format!("{base}/api/admin/grants/{grant}/void"))
+            .bearer_auth(crate::common::ADMIN_TOKEN)
+            .json(&json!({"reason": "crash harness"})),
     }
 }
 
@@ -174,7 +198,7 @@ pub async fn invoke(client: &reqwest::Client, base: &str, op: &Op) -> Outcome {
     let Ok(bytes) = response.bytes().await else { return Outcome::Unknown };
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let code = body["error"]["code"].as_str().unwrap_or("");
-    if status == 200 {
+    if status == 200 || status == 201 {
         Outcome::Ok(body)
     } else if code == "outcome_unknown" || (code.is_empty() && status >= 500) {
         // SPEC §9: it may or may not be applied; the retry after the restart tells.
@@ -195,7 +219,21 @@ pub fn next_op(state: &mut ClientState, rng: &mut StdRng, cycle: usize, provider
             provider.consume(&spend.id);
         }
     }
-    match rng.gen_range(0..100) {
+    match rng.gen_range(0..105) {
+        100..=103 => {
+            // A promotional grant; half of them expire within 1–4 s, across the kills.
+            let expires_at = rng.gen_bool(0.5).then(|| {
+                let at = std::time::SystemTime::now() + Duration::from_millis(rng.gen_range(1_000..4_000));
+                let ms = at.duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_millis();
+                let nanos = i128::try_from(ms).expect("fits") * 1_000_000;
+                let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos).expect("a time");
+                at.format(&time::format_description::well_known::Rfc3339).expect("formats")
+            });
+            Op::Grant { user, credits: rng.gen_range(1..=20), expires_at, key }
+        }
+        104 if !state.grants.is_empty() => {
+            Op::Void { grant: state.grants.swap_remove(rng.gen_range(0..state.grants.len())) }
+        }
         0..=29 => Op::Purchase { user, package: PACKAGES[rng.gen_range(0..PACKAGES.len())], key },
         30..=44 => Op::Hold { user, package: "starter", ttl: if rng.gen_bool(0.2) { 1 } else { 60 }, key },
         45..=59 if !state.holds.is_empty() => {
@@ -239,6 +277,7 @@ pub fn learn(state: &mut ClientState, op: &Op, body: &Value, provider: Option<&P
     let balance = body["balance"].as_u64();
     match op {
         Op::Hold { .. } => state.holds.extend(body["holdId"].as_str().map(str::to_owned)),
+        Op::Grant { .. } => state.grants.extend(body["grantId"].as_str().map(str::to_owned)),
         Op::Spend { credits, sent, .. } => {
             if let Some(id) = body["spendId"].as_str() {
                 let spend = KnownSpend { id: id.to_owned(), credits: *credits, plan: plan_of(id) };
@@ -288,6 +327,8 @@ pub struct LedgerIndex {
     closes: BTreeMap<String, Vec<String>>,
     /// How each spend ended: `refund` or `spendCompleted`, each time.
     ends: BTreeMap<String, Vec<String>>,
+    /// How each grant closed: `grantExpired` or `grantVoided`, each time.
+    grant_closes: BTreeMap<String, Vec<String>>,
     ids: BTreeSet<String>,
 }
 
@@ -297,6 +338,13 @@ pub fn extend_index(index: &mut LedgerIndex, entries: &[Value]) {
         let kind = entry["kind"].as_str().unwrap_or("").to_owned();
         if let Some(key) = entry["idempotencyKey"].as_str() {
             *index.keys.entry((kind.clone(), key.to_owned())).or_default() += 1;
+        }
+        if matches!(kind.as_str(), "grantExpired" | "grantVoided") {
+            let grant = entry["grantId"].as_str().unwrap_or("").to_owned();
+            index.grant_closes.entry(grant).or_default().push(kind.clone());
+        }
+        if kind == "grantCreated" {
+            index.ids.insert(format!("grantCreated/{}", entry["grantId"].as_str().unwrap_or("")));
         }
         for id in ["purchaseId", "holdId", "spendId"] {
             if let Some(id) = entry[id].as_str() {
@@ -338,6 +386,7 @@ pub fn made_id(op: &Op, body: &Value) -> Option<String> {
         Op::Purchase { .. } => "purchaseId",
         Op::Hold { .. } => "holdId",
         Op::Spend { .. } => "spendId",
+        Op::Grant { .. } => "grantId",
         _ => return None,
     };
     body[field].as_str().map(str::to_owned)
@@ -361,6 +410,11 @@ pub fn applied_once(index: &LedgerIndex, op: &Op, made: Option<&str>) -> Result<
         Op::Purchase { key, .. } => once("purchase", key).and_then(|()| has("purchase")),
         Op::Hold { key, .. } => once("holdCreated", key).and_then(|()| has("holdCreated")),
         Op::Spend { key, .. } => once("spend", key).and_then(|()| has("spend")),
+        Op::Grant { key, .. } => once("grantCreated", key).and_then(|()| has("grantCreated")),
+        Op::Void { grant } => match index.grant_closes.get(grant).map(Vec::as_slice) {
+            Some([kind]) if kind == "grantVoided" => Ok(()),
+            other => Err(format!("{grant} acknowledged as voided, the ledger has {other:?}")),
+        },
         Op::Capture { hold } | Op::Release { hold } => {
             let expected = if matches!(op, Op::Capture { .. }) { "holdCaptured" } else { "holdReleased" };
             match index.closes.get(hold).map(Vec::as_slice) {
@@ -379,6 +433,14 @@ pub fn applied_once(index: &LedgerIndex, op: &Op, made: Option<&str>) -> Result<
     }
 }
 
+impl LedgerIndex {
+    /// How many entries of `kind` carry an idempotency key, and how many grants closed.
+    pub fn count(&self, kind: &str) -> (usize, usize) {
+        let keyed = self.keys.keys().filter(|(k, _)| k == kind).count();
+        (keyed, self.grant_closes.len())
+    }
+}
+
 /// No key and no hold or spend was ever applied twice.
 pub fn nothing_twice(index: &LedgerIndex) -> Result<(), String> {
     if let Some(((kind, key), n)) = index.keys.iter().find(|(_, n)| **n > 1) {
@@ -389,6 +451,9 @@ pub fn nothing_twice(index: &LedgerIndex) -> Result<(), String> {
     }
     if let Some((spend, ends)) = index.ends.iter().find(|(_, ends)| ends.len() > 1) {
         return Err(format!("spend {spend} ended {} times: {ends:?}", ends.len()));
+    }
+    if let Some((grant, closes)) = index.grant_closes.iter().find(|(_, closes)| closes.len() > 1) {
+        return Err(format!("{grant} closed {} times: {closes:?}", closes.len()));
     }
     Ok(())
 }
