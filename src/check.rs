@@ -228,7 +228,17 @@ fn compare_grants(replay: &Replay, stored: &Stored, push: &mut impl FnMut(String
     if replayed != stored.grant_deadlines {
         let missing: Vec<_> = replayed.difference(&stored.grant_deadlines).collect();
         let extra: Vec<_> = stored.grant_deadlines.difference(&replayed).collect();
-        push(format!("grant deadlines: missing {missing:?}, not in the ledger {extra:?} (expiresAt ms, grant)"));
+        let of = |seq: u64| {
+            replay.wallets.iter().find_map(|(user, wallet)| {
+                let grant = wallet.grants.iter().find(|grant| grant.seq == seq)?;
+                let stored = stored.grants.get(user).and_then(|grants| grants.iter().find(|g| g.seq == seq));
+                Some(format!("{user}: ledger {grant:?}, stored {stored:?}"))
+            })
+        };
+        let detail: Vec<_> = missing.iter().map(|(_, seq)| of(*seq)).collect();
+        push(format!(
+            "grant deadlines: missing {missing:?}, not in the ledger {extra:?} (expiresAt ms, grant); {detail:?}"
+        ));
     }
     if stored.expired_days != replay.expired_by_day {
         push(format!("expired by day: stored {:?}, the ledger gives {:?}", stored.expired_days, replay.expired_by_day));

@@ -33,8 +33,8 @@ use serde_json::json;
 
 use common::{FakeProvider, ADMIN_TOKEN, PROVIDER_KEY};
 use history::{
-    applied_once, extend_index, invoke, learn, ledger_after, made_id, nothing_twice, run_client, ClientState,
-    LedgerIndex, Op, Outcome, CLIENTS,
+    a_fine_refusal_of_a_retry, applied_once, extend_index, invoke, learn, ledger_after, made_id, nothing_twice,
+    run_client, ClientState, LedgerIndex, Op, Outcome, CLIENTS,
 };
 use postgres::Postgres;
 
@@ -365,7 +365,7 @@ async fn retry_unknown(
                 history.acknowledged.push((op, made));
             }
             Outcome::Refused(status, code) => {
-                assert!(status == 409 || status == 404, "round {round}: retry of {op:?}: {status} {code}")
+                assert!(a_fine_refusal_of_a_retry(&op, status), "round {round}: retry of {op:?}: {status} {code}")
             }
             Outcome::Unknown => panic!("round {round}: the new leader did not answer the retry of {op:?}"),
         }

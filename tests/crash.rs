@@ -34,8 +34,8 @@ use rand::{Rng, SeedableRng};
 
 use common::{capacity, provider, run_check, temp_dir, Server};
 use history::{
-    applied_once, extend_index, invoke, learn, ledger_after, made_id, nothing_twice, run_client, ClientState,
-    LedgerIndex, Op, Outcome, Plan, ProviderModel, CLIENTS,
+    a_fine_refusal_of_a_retry, applied_once, extend_index, invoke, learn, ledger_after, made_id, nothing_twice,
+    run_client, ClientState, LedgerIndex, Op, Outcome, Plan, ProviderModel, CLIENTS,
 };
 
 /// SPEC §4.1 against the provider itself: the engine's `providerBalance`
@@ -140,10 +140,8 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
                 }
                 // Not applied before, and refused now (a hold that expired meanwhile, a spend refunded...),
                 // or applied before: `already_refunded`. Either way at most once, checked below.
-                // A grant never made whose expiry passed meanwhile is refused as new (400).
                 Outcome::Refused(status, code) => {
-                    let expired_grant = matches!(op, Op::Grant { expires_at: Some(_), .. }) && status == 400;
-                    assert!(status == 409 || status == 404 || expired_grant, "retry of {op:?}: {status} {code}")
+                    assert!(a_fine_refusal_of_a_retry(&op, status), "retry of {op:?}: {status} {code}")
                 }
                 Outcome::Unknown => panic!("cycle {cycle}: the restarted server did not answer the retry of {op:?}"),
             }

@@ -441,6 +441,14 @@ impl LedgerIndex {
     }
 }
 
+/// Whether a retry refused with `status` is one an operation not applied
+/// before may get now: a hold expired or a spend refunded meanwhile (409),
+/// a resource gone (404), or a grant whose `expiresAt` passed meanwhile,
+/// refused as new (400). Either way at most once, which the ledger checks.
+pub fn a_fine_refusal_of_a_retry(op: &Op, status: u16) -> bool {
+    status == 409 || status == 404 || (matches!(op, Op::Grant { expires_at: Some(_), .. }) && status == 400)
+}
+
 /// No key and no hold or spend was ever applied twice.
 pub fn nothing_twice(index: &LedgerIndex) -> Result<(), String> {
     if let Some(((kind, key), n)) = index.keys.iter().find(|(_, n)| **n > 1) {

@@ -2,7 +2,7 @@
 //! writes collapsed to the last of each record, the arrays of the
 //! multi-row statements, and the pipeline that sends them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
@@ -77,6 +77,11 @@ pub(super) struct Writer {
     holds: Statement,
     spends: Statement,
     inventory: Statement,
+    /// The rare writes' statements ([`Group::other_statements`]), prepared
+    /// on first use: a statement sent as text is prepared by a round trip
+    /// first, so in a pipeline its execution would reach the server after
+    /// the group's `COMMIT`, outside the transaction and its fence.
+    others: std::sync::Mutex<HashMap<String, Statement>>,
 }
 
 impl Writer {
@@ -95,8 +100,20 @@ impl Writer {
             holds: client.prepare(HOLDS).await?,
             spends: client.prepare(SPENDS).await?,
             inventory: client.prepare(INVENTORY).await?,
+            others: std::sync::Mutex::new(HashMap::new()),
             client,
         })
+    }
+
+    /// `sql` prepared on this connection (once).
+    async fn prepared(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        let cached = self.others.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(sql).cloned();
+        if let Some(statement) = cached {
+            return Ok(statement);
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.others.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(sql.to_owned(), statement.clone());
+        Ok(statement)
     }
 }
 
@@ -243,6 +260,13 @@ impl Group {
     pub(super) async fn commit(self, writer: &Writer, epoch: i64) -> Result<(), StoreError> {
         let client = &writer.client;
         let rows = self.rows();
+        // Every statement of the pipeline prepared before it starts: each is
+        // then sent in order, at the first poll, before the `COMMIT`.
+        let mut others = Vec::with_capacity(rows.others.len());
+        for (sql, params) in &rows.others {
+            let statement = writer.prepared(sql).await.map_err(|error| classify(&error, false))?;
+            others.push((statement, params));
+        }
         let mut steps: Vec<Step<'_>> = Vec::new();
         steps.push(Box::pin(async move { client.batch_execute("BEGIN").await.map(|()| 0) }));
         steps.push(Box::pin(async { client.execute(&writer.fence, &[&epoch]).await }));
@@ -264,9 +288,9 @@ impl Group {
         if !self.spends.is_empty() {
             steps.push(Box::pin(async { client.execute(&writer.spends, &rows.spends.params()).await }));
         }
-        for (statement, params) in &rows.others {
+        for (statement, params) in &others {
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|param| &**param as _).collect();
-            steps.push(Box::pin(async move { client.execute(statement.as_str(), &params).await }));
+            steps.push(Box::pin(async move { client.execute(statement, &params).await }));
         }
         if let Some(params) = &rows.inventory {
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|param| &**param as _).collect();
