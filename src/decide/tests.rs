@@ -872,6 +872,16 @@ fn a_change_to_a_wallet_closes_its_due_grants_first() {
     assert_eq!((books.state.reserved, books.state.grants.promotional.get()), (credits(4 * 15), 5));
     assert_eq!(books.due_grant_users(T0 + 999, 10), Vec::<UserId>::new());
     assert_eq!(books.due_grant_users(T0 + 1_000, 10), [user("ann")]);
+    assert!(books.due_grant_users(T0 + 1_000, 0).is_empty(), "at most `limit` users");
+    assert_eq!(books.expiring_within(T0, 1_000).get(), 0, "expiring before the bound, not at it");
+    assert_eq!(books.expiring_within(T0, 1_001).get(), 5);
+    // A second grant of ann's due at the same instant: ann is named once.
+    act(&mut books, &mut memory, "ann", &grant_command(1, Some(T0 + 1_000), "g-0"), 0);
+    assert_eq!(books.due_grant_users(T0 + 1_000, 10), [user("ann")]);
+    assert_eq!(books.expiring_within(T0, 1_001).get(), 6, "what each grant has left");
+    let spent = act(&mut books, &mut memory, "ann", &spend_command(1, "s-0"), 0);
+    assert!(matches!(spent, UserReceipt::Spend(_)), "{spent:?}");
+    assert_eq!(books.expiring_within(T0, 1_001).get(), 5, "a spend drew from the soonest grant");
 
     let refused = run(&books, &memory, "ann", &spend_command(11, "s-1"), 1_000);
     assert_eq!(refused.err(), Some(EngineError::InsufficientFunds), "the expired grant no longer counts");
@@ -880,7 +890,7 @@ fn a_change_to_a_wallet_closes_its_due_grants_first() {
     else {
         panic!("a purchase")
     };
-    assert_eq!(entry_kinds(&change), ["grantExpired", "purchase"]);
+    assert_eq!(entry_kinds(&change), ["grantExpired", "grantExpired", "purchase"], "both of ann's, then hers");
     assert_eq!((bought.balance.get(), change.next.reserved), (20, credits(4 * 20)));
     settle(&mut books, &mut memory, *change);
     assert_eq!((books.state.grants.expired.get(), books.state.grants.promotional.get()), (5, 0));
