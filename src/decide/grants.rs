@@ -96,15 +96,11 @@ impl Books {
     ) -> Result<(), EngineError> {
         match how {
             Removal::Expired { breakage, at_ms } => {
+                // Promotional grants and grants of unknown price earned nothing: a breakage of 0.
                 let totals = &mut change.next.grants;
                 totals.expired = totals.expired.checked_add(credits)?;
-                // Promotional grants and grants of unknown price earned nothing.
-                if breakage.minor_units() > 0 {
-                    totals.breakage = totals
-                        .breakage
-                        .checked_add(breakage)
-                        .map_err(|_| EngineError::Overloaded("breakage overflow"))?;
-                }
+                totals.breakage =
+                    totals.breakage.checked_add(breakage).map_err(|_| EngineError::Overloaded("breakage overflow"))?;
                 self.count_expired_day(change, at_ms, credits, breakage)?;
             }
             Removal::Voided => change.next.grants.voided = change.next.grants.voided.checked_add(credits)?,
@@ -138,11 +134,14 @@ impl Books {
                 credits: UserCredits::ZERO,
                 breakage: Money::zero(change.next.revenue.currency()),
             });
-        let mut after = ExpiredDay { credits: before.credits.checked_add(credits)?, ..before };
-        if breakage.minor_units() > 0 {
-            after.breakage =
-                before.breakage.checked_add(breakage).map_err(|_| EngineError::Overloaded("breakage overflow"))?;
-        }
+        let after = ExpiredDay {
+            credits: before.credits.checked_add(credits)?,
+            breakage: before
+                .breakage
+                .checked_add(breakage)
+                .map_err(|_| EngineError::Overloaded("breakage overflow"))?,
+            ..before
+        };
         change.expired_days.push(after);
         change.writes.push(Write::ExpiredDay(after));
         Ok(())
@@ -254,7 +253,7 @@ impl Books {
                     return Err(EngineError::GrantClosed);
                 }
                 // Forgotten while still live: it was emptied, so it had nothing left.
-                let forgotten = Grant { remaining: UserCredits::ZERO, settled_at_ms: Some(change.at_ms), ..grant };
+                let forgotten = Grant { remaining: UserCredits::ZERO, ..grant };
                 grants::insert(&mut wallet.grants, forgotten);
                 wallet
                     .grants

@@ -11,8 +11,8 @@ use super::{
 use crate::actors::setup::Settings;
 use crate::config::Config;
 use crate::domain::{
-    Caller, HoldId, IdempotencyKey, KeyId, PackageId, ProviderCredits, Scope, ScopedKey, Scopes, SpendId, UserCredits,
-    UserId,
+    Caller, GrantKind, HoldId, IdempotencyKey, KeyId, PackageId, ProviderCredits, Scope, ScopedKey, Scopes, SpendId,
+    UserCredits, UserId,
 };
 use crate::store::records::{CompletedBy, CompletionReceipt, EntryKind, InventoryRecord, WalletRecord};
 use crate::store::writes::Write;
@@ -940,20 +940,47 @@ fn a_void_takes_what_is_left_once_and_refuses_an_expired_grant() {
         Some(EngineError::GrantClosed)
     );
 
-    // Bob empties a purchase's grant; long after, his wallet forgets it, and a void finds nothing left.
-    let spent = buy_and_spend(&mut books, &mut memory, "bob", 10);
-    let paid = crate::domain::GrantId(memory.spend(&spent).expect("a spend").draws.as_ref().expect("draws")[0].grant);
+    // Bob empties two purchases' grants; long after, his wallet forgets them, and a void finds nothing left.
+    buy(&mut books, &mut memory, "bob", "b-bob-1").expect("fits");
+    buy(&mut books, &mut memory, "bob", "b-bob-2").expect("fits");
+    let spent = spend(&mut books, &mut memory, "bob", 20);
+    let draws = memory.spend(&spent).expect("a spend").draws.clone().expect("draws");
+    let paid = crate::domain::GrantId(draws[1].grant);
     let later = 700_000 + 3_600_000;
     act(&mut books, &mut memory, "bob", &purchase("b-late", 3), later);
     assert!(memory.wallet(&user("bob")).expect("a wallet").grants.iter().all(|grant| grant.id() != paid), "forgotten");
     let command = void_command(&memory, paid);
     let voided = act(&mut books, &mut memory, "bob", &command, later + 1);
-    assert!(matches!(voided, UserReceipt::Void(_)), "{voided:?}");
+    let UserReceipt::Void(first) = voided else { panic!("{voided:?}") };
+    assert_eq!(
+        (first.credits.get(), first.kind, first.expires_at_ms),
+        (10, GrantKind::Paid, None),
+        "as it was granted"
+    );
     assert_eq!(books.state.grants.voided.get(), 3, "nothing was left in it");
     assert!(matches!(
         run(&books, &memory, "bob", &void_command(&memory, paid), later + 2).expect("decides"),
         Decision::Replay(UserReceipt::Void(_))
     ));
+    // The same for a promotional grant: it is voided as what it was.
+    let made = act(&mut books, &mut memory, "dee", &grant_command(2, None, "g-dee"), 0);
+    let UserReceipt::Grant(dee) = made else { panic!("{made:?}") };
+    spend(&mut books, &mut memory, "dee", 2);
+    act(&mut books, &mut memory, "dee", &grant_command(1, None, "g-dee-2"), later);
+    let command = void_command(&memory, dee.grant_id);
+    let voided = act(&mut books, &mut memory, "dee", &command, later + 1);
+    let UserReceipt::Void(promotional) = voided else { panic!("{voided:?}") };
+    assert_eq!((promotional.kind, promotional.credits.get()), (GrantKind::Promotional, 2));
+    // An expired grant the wallet forgot long ago is still closed.
+    let made = act(&mut books, &mut memory, "cy", &grant_command(4, Some(T0 + later + 10), "g-cy"), later);
+    let UserReceipt::Grant(cy) = made else { panic!("{made:?}") };
+    act(&mut books, &mut memory, "cy", &grant_command(1, None, "g-cy-2"), later + 10);
+    act(&mut books, &mut memory, "cy", &grant_command(1, None, "g-cy-3"), 2 * later + 20);
+    assert!(memory.wallet(&user("cy")).expect("a wallet").grants.iter().all(|grant| grant.id() != cy.grant_id));
+    assert_eq!(
+        run(&books, &memory, "cy", &void_command(&memory, cy.grant_id), 2 * later + 30).err(),
+        Some(EngineError::GrantClosed)
+    );
     let spend_entry = crate::domain::GrantId(memory.spend(&spent).expect("a spend").seq);
     assert_eq!(
         run(&books, &memory, "bob", &void_command(&memory, spend_entry), later + 2).err(),
