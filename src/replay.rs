@@ -410,17 +410,7 @@ impl Replay {
             }
             EntryKind::GrantCreated { kind, credits, expires_at_ms, .. } => {
                 let after = self.move_wallet(seq, &user, *credits, true);
-                let grant = Grant {
-                    seq,
-                    kind: *kind,
-                    credits: *credits,
-                    remaining: *credits,
-                    price_minor: 0,
-                    created_at_ms: entry.at_ms,
-                    expires_at_ms: *expires_at_ms,
-                    closed: None,
-                    settled_at_ms: None,
-                };
+                let grant = Grant::new(seq, *kind, *credits, 0, entry.at_ms, *expires_at_ms);
                 self.add_grant(&user, grant);
                 self.reserve(seq, *credits, true);
                 self.no_oversell(seq);
@@ -513,17 +503,8 @@ impl Replay {
     fn paid_grant(&mut self, entry: &LedgerEntry, user: &UserId, credits: UserCredits, price: Money) {
         match &entry.grants {
             Some(GrantEffect::Paid { expires_at_ms }) => {
-                let grant = Grant {
-                    seq: entry.seq,
-                    kind: GrantKind::Paid,
-                    credits,
-                    remaining: credits,
-                    price_minor: price.minor_units(),
-                    created_at_ms: entry.at_ms,
-                    expires_at_ms: *expires_at_ms,
-                    closed: None,
-                    settled_at_ms: None,
-                };
+                let grant =
+                    Grant::new(entry.seq, GrantKind::Paid, credits, price.minor_units(), entry.at_ms, *expires_at_ms);
                 self.add_grant(user, grant);
             }
             None => self.legacy(entry, user),
@@ -618,17 +599,7 @@ impl Replay {
                 }
             }
             Some(GrantEffect::Paid { expires_at_ms: None }) => {
-                let grant = Grant {
-                    seq,
-                    kind: GrantKind::Paid,
-                    credits,
-                    remaining: credits,
-                    price_minor: 0,
-                    created_at_ms: entry.at_ms,
-                    expires_at_ms: None,
-                    closed: None,
-                    settled_at_ms: None,
-                };
+                let grant = Grant::new(seq, GrantKind::Paid, credits, 0, entry.at_ms, None);
                 self.add_grant(user, grant);
             }
             None => self.legacy(entry, user),
@@ -651,16 +622,14 @@ impl Replay {
                     breakage: zero,
                 });
                 counted.credits = add(counted.credits, credits);
-                if breakage.minor_units() > 0 {
-                    let (total, on_day) =
-                        (self.state.grants.breakage.checked_add(breakage), counted.breakage.checked_add(breakage));
-                    match (total, on_day) {
-                        (Ok(total), Ok(on_day)) => {
-                            self.state.grants.breakage = total;
-                            counted.breakage = on_day;
-                        }
-                        (Err(error), _) | (_, Err(error)) => self.violation(seq, format!("breakage: {error:?}")),
+                let (total, on_day) =
+                    (self.state.grants.breakage.checked_add(breakage), counted.breakage.checked_add(breakage));
+                match (total, on_day) {
+                    (Ok(total), Ok(on_day)) => {
+                        self.state.grants.breakage = total;
+                        counted.breakage = on_day;
                     }
+                    (Err(error), _) | (_, Err(error)) => self.violation(seq, format!("breakage: {error:?}")),
                 }
             }
             None => totals.voided = add(totals.voided, credits),

@@ -927,7 +927,6 @@ impl Harness {
         }
     }
 
-    /// A user's wallet balance as stored (the wallet read).
     /// The (promotional, remaining) of `user`'s grants that hold credits, in the burn order.
     async fn grants(&self, user: UserId) -> Vec<(bool, u64)> {
         let now = self.clock.now_ms();
@@ -935,9 +934,8 @@ impl Harness {
             Some(decider) => decider.memory.wallet(&user).cloned().expect("a wallet"),
             None => self.engine().user_credits(user, 1).await.expect("a wallet").0,
         };
-        let mut live: Vec<_> = wallet.grants.iter().filter(|g| g.live(now) && !g.remaining.is_zero()).collect();
-        live.sort_by(|a, b| creditd::domain::grants::burn_order(a, b));
-        live.iter().map(|g| (g.kind == creditd::domain::GrantKind::Promotional, g.remaining.get())).collect()
+        let shown = creditd::domain::grants::shown(&wallet.grants, now);
+        shown.iter().map(|g| (g.kind == creditd::domain::GrantKind::Promotional, g.remaining.get())).collect()
     }
 
     /// The grants' expiry sweep for every user.

@@ -199,17 +199,7 @@ impl Books {
         change.next.reserved = change.next.reserved.checked_add(needed)?;
         assert!(change.next.reserved <= change.next.provider_balance, "a grant never reserves more than the balance");
         let seq = change.next_seq();
-        let grant = Grant {
-            seq,
-            kind: GrantKind::Promotional,
-            credits,
-            remaining: credits,
-            price_minor: 0,
-            created_at_ms: change.at_ms,
-            expires_at_ms,
-            closed: None,
-            settled_at_ms: None,
-        };
+        let grant = Grant::new(seq, GrantKind::Promotional, credits, 0, change.at_ms, expires_at_ms);
         self.add_grant(&mut change, user, &mut wallet, grant)?;
         let kind =
             EntryKind::GrantCreated { kind: GrantKind::Promotional, credits, expires_at_ms, reason: reason.clone() };
@@ -343,29 +333,23 @@ pub fn granted_by(entry: &LedgerEntry, user: &UserId) -> Option<Grant> {
     if entry.user.as_ref() != Some(user) {
         return None;
     }
-    let paid = |credits: UserCredits, price: Money, expires_at_ms: Option<u64>| Grant {
-        seq: entry.seq,
-        kind: GrantKind::Paid,
-        credits,
-        remaining: credits,
-        price_minor: price.minor_units(),
-        created_at_ms: entry.at_ms,
-        expires_at_ms,
-        closed: None,
-        settled_at_ms: None,
+    let made = |kind, credits, price_minor, expires_at_ms| {
+        Grant::new(entry.seq, kind, credits, price_minor, entry.at_ms, expires_at_ms)
     };
     match (&entry.kind, &entry.grants) {
         (EntryKind::Purchase { credits, price, .. } | EntryKind::HoldCaptured { credits, price, .. }, grants) => {
             match grants {
-                Some(GrantEffect::Paid { expires_at_ms }) => Some(paid(*credits, *price, *expires_at_ms)),
+                Some(GrantEffect::Paid { expires_at_ms }) => {
+                    Some(made(GrantKind::Paid, *credits, price.minor_units(), *expires_at_ms))
+                }
                 _ => Some(legacy_grant(entry.seq, entry.wallet_after.unwrap_or(*credits))),
             }
         }
         (EntryKind::Refund { credits, .. }, Some(GrantEffect::Paid { expires_at_ms })) => {
-            Some(paid(*credits, Money::zero(crate::domain::Currency::EUR), *expires_at_ms))
+            Some(made(GrantKind::Paid, *credits, 0, *expires_at_ms))
         }
         (EntryKind::GrantCreated { kind, credits, expires_at_ms, .. }, _) => {
-            Some(Grant { kind: *kind, ..paid(*credits, Money::zero(crate::domain::Currency::EUR), *expires_at_ms) })
+            Some(made(*kind, *credits, 0, *expires_at_ms))
         }
         (EntryKind::Spend { .. } | EntryKind::Refund { .. }, None) => {
             Some(legacy_grant(entry.seq, entry.wallet_after.unwrap_or(UserCredits::ZERO)))

@@ -86,6 +86,28 @@ impl Memory {
         }
     }
 
+    /// Reads what is kept as this release reads the records of the release
+    /// before grants: each wallet as one never-expiring paid grant of its
+    /// balance named after its last entry (`WalletRecord`'s upgrade), spends
+    /// without draws, entries without grant effects.
+    #[cfg(test)]
+    pub fn as_before_grants(&mut self) {
+        for wallet in self.wallets.values_mut() {
+            wallet.grants = match wallet.recent.last() {
+                Some(&seq) if !wallet.balance.is_zero() => {
+                    vec![crate::store::records::legacy_grant(seq, wallet.balance)]
+                }
+                _ => Vec::new(),
+            };
+        }
+        for spend in self.spends.values_mut() {
+            spend.draws = None;
+        }
+        for entry in self.entries.values_mut() {
+            entry.grants = None;
+        }
+    }
+
     pub fn ledger_entry(&self, seq: u64) -> Option<&LedgerEntry> {
         self.entries.get(&seq)
     }

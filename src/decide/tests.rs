@@ -962,15 +962,6 @@ fn a_void_takes_what_is_left_once_and_refuses_an_expired_grant() {
         run(&books, &memory, "bob", &void_command(&memory, paid), later + 2).expect("decides"),
         Decision::Replay(UserReceipt::Void(_))
     ));
-    // The same for a promotional grant: it is voided as what it was.
-    let made = act(&mut books, &mut memory, "dee", &grant_command(2, None, "g-dee"), 0);
-    let UserReceipt::Grant(dee) = made else { panic!("{made:?}") };
-    spend(&mut books, &mut memory, "dee", 2);
-    act(&mut books, &mut memory, "dee", &grant_command(1, None, "g-dee-2"), later);
-    let command = void_command(&memory, dee.grant_id);
-    let voided = act(&mut books, &mut memory, "dee", &command, later + 1);
-    let UserReceipt::Void(promotional) = voided else { panic!("{voided:?}") };
-    assert_eq!((promotional.kind, promotional.credits.get()), (GrantKind::Promotional, 2));
     // An expired grant the wallet forgot long ago is still closed.
     let made = act(&mut books, &mut memory, "cy", &grant_command(4, Some(T0 + later + 10), "g-cy"), later);
     let UserReceipt::Grant(cy) = made else { panic!("{made:?}") };
@@ -981,10 +972,60 @@ fn a_void_takes_what_is_left_once_and_refuses_an_expired_grant() {
         run(&books, &memory, "cy", &void_command(&memory, cy.grant_id), 2 * later + 30).err(),
         Some(EngineError::GrantClosed)
     );
+    // The same for a promotional grant: it is voided as what it was. (The
+    // clock never goes back, so this comes after cy's.)
+    let made = act(&mut books, &mut memory, "dee", &grant_command(2, None, "g-dee"), 2 * later + 40);
+    let UserReceipt::Grant(dee) = made else { panic!("{made:?}") };
+    spend(&mut books, &mut memory, "dee", 2);
+    act(&mut books, &mut memory, "dee", &grant_command(1, None, "g-dee-2"), 3 * later + 50);
+    assert!(memory.wallet(&user("dee")).expect("a wallet").grants.iter().all(|grant| grant.id() != dee.grant_id));
+    let command = void_command(&memory, dee.grant_id);
+    let voided = act(&mut books, &mut memory, "dee", &command, 3 * later + 51);
+    let UserReceipt::Void(promotional) = voided else { panic!("{voided:?}") };
+    assert_eq!((promotional.kind, promotional.credits.get()), (GrantKind::Promotional, 2));
     let spend_entry = crate::domain::GrantId(memory.spend(&spent).expect("a spend").seq);
     assert_eq!(
         run(&books, &memory, "bob", &void_command(&memory, spend_entry), later + 2).err(),
         Some(EngineError::UnknownGrant(spend_entry)),
         "a spend's entry made no grant"
     );
+}
+
+/// Goal (SPEC §13, issue 27's migration): the grants of a store written
+/// before grants, once emptied and forgotten, are still voided as the
+/// migration named them: a wallet's one grant after its last entry (here a
+/// spend), and the grant a refund of that release's spend gave back.
+#[test]
+fn the_grants_of_a_store_from_before_grants_are_voided_as_the_migration_named_them() {
+    let (mut books, mut memory) = (books(10_000), Memory::default());
+    buy(&mut books, &mut memory, "ann", "b-ann").expect("fits");
+    let old = spend(&mut books, &mut memory, "ann", 3);
+    // The release opens that store: the books recovered from its records.
+    memory.as_before_grants();
+    let settings = Settings::from_config(&Config::load_with(None, |_| None).expect("defaults"));
+    let recovered = memory.recovered(&books.state, settings.packages.clone());
+    books = Books::new(recovered, settings.rules(), T0, 0);
+    let wallet = memory.wallet(&user("ann")).expect("a wallet").clone();
+    let spend_seq = memory.spend(&old).expect("a spend").seq;
+    assert_eq!(wallet.grants.iter().map(|grant| grant.seq).collect::<Vec<_>>(), [spend_seq], "named after the spend");
+    let before = wallet.balance;
+    refund(&mut books, &mut memory, "ann", &old).expect("refunds");
+    let wallet = memory.wallet(&user("ann")).expect("a wallet").clone();
+    let back = wallet.grants.iter().find(|grant| grant.seq != spend_seq).expect("a grant given back").id();
+    assert_eq!(wallet.balance.get(), before.get() + 3);
+    spend(&mut books, &mut memory, "ann", wallet.balance.get());
+    let later = 700_000 + 3_600_000;
+    act(&mut books, &mut memory, "ann", &purchase("b-ann-late", 3), later);
+    assert!(memory.wallet(&user("ann")).expect("a wallet").grants.iter().all(|grant| grant.seq > back.0), "forgotten");
+
+    let command = void_command(&memory, back);
+    let voided = act(&mut books, &mut memory, "ann", &command, later + 1);
+    let UserReceipt::Void(refunded) = voided else { panic!("{voided:?}") };
+    assert_eq!((refunded.kind, refunded.credits.get(), refunded.expires_at_ms), (GrantKind::Paid, 3, None));
+    let legacy = crate::domain::GrantId(spend_seq);
+    let command = void_command(&memory, legacy);
+    let voided = act(&mut books, &mut memory, "ann", &command, later + 2);
+    let UserReceipt::Void(migrated) = voided else { panic!("{voided:?}") };
+    assert_eq!((migrated.kind, migrated.credits, migrated.expires_at_ms), (GrantKind::Paid, before, None));
+    assert_eq!(books.state.grants.voided, UserCredits::ZERO, "nothing was left in either");
 }

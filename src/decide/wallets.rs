@@ -211,17 +211,8 @@ impl Books {
         price: Money,
         expires_at_ms: Option<u64>,
     ) -> Result<(), EngineError> {
-        let grant = Grant {
-            seq: change.next_seq(),
-            kind: GrantKind::Paid,
-            credits,
-            remaining: credits,
-            price_minor: price.minor_units(),
-            created_at_ms: change.at_ms,
-            expires_at_ms,
-            closed: None,
-            settled_at_ms: None,
-        };
+        let grant =
+            Grant::new(change.next_seq(), GrantKind::Paid, credits, price.minor_units(), change.at_ms, expires_at_ms);
         self.add_grant(change, user, wallet, grant)
     }
 

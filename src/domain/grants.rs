@@ -134,6 +134,30 @@ pub struct NotEnough {
 }
 
 impl Grant {
+    /// A new, open grant of `credits`, made by the ledger entry `seq` (its
+    /// id) at `created_at_ms`, bought for `price_minor` (0 for a
+    /// promotional grant).
+    pub fn new(
+        seq: u64,
+        kind: GrantKind,
+        credits: UserCredits,
+        price_minor: u64,
+        created_at_ms: u64,
+        expires_at_ms: Option<u64>,
+    ) -> Self {
+        Grant {
+            seq,
+            kind,
+            credits,
+            remaining: credits,
+            price_minor,
+            created_at_ms,
+            expires_at_ms,
+            closed: None,
+            settled_at_ms: None,
+        }
+    }
+
     /// Whether the grant counts at `now_ms`: not closed, and not past its
     /// `expiresAt` (every answer after `expiresAt` reflects the expiry,
     /// before the `grantExpired` entry is written).
@@ -199,6 +223,15 @@ pub fn retire(grants: &mut Vec<Grant>, now_ms: u64, keep_ms: u64) {
         let quiet = grant.settled_at_ms.is_some_and(|at_ms| at_ms.saturating_add(keep_ms) < now_ms);
         !(settled && quiet)
     });
+}
+
+/// The grants a wallet answer shows at `now_ms` (SPEC §13): those with
+/// credits left that still count, in the burn order.
+pub fn shown(grants: &[Grant], now_ms: u64) -> Vec<&Grant> {
+    let mut live: Vec<&Grant> =
+        grants.iter().filter(|grant| grant.live(now_ms) && !grant.remaining.is_zero()).collect();
+    live.sort_by(|a, b| burn_order(a, b));
+    live
 }
 
 /// SPEC §13's burn order: the soonest `expiresAt` first (grants that never

@@ -137,9 +137,7 @@ pub struct ExpiringResponse {
 /// grants past their `expiresAt` no longer count, before their expiry is
 /// written.
 pub fn wallet_grants(wallet: &WalletRecord, now_ms: u64) -> (u64, Vec<WalletGrantResponse>, ExpiringResponse) {
-    let mut live: Vec<&Grant> =
-        wallet.grants.iter().filter(|grant| grant.live(now_ms) && !grant.remaining.is_zero()).collect();
-    live.sort_by(|a, b| grants::burn_order(a, b));
+    let live = grants::shown(&wallet.grants, now_ms);
     let before = now_ms.saturating_add(EXPIRING_WITHIN_MS);
     let expiring = grants::expiring(&wallet.grants, now_ms, before).map_or(0, UserCredits::get);
     (

@@ -269,17 +269,7 @@ impl Record for WalletRecord {
 /// The grant a wallet from before grants holds: its balance, paid, never
 /// expiring, of unknown price and age.
 pub fn legacy_grant(seq: u64, balance: UserCredits) -> Grant {
-    Grant {
-        seq,
-        kind: GrantKind::Paid,
-        credits: balance,
-        remaining: balance,
-        price_minor: 0,
-        created_at_ms: 0,
-        expires_at_ms: None,
-        closed: None,
-        settled_at_ms: None,
-    }
+    Grant::new(seq, GrantKind::Paid, balance, 0, 0, None)
 }
 
 impl WalletRecord {
