@@ -71,6 +71,11 @@ pub struct PackageConfig {
     pub price_cents: u64,
     #[serde(default = "enabled_by_default")]
     pub enabled: bool,
+    /// SPEC §13: the credits of a purchase expire this many days after it
+    /// (1 to 3 650); left out: never. A setting stored by
+    /// `PUT /api/admin/packages/{id}` wins over it, as for the other fields.
+    #[serde(default)]
+    pub expires_after_days: Option<u32>,
 }
 
 fn enabled_by_default() -> bool {
@@ -200,7 +205,13 @@ pub struct Config {
 pub fn default_packages() -> Vec<PackageConfig> {
     [("starter", 10, 999), ("creative", 50, 3999), ("pro", 100, 6999), ("studio", 500, 29999)]
         .into_iter()
-        .map(|(id, credits, price_cents)| PackageConfig { id: id.into(), credits, price_cents, enabled: true })
+        .map(|(id, credits, price_cents)| PackageConfig {
+            id: id.into(),
+            credits,
+            price_cents,
+            enabled: true,
+            expires_after_days: None,
+        })
         .collect()
 }
 
@@ -530,7 +541,8 @@ fn build_package(config: &PackageConfig, currency: Currency) -> Result<Package, 
     let id = PackageId::parse(&config.id).map_err(|e| invalid("packages.id", e))?;
     let credits = UserCredits::positive(config.credits).map_err(|e| invalid("packages.credits", e))?;
     let price = Money::new(config.price_cents, currency).map_err(|e| invalid("packages.price_cents", e))?;
-    Package::new(id, credits, price, config.enabled).map_err(|e| invalid("packages", e))
+    let package = Package::new(id, credits, price, config.enabled).map_err(|e| invalid("packages", e))?;
+    package.expiring_after(config.expires_after_days).map_err(|e| invalid("packages.expires_after_days", e))
 }
 
 #[cfg(test)]
@@ -621,5 +633,26 @@ mod tests {
         std::fs::write(&file, "max_hold_ttl_secs = 1800\nmax_open_holds_per_key = 3\n").expect("writes");
         let config = Config::load_with(Some(&file), |_| None).expect("valid");
         assert_eq!((config.hold_ttl_max_secs, config.max_open_holds_per_key), (1_800, 3));
+    }
+
+    /// SPEC §13: a package in the file may set `expires_after_days` (1 to
+    /// 3 650; left out: never); 0 or more is refused, naming the setting.
+    #[test]
+    fn a_configured_package_may_expire_its_credits_within_bounds() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("creditd.toml");
+        let package =
+            |days: &str| format!("[[packages]]\nid = \"monthly\"\ncredits = 30\nprice_cents = 1500\n{days}\n");
+        std::fs::write(&file, package("expires_after_days = 30")).expect("writes");
+        let config = Config::load_with(Some(&file), |_| None).expect("valid");
+        assert_eq!(config.packages[0].expires_after_days, Some(30));
+        std::fs::write(&file, package("")).expect("writes");
+        let config = Config::load_with(Some(&file), |_| None).expect("valid");
+        assert_eq!(config.packages[0].expires_after_days, None, "never, when left out");
+        for days in ["0", "3651"] {
+            std::fs::write(&file, package(&format!("expires_after_days = {days}"))).expect("writes");
+            let error = Config::load_with(Some(&file), |_| None).expect_err(days).to_string();
+            assert!(error.contains("packages.expires_after_days"), "{days}: {error}");
+        }
     }
 }
