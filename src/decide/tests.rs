@@ -505,6 +505,13 @@ fn a_wallet_behind_a_settled_version_is_read_again_and_one_in_flight_wins() {
     };
     assert_eq!(receipt.balance.get(), 30, "decided on the wallet in flight, not the one sent");
     assert_eq!(change.wallet.as_ref().map(|(_, wallet)| wallet.version), Some(3));
+    // A spend sent with a read that found no wallet: the wallet in flight is there.
+    let spend = spend_command(5, "s");
+    let nothing = Prefetched { wallet: None, ..memory.prefetch(&user("ann"), &spend) };
+    match decide(&books, &user("ann"), &spend, &nothing, &inputs(&memory, 0)) {
+        Ok(Decision::Apply(_, UserReceipt::Spend(receipt))) => assert_eq!(receipt.balance.get(), 15),
+        other => panic!("a spend from the wallet in flight: {other:?}"),
+    }
     books.settle(&touched, 0);
 }
 
