@@ -145,3 +145,58 @@ export async function startProxy(target) {
     },
   };
 }
+
+/** A loopback port free now (for a server that must know its own URL before it starts). */
+export async function freePort() {
+  const server = http.createServer();
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** Runs `program` to its end; rejects with its output unless it exits 0. */
+export function runToEnd(program, args, options = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(program, args, { ...options, stdio: ["ignore", "pipe", "pipe"] });
+    let output = "";
+    child.stdout.on("data", (chunk) => (output += chunk));
+    child.stderr.on("data", (chunk) => (output += chunk));
+    child.once("error", reject);
+    child.once("exit", (code) =>
+      code === 0 ? resolve(output) : reject(new Error(`${program} ${args.join(" ")}: exit ${code}\n${output}`)),
+    );
+  });
+}
+
+/**
+ * A long-running process: resolves once its output matches `ready` (a
+ * RegExp), with the match, the child and `stop()`; rejects if it exits first.
+ */
+export function startProcess(program, args, { env = {}, ready }) {
+  const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  return new Promise((resolve, reject) => {
+    const look = (chunk) => {
+      output += chunk;
+      const match = output.match(ready);
+      if (match) {
+        child.stdout.off("data", look);
+        child.stderr.off("data", look);
+        resolve({
+          child,
+          match,
+          output: () => output,
+          async stop(signal = "SIGTERM") {
+            if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+            await exited;
+          },
+        });
+      }
+    };
+    child.stdout.on("data", look);
+    child.stderr.on("data", look);
+    exited.then(({ code, signal }) => reject(new Error(`${program} exited (${code ?? signal}):\n${output}`)));
+  });
+}
