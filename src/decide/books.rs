@@ -363,8 +363,9 @@ impl Books {
 
     /// Whether `user` has a wallet (as [`Books::wallet`] finds it), without copying it.
     pub(super) fn has_wallet(&self, prefetched: &Prefetched, user: &UserId) -> Result<bool, EngineError> {
-        if let Some(in_flight) = self.wallets.get(user) {
-            return Ok(in_flight.wallet.version > 0);
+        if self.wallets.contains_key(user) {
+            // A wallet in flight was written by a change: version 1 or more.
+            return Ok(true);
         }
         let version = prefetched.wallet.as_ref().map_or(0, |wallet| wallet.version);
         self.settled.check_wallet(user, version).map_err(|_| EngineError::Stale)?;
