@@ -87,6 +87,8 @@ async function ready(baseUrl, exited) {
  *   is destroyed before a byte of that answer reaches it;
  * - `"notLeader"`: answered 503 `not_leader` as a standby would, without
  *   reaching creditd;
+ * - `"unknown"`: passed to creditd, which applies it; its answer replaced by
+ *   503 `outcome_unknown`, as when durability could not be confirmed;
  * - `"hang"`: never answered (until the proxy stops).
  * `requests` records every request's method, path and `Idempotency-Key`.
  */
@@ -118,6 +120,12 @@ export async function startProxy(target) {
     const text = Buffer.from(await answer.arrayBuffer());
     if (fault === "cut") {
       request.socket.destroy();
+      return;
+    }
+    if (fault === "unknown") {
+      response.writeHead(503, { "content-type": "application/json" });
+      const message = "the change was handed to storage but its durability could not be confirmed";
+      response.end(JSON.stringify({ error: { code: "outcome_unknown", message } }));
       return;
     }
     const passed = {};

@@ -4,7 +4,14 @@
 // AbortSignal.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Creditd, NotLeaderError, NetworkError, PackageDisabledError, TimeoutError } from "../dist/index.js";
+import {
+  Creditd,
+  NetworkError,
+  NotLeaderError,
+  OutcomeUnknownError,
+  PackageDisabledError,
+  TimeoutError,
+} from "../dist/index.js";
 import { startCreditd, startProxy } from "./harness.mjs";
 
 describe("retries", () => {
@@ -65,6 +72,29 @@ describe("retries", () => {
     assert.equal(new Set(keys).size, 1, "one key for the three attempts");
     assert.equal(spent.balance, 6);
     assert.equal((await admin.wallet("bo")).balance, 6, "taken once");
+  });
+
+  test("outcome_unknown after the server applied it: the retry with the key learns the first answer", async () => {
+    const before = proxy.requests.length;
+    proxy.plan("unknown");
+    const spent = await viaProxy.purchase({ userId: "kim", packageId: "pro" });
+    const sent = proxy.requests.slice(before);
+    assert.deepEqual(
+      sent.map((r) => r.fault),
+      ["unknown", undefined],
+    );
+    assert.equal(sent[1].key, sent[0].key);
+    assert.equal(spent.balance, 100);
+    assert.equal((await purchasesOf("kim")).length, 1, "applied once");
+
+    const patient = new Creditd({ baseUrl: proxy.baseUrl, apiKey: server.apiKey, retry: { attempts: 2, baseDelayMs: 1 } });
+    proxy.plan("unknown", "unknown");
+    const error = await patient.purchase({ userId: "lou", packageId: "starter" }).catch((e) => e);
+    assert.ok(error instanceof OutcomeUnknownError, String(error));
+    assert.deepEqual([error.code, error.status], ["outcome_unknown", 503]);
+    const learned = await patient.purchase({ userId: "lou", packageId: "starter" }, { idempotencyKey: error.idempotencyKey });
+    assert.equal(learned.balance, 10, "it had been applied, once");
+    assert.equal((await purchasesOf("lou")).length, 1);
   });
 
   test("a standby's not_leader, then success", async () => {
