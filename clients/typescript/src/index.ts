@@ -4,9 +4,10 @@
 //
 // - every POST carries an `Idempotency-Key`, made per call and reused by the
 //   client's own retries, so a retry can never buy or spend twice;
-// - retries of network failures and of 503 `outcome_unknown`, `not_leader`
-//   and `overloaded` (the answers that invite one), with bounded exponential
-//   backoff and full jitter; never of another 4xx or 5xx;
+// - retries of network failures, of 503 `outcome_unknown`, `not_leader` and
+//   `overloaded` (the answers that invite one) and of a load balancer's own
+//   502/503/504, with bounded exponential backoff and full jitter; never of
+//   a 4xx or another 5xx;
 // - errors as typed classes carrying `code`, `status` and `message`;
 // - the API key on every call, an optional AbortSignal and timeout per call.
 //
@@ -101,6 +102,12 @@ interface Answer<T> {
 
 /** The answers worth a retry with the same key: nothing, or a 503 that invites it. */
 const RETRIED: ReadonlySet<string> = new Set<ErrorCode>(["outcome_unknown", "not_leader", "overloaded"]);
+
+/**
+ * A load balancer's own 502, 503 or 504 (no creditd error body): HAProxy
+ * with no node up during a failover. Retried too: the key makes it safe.
+ */
+const GATEWAY: ReadonlySet<number> = new Set([502, 503, 504]);
 
 export class Creditd {
   private readonly client: ReturnType<typeof createClient<paths>>;
@@ -339,7 +346,10 @@ export class Creditd {
             cause,
           });
         }
-        const retried = failure.code === "network_error" || RETRIED.has(failure.code);
+        const retried =
+          failure.code === "network_error" ||
+          RETRIED.has(failure.code) ||
+          (failure.code === "unexpected_response" && GATEWAY.has(failure.status));
         if (!retried || attempt >= this.attempts) throw failure;
         await deadline.sleep(this.backoff(attempt), key);
       }

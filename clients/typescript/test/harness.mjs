@@ -89,6 +89,8 @@ async function ready(baseUrl, exited) {
  *   reaching creditd;
  * - `"unknown"`: passed to creditd, which applies it; its answer replaced by
  *   503 `outcome_unknown`, as when durability could not be confirmed;
+ * - `"gateway"`: answered 503 with an HTML page, as HAProxy does with no
+ *   node up, without reaching creditd;
  * - `"hang"`: never answered (until the proxy stops).
  * `requests` records every request's method, path and `Idempotency-Key`.
  */
@@ -104,6 +106,11 @@ export async function startProxy(target) {
     requests.push({ method: request.method, path: request.url, key: request.headers["idempotency-key"], fault });
     for (const waiter of waiters.splice(0)) waiter();
     if (fault === "hang") return;
+    if (fault === "gateway") {
+      response.writeHead(503, { "content-type": "text/html" });
+      response.end("<html><body><h1>503 Service Unavailable</h1>No server is available.</body></html>");
+      return;
+    }
     if (fault === "notLeader") {
       response.writeHead(503, { "content-type": "application/json" });
       response.end(JSON.stringify({ error: { code: "not_leader", message: "this node is a standby; the leader is http://127.0.0.1:1" } }));

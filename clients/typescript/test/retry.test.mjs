@@ -111,6 +111,26 @@ describe("retries", () => {
     assert.equal((await purchasesOf("cy")).length, 1);
   });
 
+  test("a load balancer's own 503 (no node up) is retried; a 5xx of creditd's that applied nothing is not", async () => {
+    const before = proxy.requests.length;
+    proxy.plan("gateway");
+    const bought = await viaProxy.purchase({ userId: "max", packageId: "starter" });
+    assert.deepEqual(
+      proxy.requests.slice(before).map((r) => r.fault),
+      ["gateway", undefined],
+    );
+    assert.equal(bought.balance, 10);
+    await admin.disablePurchases("maintenance");
+    try {
+      const start = proxy.requests.length;
+      const error = await viaProxy.purchase({ userId: "max", packageId: "starter" }).catch((e) => e);
+      assert.equal(error.code, "purchases_disabled");
+      assert.equal(proxy.requests.length - start, 1, "not retried");
+    } finally {
+      await admin.enablePurchases();
+    }
+  });
+
   test("retries are bounded: NotLeaderError with the key, which a later call reuses", async () => {
     const patient = new Creditd({
       baseUrl: proxy.baseUrl,
