@@ -33,8 +33,8 @@ use serde_json::json;
 
 use common::{FakeProvider, ADMIN_TOKEN, PROVIDER_KEY};
 use history::{
-    a_fine_refusal_of_a_retry, applied_once, extend_index, invoke, learn, ledger_after, made_id, nothing_twice,
-    run_client, ClientState, LedgerIndex, Op, Outcome, CLIENTS,
+    a_fine_refusal_of_a_retry, applied_once, extend_index, invoke, invoke_until_known, learn, ledger_after, made_id,
+    nothing_twice, run_client, ClientState, LedgerIndex, Op, Outcome, CLIENTS,
 };
 use postgres::Postgres;
 
@@ -320,7 +320,7 @@ impl History {
                 self.acknowledged.push((op, made));
             }
             Outcome::Refused(..) => self.refused += 1,
-            Outcome::Unknown => self.unknown.push((owner, op)),
+            Outcome::Unknown(_) => self.unknown.push((owner, op)),
         }
     }
 }
@@ -356,7 +356,7 @@ async fn retry_unknown(
 ) {
     for (owner, op) in std::mem::take(&mut history.unknown) {
         history.retried += 1;
-        match invoke(client, base, &op).await {
+        match invoke_until_known(client, base, &op).await {
             Outcome::Ok(body) => {
                 if let Some(owner) = owner {
                     learn(&mut states[owner], &op, &body, None);
@@ -367,7 +367,7 @@ async fn retry_unknown(
             Outcome::Refused(status, code) => {
                 assert!(a_fine_refusal_of_a_retry(&op, status), "round {round}: retry of {op:?}: {status} {code}")
             }
-            Outcome::Unknown => panic!("round {round}: the new leader did not answer the retry of {op:?}"),
+            Outcome::Unknown(why) => panic!("round {round}: the new leader did not answer the retry of {op:?}: {why}"),
         }
     }
 }

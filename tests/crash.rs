@@ -34,8 +34,8 @@ use rand::{Rng, SeedableRng};
 
 use common::{capacity, provider, run_check, temp_dir, Server};
 use history::{
-    a_fine_refusal_of_a_retry, applied_once, extend_index, invoke, learn, ledger_after, made_id, nothing_twice,
-    run_client, ClientState, LedgerIndex, Op, Outcome, Plan, ProviderModel, CLIENTS,
+    a_fine_refusal_of_a_retry, applied_once, extend_index, invoke, invoke_until_known, learn, ledger_after, made_id,
+    nothing_twice, run_client, ClientState, LedgerIndex, Op, Outcome, Plan, ProviderModel, CLIENTS,
 };
 
 /// SPEC §4.1 against the provider itself: the engine's `providerBalance`
@@ -121,7 +121,7 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
                         acknowledged.push((op, made));
                     }
                     Outcome::Refused(..) => refused_total += 1,
-                    Outcome::Unknown => unknown.push((states.len() - 1, op)),
+                    Outcome::Unknown(_) => unknown.push((states.len() - 1, op)),
                 }
             }
         }
@@ -132,7 +132,7 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
 
         unknown_total += unknown.len();
         for (owner, op) in unknown {
-            match invoke(&client, &server.base, &op).await {
+            match invoke_until_known(&client, &server.base, &op).await {
                 Outcome::Ok(body) => {
                     learn(&mut states[owner], &op, &body, Some(&model));
                     let made = made_id(&op, &body);
@@ -143,7 +143,9 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
                 Outcome::Refused(status, code) => {
                     assert!(a_fine_refusal_of_a_retry(&op, status), "retry of {op:?}: {status} {code}")
                 }
-                Outcome::Unknown => panic!("cycle {cycle}: the restarted server did not answer the retry of {op:?}"),
+                Outcome::Unknown(why) => {
+                    panic!("cycle {cycle}: the restarted server did not answer the retry of {op:?}: {why}")
+                }
             }
         }
 
@@ -190,7 +192,7 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
                 Outcome::Refused(status, code) => {
                     assert_eq!((status, code.as_str()), (409, "spend_completed"), "{op:?}")
                 }
-                Outcome::Unknown => panic!("the server did not answer {op:?}"),
+                Outcome::Unknown(why) => panic!("the server did not answer {op:?}: {why}"),
             }
         }
     }

@@ -315,6 +315,13 @@ impl Books {
         users
     }
 
+    /// The soonest `expiresAt` after `now_ms` of a grant not closed: when
+    /// the sweep should look again.
+    pub fn next_grant_deadline(&self, now_ms: u64) -> Option<u64> {
+        let after = (now_ms.saturating_add(1), GrantId(0));
+        self.grant_deadlines.range(after..).next().map(|((expires_at_ms, _), _)| *expires_at_ms)
+    }
+
     /// The credits left in grants not closed that expire within
     /// `within_ms` of `now_ms` (the metrics' credits expiring soon).
     pub fn expiring_within(&self, now_ms: u64, within_ms: u64) -> UserCredits {

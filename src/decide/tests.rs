@@ -880,6 +880,8 @@ fn a_change_to_a_wallet_closes_its_due_grants_first() {
     assert_eq!(books.due_grant_users(T0 + 999, 10), Vec::<UserId>::new());
     assert_eq!(books.due_grant_users(T0 + 1_000, 10), [user("ann")]);
     assert!(books.due_grant_users(T0 + 1_000, 0).is_empty(), "at most `limit` users");
+    assert_eq!(books.next_grant_deadline(T0 + 999), Some(T0 + 1_000), "when the sweep looks again");
+    assert_eq!(books.next_grant_deadline(T0 + 1_000), None, "none after it");
     assert_eq!(books.expiring_within(T0, 1_000).get(), 0, "expiring before the bound, not at it");
     assert_eq!(books.expiring_within(T0, 1_001).get(), 5);
     // A second grant of ann's due at the same instant: ann is named once.

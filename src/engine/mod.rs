@@ -645,20 +645,26 @@ const GRANT_SWEEP_USERS_MAX: usize = 4_096;
 /// Requests of the sweep in flight at once: their changes share group commits.
 const GRANT_SWEEP_CONCURRENCY: usize = 64;
 
-/// The expiry sweep of grants (SPEC §13): every second, the users with a
-/// grant past its `expiresAt` have it closed through their wallet actors
-/// (the `grantExpired` entry, `reserved` down), many at once so that a
-/// campaign's grants expiring together share group commits. A wallet a
-/// request touches first closes its due grants itself.
+/// The expiry sweep of grants (SPEC §13): at the next grant's `expiresAt`
+/// (and at least every second), the users with a grant past its
+/// `expiresAt` have it closed through their wallet actors (the
+/// `grantExpired` entry, `reserved` down), many at once so that a
+/// campaign's grants expiring together share group commits; more than
+/// [`GRANT_SWEEP_USERS_MAX`] due, and it goes on at once. A wallet a request
+/// touches first closes its due grants itself.
 async fn sweep_grants(engine: Engine) {
     use futures_util::StreamExt;
+    let interval = crate::actors::inventory::EXPIRY_SWEEP_INTERVAL;
+    let mut wait = interval;
     loop {
-        tokio::time::sleep(crate::actors::inventory::EXPIRY_SWEEP_INTERVAL).await;
+        tokio::time::sleep(wait).await;
+        wait = interval;
         if engine.health.storage_failed() {
             continue;
         }
-        let Ok(users) = engine.ask(DueGrants { limit: GRANT_SWEEP_USERS_MAX }).await else { continue };
-        let closed = futures_util::stream::iter(users)
+        let Ok(due) = engine.ask(DueGrants { limit: GRANT_SWEEP_USERS_MAX }).await else { continue };
+        let more = due.users.len() >= GRANT_SWEEP_USERS_MAX;
+        let closed = futures_util::stream::iter(due.users)
             .map(|user| {
                 let engine = engine.clone();
                 async move {
@@ -676,6 +682,11 @@ async fn sweep_grants(engine: Engine) {
             .await;
         if closed > 0 {
             tracing::debug!(closed, "grants expired");
+        }
+        if more && closed > 0 {
+            wait = Duration::ZERO;
+        } else if let Some(next_ms) = due.next_deadline_ms {
+            wait = wait.min(Duration::from_millis(next_ms.saturating_sub(engine.now_ms())));
         }
     }
 }

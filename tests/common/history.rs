@@ -147,7 +147,8 @@ impl ProviderModel {
 pub enum Outcome {
     Ok(Value),
     Refused(u16, String),
-    Unknown,
+    /// No answer, `outcome_unknown`, or a proxy's 5xx: why, for the report.
+    Unknown(String),
 }
 
 /// What one client believes: its user, its open holds and open spends.
@@ -193,9 +194,15 @@ pub fn request(client: &reqwest::Client, base: &str, op: &Op) -> reqwest::Reques
 }
 
 pub async fn invoke(client: &reqwest::Client, base: &str, op: &Op) -> Outcome {
-    let Ok(response) = request(client, base, op).send().await else { return Outcome::Unknown };
+    let response = match request(client, base, op).send().await {
+        Ok(response) => response,
+        Err(error) => return Outcome::Unknown(format!("no answer: {error}")),
+    };
     let status = response.status().as_u16();
-    let Ok(bytes) = response.bytes().await else { return Outcome::Unknown };
+    let bytes = match response.bytes().await {
+        Ok(bytes) => bytes,
+        Err(error) => return Outcome::Unknown(format!("{status} with its body cut: {error}")),
+    };
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let code = body["error"]["code"].as_str().unwrap_or("");
     if status == 200 || status == 201 {
@@ -203,10 +210,30 @@ pub async fn invoke(client: &reqwest::Client, base: &str, op: &Op) -> Outcome {
     } else if code == "outcome_unknown" || (code.is_empty() && status >= 500) {
         // SPEC §9: it may or may not be applied; the retry after the restart tells.
         // A 5xx without creditd's error body is a proxy's: its node may have applied it.
-        Outcome::Unknown
+        Outcome::Unknown(format!("{status} {}", String::from_utf8_lossy(&bytes)))
     } else {
         Outcome::Refused(status, code.to_owned())
     }
+}
+
+/// How often a retry after a restart or failover may itself be answered
+/// `outcome_unknown` (or not at all) before the history gives up on the
+/// server: SPEC §9's answer to it is another retry with the same key, and
+/// a commit can outlast the 10 s answer timeout when the machine's disk is
+/// flushing another process's writes.
+pub const RETRIES_OF_UNKNOWN: usize = 5;
+
+/// `op` sent until its outcome is known (applied or refused), at most
+/// [`RETRIES_OF_UNKNOWN`] times; the last `Unknown` names every attempt's reason.
+pub async fn invoke_until_known(client: &reqwest::Client, base: &str, op: &Op) -> Outcome {
+    let mut reasons = Vec::new();
+    for _ in 0..RETRIES_OF_UNKNOWN {
+        match invoke(client, base, op).await {
+            Outcome::Unknown(reason) => reasons.push(reason),
+            known => return known,
+        }
+    }
+    Outcome::Unknown(reasons.join("; "))
 }
 
 pub fn next_op(state: &mut ClientState, rng: &mut StdRng, cycle: usize, provider: Option<&ProviderModel>) -> Op {
@@ -311,7 +338,7 @@ pub async fn run_client(
         if let Outcome::Ok(body) = &outcome {
             learn(&mut state, &op, body, provider.as_deref());
         }
-        let unknown = matches!(outcome, Outcome::Unknown);
+        let unknown = matches!(outcome, Outcome::Unknown(_));
         history.push((op, outcome));
         if unknown {
             break; // The server is gone: the client waits for it to come back.

@@ -223,14 +223,27 @@ pub struct DueGrants {
     pub limit: usize,
 }
 
+/// [`DueGrants`]'s answer.
+#[derive(Debug, Clone)]
+pub struct GrantsDue {
+    pub users: Vec<UserId>,
+    /// The next `expiresAt` of a grant not closed, after now (wall clock,
+    /// ms): when the sweep should look again, if sooner than its interval.
+    pub next_deadline_ms: Option<u64>,
+}
+
 impl Message for DueGrants {
-    type Result = Vec<UserId>;
+    type Result = GrantsDue;
 }
 
 impl Handler<DueGrants> for InventoryActor {
     type Result = MessageResult<DueGrants>;
 
     fn handle(&mut self, message: DueGrants, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.books.due_grant_users(self.now().now_ms, message.limit))
+        let now_ms = self.now().now_ms;
+        MessageResult(GrantsDue {
+            users: self.books.due_grant_users(now_ms, message.limit),
+            next_deadline_ms: self.books.next_grant_deadline(now_ms),
+        })
     }
 }
