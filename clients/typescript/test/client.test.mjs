@@ -19,7 +19,10 @@ import {
   UnauthorizedError,
   UnavailableError,
 } from "../dist/index.js";
-import { startCreditd } from "./harness.mjs";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { creditdBinary, freePort, runToEnd, startCreditd, startProcess } from "./harness.mjs";
 
 /** Rejects with `Class` and `code`; answers the error. */
 async function rejectsWith(promise, Class, code, status) {
@@ -233,6 +236,54 @@ describe("the client against creditd", () => {
 });
 
 describe("limits", () => {
+  test("concurrent calls with one key: one purchase; the others answer it or idempotency_key_in_use", async () => {
+    const server = await startCreditd();
+    try {
+      const shop = new Creditd({ baseUrl: server.baseUrl, apiKey: server.apiKey });
+      const calls = Array.from({ length: 20 }, () =>
+        shop.purchase({ userId: "ann", packageId: "starter" }, { idempotencyKey: "one-order" }),
+      );
+      const answers = await Promise.allSettled(calls);
+      const purchases = new Set(answers.filter((a) => a.status === "fulfilled").map((a) => a.value.purchaseId));
+      assert.equal(purchases.size, 1, "one purchase, answered to every call that got an answer");
+      for (const answer of answers.filter((a) => a.status === "rejected")) {
+        assert.ok(answer.reason instanceof IdempotencyError, String(answer.reason));
+        assert.deepEqual([answer.reason.code, answer.reason.status], ["idempotency_key_in_use", 409]);
+      }
+      assert.equal((await shop.wallet("ann")).balance, 10, "credited once");
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("no provider: 503 not_ready before the first sync, 502 sync_failed for an operator's sync", async () => {
+    const directory = mkdtempSync(path.join(os.tmpdir(), "creditd-client-"));
+    const data = path.join(directory, "data");
+    const port = await freePort();
+    const adminToken = "0123456789abcdef-not-ready";
+    await runToEnd(creditdBinary(), ["init", "--data-dir", data]);
+    const node = await startProcess(creditdBinary(), ["serve"], {
+      env: {
+        CREDITD_DATA_DIR: data,
+        CREDITD_LISTEN: `127.0.0.1:${port}`,
+        CREDITD_ADMIN_TOKEN: adminToken,
+        NANOBANANA_BASE_URL: "http://127.0.0.1:9",
+        NANOBANANA_API_KEY: "no-such-provider",
+        RUST_LOG: "warn",
+      },
+      ready: /listening on/,
+    });
+    try {
+      const admin = new Creditd({ baseUrl: `http://127.0.0.1:${port}`, apiKey: adminToken, retry: { attempts: 1 } });
+      await rejectsWith(admin.purchase({ userId: "ann", packageId: "starter" }), UnavailableError, "not_ready", 503);
+      await rejectsWith(admin.ready(), UnavailableError, "not_ready", 503);
+      await rejectsWith(admin.syncCredits(), UnavailableError, "sync_failed", 502);
+    } finally {
+      await node.stop();
+      rmSync(directory, { recursive: true, force: true });
+    }
+  });
+
   test("capacity: 409 insufficient_capacity once the provider's credits are spoken for", async () => {
     const server = await startCreditd({ providerCredits: 40 });
     try {
