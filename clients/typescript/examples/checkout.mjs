@@ -4,7 +4,7 @@ import { Creditd, InsufficientCapacityError } from "@creditd/client";
 
 const creditd = new Creditd({ baseUrl: process.env.CREDITD_URL ?? "http://127.0.0.1:8080", apiKey: process.env.CREDITD_API_KEY });
 const { packages } = await creditd.catalogue();
-const offer = packages.find((p) => !p.disabled && p.sellable > 0); // show only what can be sold now
+const offer = packages.find((p) => !p.disabled && p.sellable > 0) ?? packages[0]; // show what can be sold now
 try {
   const order = await creditd.purchase({ userId: "alice", packageId: offer.id }); // one Idempotency-Key, reused by its retries
   const wallet = await creditd.wallet("alice");
