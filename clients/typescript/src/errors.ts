@@ -75,8 +75,9 @@ export class OutcomeUnknownError extends CreditdError {}
 /** 503 `not_leader`, after the client's own retries: a standby answered (cluster mode). Nothing was applied. */
 export class NotLeaderError extends CreditdError {}
 /**
- * The server cannot serve now and applied nothing: 503 `not_ready`,
- * `enhancement_unavailable`, `overloaded`, 502 `sync_failed`.
+ * The server cannot serve now and applied nothing: 503
+ * `enhancement_unavailable`, 502 `sync_failed`, and (after the client's own
+ * retries) 503 `not_ready` and `overloaded`.
  */
 export class UnavailableError extends CreditdError {}
 /**

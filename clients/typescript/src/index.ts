@@ -4,15 +4,17 @@
 //
 // - every POST carries an `Idempotency-Key`, made per call and reused by the
 //   client's own retries, so a retry can never buy or spend twice;
-// - retries of network failures, of 503 `outcome_unknown`, `not_leader` and
-//   `overloaded` (the answers that invite one) and of a load balancer's own
-//   502/503/504, with bounded exponential backoff and full jitter; never of
-//   a 4xx or another 5xx;
+// - retries of network failures, of 503 `outcome_unknown`, `not_leader`,
+//   `not_ready` (a new leader before its first sync) and `overloaded` (the
+//   answers that invite one) and of a load balancer's own 502/503/504, with
+//   bounded exponential backoff and full jitter; never of a 4xx or another
+//   5xx;
 // - errors as typed classes carrying `code`, `status` and `message`;
 // - the API key on every call, an optional AbortSignal and timeout per call.
 //
 // Only `fetch` and `crypto.randomUUID` are used: Node 18+, browsers' server
-// sides and edge runtimes.
+// sides and edge runtimes. (Node 18 has no global `crypto` without a flag:
+// there the key comes from `node:crypto`, imported only when needed.)
 import createClient from "openapi-fetch";
 import type { components, paths } from "./schema.js";
 import {
@@ -101,7 +103,7 @@ interface Answer<T> {
 }
 
 /** The answers worth a retry with the same key: nothing, or a 503 that invites it. */
-const RETRIED: ReadonlySet<string> = new Set<ErrorCode>(["outcome_unknown", "not_leader", "overloaded"]);
+const RETRIED: ReadonlySet<string> = new Set<ErrorCode>(["outcome_unknown", "not_leader", "not_ready", "overloaded"]);
 
 /**
  * A load balancer's own 502, 503 or 504 (no creditd error body): HAProxy
@@ -115,7 +117,7 @@ export class Creditd {
   private readonly baseDelayMs: number;
   private readonly maxDelayMs: number;
   private readonly timeoutMs?: number;
-  private readonly newKey: () => string;
+  private readonly newKey: () => string | Promise<string>;
 
   constructor(options: ClientOptions) {
     if (!options.baseUrl) throw new TypeError("baseUrl is required");
@@ -130,7 +132,7 @@ export class Creditd {
     this.baseDelayMs = Math.max(0, options.retry?.baseDelayMs ?? 100);
     this.maxDelayMs = Math.max(this.baseDelayMs, options.retry?.maxDelayMs ?? 2_000);
     this.timeoutMs = options.timeoutMs;
-    this.newKey = options.newIdempotencyKey ?? (() => globalThis.crypto.randomUUID());
+    this.newKey = options.newIdempotencyKey ?? randomUUID;
   }
 
   // --- The storefront -----------------------------------------------------
@@ -315,11 +317,11 @@ export class Creditd {
     return this.call(options, undefined, (_key, signal) => send(signal));
   }
 
-  private write<T>(
+  private async write<T>(
     options: CallOptions | undefined,
     send: (key: string, signal: AbortSignal) => Promise<Answer<T>>,
   ) {
-    return this.call(options, options?.idempotencyKey ?? this.newKey(), send);
+    return this.call(options, options?.idempotencyKey ?? (await this.newKey()), send);
   }
 
   /** Sends, and resends with the same key while the answer invites it. */
@@ -378,6 +380,14 @@ export class Creditd {
     const code: ClientErrorCode = "unexpected_response";
     return new CreditdError({ ...common, code, message: `creditd answered ${response.status} without an error body` });
   }
+}
+
+/** A random UUID: the Web Crypto API's, or Node 18's `node:crypto` (no global `crypto` there). */
+function randomUUID(): string | Promise<string> {
+  const webCrypto = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  if (webCrypto?.randomUUID) return webCrypto.randomUUID();
+  const nodeCrypto = "node:crypto"; // a name bundlers for edge runtimes leave alone
+  return import(nodeCrypto).then((module: { randomUUID: () => string }) => module.randomUUID());
 }
 
 /** A call's abort signal: the caller's, and its timeout. */
