@@ -1038,3 +1038,31 @@ fn the_grants_of_a_store_from_before_grants_are_voided_as_the_migration_named_th
     assert_eq!((migrated.kind, migrated.credits, migrated.expires_at_ms), (GrantKind::Paid, before, None));
     assert_eq!(books.state.grants.voided, UserCredits::ZERO, "nothing was left in either");
 }
+
+/// Goal (SPEC §13): what a refund gives back to a grant that closed
+/// meanwhile leaves the wallet again at once, counted as that grant: an
+/// expired promotional grant's credits count as expired with no breakage
+/// (not the price of another grant in the wallet), and they never count
+/// again among the promotional credits outstanding.
+#[test]
+fn a_refund_into_an_expired_promotional_grant_leaves_again_as_that_grant() {
+    let (mut books, mut memory) = (books(100_000), Memory::default());
+    buy(&mut books, &mut memory, "ann", "b-ann").expect("fits"); // paid: 10 credits for 999
+    act(&mut books, &mut memory, "ann", &grant_command(5, Some(T0 + 1_000), "g-soon"), 0);
+    let spent = spend(&mut books, &mut memory, "ann", 7); // 5 from the promotional grant, then 2 paid
+    assert_eq!((books.state.grants.promotional.get(), books.state.reserved), (0, credits(4 * 8)));
+
+    let command = UserCommand::Refund { spend_id: spent, by: maker() };
+    let refunded = act(&mut books, &mut memory, "ann", &command, 1_000);
+    assert!(matches!(refunded, UserReceipt::Refund(_)), "{refunded:?}");
+    let wallet = memory.wallet(&user("ann")).expect("a wallet");
+    assert_eq!(wallet.balance.get(), 10, "the 2 paid credits back; the 5 left again");
+    let totals = &books.state.grants;
+    assert_eq!((totals.expired.get(), totals.breakage.minor_units()), (5, 0), "expired, earning nothing");
+    assert_eq!(totals.promotional.get(), 0, "not counted back in");
+    assert_eq!(books.state.reserved, credits(4 * 10));
+    assert_eq!(
+        books.expired_by_day().iter().map(|day| (day.credits.get(), day.breakage.minor_units())).collect::<Vec<_>>(),
+        [(5, 0)]
+    );
+}

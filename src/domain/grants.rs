@@ -390,6 +390,23 @@ mod tests {
         {
             assert_eq!(GrantId::parse(bad), Err(BadGrantId), "{bad}");
         }
+        // At most 19 digits, although some numbers of 20 fit in a u64.
+        assert_eq!(GrantId::parse("grant_1000000000000000000"), Ok(GrantId(1_000_000_000_000_000_000)));
+        assert_eq!(GrantId::parse("grant_10000000000000000000"), Err(BadGrantId), "20 digits");
+    }
+
+    /// A wallet's `expiring` looks seven days ahead (SPEC §13).
+    #[test]
+    fn expiring_counts_what_expires_within_seven_days() {
+        let now = 1_000;
+        let grants = vec![
+            grant(1, GrantKind::Paid, 3, Some(now + 6 * crate::domain::DAY_MS)),
+            grant(2, GrantKind::Promotional, 5, Some(now + EXPIRING_WITHIN_MS - 1)),
+            grant(3, GrantKind::Paid, 7, Some(now + 8 * crate::domain::DAY_MS)),
+            grant(4, GrantKind::Paid, 11, None),
+        ];
+        let before = now + EXPIRING_WITHIN_MS;
+        assert_eq!(expiring(&grants, now, before), Ok(credits(8)), "6 days and just under 7, not 8 or never");
     }
 
     /// Breakage is the price pro rata, rounded down: the parts of one grant
@@ -432,6 +449,7 @@ mod tests {
         emptied.settled_at_ms = Some(1_000);
         let mut emptied_expiring = grant(2, GrantKind::Paid, 10, Some(90_000));
         emptied_expiring.remaining = UserCredits::ZERO;
+        emptied_expiring.settled_at_ms = Some(1_000);
         let mut expired = grant(3, GrantKind::Promotional, 10, Some(1_000));
         expired.close(Closed::Expired { at_ms: 1_000 });
         let live = grant(4, GrantKind::Paid, 10, None);
