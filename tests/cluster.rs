@@ -387,16 +387,7 @@ async fn the_leader_killed_under_load_fails_over_with_every_promise_kept() {
     let base = cluster.proxy.base();
     let key = cluster.api_key().await;
     let client = common::client_with_key(&key);
-    let mut states: Vec<ClientState> = (0..CLIENTS)
-        .map(|i| ClientState {
-            user: format!("node-{i}"),
-            grants: Vec::new(),
-            holds: Vec::new(),
-            spends: Vec::new(),
-            balance: 0,
-            next: 0,
-        })
-        .collect();
+    let mut states: Vec<ClientState> = (0..CLIENTS).map(|i| ClientState::new(format!("node-{i}"))).collect();
     let mut history = History::default();
     let (mut index, mut last_seq, mut verified) = (LedgerIndex::default(), 0u64, 0usize);
     let mut failovers = Vec::new();
@@ -458,16 +449,7 @@ async fn a_leader_paused_past_its_lease_commits_nothing_after_it() {
     let base = cluster.proxy.base();
     let key = cluster.api_key().await;
     let client = common::client_with_key(&key);
-    let mut states: Vec<ClientState> = (0..16)
-        .map(|i| ClientState {
-            user: format!("paused-{i}"),
-            grants: Vec::new(),
-            holds: Vec::new(),
-            spends: Vec::new(),
-            balance: 0,
-            next: 0,
-        })
-        .collect();
+    let mut states: Vec<ClientState> = (0..16).map(|i| ClientState::new(format!("paused-{i}"))).collect();
     let mut history = History::default();
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = states
@@ -578,16 +560,7 @@ async fn postgres_failing_over_to_its_synchronous_standby_loses_nothing() {
     let base = cluster.proxy.base();
     let key = cluster.api_key().await;
     let client = common::client_with_key(&key);
-    let mut states: Vec<ClientState> = (0..CLIENTS)
-        .map(|i| ClientState {
-            user: format!("pg-{i}"),
-            grants: Vec::new(),
-            holds: Vec::new(),
-            spends: Vec::new(),
-            balance: 0,
-            next: 0,
-        })
-        .collect();
+    let mut states: Vec<ClientState> = (0..CLIENTS).map(|i| ClientState::new(format!("pg-{i}"))).collect();
     let mut history = History::default();
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = states

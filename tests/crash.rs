@@ -71,16 +71,7 @@ async fn acknowledged_operations_survive_kill_9_exactly_once() {
     // As a storefront and an enhancement service would: one key with both scopes (SPEC §9.1).
     let (_, key) = common::create_key(&server, "crash harness", &["storefront", "enhancement"]).await;
     let client = common::client_with_key(&key);
-    let mut states: Vec<ClientState> = (0..CLIENTS)
-        .map(|i| ClientState {
-            user: format!("crash-{i}"),
-            grants: Vec::new(),
-            holds: Vec::new(),
-            spends: Vec::new(),
-            balance: 0,
-            next: 0,
-        })
-        .collect();
+    let mut states: Vec<ClientState> = (0..CLIENTS).map(|i| ClientState::new(format!("crash-{i}"))).collect();
     // Only what the final check needs of each answer: a long run acknowledges millions.
     let mut acknowledged: Vec<(Op, Option<String>)> = Vec::new();
     let mut index = LedgerIndex::default();

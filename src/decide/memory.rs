@@ -93,12 +93,7 @@ impl Memory {
     #[cfg(test)]
     pub fn as_before_grants(&mut self) {
         for wallet in self.wallets.values_mut() {
-            wallet.grants = match wallet.recent.last() {
-                Some(&seq) if !wallet.balance.is_zero() => {
-                    vec![crate::store::records::legacy_grant(seq, wallet.balance)]
-                }
-                _ => Vec::new(),
-            };
+            wallet.grants = crate::store::records::legacy_grants(&wallet.recent, wallet.balance);
         }
         for spend in self.spends.values_mut() {
             spend.draws = None;

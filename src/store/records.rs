@@ -258,11 +258,17 @@ impl Record for WalletRecord {
             return Err(CodecError::UnknownVersion(version));
         }
         let v1: WalletRecordV1 = decode_body(body)?;
-        let grants = match v1.recent.last() {
-            Some(&seq) if !v1.balance.is_zero() => vec![legacy_grant(seq, v1.balance)],
-            _ => Vec::new(),
-        };
+        let grants = legacy_grants(&v1.recent, v1.balance);
         Ok(Self { balance: v1.balance, version: v1.version, recent: v1.recent, grants })
+    }
+}
+
+/// The grants of a wallet from before grants, with `recent` entries and
+/// `balance`: none when empty, else one named after its last entry.
+pub fn legacy_grants(recent: &[u64], balance: UserCredits) -> Vec<Grant> {
+    match recent.last() {
+        Some(&seq) if !balance.is_zero() => vec![legacy_grant(seq, balance)],
+        _ => Vec::new(),
     }
 }
 

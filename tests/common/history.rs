@@ -162,6 +162,13 @@ pub struct ClientState {
     pub next: u64,
 }
 
+impl ClientState {
+    /// A client of `user`, who has nothing yet.
+    pub fn new(user: String) -> Self {
+        Self { user, grants: Vec::new(), holds: Vec::new(), spends: Vec::new(), balance: 0, next: 0 }
+    }
+}
+
 pub fn request(client: &reqwest::Client, base: &str, op: &Op) -> reqwest::RequestBuilder {
     match op {
         Op::Purchase { user, package, key } => client
